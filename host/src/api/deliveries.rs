@@ -1,0 +1,146 @@
+//! Deliveries and their attempt log: listing, inspection, manual retry and recovery.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::AccountId;
+use super::extract::{ApiJson, ApiQuery};
+use super::{ListResponse, PageQuery, with_status};
+use crate::clock::{now_ms, parse_rfc3339};
+use crate::error::{ApiError, ErrorBody, NotFoundAs};
+use crate::model::{Attempt, Delivery, DeliveryStatus};
+use crate::state::AppState;
+use crate::store::deliveries::DeliveryFilter;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(for_subscription))
+        .routes(routes!(for_event))
+        .routes(routes!(get_one))
+        .routes(routes!(retry))
+        .routes(routes!(recover))
+}
+
+/// Listing filters for deliveries.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeliveryQuery {
+    /// Only deliveries in this status.
+    status: Option<DeliveryStatus>,
+    /// Items per page, 1 to 250 (default 50).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A delivery with every attempt made.
+#[derive(Debug, Serialize, ToSchema)]
+struct DeliveryDetail {
+    #[serde(flatten)]
+    delivery: Delivery,
+    /// Attempts, oldest first.
+    attempt_log: Vec<Attempt>,
+}
+
+async fn list(
+    state: &AppState,
+    account: String,
+    filter: DeliveryFilter,
+    q: DeliveryQuery,
+) -> Result<Json<ListResponse<Delivery>>, ApiError> {
+    let (limit, cursor) = PageQuery { limit: q.limit, cursor: q.cursor }.parse()?;
+    let filter = DeliveryFilter { status: q.status, ..filter };
+    Ok(Json(state.store.list_deliveries(account, filter, limit, cursor).await?.into()))
+}
+
+/// A subscription's deliveries, newest first.
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", tag = "deliveries",
+    params(("id" = String, Path, description = "Subscription id"), DeliveryQuery), security(("api_key" = [])),
+    responses((status = 200, body = ListResponse<Delivery>), (status = 404, body = ErrorBody)))]
+async fn for_subscription(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> Result<Json<ListResponse<Delivery>>, ApiError> {
+    state.store.get_subscription(account.clone(), id.clone()).await.or_not_found("subscription")?;
+    list(&state, account, DeliveryFilter { subscription_id: Some(id), ..Default::default() }, q).await
+}
+
+/// An event's deliveries, newest first.
+#[utoipa::path(get, path = "/v1/events/{id}/deliveries", tag = "deliveries",
+    params(("id" = String, Path, description = "Event id"), DeliveryQuery), security(("api_key" = [])),
+    responses((status = 200, body = ListResponse<Delivery>), (status = 404, body = ErrorBody)))]
+async fn for_event(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> Result<Json<ListResponse<Delivery>>, ApiError> {
+    state.store.get_event(account.clone(), id.clone()).await.or_not_found("event")?;
+    list(&state, account, DeliveryFilter { event_id: Some(id), ..Default::default() }, q).await
+}
+
+/// A delivery with its attempt log.
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries",
+    params(("id" = String, Path, description = "Delivery id")), security(("api_key" = [])),
+    responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)))]
+async fn get_one(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryDetail>, ApiError> {
+    let (delivery, attempt_log) = state.store.get_delivery(account, id).await.or_not_found("delivery")?;
+    Ok(Json(DeliveryDetail { delivery, attempt_log }))
+}
+
+/// Attempt a delivery again now, whatever its status.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = String, Path, description = "Delivery id")), security(("api_key" = [])),
+    responses((status = 202, body = Delivery), (status = 404, body = ErrorBody)))]
+async fn retry(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let delivery = state.store.retry_delivery(account, id, now_ms()).await.or_not_found("delivery")?;
+    state.wake_dispatcher();
+    Ok(with_status(StatusCode::ACCEPTED, delivery))
+}
+
+/// Body of `POST /v1/subscriptions/{id}/recover`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RecoverRequest {
+    /// Requeue failed deliveries created at or after this time (RFC 3339).
+    since: String,
+}
+
+/// How many deliveries were requeued.
+#[derive(Debug, Serialize, ToSchema)]
+struct RecoverResponse {
+    recovered: usize,
+}
+
+/// Requeue a subscription's failed deliveries since a time.
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/recover", tag = "deliveries", request_body = RecoverRequest,
+    params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
+    responses((status = 202, body = RecoverResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn recover(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RecoverRequest>,
+) -> Result<Response, ApiError> {
+    let (_, since) =
+        parse_rfc3339(&req.since).ok_or_else(|| ApiError::invalid("since: not an RFC 3339 timestamp"))?;
+    let recovered = state.store.recover_deliveries(account, id, since, now_ms()).await.or_not_found("subscription")?;
+    state.wake_dispatcher();
+    Ok(with_status(StatusCode::ACCEPTED, RecoverResponse { recovered }))
+}

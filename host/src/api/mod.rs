@@ -1,0 +1,141 @@
+//! The HTTP API: one module per resource, each ending in `router()`; [`app`] merges them.
+//!
+//! Handlers parse, authenticate and call services or the store's typed functions; no SQL and
+//! no wasm here.
+
+mod accounts;
+mod airy;
+pub mod auth;
+mod deliveries;
+mod events;
+pub mod extract;
+mod messages;
+mod ops;
+mod subscriptions;
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::metrics::RequestLabels;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wasmhook", description = "Durable, signed webhooks and WebAssembly plugins for chat events."),
+    modifiers(&SecuritySchemes),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        components.add_security_scheme("api_key", bearer());
+        components.add_security_scheme("admin_token", bearer());
+    }
+}
+
+/// The whole HTTP surface, and its OpenAPI description.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(accounts::router())
+        .merge(subscriptions::router())
+        .merge(events::router(&config))
+        .merge(deliveries::router())
+        .merge(messages::router())
+        .merge(airy::router())
+        .merge(ops::router())
+        .split_for_parts();
+    router
+        .route("/openapi.json", axum::routing::get(move || async move { Json(openapi.clone()) }))
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(config.max_event_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// One span per request (method, route, status, latency), and the request counter.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", %method, %route, status = tracing::field::Empty);
+    let started = Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("status", status);
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| tracing::info!(status, latency_ms, "request"));
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels { method: method.to_string(), route, status })
+        .inc();
+    response
+}
+
+/// Pagination of listings: newest first, `limit` items, continue with `cursor`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 250 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// Validated (limit, cursor).
+    pub fn parse(&self) -> Result<(usize, Option<i64>), ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=250).contains(&limit) {
+            return Err(ApiError::BadRequest { code: "invalid_query", message: "limit: must be 1 to 250".into() });
+        }
+        let cursor = match &self.cursor {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| ApiError::BadRequest {
+                code: "invalid_query",
+                message: "cursor: not a cursor returned by this listing".into(),
+            })?),
+        };
+        Ok((limit, cursor))
+    }
+}
+
+/// A page of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListResponse<T> {
+    /// The items, newest first.
+    pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> From<crate::store::Page<T>> for ListResponse<T> {
+    fn from(p: crate::store::Page<T>) -> Self {
+        ListResponse { data: p.items, next_cursor: p.next_cursor.map(|c| c.to_string()) }
+    }
+}
+
+/// Returns `body` with `status`.
+pub fn with_status<T: Serialize>(status: http::StatusCode, body: T) -> Response {
+    (status, Json(body)).into_response()
+}

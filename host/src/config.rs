@@ -1,0 +1,137 @@
+//! Server configuration: every option is a `serve` flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+
+use crate::store::SyncMode;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `wasmhook serve`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "WASMHOOK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the database, the admin token and compiled plugins.
+    #[arg(long, env = "WASMHOOK_DATA_DIR", default_value = "./wasmhook-data")]
+    pub data_dir: PathBuf,
+
+    /// Token for the admin endpoints (`/v1/accounts`). Without one, the first start generates one,
+    /// stores it in the data dir (mode 0600) and prints it once.
+    #[arg(long, env = "WASMHOOK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Largest accepted event (request body of `POST /v1/events`), in bytes.
+    #[arg(long, env = "WASMHOOK_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Largest accepted batch request (`POST /v1/events/batch`), in bytes.
+    #[arg(long, env = "WASMHOOK_MAX_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+
+    /// Log format.
+    #[arg(long, env = "WASMHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// `full` syncs every group commit to disk (survives power loss); `normal` survives a process
+    /// crash but may lose the last commits on power loss.
+    #[arg(long, env = "WASMHOOK_SYNC", value_enum, default_value_t = SyncMode::Full)]
+    pub sync: SyncMode,
+
+    /// Deliveries in flight at once.
+    #[arg(long, env = "WASMHOOK_DELIVERY_CONCURRENCY", default_value_t = 64)]
+    pub delivery_concurrency: usize,
+
+    /// Time limit of one delivery attempt (e.g. `15s`, `500ms`).
+    #[arg(long, env = "WASMHOOK_DELIVERY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
+
+    /// Delays before each retry, comma-separated (each gets ±20% jitter).
+    #[arg(
+        long,
+        env = "WASMHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h",
+        value_parser = parse_schedule
+    )]
+    pub retry_schedule: Schedule,
+
+    /// A subscription whose deliveries all failed for this long is disabled.
+    #[arg(long, env = "WASMHOOK_DISABLE_AFTER", default_value = "5days", value_parser = humantime::parse_duration)]
+    pub disable_after: Duration,
+
+    /// Let deliveries reach this otherwise refused network (CIDR, repeatable), e.g. `127.0.0.0/8`
+    /// for a receiver on this machine.
+    #[arg(long = "allow-network", env = "WASMHOOK_ALLOW_NETWORK", value_delimiter = ',')]
+    pub allow_network: Vec<IpNet>,
+
+    /// Largest accepted plugin upload, in bytes.
+    #[arg(long, env = "WASMHOOK_MAX_PLUGIN_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_plugin_bytes: usize,
+}
+
+/// A retry schedule: the delay before retry 1, 2, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<Duration>);
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    let steps = s
+        .split(',')
+        .map(|p| humantime::parse_duration(p.trim()).map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Schedule(steps))
+}
+
+impl Config {
+    /// Options as parsed from `args` (without the program name), environment included.
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let args = std::iter::once(std::ffi::OsString::from("wasmhook")).chain(args.into_iter().map(Into::into));
+        <Wrapper as clap::Parser>::try_parse_from(args).map(|w| w.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_parse_down_to_milliseconds() {
+        assert_eq!(
+            parse_schedule("10ms, 20ms,1s").unwrap().0,
+            vec![Duration::from_millis(10), Duration::from_millis(20), Duration::from_secs(1)]
+        );
+        assert!(parse_schedule("10parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = Config::from_args(["--data-dir", "/tmp/x"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.max_event_bytes, 262_144);
+        assert_eq!(c.delivery_concurrency, 64);
+        assert_eq!(c.retry_schedule.0.len(), 7);
+        assert_eq!(c.disable_after, Duration::from_secs(5 * 86_400));
+    }
+}

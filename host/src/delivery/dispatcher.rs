@@ -1,0 +1,210 @@
+//! The dispatcher: claims due deliveries with a lease, runs at most `--delivery-concurrency`
+//! at once, and settles each outcome.
+//!
+//! It is woken by the ingest path when new deliveries are due now, and otherwise sleeps until
+//! the earliest pending delivery (capped at one second, so expired leases and retries written
+//! by other paths are never waited on for long).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::ratelimit::RateLimiter;
+use super::schedule::next_delay;
+use super::subscriber::deliver;
+use super::{AttemptOutcome, Verdict};
+use crate::clock::{new_id, now_ms, rfc3339};
+use crate::model::{Attempt, DeliveryStatus, Subscription};
+use crate::state::AppState;
+use crate::store::deliveries::{Claimed, Outcome};
+use crate::store::events::NewEvent;
+
+const MAX_CLAIM: usize = 256;
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Starts the dispatcher; it stops claiming when `stop` is cancelled and returns once the
+/// deliveries in flight have settled.
+pub fn spawn(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(run(state, stop))
+}
+
+async fn run(state: AppState, stop: CancellationToken) {
+    let concurrency = state.config.delivery_concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let limiter = Arc::new(RateLimiter::default());
+    // A lease outlives the slowest attempt, so a live worker never loses its delivery.
+    let lease_ms = (state.config.delivery_timeout + Duration::from_secs(30)).as_millis() as i64;
+    while !stop.is_cancelled() {
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = slots.clone().acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        let want = free.min(MAX_CLAIM);
+        let claimed = match state.store.claim_due(now_ms(), lease_ms, want).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming deliveries failed");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(IDLE_POLL) => continue,
+                }
+            }
+        };
+        let got = claimed.len();
+        for work in claimed {
+            let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let state = state.clone();
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                settle_one(&state, &limiter, work).await;
+                drop(permit);
+            });
+        }
+        if got == want {
+            continue; // more may be due right now
+        }
+        let wait = match state.store.next_due().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64),
+            _ => IDLE_POLL,
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = state.dispatcher_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    // Let attempts in flight finish and record their outcome; any cut short keep their lease
+    // and are attempted again after a restart.
+    let grace = state.config.delivery_timeout + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, slots.acquire_many(concurrency as u32)).await;
+}
+
+async fn settle_one(state: &AppState, limiter: &RateLimiter, work: Claimed) {
+    let now = now_ms();
+    if let Some(rate) = work.subscription.rate_limit_per_second {
+        let slot = limiter.reserve(work.subscription.seq, rate, now);
+        if slot > now {
+            let put_off = Outcome {
+                delivery_seq: work.delivery.seq,
+                attempt: None,
+                status: DeliveryStatus::Pending,
+                next_attempt_at: Some(slot),
+                last_error: None,
+            };
+            if let Err(e) = state.store.record_outcome(put_off, now).await {
+                tracing::error!(error = %e, "deferring a rate-limited delivery failed");
+            }
+            state.wake_dispatcher();
+            return;
+        }
+    }
+    let started = std::time::Instant::now();
+    let outcome = deliver(state, &work).await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    record(state, &work, now, duration_ms, outcome).await;
+}
+
+async fn record(state: &AppState, work: &Claimed, started_at: i64, duration_ms: i64, outcome: AttemptOutcome) {
+    let attempts = work.delivery.attempts + 1;
+    let mut attempt = Attempt {
+        attempted_at: started_at,
+        duration_ms,
+        status_code: outcome.status_code,
+        error_kind: None,
+        error_message: None,
+        response_body: outcome.response_body,
+    };
+    let mut disable: Option<String> = None;
+    let (status, next_attempt_at, last_error, label) = match outcome.verdict {
+        Verdict::Delivered => {
+            let latency = (now_ms() - work.event.received_at).max(0) as f64 / 1000.0;
+            state.metrics.ingest_to_delivery.observe(latency);
+            (DeliveryStatus::Succeeded, None, None, "succeeded")
+        }
+        Verdict::Filtered(reason) => (DeliveryStatus::Filtered, None, Some(reason), "filtered"),
+        Verdict::Failed { kind, message, retryable, retry_after, gone } => {
+            attempt.error_kind = Some(kind);
+            attempt.error_message = Some(message.clone());
+            if gone {
+                disable = Some("the endpoint answered 410 Gone".into());
+            }
+            let delay = if retryable && !gone {
+                let jitter = rand::rng().random_range(-1.0..=1.0);
+                next_delay(&state.config.retry_schedule.0, attempts, jitter, retry_after)
+            } else {
+                None
+            };
+            match delay {
+                Some(d) => (DeliveryStatus::Pending, Some(now_ms() + d.as_millis() as i64), Some(message), "retrying"),
+                None => (DeliveryStatus::Failed, None, Some(message), "failed"),
+            }
+        }
+    };
+    state.metrics.delivery(label);
+    let outcome = Outcome { delivery_seq: work.delivery.seq, attempt: Some(attempt), status, next_attempt_at, last_error };
+    let failing_since = match state.store.record_outcome(outcome, now_ms()).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, delivery = %work.delivery.id, "recording an attempt failed");
+            return;
+        }
+    };
+    if status == DeliveryStatus::Pending {
+        state.wake_dispatcher();
+    }
+    let window = state.config.disable_after.as_millis() as i64;
+    if disable.is_none() && failing_since.is_some_and(|since| now_ms() - since >= window) {
+        disable = Some(format!(
+            "every delivery failed for {}",
+            humantime::format_duration(state.config.disable_after)
+        ));
+    }
+    if let Some(reason) = disable {
+        disable_subscription(state, &work.subscription, reason).await;
+    }
+}
+
+/// Disables a subscription and records `subscription:disabled` for its account.
+async fn disable_subscription(state: &AppState, sub: &Subscription, reason: String) {
+    let now = now_ms();
+    let event_reason = reason.clone();
+    let build = move |sub: &Subscription| {
+        let payload = json!({
+            "subscription_id": sub.id,
+            "url": sub.url,
+            "reason": event_reason,
+            "disabled_at": rfc3339(now),
+        });
+        NewEvent {
+            id: new_id("evt"),
+            account_id: sub.account_id.clone(),
+            event_type: "subscription:disabled".into(),
+            payload: RawValue::from_string(payload.to_string()).expect("serde_json output is valid JSON"),
+            occurred_at: rfc3339(now),
+            received_at: now,
+            idempotency_key: None,
+            body_hash: [0; 32],
+            causation: None,
+            conversation: None,
+        }
+    };
+    match state.store.disable_subscription(sub.seq, reason.clone(), build, now).await {
+        Ok(true) => {
+            tracing::warn!(subscription = %sub.id, %reason, "subscription disabled");
+            state.metrics.events_ingested.inc();
+            state.wake_dispatcher();
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, subscription = %sub.id, "disabling a subscription failed"),
+    }
+}

@@ -1,0 +1,109 @@
+//! Subscribers: the one place that knows what delivering to a URL (or a plugin) means.
+//! The dispatcher only sees [`deliver`].
+
+use std::time::{Instant, SystemTime};
+
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+
+use super::formats::{BodyInput, render};
+use super::http::{FailureKind, classify, excerpt, literal_refused};
+use super::schedule::parse_retry_after;
+use super::signing::{airy_signature, signature_header};
+use super::{AttemptOutcome, Verdict};
+use crate::clock::now_ms;
+use crate::model::Subscription;
+use crate::state::AppState;
+use crate::store::deliveries::Claimed;
+
+/// Where a subscription's events go.
+pub enum Subscriber<'a> {
+    /// A signed POST to a URL.
+    Url(&'a str),
+}
+
+impl<'a> Subscriber<'a> {
+    /// The subscriber behind a subscription, if it has one it can deliver to.
+    pub fn of(sub: &'a Subscription) -> Option<Subscriber<'a>> {
+        sub.url.as_deref().map(Subscriber::Url)
+    }
+}
+
+/// Makes one attempt at a claimed delivery.
+pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
+    let sub = &work.subscription;
+    match Subscriber::of(sub) {
+        Some(Subscriber::Url(url)) => {
+            let event = &work.event;
+            let body = render(
+                sub.format,
+                &BodyInput {
+                    event_id: &event.id,
+                    event_type: &event.event_type,
+                    occurred_at: &event.occurred_at,
+                    payload: &event.payload,
+                },
+            );
+            post(state, sub, url, &work.delivery.id, body).await
+        }
+        None => AttemptOutcome::failed("config", "the subscription has no URL or plugin to deliver to", false),
+    }
+}
+
+/// POSTs a signed body to `url` with the subscription's headers; classifies the result.
+pub async fn post(state: &AppState, sub: &Subscription, url: &str, msg_id: &str, body: Vec<u8>) -> AttemptOutcome {
+    let url = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return AttemptOutcome::failed("config", format!("invalid url: {e}"), false),
+    };
+    if let Some(refused) = literal_refused(&url, &state.net_policy) {
+        return AttemptOutcome::failed(FailureKind::NetworkPolicy.as_str(), refused, true);
+    }
+    let now = now_ms();
+    let timestamp = now / 1000;
+    let mut req = state.http.post(url).header(CONTENT_TYPE, "application/json");
+    for (name, value) in &sub.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            req = req.header(n, v);
+        }
+    }
+    req = req
+        .header("webhook-id", msg_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature_header(&sub.signing_secrets(now), msg_id, timestamp, &body));
+    if let Some(api_secret) = &sub.airy_api_secret {
+        req = req.header("x-airy-content-signature", airy_signature(api_secret, &body));
+    }
+    let started = Instant::now();
+    let resp = match req.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let (kind, mut message) = classify(&e);
+            if kind == FailureKind::Timeout {
+                message = format!("no response within {:?}", state.config.delivery_timeout);
+            }
+            return AttemptOutcome::failed(kind.as_str(), message, true);
+        }
+    };
+    let status = resp.status();
+    let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
+        resp.headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+    } else {
+        None
+    };
+    let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let response_body = excerpt(resp).await;
+    tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "delivery attempt");
+    let verdict = if status.is_success() {
+        Verdict::Delivered
+    } else {
+        let message = match (status.is_redirection(), location) {
+            (true, Some(to)) => format!("HTTP {status}: redirects are not followed (Location: {to})"),
+            _ => format!("HTTP {status}"),
+        };
+        Verdict::Failed { kind: "http_status".into(), message, retryable: true, retry_after, gone: status.as_u16() == 410 }
+    };
+    AttemptOutcome { status_code: Some(status.as_u16()), response_body: Some(response_body), verdict }
+}

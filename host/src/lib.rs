@@ -1,0 +1,98 @@
+//! wasmhook: an event-subscription server for chat and customer-support products.
+//!
+//! Events posted over HTTP are stored durably and delivered, at least once, to every matching
+//! subscriber: signed webhooks with retries, or WebAssembly plugins. [`run`] wires the pieces
+//! together; the binary and the tests both call it.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod events;
+pub mod messages;
+pub mod metrics;
+pub mod model;
+pub mod state;
+pub mod store;
+pub mod subscriptions;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::delivery::netpolicy::NetPolicy;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting, lets
+/// requests and deliveries in flight finish, and closes the database.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let sync = config.sync;
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, sync))
+        .await?
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let admin_token_hash = auth::hash(&admin_token(&config)?);
+    let net_policy = Arc::new(NetPolicy::new(config.allow_network.clone()));
+    let http = delivery::http::client(net_policy.clone(), config.delivery_timeout);
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        keys: Default::default(),
+        admin_token_hash,
+        metrics: Default::default(),
+        net_policy,
+        dispatcher_wake: Default::default(),
+        http,
+    };
+    let stop_delivery = CancellationToken::new();
+    let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
+    tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
+    let app = api::app(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    tracing::info!("shutting down: finishing deliveries in flight");
+    stop_delivery.cancel();
+    let _ = dispatcher.await;
+    store.close().await;
+    tracing::info!("database closed; bye");
+    Ok(())
+}
+
+/// The admin token: from the options, else from the data dir, else generated, stored
+/// (readable by the owner only) and printed once.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(token) = &config.admin_token {
+        anyhow::ensure!(token.len() >= 16, "the admin token must be at least 16 characters");
+        return Ok(token.clone());
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let token = format!("wha_{}", auth::random_token(32));
+    write_private(&path, &token).with_context(|| format!("storing the admin token in {}", path.display()))?;
+    println!("Generated an admin token (stored in {}; shown only this once):\n\n    {token}\n", path.display());
+    Ok(token)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}

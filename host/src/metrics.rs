@@ -1,0 +1,82 @@
+//! Prometheus metrics, exposed as text at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template such as `/v1/events/{id}` (or `unmatched`).
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of a settled delivery attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `succeeded`, `retrying`, `failed`, `filtered`.
+    pub outcome: String,
+}
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by method, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Events stored.
+    pub events_ingested: Counter,
+    /// Delivery attempts by outcome.
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    /// Pending deliveries (refreshed on scrape).
+    pub queue_depth: Gauge,
+    /// Seconds from an event's receipt to its successful delivery.
+    pub ingest_to_delivery: Histogram,
+    /// Plugin components compiled (not loaded from a stored artifact).
+    pub plugin_compilations: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wasmhook");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        let events_ingested = Counter::default();
+        registry.register("events_ingested", "Events stored", events_ingested.clone());
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register("deliveries", "Delivery attempts by outcome", deliveries.clone());
+        let queue_depth = Gauge::default();
+        registry.register("delivery_queue_depth", "Pending deliveries", queue_depth.clone());
+        let ingest_to_delivery = Histogram::new(
+            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0].into_iter(),
+        );
+        registry.register(
+            "ingest_to_delivery_seconds",
+            "Time from an event's receipt to its successful delivery",
+            ingest_to_delivery.clone(),
+        );
+        let plugin_compilations = Counter::default();
+        registry.register("plugin_compilations", "Plugin components compiled", plugin_compilations.clone());
+        Metrics { registry, requests, events_ingested, deliveries, queue_depth, ingest_to_delivery, plugin_compilations }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+
+    /// Counts one delivery outcome.
+    pub fn delivery(&self, outcome: &str) {
+        self.deliveries.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+}

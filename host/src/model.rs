@@ -1,0 +1,301 @@
+//! The records wasmhook keeps, shared by storage, services and the API.
+//!
+//! Times are Unix milliseconds inside the server and RFC 3339 on the wire; fields that must
+//! never leave the server (internal sequence numbers, secrets) are skipped when serializing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use crate::clock::{ms_as_rfc3339, opt_ms_as_rfc3339};
+
+/// A tenant: everything else belongs to exactly one account.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Account {
+    /// Account id (`acc_...`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// An API key's metadata; the key itself is only ever shown when issued.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// Key id (`key_...`), used to revoke it.
+    pub id: String,
+    /// The account the key acts for.
+    pub account_id: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    /// Creation time.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// When it was revoked, if it was.
+    #[serde(with = "opt_ms_as_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<i64>,
+}
+
+/// The body shape a delivery uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Standard Webhooks: `{"type", "timestamp", "data"}`.
+    #[default]
+    Standard,
+    /// Papercups: `{"event", "payload"}`.
+    Papercups,
+    /// Airy: the flat message object.
+    Airy,
+}
+
+/// Whether a subscription receives events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Receives events.
+    Active,
+    /// Waits for the verification handshake to succeed.
+    PendingVerification,
+    /// Receives nothing; `status_reason` says why.
+    Disabled,
+}
+
+macro_rules! str_enum {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The wire and storage name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+            /// Parses the wire and storage name.
+            pub fn parse(s: &str) -> Option<$ty> {
+                match s { $($text => Some($ty::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+str_enum!(Format { Standard => "standard", Papercups => "papercups", Airy => "airy" });
+str_enum!(SubscriptionStatus {
+    Active => "active",
+    PendingVerification => "pending_verification",
+    Disabled => "disabled",
+});
+str_enum!(DeliveryStatus {
+    Pending => "pending",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Filtered => "filtered",
+});
+
+/// A subscriber: a URL webhook or a plugin, with the events it wants.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Subscription {
+    #[serde(skip)]
+    pub(crate) seq: i64,
+    /// Subscription id (`sub_...`).
+    pub id: String,
+    #[serde(skip)]
+    pub(crate) account_id: String,
+    /// Where deliveries are POSTed (absent for plugin subscribers).
+    pub url: Option<String>,
+    /// The plugin that receives the events instead of a URL.
+    pub plugin_id: Option<String>,
+    /// A plugin every event passes through before it is sent to `url`.
+    pub transform_plugin_id: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// Event types delivered, or `["*"]` for all.
+    pub event_types: Vec<String>,
+    /// Extra request headers sent with each delivery.
+    pub headers: BTreeMap<String, String>,
+    /// Body shape of deliveries.
+    pub format: Format,
+    /// Whether it receives events.
+    pub status: SubscriptionStatus,
+    /// Why it is disabled or why verification failed.
+    pub status_reason: Option<String>,
+    /// Whether the verification handshake is required.
+    pub verify: bool,
+    /// At most this many deliveries a second (excess ones wait).
+    pub rate_limit_per_second: Option<u32>,
+    #[serde(skip)]
+    pub(crate) secret: String,
+    #[serde(skip)]
+    pub(crate) previous_secret: Option<String>,
+    #[serde(skip)]
+    pub(crate) previous_secret_expires_at: Option<i64>,
+    #[serde(skip)]
+    pub(crate) airy_api_secret: Option<String>,
+    #[serde(skip)]
+    pub(crate) failing_since: Option<i64>,
+    /// Creation time.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// Last change.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: i64,
+}
+
+impl Subscription {
+    /// The signing secrets in force at `now`: the current one, then the previous one during
+    /// a rotation's grace period.
+    pub fn signing_secrets(&self, now: i64) -> Vec<&str> {
+        let mut keys = vec![self.secret.as_str()];
+        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_expires_at) {
+            if now < until {
+                keys.push(prev);
+            }
+        }
+        keys
+    }
+}
+
+/// Which plugin emitted an event, when one did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Causation {
+    /// The plugin that emitted the event.
+    pub plugin_id: String,
+    /// The event it was handling.
+    pub event_id: String,
+    /// Plugin hops between this event and a client's (1 = direct).
+    pub depth: u32,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Event {
+    #[serde(skip)]
+    pub(crate) seq: i64,
+    /// Event id: the client's `id` when it gave one, else `evt_...`.
+    pub id: String,
+    /// Event type such as `message:created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The JSON object posted.
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    /// When it happened (RFC 3339, UTC).
+    pub occurred_at: String,
+    /// When wasmhook stored it.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: i64,
+    /// Set when a plugin emitted it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation: Option<Causation>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// A 2xx was received (or the plugin ran).
+    Succeeded,
+    /// Every attempt failed (dead letter); can be retried by hand.
+    Failed,
+    /// A transform plugin dropped it; nothing was sent.
+    Filtered,
+}
+
+/// One event on its way to one subscription.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Delivery {
+    #[serde(skip)]
+    pub(crate) seq: i64,
+    /// Delivery id (`msg_...`), sent as `webhook-id`: the same on every retry.
+    pub id: String,
+    /// The event delivered.
+    pub event_id: String,
+    /// The subscription it goes to.
+    pub subscription_id: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due, while pending.
+    #[serde(with = "opt_ms_as_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<i64>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// Creation time.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// Last change.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: i64,
+}
+
+/// One try at a delivery.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Attempt {
+    /// When it started.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub attempted_at: i64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: i64,
+    /// The HTTP status received, if a response came.
+    pub status_code: Option<u16>,
+    /// What went wrong: `timeout`, `connect`, `dns`, `tls`, `network_policy`, `http_status`, `plugin`, ...
+    pub error_kind: Option<String>,
+    /// A human-readable reason.
+    pub error_message: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+}
+
+/// Who sent a message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Sender {
+    /// Sender id.
+    pub id: String,
+    /// `source_contact` for customers, `app_user` for messages sent through this API or by plugins.
+    #[serde(rename = "type")]
+    pub sender_type: String,
+}
+
+/// A message sent through the API or by a plugin.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Message {
+    /// Message id (a UUID, as Airy uses).
+    pub id: String,
+    /// The conversation it belongs to.
+    pub conversation_id: String,
+    /// Message text.
+    pub text: String,
+    /// Who sent it.
+    pub sender: Sender,
+    /// The conversation's source (for example `facebook`), when known.
+    pub source: Option<String>,
+    /// When it was sent.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub sent_at: i64,
+    /// The `message:created` event emitted for it.
+    pub event_id: String,
+}
+
+/// What wasmhook knows about a conversation, learnt from ingested events.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    /// The customer (contact) in the conversation.
+    pub customer_id: Option<String>,
+    /// The channel, such as `facebook`.
+    pub source: Option<String>,
+}

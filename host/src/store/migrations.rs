@@ -1,0 +1,18 @@
+//! Versioned schema migrations, plain `.sql` files applied in order at start-up.
+
+use rusqlite_migration::{M, Migrations};
+
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
+
+/// The ordered list of schema migrations.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::from_slice(MIGRATIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_validate() {
+        super::migrations().validate().expect("migrations must apply cleanly");
+    }
+}

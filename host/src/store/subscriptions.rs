@@ -1,0 +1,260 @@
+//! Subscriptions and the (account, event type) matching index kept beside them.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{OptionalRow, Page, Store, StoreError};
+use crate::model::{Format, Subscription, SubscriptionStatus};
+
+const COLUMNS: &str = "seq, id, account_id, url, plugin_id, transform_plugin_id, description, event_types,
+    headers, format, status, status_reason, secret, previous_secret, previous_secret_expires_at, verify,
+    rate_limit_per_second, airy_api_secret, failing_since, created_at, updated_at";
+
+fn corrupt(what: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
+}
+
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
+    let event_types: String = r.get(7)?;
+    let headers: String = r.get(8)?;
+    let format: String = r.get(9)?;
+    let status: String = r.get(10)?;
+    Ok(Subscription {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        account_id: r.get(2)?,
+        url: r.get(3)?,
+        plugin_id: r.get(4)?,
+        transform_plugin_id: r.get(5)?,
+        description: r.get(6)?,
+        event_types: serde_json::from_str(&event_types).map_err(|_| corrupt("event_types"))?,
+        headers: serde_json::from_str(&headers).map_err(|_| corrupt("headers"))?,
+        format: Format::parse(&format).ok_or_else(|| corrupt("format"))?,
+        status: SubscriptionStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        status_reason: r.get(11)?,
+        secret: r.get(12)?,
+        previous_secret: r.get(13)?,
+        previous_secret_expires_at: r.get(14)?,
+        verify: r.get(15)?,
+        rate_limit_per_second: r.get(16)?,
+        airy_api_secret: r.get(17)?,
+        failing_since: r.get(18)?,
+        created_at: r.get(19)?,
+        updated_at: r.get(20)?,
+    })
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO subscriptions (id, account_id, url, plugin_id, transform_plugin_id, description,
+            event_types, headers, format, status, status_reason, secret, previous_secret,
+            previous_secret_expires_at, verify, rate_limit_per_second, airy_api_secret, failing_since,
+            created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+    )?
+    .execute(params![
+        s.id,
+        s.account_id,
+        s.url,
+        s.plugin_id,
+        s.transform_plugin_id,
+        s.description,
+        json(&s.event_types),
+        json(&s.headers),
+        s.format.as_str(),
+        s.status.as_str(),
+        s.status_reason,
+        s.secret,
+        s.previous_secret,
+        s.previous_secret_expires_at,
+        s.verify,
+        s.rate_limit_per_second,
+        s.airy_api_secret,
+        s.failing_since,
+        s.created_at,
+        s.updated_at,
+    ])?;
+    s.seq = tx.last_insert_rowid();
+    index_event_types(tx, s)
+}
+
+fn save(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE subscriptions SET url = ?2, plugin_id = ?3, transform_plugin_id = ?4, description = ?5,
+            event_types = ?6, headers = ?7, format = ?8, status = ?9, status_reason = ?10, secret = ?11,
+            previous_secret = ?12, previous_secret_expires_at = ?13, verify = ?14,
+            rate_limit_per_second = ?15, airy_api_secret = ?16, failing_since = ?17, updated_at = ?18
+         WHERE seq = ?1",
+    )?
+    .execute(params![
+        s.seq,
+        s.url,
+        s.plugin_id,
+        s.transform_plugin_id,
+        s.description,
+        json(&s.event_types),
+        json(&s.headers),
+        s.format.as_str(),
+        s.status.as_str(),
+        s.status_reason,
+        s.secret,
+        s.previous_secret,
+        s.previous_secret_expires_at,
+        s.verify,
+        s.rate_limit_per_second,
+        s.airy_api_secret,
+        s.failing_since,
+        s.updated_at,
+    ])?;
+    index_event_types(tx, s)
+}
+
+fn index_event_types(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM subscription_event_types WHERE subscription_seq = ?1")?.execute([s.seq])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO subscription_event_types (account_id, event_type, subscription_seq) VALUES (?1, ?2, ?3)",
+    )?;
+    for t in &s.event_types {
+        stmt.execute(params![s.account_id, t, s.seq])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn get_in(c: &Connection, account_id: &str, id: &str) -> Result<Subscription, StoreError> {
+    c.prepare_cached(&format!("SELECT {COLUMNS} FROM subscriptions WHERE id = ?1 AND account_id = ?2"))?
+        .query_row(params![id, account_id], row)
+        .found()
+}
+
+pub(crate) fn get_by_seq(c: &Connection, seq: i64) -> Result<Subscription, StoreError> {
+    c.prepare_cached(&format!("SELECT {COLUMNS} FROM subscriptions WHERE seq = ?1"))?
+        .query_row([seq], row)
+        .found()
+}
+
+/// An active subscription that wants an event: (seq, plugin_id, transform_plugin_id).
+pub(crate) type Match = (i64, Option<String>, Option<String>);
+
+/// The active subscriptions of `account_id` that want events of `event_type`.
+pub(crate) fn matching(c: &Connection, account_id: &str, event_type: &str) -> Result<Vec<Match>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT s.seq, s.plugin_id, s.transform_plugin_id
+         FROM subscription_event_types t JOIN subscriptions s ON s.seq = t.subscription_seq
+         WHERE t.account_id = ?1 AND t.event_type IN (?2, '*') AND s.status = 'active'",
+    )?;
+    let rows = stmt
+        .query_map(params![account_id, event_type], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<Match>, _>>()?;
+    Ok(rows)
+}
+
+impl Store {
+    /// Stores a new subscription.
+    pub async fn create_subscription(&self, mut sub: Subscription) -> Result<Subscription, StoreError> {
+        self.write(move |tx| {
+            insert(tx, &mut sub)?;
+            Ok(sub)
+        })
+        .await
+    }
+
+    /// One subscription of the account.
+    pub async fn get_subscription(&self, account_id: String, id: String) -> Result<Subscription, StoreError> {
+        self.read(move |c| get_in(c, &account_id, &id)).await
+    }
+
+    /// The account's subscriptions, newest first.
+    pub async fn list_subscriptions(
+        &self,
+        account_id: String,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<Page<Subscription>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], |r| {
+                    row(r).map(|s| (s.seq, s))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(rows, limit))
+        })
+        .await
+    }
+
+    /// Applies `change` to a subscription and saves it, atomically. `change` may refuse with an
+    /// error; what it returns is handed back beside the saved subscription.
+    pub async fn update_subscription<F, T>(
+        &self,
+        account_id: String,
+        id: String,
+        change: F,
+    ) -> Result<(Subscription, T), StoreError>
+    where
+        F: FnOnce(&mut Subscription) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.write(move |tx| {
+            let mut sub = get_in(tx, &account_id, &id)?;
+            let out = change(&mut sub)?;
+            save(tx, &sub)?;
+            Ok((sub, out))
+        })
+        .await
+    }
+
+    /// Deletes a subscription and its deliveries.
+    pub async fn delete_subscription(&self, account_id: String, id: String) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let n = tx.execute("DELETE FROM subscriptions WHERE id = ?1 AND account_id = ?2", params![id, account_id])?;
+            if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        })
+        .await
+    }
+
+    /// The account's Airy webhook, if it ever subscribed.
+    pub async fn airy_webhook(&self, account_id: String) -> Result<Option<Subscription>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND airy_api_secret IS NOT NULL"
+            ))?
+            .query_row([&account_id], row)
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Changes the account's Airy webhook with `change`, creating it from `new` first if it has none.
+    pub async fn upsert_airy_webhook<F>(&self, new: Subscription, change: F) -> Result<Subscription, StoreError>
+    where
+        F: FnOnce(&mut Subscription) + Send + 'static,
+    {
+        self.write(move |tx| {
+            let existing = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND airy_api_secret IS NOT NULL"
+                ))?
+                .query_row([&new.account_id], row)
+                .optional()?;
+            match existing {
+                Some(mut sub) => {
+                    change(&mut sub);
+                    save(tx, &sub)?;
+                    Ok(sub)
+                }
+                None => {
+                    let mut sub = new;
+                    change(&mut sub);
+                    insert(tx, &mut sub)?;
+                    Ok(sub)
+                }
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,142 @@
+//! The single writer: one thread owns the write connection and commits in groups.
+//!
+//! Every mutation of the database goes through here. Requests arriving while a transaction
+//! is being written queue up and are applied together in the next transaction, so a burst of
+//! N requests costs one fsync instead of N. Each request runs inside its own SAVEPOINT: a
+//! request that fails is rolled back alone and the others in its group still commit, so no
+//! request ever sees half of another's work. Replies are sent only after COMMIT returns,
+//! which is what makes an HTTP 202 mean "durable".
+
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// The largest number of requests folded into one transaction.
+const MAX_GROUP: usize = 1024;
+
+trait Op: Send {
+    /// Applies the operation; returns whether it succeeded (its savepoint is kept).
+    fn apply(&mut self, tx: &Transaction<'_>) -> bool;
+    /// Delivers the result once the group's commit is known.
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>);
+}
+
+struct TypedOp<F, R> {
+    work: Option<F>,
+    result: Option<Result<R, StoreError>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<F, R> Op for TypedOp<F, R>
+where
+    F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send,
+    R: Send,
+{
+    fn apply(&mut self, tx: &Transaction<'_>) -> bool {
+        let work = self.work.take().expect("an op is applied once");
+        let result = work(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>) {
+        let result = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            // An op that failed on its own keeps its own error, commit or not.
+            (Err(_), Some(Err(own))) => Err(own),
+            (Err(e), _) => Err(StoreError::Commit(e.to_string())),
+            (Ok(()), None) => Err(StoreError::Closed),
+        };
+        // The caller may have gone away (request cancelled); the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Handle to the writer thread. Cloning shares the same thread.
+enum Msg {
+    Op(Box<dyn Op>),
+    /// Finish what is queued before this, then stop: later writes get `StoreError::Closed`.
+    Close,
+}
+
+#[derive(Clone)]
+pub(crate) struct Writer {
+    ops: mpsc::Sender<Msg>,
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection) -> (Writer, JoinHandle<()>) {
+        let (ops, rx) = mpsc::channel(16 * MAX_GROUP);
+        let handle = std::thread::Builder::new()
+            .name("wasmhook-writer".into())
+            .spawn(move || run(conn, rx))
+            .expect("spawning the writer thread");
+        (Writer { ops }, handle)
+    }
+
+    /// Runs `work` inside the next group transaction and returns its result after COMMIT.
+    pub(crate) async fn write<F, R>(&self, work: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let op = Box::new(TypedOp { work: Some(work), result: None, reply });
+        self.ops.send(Msg::Op(op)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Asks the thread to stop once the writes queued so far are committed.
+    pub(crate) async fn close(&self) {
+        let _ = self.ops.send(Msg::Close).await;
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+    let mut group: Vec<Box<dyn Op>> = Vec::with_capacity(MAX_GROUP);
+    let mut closing = false;
+    while !closing {
+        match rx.blocking_recv() {
+            Some(Msg::Op(op)) => group.push(op),
+            Some(Msg::Close) | None => break,
+        }
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Op(op)) => group.push(op),
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let commit = apply_group(&mut conn, &mut group);
+        for op in group.drain(..) {
+            op.finish(commit.as_ref().map(|_| ()));
+        }
+    }
+    rx.close();
+    // The store is closing. Fold the WAL back into the main file.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "checkpoint on close failed");
+    }
+    tracing::debug!("writer thread stopped");
+}
+
+fn apply_group(conn: &mut Connection, group: &mut [Box<dyn Op>]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    for op in group.iter_mut() {
+        tx.execute_batch("SAVEPOINT op")?;
+        if op.apply(&tx) {
+            tx.execute_batch("RELEASE op")?;
+        } else {
+            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
