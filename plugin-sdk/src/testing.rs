@@ -16,7 +16,8 @@
 //! ```
 //!
 //! The mock enforces what it can cheaply imitate: kv key length, the empty-text rejection of
-//! `send-message`, and a send limit when one is set with [`set_send_limit`].
+//! `send-message`, and, when set, a send limit ([`set_send_limit`]) and a value size limit
+//! ([`set_kv_value_limit`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,7 @@ struct MockHost {
     config: HashMap<String, String>,
     kv: BTreeMap<String, Vec<u8>>,
     kv_failure: Option<KvError>,
+    kv_value_limit: Option<u64>,
     sent: Vec<SentMessage>,
     send_failure: Option<SendError>,
     send_limit: Option<u32>,
@@ -91,6 +93,11 @@ pub fn fail_send_with(error: SendError) {
 /// Makes [`crate::send_message`] fail with [`SendError::LimitExceeded`] after `limit` messages.
 pub fn set_send_limit(limit: u32) {
     with(|h| h.send_limit = Some(limit));
+}
+
+/// Makes [`crate::kv::set`] fail with [`KvError::ValueTooLarge`] for values over `bytes`.
+pub fn set_kv_value_limit(bytes: u64) {
+    with(|h| h.kv_value_limit = Some(bytes));
 }
 
 /// Makes every later [`crate::kv`] call fail with `error` (until [`reset`]).
@@ -148,6 +155,9 @@ pub(crate) mod imports {
     pub(crate) fn kv_set(key: &str, value: &[u8]) -> Result<(), KvError> {
         with(|h| {
             check(h, key)?;
+            if let Some(limit) = h.kv_value_limit.filter(|&limit| value.len() as u64 > limit) {
+                return Err(KvError::ValueTooLarge(limit));
+            }
             h.kv.insert(key.to_string(), value.to_vec());
             Ok(())
         })

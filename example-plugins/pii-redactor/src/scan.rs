@@ -41,13 +41,21 @@ impl Redactor {
 
     /// `text` with the selected kinds masked, or `None` if nothing was masked.
     pub fn redact(&self, text: &str) -> Option<String> {
-        let text = if self.email { mask_emails(text) } else { Cow::Borrowed(text) };
-        let masked = if self.phone || self.card { mask_numbers(&text, self.phone, self.card) } else { Cow::Borrowed(&*text) };
-        match (masked, text) {
-            (Cow::Owned(s), _) => Some(s),
-            (Cow::Borrowed(_), Cow::Owned(s)) => Some(s),
-            (Cow::Borrowed(_), Cow::Borrowed(_)) => None,
+        let emails_masked = if self.email { mask_emails(text) } else { Cow::Borrowed(text) };
+        if !(self.phone || self.card) {
+            return into_changed(emails_masked);
         }
+        match mask_numbers(&emails_masked, self.phone, self.card) {
+            Cow::Owned(s) => Some(s),
+            Cow::Borrowed(_) => into_changed(emails_masked),
+        }
+    }
+}
+
+fn into_changed(text: Cow<'_, str>) -> Option<String> {
+    match text {
+        Cow::Owned(s) => Some(s),
+        Cow::Borrowed(_) => None,
     }
 }
 
@@ -113,6 +121,11 @@ fn is_domain(domain: &str) -> bool {
 }
 
 /// Replaces phone numbers with `[phone]` and card numbers with `[card]`, each if enabled.
+///
+/// A run of up to 19 digits is one candidate. A longer run holds more than one number
+/// (`555-1234 4111111111111111`), so its longest prefix of whole groups that is a card or a
+/// phone number is masked first, and the scan goes on after it. A leading date (`2025-01-31`)
+/// is never part of a number.
 pub fn mask_numbers(text: &str, phones: bool, cards: bool) -> Cow<'_, str> {
     let b = text.as_bytes();
     let mut out = String::new();
@@ -131,19 +144,38 @@ pub fn mask_numbers(text: &str, phones: bool, cards: bool) -> Cow<'_, str> {
             }
             continue;
         }
-        let end = number_run_end(b, i);
-        let kind = if b.get(end).is_some_and(|&c| is_word_byte(c)) { None } else { classify(&text[i..end]) };
-        let mask = match kind {
-            Some(NumberKind::Card) if cards => Some(CARD),
-            Some(NumberKind::Phone) if phones => Some(PHONE),
-            _ => None,
-        };
-        if let Some(mask) = mask {
-            out.push_str(&text[copied..i]);
-            out.push_str(mask);
-            copied = end;
+        let groups = digit_groups(b, i);
+        let last_end = groups.last().map_or(i, |g| g.1);
+        if b.get(last_end).is_some_and(|&c| is_word_byte(c)) {
+            // Digits glued to a word (`12345678abc`): not a number; skip the run and the word.
+            i = last_end;
+            continue;
         }
-        i = end;
+        if starts_with_date(text, &groups) {
+            i = groups[2].1;
+            continue;
+        }
+        let total_digits: usize = groups.iter().map(|g| g.1 - g.0).sum();
+        let shortest = if total_digits <= 19 { groups.len() } else { 1 };
+        let found = (shortest..=groups.len()).rev().find_map(|n| {
+            let candidate = &text[i..groups[n - 1].1];
+            match classify(candidate)? {
+                NumberKind::Card if cards => Some((CARD, groups[n - 1].1)),
+                NumberKind::Phone if phones => Some((PHONE, groups[n - 1].1)),
+                _ => None,
+            }
+        });
+        match found {
+            Some((mask, end)) => {
+                out.push_str(&text[copied..i]);
+                out.push_str(mask);
+                copied = end;
+                i = end;
+            }
+            // Nothing here: a short run is done with; a long one may hold a number further on.
+            None if total_digits <= 19 => i = last_end,
+            None => i = groups[0].1,
+        }
     }
     if copied == 0 {
         return Cow::Borrowed(text);
@@ -152,27 +184,36 @@ pub fn mask_numbers(text: &str, phones: bool, cards: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Where a run of digits and separators that starts at `start` ends: just after its last
-/// digit. At most two separators (` `, `-`, `(`, `)`) may stand between digits.
-fn number_run_end(b: &[u8], start: usize) -> usize {
-    let mut j = start + usize::from(b[start] == b'+');
-    let mut end = j;
-    let mut separators = 0;
-    while j < b.len() {
-        match b[j] {
-            c if c.is_ascii_digit() => {
-                j += 1;
-                end = j;
-                separators = 0;
-            }
-            b' ' | b'-' | b'(' | b')' if separators < 2 => {
-                j += 1;
-                separators += 1;
-            }
-            _ => break,
+/// The digit groups (start, end) of the run that starts at `start` (a digit, or `+`/`(`
+/// before one). At most two separators (` `, `-`, `(`, `)`) may stand between groups.
+fn digit_groups(b: &[u8], start: usize) -> Vec<(usize, usize)> {
+    let mut groups = Vec::new();
+    let mut j = start + usize::from(!b[start].is_ascii_digit());
+    loop {
+        let group_start = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
         }
+        groups.push((group_start, j));
+        let mut k = j;
+        while k < b.len() && k - j < 2 && matches!(b[k], b' ' | b'-' | b'(' | b')') {
+            k += 1;
+        }
+        if k == j || !b.get(k).is_some_and(u8::is_ascii_digit) {
+            return groups;
+        }
+        j = k;
     }
-    end
+}
+
+/// Whether the first three groups read as a date, `2025-01-31` or `31-01-2025`.
+fn starts_with_date(text: &str, groups: &[(usize, usize)]) -> bool {
+    let [a, b, c, ..] = groups else {
+        return false;
+    };
+    let dashes = &text[a.1..b.0] == "-" && &text[b.1..c.0] == "-";
+    let lens = [a.1 - a.0, b.1 - b.0, c.1 - c.0];
+    dashes && (lens == [4, 2, 2] || lens == [2, 2, 4])
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -181,23 +222,14 @@ enum NumberKind {
     Phone,
 }
 
-/// Decides what a run of digits and separators is.
-fn classify(run: &str) -> Option<NumberKind> {
-    let digits: Vec<u8> = run.bytes().filter(u8::is_ascii_digit).map(|c| c - b'0').collect();
-    let card_separators_only = run.bytes().all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
+/// Decides what a candidate (digits and separators, maybe a leading `+` or `(`) is.
+fn classify(candidate: &str) -> Option<NumberKind> {
+    let digits: Vec<u8> = candidate.bytes().filter(u8::is_ascii_digit).map(|c| c - b'0').collect();
+    let card_separators_only = candidate.bytes().all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
     if (13..=19).contains(&digits.len()) && card_separators_only && luhn_valid(&digits) {
         return Some(NumberKind::Card);
     }
-    if (7..=15).contains(&digits.len()) && !is_date_shaped(run) {
-        return Some(NumberKind::Phone);
-    }
-    None
-}
-
-/// `2025-01-31` or `31-01-2025`.
-fn is_date_shaped(run: &str) -> bool {
-    let groups: Vec<usize> = run.split('-').map(str::len).collect();
-    run.bytes().all(|c| c.is_ascii_digit() || c == b'-') && (groups == [4, 2, 2] || groups == [2, 2, 4])
+    (7..=15).contains(&digits.len()).then_some(NumberKind::Phone)
 }
 
 /// The Luhn checksum of card numbers.
@@ -251,6 +283,8 @@ mod tests {
         assert_eq!(redact("call +1 (555) 123-4567 today"), "call [phone] today");
         assert_eq!(redact("tel: 030 1234567"), "tel: [phone]");
         assert_eq!(redact("555-1234 or 555 9876."), "[phone] or [phone].");
+        assert_eq!(redact("555-1234 4111111111111111"), "[phone] [card]");
+        assert_eq!(redact("4111 1111 1111 1111 555-1234"), "[card] [phone]");
     }
 
     #[test]
@@ -258,6 +292,8 @@ mod tests {
         for kept in [
             "order 12345",
             "on 2025-01-31 at 10:00",
+            "on 31-01-2025 10 30",
+            "12345678abc",
             "ID12345678",
             "hash a1b2c3d4e5f6g7",
             "pi is 3.14159",

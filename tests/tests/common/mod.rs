@@ -1,0 +1,209 @@
+//! The test harness: a real wasmhook server on 127.0.0.1:0 with a temporary data dir, a
+//! recording receiver on loopback, and small HTTP helpers.
+
+#![allow(dead_code)]
+
+pub mod receiver;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[allow(unused_imports)]
+pub use receiver::{Received, Receiver};
+
+/// The admin token every test server uses.
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// Options for every test server: fast retries, loopback allowed.
+pub fn default_args() -> Vec<String> {
+    [
+        "--admin-token",
+        ADMIN,
+        "--allow-network",
+        "127.0.0.0/8",
+        "--retry-schedule",
+        "10ms,20ms,40ms",
+        "--delivery-timeout",
+        "2s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+    _tmp: Option<TempDir>,
+    extra: Vec<String>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the default options.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    /// Starts a server with extra options (later ones override earlier ones).
+    pub async fn start_with(extra: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("data");
+        let mut server = TestServer::launch(dir, extra.iter().map(|s| s.to_string()).collect()).await;
+        server._tmp = Some(tmp);
+        server
+    }
+
+    async fn launch(dir: PathBuf, extra: Vec<String>) -> TestServer {
+        let mut args = default_args();
+        args.extend(["--data-dir".to_string(), dir.display().to_string()]);
+        args.extend(extra.iter().cloned());
+        let config = wasmhook::config::Config::from_args(args).expect("valid test options");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(wasmhook::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base,
+            http: reqwest::Client::new(),
+            dir,
+            _tmp: None,
+            extra,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server exits cleanly");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data dir (and a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let tmp = self._tmp.take();
+        let mut next = TestServer::launch(self.dir.clone(), self.extra.clone()).await;
+        next._tmp = tmp;
+        *self = next;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request reaches the server");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates an account; returns (account id, API key).
+    pub async fn account(&self, name: &str) -> (String, String) {
+        let (status, body) = self.post("/v1/accounts", ADMIN, json!({ "name": name })).await;
+        assert_eq!(status, 201, "{body}");
+        (body["id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
+    }
+
+    /// Creates a subscription; returns its JSON (with `secret`).
+    pub async fn subscribe(&self, key: &str, body: Value) -> Value {
+        let (status, sub) = self.post("/v1/subscriptions", key, body).await;
+        assert_eq!(status, 201, "{sub}");
+        sub
+    }
+
+    /// Posts one event; returns its JSON.
+    pub async fn event(&self, key: &str, body: Value) -> Value {
+        let (status, e) = self.post("/v1/events", key, body).await;
+        assert_eq!(status, 202, "{e}");
+        e
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The compiled `wasmhook` binary, built first if missing.
+pub fn wasmhook_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug").join("wasmhook");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = std::process::Command::new(cargo)
+            .args(["build", "-p", "wasmhook", "--bin", "wasmhook"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build")
+            .success();
+        assert!(ok, "building the wasmhook binary failed");
+    }
+    bin
+}
