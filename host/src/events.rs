@@ -14,6 +14,35 @@ use crate::state::AppState;
 /// The largest batch `POST /v1/events/batch` accepts.
 pub const MAX_BATCH: usize = 1000;
 
+/// Deepest nesting accepted in a payload: what serde_json (and so plugins and formats) can parse.
+pub const MAX_DEPTH: usize = 128;
+
+/// The nesting depth of valid JSON text (brackets outside strings).
+pub fn json_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// True for `^[a-z][a-z0-9_.:-]{0,127}$`.
 pub fn valid_event_type(t: &str) -> bool {
     let b = t.as_bytes();
@@ -62,6 +91,12 @@ pub fn prepare(
         return Err(ApiError::BadRequest {
             code: "invalid_payload",
             message: format!("{where_}payload: must be a JSON object"),
+        });
+    }
+    if json_depth(e.payload.get()) > MAX_DEPTH {
+        return Err(ApiError::BadRequest {
+            code: "invalid_payload",
+            message: format!("{where_}payload: nested deeper than {MAX_DEPTH} levels"),
         });
     }
     if e.payload.get().len() > max_bytes {
@@ -175,6 +210,13 @@ mod tests {
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert_eq!(json_depth(r#"{"a":[1,{"b":"[[[{"}]}"#), 3);
+        assert_eq!(json_depth(r#"{"a":"\\\"[["}"#), 1);
+        assert_eq!(json_depth(&format!("{}{}", "[".repeat(200), "]".repeat(200))), 200);
     }
 
     #[test]

@@ -1,1 +1,253 @@
-//! hostile (skeleton; being written).
+//! Test fixture: a plugin that misbehaves on purpose, so host tests can check what survives.
+//!
+//! The behaviour is chosen per event by the config key `mode`:
+//!
+//! | `mode` | behaviour |
+//! |---|---|
+//! | `loop` | spins forever (needs the host's deadline) |
+//! | `memory` | allocates and touches 1 MiB blocks without bound (needs the memory limit); ends in a trap |
+//! | `trap` | panics, which traps the instance |
+//! | `stack-overflow` | unbounded non-tail recursion; traps when the stack runs out |
+//! | `send-flood` | calls `send-message` 1000 times into the event's `conversation_id`, ignoring errors, then returns `replace` with `{"sent": n, "errors": {"<error>": count}}` |
+//! | `oversized-replace` | returns `replace` with a JSON object of `bytes` bytes (default 2 MiB) |
+//! | `http` | GETs config `url` through `wasi:http`; returns `replace` with `{"status": <code>}`, or a non-retryable error with the failure text |
+//! | `echo-config` | returns `replace` with `{"config": <config "value" or null>, "kv": {"counter": n}, "event": {...}}`; `n` counts the calls in this mode, kept in kv key `echo-counter` |
+//! | `log` | logs one line at each level (`hostile: <level>`), prints `hostile: stdout` / `hostile: stderr`; returns `keep` |
+//! | `kv-flood` | sets kv keys `flood/0`, `flood/1`, … (up to `count`, default 100000) until one fails; returns `replace` with `{"written": n, "error": "<kv error>" or null}` |
+//! | `sleep` | sleeps `ms` milliseconds (default 10000) in a blocking WASI clock wait; returns `keep` |
+//! | `retryable-error` / `fatal-error` | returns a handler error with that retryability and message `hostile: <mode>` |
+//! | `drop` | returns `drop` |
+//! | anything else, or unset | returns `keep` |
+//!
+//! Everything but the trapping and endless modes is also unit-tested natively.
+
+mod http;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use serde_json::{Value, json};
+use wasmhook_plugin_sdk::kv::{self, KvError};
+use wasmhook_plugin_sdk::{Decision, Event, HandlerError, Plugin, config, export_plugin, log, send_message};
+
+/// The hostile plugin.
+pub struct Hostile;
+
+impl Plugin for Hostile {
+    fn handle(event: Event) -> Result<Decision, HandlerError> {
+        let mode = config::get("mode").unwrap_or_default();
+        match mode.as_str() {
+            "loop" => spin_forever(),
+            "memory" => grow_memory_forever(),
+            "trap" => panic!("hostile: trap mode"),
+            "stack-overflow" => Ok(Decision::Replace(format!("{{\"depth\":{}}}", recurse(black_box(0))))),
+            "send-flood" => send_flood(&event),
+            "oversized-replace" => oversized_replace(config::get_or("bytes", 2 * 1024 * 1024)?),
+            "http" => {
+                let url = config::get("url").ok_or_else(|| HandlerError::fatal("hostile: config `url` is not set"))?;
+                let status = http::get(&url).map_err(|e| HandlerError::fatal(format!("hostile: GET {url}: {e}")))?;
+                Decision::replace_json(&json!({ "status": status }))
+            }
+            "echo-config" => echo_config(&event),
+            "log" => {
+                log::trace("hostile: trace");
+                log::debug("hostile: debug");
+                log::info("hostile: info");
+                log::warn("hostile: warn");
+                log::error("hostile: error");
+                println!("hostile: stdout");
+                eprintln!("hostile: stderr");
+                Ok(Decision::Keep)
+            }
+            "kv-flood" => kv_flood(config::get_or("count", 100_000u32)?),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(config::get_or("ms", 10_000u64)?));
+                Ok(Decision::Keep)
+            }
+            "retryable-error" => Err(HandlerError::retryable("hostile: retryable-error")),
+            "fatal-error" => Err(HandlerError::fatal("hostile: fatal-error")),
+            "drop" => Ok(Decision::Drop),
+            _ => Ok(Decision::Keep),
+        }
+    }
+}
+
+export_plugin!(Hostile);
+
+fn spin_forever() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn grow_memory_forever() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Filled with non-zero bytes so every page is really touched.
+        blocks.push(vec![0xA5; 1024 * 1024]);
+        black_box(&blocks);
+    }
+}
+
+/// Recurses until the stack runs out. `black_box` on a local array keeps a real frame per call,
+/// and the addition after the call keeps it from being a tail call.
+#[allow(unconditional_recursion)]
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    recurse(frame[0] + 1) + frame[31]
+}
+
+fn send_flood(event: &Event) -> Result<Decision, HandlerError> {
+    let conversation_id = event
+        .payload_json()?
+        .get("conversation_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| HandlerError::fatal("hostile: send-flood needs a payload with `conversation_id`"))?;
+    let mut sent = 0u32;
+    let mut errors: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 0..1000 {
+        match send_message(&conversation_id, &format!("flood {i}")) {
+            Ok(_) => sent += 1,
+            Err(e) => *errors.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    Decision::replace_json(&json!({ "sent": sent, "errors": errors }))
+}
+
+fn oversized_replace(bytes: usize) -> Result<Decision, HandlerError> {
+    // `{"padding":"…"}` is 14 bytes around the padding.
+    let padding = "x".repeat(bytes.saturating_sub(14));
+    Decision::replace_json(&json!({ "padding": padding }))
+}
+
+fn echo_config(event: &Event) -> Result<Decision, HandlerError> {
+    const COUNTER: &str = "echo-counter";
+    let counter = kv::get_json::<u64>(COUNTER)?.unwrap_or(0) + 1;
+    kv::set_json(COUNTER, &counter)?;
+    Decision::replace_json(&json!({
+        "config": config::get("value"),
+        "kv": { "counter": counter },
+        "event": {
+            "id": event.id,
+            "type": event.event_type,
+            "attempt": event.attempt,
+            "account_id": event.account_id,
+            "subscription_id": event.subscription_id,
+            "occurred_at": event.occurred_at,
+            "received_at": event.received_at,
+            "causation": event.causation.as_ref().map(|c| json!({
+                "plugin_id": c.plugin_id, "event_id": c.event_id, "depth": c.depth,
+            })),
+            "payload": event.payload_json()?,
+        },
+    }))
+}
+
+fn kv_flood(count: u32) -> Result<Decision, HandlerError> {
+    let mut written = 0u32;
+    let mut error: Option<KvError> = None;
+    for i in 0..count {
+        if let Err(e) = kv::set(&format!("flood/{i}"), b"x") {
+            error = Some(e);
+            break;
+        }
+        written += 1;
+    }
+    Decision::replace_json(&json!({ "written": written, "error": error.map(|e| e.to_string()) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmhook_plugin_sdk::log::Level;
+    use wasmhook_plugin_sdk::testing;
+
+    use super::*;
+
+    fn run(mode: &str) -> Result<Decision, HandlerError> {
+        testing::set_config("mode", mode);
+        let event = Event::new("message:created", json!({"conversation_id": "c1", "text": "hi"}));
+        Hostile::handle(event)
+    }
+
+    fn replaced(d: Decision) -> Value {
+        match d {
+            Decision::Replace(p) => serde_json::from_str(&p).unwrap(),
+            other => panic!("expected replace, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_and_unset_modes_keep() {
+        assert_eq!(run("nonsense"), Ok(Decision::Keep));
+        testing::reset();
+        assert_eq!(Hostile::handle(Event::new("x", json!({}))), Ok(Decision::Keep));
+    }
+
+    #[test]
+    fn send_flood_keeps_calling_past_the_limit() {
+        testing::set_send_limit(10);
+        let p = replaced(run("send-flood").unwrap());
+        assert_eq!(p["sent"], 10);
+        assert_eq!(p["errors"]["send-message: limit of 10 messages per event reached"], 990);
+    }
+
+    #[test]
+    fn oversized_replace_is_over_a_mebibyte_and_exact() {
+        let Decision::Replace(p) = run("oversized-replace").unwrap() else { panic!() };
+        assert_eq!(p.len(), 2 * 1024 * 1024);
+        testing::set_config("bytes", "100");
+        let Decision::Replace(p) = Hostile::handle(Event::new("x", json!({}))).unwrap() else { panic!() };
+        assert_eq!(p.len(), 100);
+    }
+
+    #[test]
+    fn echo_config_echoes_config_event_and_counts_in_kv() {
+        testing::set_config("value", "v1");
+        replaced(run("echo-config").unwrap());
+        let p = replaced(run("echo-config").unwrap());
+        assert_eq!(p["config"], "v1");
+        assert_eq!(p["kv"]["counter"], 2);
+        assert_eq!(p["event"]["type"], "message:created");
+        assert_eq!(p["event"]["payload"]["text"], "hi");
+    }
+
+    #[test]
+    fn log_writes_every_level() {
+        assert_eq!(run("log"), Ok(Decision::Keep));
+        let levels: Vec<Level> = testing::logs().into_iter().map(|(l, _)| l).collect();
+        assert_eq!(levels, [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error]);
+    }
+
+    #[test]
+    fn kv_flood_stops_at_the_first_error() {
+        testing::set_config("count", "5");
+        let p = replaced(run("kv-flood").unwrap());
+        assert_eq!(p, json!({"written": 5, "error": null}));
+        testing::fail_kv_with(KvError::TooManyKeys(3));
+        let p = replaced(Hostile::handle(Event::new("x", json!({}))).unwrap());
+        assert_eq!(p["written"], 0);
+    }
+
+    #[test]
+    fn errors_and_drop() {
+        assert!(run("retryable-error").unwrap_err().is_retryable());
+        assert!(!run("fatal-error").unwrap_err().is_retryable());
+        assert_eq!(run("drop"), Ok(Decision::Drop));
+    }
+
+    #[test]
+    fn http_is_unavailable_natively() {
+        testing::set_config("url", "http://127.0.0.1:1/");
+        let err = run("http").unwrap_err();
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    #[should_panic(expected = "hostile: trap mode")]
+    fn trap_panics() {
+        let _ = run("trap");
+    }
+}
