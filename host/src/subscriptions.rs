@@ -63,9 +63,6 @@ pub fn validate_url(raw: &str, policy: &NetPolicy) -> Result<(), ApiError> {
         None => return Err(ApiError::invalid("url: a host is required")),
         Some(url::Host::Ipv4(v4)) => Some(v4.into()),
         Some(url::Host::Ipv6(v6)) => Some(v6.into()),
-        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") => {
-            Some(IpAddr::from([127, 0, 0, 1]))
-        }
         Some(url::Host::Domain(_)) => None,
     };
     if let Some(ip) = literal {
@@ -354,12 +351,13 @@ mod tests {
             "http://[::1]/",
             "http://169.254.169.254/latest",
             "http://10.0.0.8/",
-            "http://localhost:3000/",
             "https://user:pw@example.com/",
         ] {
             assert!(validate_url(bad, &p).is_err(), "{bad}");
         }
         assert!(validate_url(&format!("https://example.com/{}", "a".repeat(2048)), &p).is_err());
+        // Names are checked after DNS resolution, at connect time, not here.
+        assert!(validate_url("http://localhost:3000/", &p).is_ok());
         let open = NetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
         assert!(validate_url("http://127.0.0.1:9000/x", &open).is_ok());
     }

@@ -26,7 +26,10 @@ pub fn handle<P: Plugin>(event: wit::Event) -> Result<wit::Decision, wit::Handle
         Ok(Decision::Keep) => Ok(wit::Decision::Keep),
         Ok(Decision::Replace(payload)) => Ok(wit::Decision::Replace(payload)),
         Ok(Decision::Drop) => Ok(wit::Decision::Drop),
-        Err(e) => Err(wit::HandlerError { retryable: e.is_retryable(), message: e.into_message() }),
+        Err(e) => Err(wit::HandlerError {
+            retryable: e.is_retryable(),
+            message: e.into_message(),
+        }),
     }
 }
 
@@ -54,9 +57,9 @@ impl From<wit::Event> for Event {
 /// wasm32; `crate::testing` provides the same functions natively.
 pub(crate) mod imports {
     use super::raw::wasmhook::plugin::{host, kv, types as wit};
+    use crate::SendError;
     use crate::kv::KvError;
     use crate::log::Level;
-    use crate::SendError;
 
     pub(crate) fn send_message(conversation_id: &str, text: &str) -> Result<String, SendError> {
         host::send_message(conversation_id, text).map_err(|e| match e {

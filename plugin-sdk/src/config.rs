@@ -32,7 +32,10 @@ where
 {
     match get(key) {
         None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::new(key, e.to_string())),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::new(key, e.to_string())),
     }
 }
 
@@ -40,7 +43,9 @@ where
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, ConfigError> {
     match get(key) {
         None => Ok(None),
-        Some(raw) => serde_json::from_str(&raw).map(Some).map_err(|e| ConfigError::new(key, e.to_string())),
+        Some(raw) => serde_json::from_str(&raw)
+            .map(Some)
+            .map_err(|e| ConfigError::new(key, e.to_string())),
     }
 }
 
@@ -56,7 +61,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about the value of `key`.
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), reason: reason.into() }
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 
     /// The configuration key whose value is malformed.
@@ -67,7 +75,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid value for config key `{}`: {}", self.key, self.reason)
+        write!(
+            f,
+            "invalid value for config key `{}`: {}",
+            self.key, self.reason
+        )
     }
 }
 

@@ -29,7 +29,9 @@ impl Decision {
     pub fn replace_json<T: Serialize + ?Sized>(payload: &T) -> Result<Self, HandlerError> {
         serde_json::to_string(payload)
             .map(Decision::Replace)
-            .map_err(|e| HandlerError::fatal(format!("cannot serialize the replacement payload: {e}")))
+            .map_err(|e| {
+                HandlerError::fatal(format!("cannot serialize the replacement payload: {e}"))
+            })
     }
 }
 
@@ -46,12 +48,18 @@ pub struct HandlerError {
 impl HandlerError {
     /// A failure worth retrying later: the host retries the delivery on its retry schedule.
     pub fn retryable(message: impl Into<String>) -> Self {
-        HandlerError { message: message.into(), retryable: true }
+        HandlerError {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// A failure that retrying will not fix: the delivery fails at once.
     pub fn fatal(message: impl Into<String>) -> Self {
-        HandlerError { message: message.into(), retryable: false }
+        HandlerError {
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     /// The message recorded on the delivery's attempt and in the plugin's log.

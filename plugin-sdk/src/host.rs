@@ -37,7 +37,9 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::UnknownConversation => write!(f, "send-message: unknown conversation"),
-            SendError::LimitExceeded(n) => write!(f, "send-message: limit of {n} messages per event reached"),
+            SendError::LimitExceeded(n) => {
+                write!(f, "send-message: limit of {n} messages per event reached")
+            }
             SendError::Invalid(why) => write!(f, "send-message: invalid message: {why}"),
             SendError::Unavailable(why) => write!(f, "send-message: host unavailable: {why}"),
         }
@@ -48,6 +50,10 @@ impl std::error::Error for SendError {}
 
 impl From<SendError> for HandlerError {
     fn from(e: SendError) -> Self {
-        if e.is_retryable() { HandlerError::retryable(e.to_string()) } else { HandlerError::fatal(e.to_string()) }
+        if e.is_retryable() {
+            HandlerError::retryable(e.to_string())
+        } else {
+            HandlerError::fatal(e.to_string())
+        }
     }
 }

@@ -36,7 +36,9 @@ pub fn delete(key: &str) -> Result<(), KvError> {
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, KvError> {
     match get(key)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| KvError::Json(e.to_string())),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| KvError::Json(e.to_string())),
     }
 }
 
@@ -85,7 +87,11 @@ impl std::error::Error for KvError {}
 
 impl From<KvError> for HandlerError {
     fn from(e: KvError) -> Self {
-        if e.is_retryable() { HandlerError::retryable(e.to_string()) } else { HandlerError::fatal(e.to_string()) }
+        if e.is_retryable() {
+            HandlerError::retryable(e.to_string())
+        } else {
+            HandlerError::fatal(e.to_string())
+        }
     }
 }
 

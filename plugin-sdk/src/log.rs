@@ -99,6 +99,12 @@ mod tests {
     fn functions_and_macros_reach_the_host() {
         info("one");
         crate::error!("two {}", 2);
-        assert_eq!(testing::logs(), vec![(Level::Info, "one".to_string()), (Level::Error, "two 2".to_string())]);
+        assert_eq!(
+            testing::logs(),
+            vec![
+                (Level::Info, "one".to_string()),
+                (Level::Error, "two 2".to_string())
+            ]
+        );
     }
 }

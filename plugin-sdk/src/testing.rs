@@ -117,12 +117,15 @@ pub(crate) mod imports {
             if text.trim().is_empty() {
                 return Err(SendError::Invalid("text is empty".into()));
             }
-            if let Some(limit) = h.send_limit {
-                if h.sent.len() >= limit as usize {
-                    return Err(SendError::LimitExceeded(limit));
-                }
+            if let Some(limit) = h.send_limit
+                && h.sent.len() >= limit as usize
+            {
+                return Err(SendError::LimitExceeded(limit));
             }
-            h.sent.push(SentMessage { conversation_id: conversation_id.to_string(), text: text.to_string() });
+            h.sent.push(SentMessage {
+                conversation_id: conversation_id.to_string(),
+                text: text.to_string(),
+            });
             Ok(format!("msg_test_{}", h.sent.len()))
         })
     }

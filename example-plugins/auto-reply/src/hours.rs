@@ -4,7 +4,15 @@
 
 const MINUTES_PER_DAY: i64 = 24 * 60;
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-const FULL_DAY_NAMES: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+const FULL_DAY_NAMES: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 /// A moment in local time: the weekday and the minute of the day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +100,10 @@ pub fn parse_days(raw: &str) -> Option<[bool; 7]> {
 
 fn day_index(name: &str) -> Option<usize> {
     let name = name.to_ascii_lowercase();
-    DAY_NAMES.iter().position(|d| *d == name).or_else(|| FULL_DAY_NAMES.iter().position(|d| *d == name))
+    DAY_NAMES
+        .iter()
+        .position(|d| *d == name)
+        .or_else(|| FULL_DAY_NAMES.iter().position(|d| *d == name))
 }
 
 /// Parses a UTC offset, `+HH:MM`, `-HH:MM`, `+HH`, `+HHMM` or `Z`, into minutes east of UTC.
@@ -132,7 +143,13 @@ fn parse_digits(s: &str) -> Option<u32> {
 /// Minutes since the Unix epoch, UTC, of an RFC 3339 timestamp (seconds and fractions ignored).
 fn parse_rfc3339_minutes(ts: &str) -> Option<i64> {
     let b = ts.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| ts.get(r).and_then(parse_digits).map(i64::from);
@@ -150,7 +167,10 @@ fn parse_rfc3339_minutes(ts: &str) -> Option<i64> {
         }
     }
     let offset = parse_utc_offset(ts.get(i..)?)?;
-    Some(days_from_civil(year, month, day) * MINUTES_PER_DAY + hour * 60 + minute - i64::from(offset))
+    Some(
+        days_from_civil(year, month, day) * MINUTES_PER_DAY + hour * 60 + minute
+            - i64::from(offset),
+    )
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -176,10 +196,28 @@ mod tests {
 
     #[test]
     fn timestamps_land_on_the_right_local_day_and_minute() {
-        assert_eq!(at("1970-01-01T00:00:00Z", 0), LocalTime { weekday: 3, minute_of_day: 0 });
-        assert_eq!(at("2025-01-06T10:30:00Z", 60), LocalTime { weekday: 0, minute_of_day: 690 });
+        assert_eq!(
+            at("1970-01-01T00:00:00Z", 0),
+            LocalTime {
+                weekday: 3,
+                minute_of_day: 0
+            }
+        );
+        assert_eq!(
+            at("2025-01-06T10:30:00Z", 60),
+            LocalTime {
+                weekday: 0,
+                minute_of_day: 690
+            }
+        );
         // Sunday 23:30 UTC is Monday 01:30 at +02:00.
-        assert_eq!(at("2025-01-05T23:30:00.123456Z", 120), LocalTime { weekday: 0, minute_of_day: 90 });
+        assert_eq!(
+            at("2025-01-05T23:30:00.123456Z", 120),
+            LocalTime {
+                weekday: 0,
+                minute_of_day: 90
+            }
+        );
         // An offset in the timestamp is honoured: 10:00-05:00 is 15:00 UTC.
         assert_eq!(at("2025-01-06T10:00:00-05:00", 0).minute_of_day, 900);
         assert_eq!(at("2024-02-29T12:00:00+00:00", 0).weekday, 3);
@@ -187,7 +225,13 @@ mod tests {
 
     #[test]
     fn malformed_timestamps_are_rejected() {
-        for ts in ["", "2025-01-06", "2025-13-01T00:00:00Z", "2025-01-06T10:30:00", "2025-01-06T25:00:00Z"] {
+        for ts in [
+            "",
+            "2025-01-06",
+            "2025-13-01T00:00:00Z",
+            "2025-01-06T10:30:00",
+            "2025-01-06T25:00:00Z",
+        ] {
             assert_eq!(LocalTime::from_rfc3339(ts, 0), None, "{ts}");
         }
     }
@@ -195,29 +239,67 @@ mod tests {
     #[test]
     fn day_hours_and_wrapping_night_hours() {
         let day = OfficeHours::parse("09:00-17:00", ALL).unwrap();
-        assert!(day.contains(LocalTime { weekday: 0, minute_of_day: 9 * 60 }));
-        assert!(!day.contains(LocalTime { weekday: 0, minute_of_day: 17 * 60 }));
+        assert!(day.contains(LocalTime {
+            weekday: 0,
+            minute_of_day: 9 * 60
+        }));
+        assert!(!day.contains(LocalTime {
+            weekday: 0,
+            minute_of_day: 17 * 60
+        }));
         let mut mondays = [false; 7];
         mondays[0] = true;
         let night = OfficeHours::parse("22:00-06:00", mondays).unwrap();
-        assert!(night.contains(LocalTime { weekday: 0, minute_of_day: 23 * 60 }));
-        assert!(night.contains(LocalTime { weekday: 1, minute_of_day: 60 }));
-        assert!(!night.contains(LocalTime { weekday: 0, minute_of_day: 60 }));
-        assert!(OfficeHours::parse("00:00-24:00", ALL).unwrap().contains(LocalTime { weekday: 6, minute_of_day: 1439 }));
+        assert!(night.contains(LocalTime {
+            weekday: 0,
+            minute_of_day: 23 * 60
+        }));
+        assert!(night.contains(LocalTime {
+            weekday: 1,
+            minute_of_day: 60
+        }));
+        assert!(!night.contains(LocalTime {
+            weekday: 0,
+            minute_of_day: 60
+        }));
+        assert!(
+            OfficeHours::parse("00:00-24:00", ALL)
+                .unwrap()
+                .contains(LocalTime {
+                    weekday: 6,
+                    minute_of_day: 1439
+                })
+        );
     }
 
     #[test]
     fn malformed_hours_are_rejected() {
-        for raw in ["9-5", "09:00", "09:00-09:00", "24:00-01:00", "09:60-10:00", "aa:bb-cc:dd"] {
+        for raw in [
+            "9-5",
+            "09:00",
+            "09:00-09:00",
+            "24:00-01:00",
+            "09:60-10:00",
+            "aa:bb-cc:dd",
+        ] {
             assert_eq!(OfficeHours::parse(raw, ALL), None, "{raw}");
         }
     }
 
     #[test]
     fn day_lists() {
-        assert_eq!(parse_days("mon-fri"), Some([true, true, true, true, true, false, false]));
-        assert_eq!(parse_days("Fri-Mon"), Some([true, false, false, false, true, true, true]));
-        assert_eq!(parse_days("monday, wed"), Some([true, false, true, false, false, false, false]));
+        assert_eq!(
+            parse_days("mon-fri"),
+            Some([true, true, true, true, true, false, false])
+        );
+        assert_eq!(
+            parse_days("Fri-Mon"),
+            Some([true, false, false, false, true, true, true])
+        );
+        assert_eq!(
+            parse_days("monday, wed"),
+            Some([true, false, true, false, false, false, false])
+        );
         assert_eq!(parse_days("weekdays"), None);
         assert_eq!(parse_days(""), None);
     }

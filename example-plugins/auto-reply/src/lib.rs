@@ -39,15 +39,22 @@ impl Plugin for AutoReply {
             return Ok(Decision::Keep);
         }
         let Some(conversation_id) = message.conversation_id.as_deref() else {
-            wasmhook_plugin_sdk::warn!("message in event {} has no conversation_id; not replying", event.id);
+            wasmhook_plugin_sdk::warn!(
+                "message in event {} has no conversation_id; not replying",
+                event.id
+            );
             return Ok(Decision::Keep);
         };
         let settings = Settings::from_config()?;
         let now = LocalTime::from_rfc3339(&event.occurred_at, settings.utc_offset_minutes)
-            .ok_or_else(|| HandlerError::fatal(format!("unreadable occurred_at {:?}", event.occurred_at)))?;
+            .ok_or_else(|| {
+                HandlerError::fatal(format!("unreadable occurred_at {:?}", event.occurred_at))
+            })?;
         if let Some(text) = reply_for(&settings, &message, now) {
             let id = wasmhook_plugin_sdk::send_message(conversation_id, text)?;
-            wasmhook_plugin_sdk::info!("replied in conversation {conversation_id} with message {id}");
+            wasmhook_plugin_sdk::info!(
+                "replied in conversation {conversation_id} with message {id}"
+            );
         }
         Ok(Decision::Keep)
     }
@@ -56,15 +63,27 @@ impl Plugin for AutoReply {
 export_plugin!(AutoReply);
 
 /// The reply to send to a customer's `message` received at `now`, if any.
-pub fn reply_for<'s>(settings: &'s Settings, message: &MessageCreated, now: LocalTime) -> Option<&'s str> {
+pub fn reply_for<'s>(
+    settings: &'s Settings,
+    message: &MessageCreated,
+    now: LocalTime,
+) -> Option<&'s str> {
     if !matches_keywords(&settings.keywords, message.text().unwrap_or("")) {
         return None;
     }
-    let inside = settings.office_hours.as_ref().is_none_or(|hours| hours.contains(now));
+    let inside = settings
+        .office_hours
+        .as_ref()
+        .is_none_or(|hours| hours.contains(now));
     match (inside, settings.reply_outside_hours_only) {
         (true, true) => None,
         (true, false) => Some(&settings.reply_text),
-        (false, _) => Some(settings.outside_hours_text.as_deref().unwrap_or(&settings.reply_text)),
+        (false, _) => Some(
+            settings
+                .outside_hours_text
+                .as_deref()
+                .unwrap_or(&settings.reply_text),
+        ),
     }
 }
 
@@ -96,13 +115,19 @@ mod tests {
     }
 
     fn sent_texts() -> Vec<String> {
-        testing::sent_messages().into_iter().map(|m| m.text).collect()
+        testing::sent_messages()
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
     }
 
     #[test]
     fn replies_to_customers_with_the_configured_text() {
         testing::set_config("reply_text", "We got it");
-        assert_eq!(AutoReply::handle(customer_message("hello")), Ok(Decision::Keep));
+        assert_eq!(
+            AutoReply::handle(customer_message("hello")),
+            Ok(Decision::Keep)
+        );
         assert_eq!(testing::sent_messages()[0].conversation_id, "c1");
         assert_eq!(sent_texts(), ["We got it"]);
     }
@@ -111,18 +136,28 @@ mod tests {
     fn never_answers_app_or_plugin_messages() {
         for kind in ["app", "plugin", "app_user"] {
             let mut e = customer_message("hello");
-            e.payload = json!({"conversation_id": "c1", "text": "hi", "sender": {"id": "x", "type": kind}}).to_string();
+            e.payload =
+                json!({"conversation_id": "c1", "text": "hi", "sender": {"id": "x", "type": kind}})
+                    .to_string();
             AutoReply::handle(e).unwrap();
         }
         let mut caused = customer_message("hello");
-        caused.causation = Some(Causation { plugin_id: "p".into(), event_id: "e".into(), depth: 1 });
+        caused.causation = Some(Causation {
+            plugin_id: "p".into(),
+            event_id: "e".into(),
+            depth: 1,
+        });
         AutoReply::handle(caused).unwrap();
         assert!(testing::sent_messages().is_empty());
     }
 
     #[test]
     fn ignores_other_event_types() {
-        AutoReply::handle(Event::new("conversation:updated", json!({"conversation_id": "c1"}))).unwrap();
+        AutoReply::handle(Event::new(
+            "conversation:updated",
+            json!({"conversation_id": "c1"}),
+        ))
+        .unwrap();
         assert!(testing::sent_messages().is_empty());
     }
 
@@ -150,12 +185,20 @@ mod tests {
     #[test]
     fn send_failures_surface_with_their_retryability() {
         testing::fail_send_with(wasmhook_plugin_sdk::SendError::Unavailable("db".into()));
-        assert!(AutoReply::handle(customer_message("hi")).unwrap_err().is_retryable());
+        assert!(
+            AutoReply::handle(customer_message("hi"))
+                .unwrap_err()
+                .is_retryable()
+        );
     }
 
     #[test]
     fn bad_config_is_a_fatal_error() {
         testing::set_config("office_hours", "9 to 5");
-        assert!(!AutoReply::handle(customer_message("hi")).unwrap_err().is_retryable());
+        assert!(
+            !AutoReply::handle(customer_message("hi"))
+                .unwrap_err()
+                .is_retryable()
+        );
     }
 }

@@ -32,13 +32,18 @@ impl Settings {
             .unwrap_or_default();
         let utc_offset_minutes = match config::get("timezone_offset") {
             None => 0,
-            Some(raw) => parse_utc_offset(raw.trim())
-                .ok_or_else(|| ConfigError::new("timezone_offset", "expected `+HH:MM` or `-HH:MM`"))?,
+            Some(raw) => parse_utc_offset(raw.trim()).ok_or_else(|| {
+                ConfigError::new("timezone_offset", "expected `+HH:MM` or `-HH:MM`")
+            })?,
         };
         let days = match config::get("office_days") {
             None => [true; 7],
-            Some(raw) => parse_days(&raw)
-                .ok_or_else(|| ConfigError::new("office_days", "expected days such as `mon-fri` or `mon,wed`"))?,
+            Some(raw) => parse_days(&raw).ok_or_else(|| {
+                ConfigError::new(
+                    "office_days",
+                    "expected days such as `mon-fri` or `mon,wed`",
+                )
+            })?,
         };
         let office_hours = match config::get("office_hours") {
             None => None,
@@ -49,7 +54,10 @@ impl Settings {
         };
         let reply_outside_hours_only = config::get_or("reply_outside_hours_only", false)?;
         if reply_outside_hours_only && office_hours.is_none() {
-            return Err(ConfigError::new("reply_outside_hours_only", "needs `office_hours` to be set"));
+            return Err(ConfigError::new(
+                "reply_outside_hours_only",
+                "needs `office_hours` to be set",
+            ));
         }
         Ok(Settings {
             reply_text,
@@ -64,7 +72,10 @@ impl Settings {
 
 /// Splits a comma-separated keyword list, lowercased, ignoring blanks.
 pub fn parse_keywords(raw: &str) -> Vec<String> {
-    raw.split(',').map(|k| k.trim().to_lowercase()).filter(|k| !k.is_empty()).collect()
+    raw.split(',')
+        .map(|k| k.trim().to_lowercase())
+        .filter(|k| !k.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -89,13 +100,19 @@ mod tests {
     #[test]
     fn outside_hours_only_needs_office_hours() {
         testing::set_config("reply_outside_hours_only", "true");
-        assert_eq!(Settings::from_config().unwrap_err().key(), "reply_outside_hours_only");
+        assert_eq!(
+            Settings::from_config().unwrap_err().key(),
+            "reply_outside_hours_only"
+        );
     }
 
     #[test]
     fn malformed_values_name_their_key() {
         testing::set_config("timezone_offset", "CET");
-        assert_eq!(Settings::from_config().unwrap_err().key(), "timezone_offset");
+        assert_eq!(
+            Settings::from_config().unwrap_err().key(),
+            "timezone_offset"
+        );
         testing::reset();
         testing::set_config("office_days", "weekdays");
         assert_eq!(Settings::from_config().unwrap_err().key(), "office_days");

@@ -56,10 +56,15 @@ impl Plugin for FirstContactGreeter {
         }
         let greeting = config::get("greeting").unwrap_or_else(|| DEFAULT_GREETING.to_string());
         let message_id = wasmhook_plugin_sdk::send_message(conversation_id, &greeting)?;
-        let record = Greeted { message_id, at: event.occurred_at.clone() };
+        let record = Greeted {
+            message_id,
+            at: event.occurred_at.clone(),
+        };
         match kv::set_json(&key, &record) {
             Ok(()) => wasmhook_plugin_sdk::info!("greeted conversation {conversation_id}"),
-            Err(e) => wasmhook_plugin_sdk::error!("greeted conversation {conversation_id} but could not record it: {e}"),
+            Err(e) => wasmhook_plugin_sdk::error!(
+                "greeted conversation {conversation_id} but could not record it: {e}"
+            ),
         }
         Ok(Decision::Keep)
     }
@@ -89,8 +94,17 @@ mod tests {
         for conversation in ["c1", "c1", "c2", "c1"] {
             FirstContactGreeter::handle(message(conversation, "source_contact")).unwrap();
         }
-        let sent: Vec<_> = testing::sent_messages().into_iter().map(|m| (m.conversation_id, m.text)).collect();
-        assert_eq!(sent, [("c1".into(), "Welcome!".into()), ("c2".into(), "Welcome!".into())]);
+        let sent: Vec<_> = testing::sent_messages()
+            .into_iter()
+            .map(|m| (m.conversation_id, m.text))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("c1".into(), "Welcome!".into()),
+                ("c2".into(), "Welcome!".into())
+            ]
+        );
         let stored: Greeted = kv::get_json(&greeted_key("c1")).unwrap().unwrap();
         assert_eq!(stored.message_id, "msg_test_1");
     }
@@ -105,21 +119,32 @@ mod tests {
     #[test]
     fn failed_send_records_nothing_so_a_retry_greets() {
         testing::fail_send_with(SendError::Unavailable("busy".into()));
-        assert!(FirstContactGreeter::handle(message("c1", "source_contact")).unwrap_err().is_retryable());
+        assert!(
+            FirstContactGreeter::handle(message("c1", "source_contact"))
+                .unwrap_err()
+                .is_retryable()
+        );
         assert!(testing::kv_contents().is_empty());
     }
 
     #[test]
     fn unreadable_store_is_retryable_and_sends_nothing() {
         testing::fail_kv_with(KvError::Unavailable("locked".into()));
-        assert!(FirstContactGreeter::handle(message("c1", "source_contact")).unwrap_err().is_retryable());
+        assert!(
+            FirstContactGreeter::handle(message("c1", "source_contact"))
+                .unwrap_err()
+                .is_retryable()
+        );
         assert!(testing::sent_messages().is_empty());
     }
 
     #[test]
     fn logs_when_recording_fails_after_sending() {
         testing::set_kv_value_limit(4); // too small for the record: reading works, writing does not
-        assert_eq!(FirstContactGreeter::handle(message("c1", "source_contact")), Ok(Decision::Keep));
+        assert_eq!(
+            FirstContactGreeter::handle(message("c1", "source_contact")),
+            Ok(Decision::Keep)
+        );
         assert_eq!(testing::sent_messages().len(), 1);
         assert_eq!(testing::logs().last().unwrap().0, Level::Error);
     }

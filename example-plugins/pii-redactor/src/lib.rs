@@ -33,8 +33,9 @@ impl Plugin for PiiRedactor {
     fn handle(event: Event) -> Result<Decision, HandlerError> {
         let redactor = match config::get("kinds") {
             None => Redactor::ALL,
-            Some(raw) => Redactor::from_kinds(&raw)
-                .ok_or_else(|| ConfigError::new("kinds", "expected a list of `email`, `phone`, `card`"))?,
+            Some(raw) => Redactor::from_kinds(&raw).ok_or_else(|| {
+                ConfigError::new("kinds", "expected a list of `email`, `phone`, `card`")
+            })?,
         };
         let fields = config::get("fields").unwrap_or_else(|| "text,body".to_string());
         let mut payload = event.payload_json()?;
@@ -54,12 +55,16 @@ export_plugin!(PiiRedactor);
 pub fn redact_fields(redactor: &Redactor, payload: &mut serde_json::Value, fields: &str) -> usize {
     let mut changed = 0;
     for field in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        let target = if field.starts_with('/') { payload.pointer_mut(field) } else { payload.get_mut(field) };
-        if let Some(serde_json::Value::String(text)) = target {
-            if let Some(masked) = redactor.redact(text) {
-                *text = masked;
-                changed += 1;
-            }
+        let target = if field.starts_with('/') {
+            payload.pointer_mut(field)
+        } else {
+            payload.get_mut(field)
+        };
+        if let Some(serde_json::Value::String(text)) = target
+            && let Some(masked) = redactor.redact(text)
+        {
+            *text = masked;
+            changed += 1;
         }
     }
     changed
@@ -89,13 +94,19 @@ mod tests {
         let p = replaced(PiiRedactor::handle(event).unwrap());
         assert_eq!(p["text"], "mail me at [email]");
         assert_eq!(p["body"], "call [phone]");
-        assert_eq!(p["sender"]["id"], "a@b.co", "only configured fields are touched");
+        assert_eq!(
+            p["sender"]["id"], "a@b.co",
+            "only configured fields are touched"
+        );
         assert_eq!(p["id"], "m1");
     }
 
     #[test]
     fn keeps_events_without_pii() {
-        let event = Event::new("message:created", json!({"text": "see you on 2025-01-31 at 10:00"}));
+        let event = Event::new(
+            "message:created",
+            json!({"text": "see you on 2025-01-31 at 10:00"}),
+        );
         assert_eq!(PiiRedactor::handle(event), Ok(Decision::Keep));
     }
 
@@ -115,7 +126,8 @@ mod tests {
     #[test]
     fn unknown_kinds_are_a_config_error() {
         testing::set_config("kinds", "email,ssn");
-        let err = PiiRedactor::handle(Event::new("message:created", json!({"text": "a"}))).unwrap_err();
+        let err =
+            PiiRedactor::handle(Event::new("message:created", json!({"text": "a"}))).unwrap_err();
         assert!(!err.is_retryable());
         assert!(err.message().contains("kinds"));
     }

@@ -23,11 +23,19 @@ pub struct Redactor {
 
 impl Redactor {
     /// Masks every kind.
-    pub const ALL: Redactor = Redactor { email: true, phone: true, card: true };
+    pub const ALL: Redactor = Redactor {
+        email: true,
+        phone: true,
+        card: true,
+    };
 
     /// Parses a comma-separated list of `email`, `phone`, `card`; `None` on an unknown kind.
     pub fn from_kinds(raw: &str) -> Option<Redactor> {
-        let mut r = Redactor { email: false, phone: false, card: false };
+        let mut r = Redactor {
+            email: false,
+            phone: false,
+            card: false,
+        };
         for kind in raw.split(',').map(str::trim).filter(|k| !k.is_empty()) {
             match kind.to_ascii_lowercase().as_str() {
                 "email" => r.email = true,
@@ -41,7 +49,11 @@ impl Redactor {
 
     /// `text` with the selected kinds masked, or `None` if nothing was masked.
     pub fn redact(&self, text: &str) -> Option<String> {
-        let emails_masked = if self.email { mask_emails(text) } else { Cow::Borrowed(text) };
+        let emails_masked = if self.email {
+            mask_emails(text)
+        } else {
+            Cow::Borrowed(text)
+        };
         if !(self.phone || self.card) {
             return into_changed(emails_masked);
         }
@@ -115,7 +127,9 @@ fn is_domain(domain: &str) -> bool {
     let Some((_, tld)) = domain.rsplit_once('.') else {
         return false;
     };
-    domain.split('.').all(|label| !label.is_empty() && !label.starts_with('-'))
+    domain
+        .split('.')
+        .all(|label| !label.is_empty() && !label.starts_with('-'))
         && tld.len() >= 2
         && tld.bytes().all(|c| c.is_ascii_alphabetic())
 }
@@ -224,12 +238,20 @@ enum NumberKind {
 
 /// Decides what a candidate (digits and separators, maybe a leading `+` or `(`) is.
 fn classify(candidate: &str) -> Option<NumberKind> {
-    let digits: Vec<u8> = candidate.bytes().filter(u8::is_ascii_digit).map(|c| c - b'0').collect();
-    let card_separators_only = candidate.bytes().all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
+    let digits: Vec<u8> = candidate
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|c| c - b'0')
+        .collect();
+    let card_separators_only = candidate
+        .bytes()
+        .all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
     if (13..=19).contains(&digits.len()) && card_separators_only && luhn_valid(&digits) {
         return Some(NumberKind::Card);
     }
-    (7..=15).contains(&digits.len()).then_some(NumberKind::Phone)
+    (7..=15)
+        .contains(&digits.len())
+        .then_some(NumberKind::Phone)
 }
 
 /// The Luhn checksum of card numbers.
@@ -248,7 +270,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 #[cfg(test)]
@@ -256,15 +278,27 @@ mod tests {
     use super::*;
 
     fn redact(text: &str) -> String {
-        Redactor::ALL.redact(text).unwrap_or_else(|| text.to_string())
+        Redactor::ALL
+            .redact(text)
+            .unwrap_or_else(|| text.to_string())
     }
 
     #[test]
     fn emails() {
-        assert_eq!(redact("write to jo.doe+tag@mail.example.co.uk."), "write to [email].");
+        assert_eq!(
+            redact("write to jo.doe+tag@mail.example.co.uk."),
+            "write to [email]."
+        );
         assert_eq!(redact("a@b.io,c@d.org"), "[email],[email]");
         assert_eq!(redact("über: jo@example.com!"), "über: [email]!");
-        for kept in ["@handle", "me@localhost", "a@b.c", "x@-bad.com", "price @ 5.00", "a@@b.com x"] {
+        for kept in [
+            "@handle",
+            "me@localhost",
+            "a@b.c",
+            "x@-bad.com",
+            "price @ 5.00",
+            "a@@b.com x",
+        ] {
             assert_eq!(Redactor::ALL.redact(kept), None, "{kept}");
         }
     }
@@ -272,7 +306,10 @@ mod tests {
     #[test]
     fn cards_need_a_valid_checksum() {
         assert_eq!(redact("4111 1111 1111 1111"), "[card]");
-        assert_eq!(redact("pay with 5500-0000-0000-0004 now"), "pay with [card] now");
+        assert_eq!(
+            redact("pay with 5500-0000-0000-0004 now"),
+            "pay with [card] now"
+        );
         assert_eq!(redact("378282246310005"), "[card]"); // Amex, 15 digits
         // 16 digits failing Luhn: neither card nor phone (too long).
         assert_eq!(Redactor::ALL.redact("4111 1111 1111 1112"), None);
@@ -309,9 +346,17 @@ mod tests {
     #[test]
     fn kinds_can_be_switched_off() {
         let only_email = Redactor::from_kinds("email").unwrap();
-        assert_eq!(only_email.redact("jo@example.com 4111111111111111").unwrap(), "[email] 4111111111111111");
+        assert_eq!(
+            only_email
+                .redact("jo@example.com 4111111111111111")
+                .unwrap(),
+            "[email] 4111111111111111"
+        );
         let only_cards = Redactor::from_kinds(" card ").unwrap();
-        assert_eq!(only_cards.redact("555-1234 4111111111111111").unwrap(), "555-1234 [card]");
+        assert_eq!(
+            only_cards.redact("555-1234 4111111111111111").unwrap(),
+            "555-1234 [card]"
+        );
         assert_eq!(Redactor::from_kinds("email,fax"), None);
     }
 

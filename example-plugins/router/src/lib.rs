@@ -85,13 +85,22 @@ mod tests {
     fn default_drop_makes_an_allow_list() {
         testing::set_config("rules", r#"[{"type":"conversation:*","action":"keep"}]"#);
         testing::set_config("default", "drop");
-        assert_eq!(Router::handle(Event::new("conversation:updated", json!({}))), Ok(Decision::Keep));
-        assert_eq!(Router::handle(Event::new("message:created", json!({}))), Ok(Decision::Drop));
+        assert_eq!(
+            Router::handle(Event::new("conversation:updated", json!({}))),
+            Ok(Decision::Keep)
+        );
+        assert_eq!(
+            Router::handle(Event::new("message:created", json!({}))),
+            Ok(Decision::Drop)
+        );
     }
 
     #[test]
     fn no_rules_keeps_everything() {
-        assert_eq!(Router::handle(Event::new("message:created", json!({}))), Ok(Decision::Keep));
+        assert_eq!(
+            Router::handle(Event::new("message:created", json!({}))),
+            Ok(Decision::Keep)
+        );
     }
 
     #[test]

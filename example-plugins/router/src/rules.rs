@@ -74,22 +74,33 @@ impl Rules {
 
     /// The index and action of the first rule matching the event, if any.
     pub fn first_match(&self, event_type: &str, payload: &Value) -> Option<(usize, Action)> {
-        self.0.iter().enumerate().find(|(_, r)| r.matches(event_type, payload)).map(|(i, r)| (i, r.action))
+        self.0
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(event_type, payload))
+            .map(|(i, r)| (i, r.action))
     }
 }
 
 impl Rule {
     fn tests(&self) -> usize {
-        [self.equals.is_some(), self.one_of.is_some(), self.contains.is_some(), self.exists.is_some()]
-            .into_iter()
-            .filter(|t| *t)
-            .count()
+        [
+            self.equals.is_some(),
+            self.one_of.is_some(),
+            self.contains.is_some(),
+            self.exists.is_some(),
+        ]
+        .into_iter()
+        .filter(|t| *t)
+        .count()
     }
 
     fn validate(&self) -> Result<(), String> {
         if let Some(field) = &self.field {
             if !field.is_empty() && !field.starts_with('/') {
-                return Err(format!("`field` must be a JSON pointer starting with `/`, got `{field}`"));
+                return Err(format!(
+                    "`field` must be a JSON pointer starting with `/`, got `{field}`"
+                ));
             }
         } else if self.tests() > 0 {
             return Err("`equals`, `one_of`, `contains` and `exists` need a `field`".into());
@@ -102,10 +113,10 @@ impl Rule {
 
     /// Whether the rule matches the event.
     pub fn matches(&self, event_type: &str, payload: &Value) -> bool {
-        if let Some(pattern) = &self.event_type {
-            if !glob_matches(pattern, event_type) {
-                return false;
-            }
+        if let Some(pattern) = &self.event_type
+            && !glob_matches(pattern, event_type)
+        {
+            return false;
         }
         let Some(pointer) = &self.field else {
             return true;
@@ -118,7 +129,9 @@ impl Rule {
             return value.is_some_and(|v| options.contains(v));
         }
         if let Some(needle) = &self.contains {
-            return value.and_then(Value::as_str).is_some_and(|s| s.contains(needle.as_str()));
+            return value
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.contains(needle.as_str()));
         }
         value.is_some() == self.exists.unwrap_or(true)
     }
@@ -172,9 +185,18 @@ mod tests {
         .unwrap();
         let app = json!({"sender": {"type": "app"}});
         let contact = json!({"sender": {"type": "source_contact"}});
-        assert_eq!(rules.first_match("message:created", &app), Some((0, Action::Drop)));
-        assert_eq!(rules.first_match("message:created", &contact), Some((1, Action::Keep)));
-        assert_eq!(rules.first_match("contact:updated", &contact), Some((2, Action::Drop)));
+        assert_eq!(
+            rules.first_match("message:created", &app),
+            Some((0, Action::Drop))
+        );
+        assert_eq!(
+            rules.first_match("message:created", &contact),
+            Some((1, Action::Keep))
+        );
+        assert_eq!(
+            rules.first_match("contact:updated", &contact),
+            Some((2, Action::Drop))
+        );
     }
 
     #[test]
@@ -186,8 +208,12 @@ mod tests {
         };
         assert!(m(r#"{"field":"/n","equals":3,"action":"drop"}"#));
         assert!(!m(r#"{"field":"/n","equals":"3","action":"drop"}"#));
-        assert!(m(r#"{"field":"/source","one_of":["google","facebook"],"action":"drop"}"#));
-        assert!(m(r#"{"field":"/text","contains":"refund","action":"drop"}"#));
+        assert!(m(
+            r#"{"field":"/source","one_of":["google","facebook"],"action":"drop"}"#
+        ));
+        assert!(m(
+            r#"{"field":"/text","contains":"refund","action":"drop"}"#
+        ));
         assert!(!m(r#"{"field":"/n","contains":"3","action":"drop"}"#));
         assert!(m(r#"{"field":"/nothing","equals":null,"action":"drop"}"#));
         assert!(m(r#"{"field":"/missing","exists":false,"action":"drop"}"#));
@@ -198,9 +224,15 @@ mod tests {
     #[test]
     fn invalid_rules_are_rejected_with_their_index() {
         for (raw, needle) in [
-            (r#"[{"action":"keep"},{"equals":1,"action":"drop"}]"#, "rule 1"),
+            (
+                r#"[{"action":"keep"},{"equals":1,"action":"drop"}]"#,
+                "rule 1",
+            ),
             (r#"[{"field":"source","action":"drop"}]"#, "JSON pointer"),
-            (r#"[{"field":"/a","equals":1,"exists":true,"action":"drop"}]"#, "one of"),
+            (
+                r#"[{"field":"/a","equals":1,"exists":true,"action":"drop"}]"#,
+                "one of",
+            ),
             (r#"[{"typ":"x","action":"drop"}]"#, "unknown field"),
             (r#"[{"type":"x"}]"#, "action"),
             (r#"{"type":"x"}"#, "sequence"),

@@ -92,8 +92,7 @@ async fn run(state: AppState, stop: CancellationToken) {
 async fn settle_one(state: &AppState, limiter: &RateLimiter, work: Claimed) {
     let now = now_ms();
     if let Some(rate) = work.subscription.rate_limit_per_second {
-        let slot = limiter.reserve(work.subscription.seq, rate, now);
-        if slot > now {
+        if let Some(slot) = limiter.admit(work.subscription.seq, work.delivery.seq, rate, now) {
             let put_off = Outcome {
                 delivery_seq: work.delivery.seq,
                 attempt: None,

@@ -1,15 +1,13 @@
-//! Paths of the test plugins compiled to wasm (skeleton: the build step is being written;
-//! until then every path is empty).
+//! Paths of the workspace's plugins compiled to WebAssembly components, for tests.
+//!
+//! Depending on this crate builds every example and fixture plugin for `wasm32-wasip2`
+//! (see `build.rs`); each constant is the absolute path of one `.wasm` component:
+//!
+//! ```
+//! let component = std::fs::read(wasmhook_plugin_artifacts::NOOP).unwrap();
+//! assert_eq!(&component[..4], b"\0asm");
+//! ```
+//!
+//! The build needs the target: `rustup target add wasm32-wasip2`.
 
-/// `example-plugins/auto-reply`.
-pub const AUTO_REPLY: &str = "";
-/// `example-plugins/pii-redactor`.
-pub const PII_REDACTOR: &str = "";
-/// `example-plugins/router`.
-pub const ROUTER: &str = "";
-/// `example-plugins/first-contact-greeter`.
-pub const FIRST_CONTACT_GREETER: &str = "";
-/// `tests/fixture-plugins/noop`.
-pub const NOOP: &str = "";
-/// `tests/fixture-plugins/hostile`.
-pub const HOSTILE: &str = "";
+include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));

@@ -38,6 +38,19 @@ pub fn default_args() -> Vec<String> {
     .collect()
 }
 
+/// The default options with `extra` (flag, value pairs) replacing defaults of the same flag.
+pub fn args_with(extra: &[String]) -> Vec<String> {
+    let defaults = default_args();
+    let mut args = Vec::new();
+    for pair in defaults.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend(pair.iter().cloned());
+        }
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
 /// A running server.
 pub struct TestServer {
     pub base: String,
@@ -65,9 +78,8 @@ impl TestServer {
     }
 
     async fn launch(dir: PathBuf, extra: Vec<String>) -> TestServer {
-        let mut args = default_args();
+        let mut args = args_with(&extra);
         args.extend(["--data-dir".to_string(), dir.display().to_string()]);
-        args.extend(extra.iter().cloned());
         let config = wasmhook::config::Config::from_args(args).expect("valid test options");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

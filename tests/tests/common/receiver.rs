@@ -35,6 +35,7 @@ pub struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     responder: Arc<Mutex<Responder>>,
     delay: Arc<Mutex<Duration>>,
+    in_flight: Arc<Mutex<(usize, usize)>>,
 }
 
 impl Receiver {
@@ -44,12 +45,18 @@ impl Receiver {
         let responder: Arc<Mutex<Responder>> =
             Arc::new(Mutex::new(Arc::new(|_: &Received, _| StatusCode::OK.into_response())));
         let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let in_flight = Arc::new(Mutex::new((0usize, 0usize)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (g, r, d) = (got.clone(), responder.clone(), delay.clone());
+        let (g, r, d, f) = (got.clone(), responder.clone(), delay.clone(), in_flight.clone());
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let (g, r, d) = (g.clone(), r.clone(), d.clone());
+            let (g, r, d, f) = (g.clone(), r.clone(), d.clone(), f.clone());
             async move {
+                {
+                    let mut f = f.lock().unwrap();
+                    f.0 += 1;
+                    f.1 = f.1.max(f.0);
+                }
                 let received = Received {
                     path: uri.path().to_string(),
                     headers: headers
@@ -68,11 +75,12 @@ impl Receiver {
                     g.len()
                 };
                 let responder = r.lock().unwrap().clone();
+                f.lock().unwrap().0 -= 1;
                 responder(&received, n)
             }
         });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url, got, responder, delay }
+        Receiver { url, got, responder, delay, in_flight }
     }
 
     /// Changes how it answers; `n` is the 1-based number of the request.
@@ -88,6 +96,11 @@ impl Receiver {
     /// Waits this long before answering.
     pub fn set_delay(&self, d: Duration) {
         *self.delay.lock().unwrap() = d;
+    }
+
+    /// The most requests it was ever handling at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.lock().unwrap().1
     }
 
     /// Everything received so far.

@@ -9,11 +9,23 @@ pub fn get(url: &str) -> Result<u16, String> {
 
     let (scheme, authority, path) = split_url(url)?;
     let request = OutgoingRequest::new(Fields::new());
-    request.set_method(&Method::Get).map_err(|()| "invalid method")?;
-    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
-    request.set_scheme(Some(&scheme)).map_err(|()| "invalid scheme")?;
-    request.set_authority(Some(authority)).map_err(|()| "invalid authority")?;
-    request.set_path_with_query(Some(&path)).map_err(|()| "invalid path")?;
+    request
+        .set_method(&Method::Get)
+        .map_err(|()| "invalid method")?;
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "invalid scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "invalid authority")?;
+    request
+        .set_path_with_query(Some(&path))
+        .map_err(|()| "invalid path")?;
     let pending = outgoing_handler::handle(request, None).map_err(|e| e.to_string())?;
     {
         // The pollable is a child of `pending` and must be dropped before it.
@@ -37,7 +49,9 @@ pub fn get(url: &str) -> Result<u16, String> {
 
 /// Splits `http(s)://authority/path?query` into its scheme, authority and path with query.
 pub fn split_url(url: &str) -> Result<(&str, &str, String), String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("not an absolute URL: {url}"))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("not an absolute URL: {url}"))?;
     if scheme != "http" && scheme != "https" {
         return Err(format!("unsupported scheme `{scheme}`"));
     }
@@ -58,8 +72,14 @@ mod tests {
 
     #[test]
     fn urls_split_into_parts() {
-        assert_eq!(split_url("http://127.0.0.1:8080/a/b?c=d"), Ok(("http", "127.0.0.1:8080", "/a/b?c=d".into())));
-        assert_eq!(split_url("https://example.com"), Ok(("https", "example.com", "/".into())));
+        assert_eq!(
+            split_url("http://127.0.0.1:8080/a/b?c=d"),
+            Ok(("http", "127.0.0.1:8080", "/a/b?c=d".into()))
+        );
+        assert_eq!(
+            split_url("https://example.com"),
+            Ok(("https", "example.com", "/".into()))
+        );
         assert_eq!(split_url("http://h?q=1"), Ok(("http", "h", "/?q=1".into())));
         assert!(split_url("ftp://x/").is_err());
         assert!(split_url("http:///path").is_err());

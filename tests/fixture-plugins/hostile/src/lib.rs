@@ -28,7 +28,9 @@ use std::hint::black_box;
 
 use serde_json::{Value, json};
 use wasmhook_plugin_sdk::kv::{self, KvError};
-use wasmhook_plugin_sdk::{Decision, Event, HandlerError, Plugin, config, export_plugin, log, send_message};
+use wasmhook_plugin_sdk::{
+    Decision, Event, HandlerError, Plugin, config, export_plugin, log, send_message,
+};
 
 /// The hostile plugin.
 pub struct Hostile;
@@ -40,12 +42,17 @@ impl Plugin for Hostile {
             "loop" => spin_forever(),
             "memory" => grow_memory_forever(),
             "trap" => panic!("hostile: trap mode"),
-            "stack-overflow" => Ok(Decision::Replace(format!("{{\"depth\":{}}}", recurse(black_box(0))))),
+            "stack-overflow" => Ok(Decision::Replace(format!(
+                "{{\"depth\":{}}}",
+                recurse(black_box(0))
+            ))),
             "send-flood" => send_flood(&event),
             "oversized-replace" => oversized_replace(config::get_or("bytes", 2 * 1024 * 1024)?),
             "http" => {
-                let url = config::get("url").ok_or_else(|| HandlerError::fatal("hostile: config `url` is not set"))?;
-                let status = http::get(&url).map_err(|e| HandlerError::fatal(format!("hostile: GET {url}: {e}")))?;
+                let url = config::get("url")
+                    .ok_or_else(|| HandlerError::fatal("hostile: config `url` is not set"))?;
+                let status = http::get(&url)
+                    .map_err(|e| HandlerError::fatal(format!("hostile: GET {url}: {e}")))?;
                 Decision::replace_json(&json!({ "status": status }))
             }
             "echo-config" => echo_config(&event),
@@ -61,7 +68,9 @@ impl Plugin for Hostile {
             }
             "kv-flood" => kv_flood(config::get_or("count", 100_000u32)?),
             "sleep" => {
-                std::thread::sleep(std::time::Duration::from_millis(config::get_or("ms", 10_000u64)?));
+                std::thread::sleep(std::time::Duration::from_millis(config::get_or(
+                    "ms", 10_000u64,
+                )?));
                 Ok(Decision::Keep)
             }
             "retryable-error" => Err(HandlerError::retryable("hostile: retryable-error")),
@@ -105,7 +114,9 @@ fn send_flood(event: &Event) -> Result<Decision, HandlerError> {
         .get("conversation_id")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| HandlerError::fatal("hostile: send-flood needs a payload with `conversation_id`"))?;
+        .ok_or_else(|| {
+            HandlerError::fatal("hostile: send-flood needs a payload with `conversation_id`")
+        })?;
     let mut sent = 0u32;
     let mut errors: BTreeMap<String, u32> = BTreeMap::new();
     for i in 0..1000 {
@@ -168,7 +179,10 @@ mod tests {
 
     fn run(mode: &str) -> Result<Decision, HandlerError> {
         testing::set_config("mode", mode);
-        let event = Event::new("message:created", json!({"conversation_id": "c1", "text": "hi"}));
+        let event = Event::new(
+            "message:created",
+            json!({"conversation_id": "c1", "text": "hi"}),
+        );
         Hostile::handle(event)
     }
 
@@ -183,7 +197,10 @@ mod tests {
     fn unknown_and_unset_modes_keep() {
         assert_eq!(run("nonsense"), Ok(Decision::Keep));
         testing::reset();
-        assert_eq!(Hostile::handle(Event::new("x", json!({}))), Ok(Decision::Keep));
+        assert_eq!(
+            Hostile::handle(Event::new("x", json!({}))),
+            Ok(Decision::Keep)
+        );
     }
 
     #[test]
@@ -191,15 +208,22 @@ mod tests {
         testing::set_send_limit(10);
         let p = replaced(run("send-flood").unwrap());
         assert_eq!(p["sent"], 10);
-        assert_eq!(p["errors"]["send-message: limit of 10 messages per event reached"], 990);
+        assert_eq!(
+            p["errors"]["send-message: limit of 10 messages per event reached"],
+            990
+        );
     }
 
     #[test]
     fn oversized_replace_is_over_a_mebibyte_and_exact() {
-        let Decision::Replace(p) = run("oversized-replace").unwrap() else { panic!() };
+        let Decision::Replace(p) = run("oversized-replace").unwrap() else {
+            panic!()
+        };
         assert_eq!(p.len(), 2 * 1024 * 1024);
         testing::set_config("bytes", "100");
-        let Decision::Replace(p) = Hostile::handle(Event::new("x", json!({}))).unwrap() else { panic!() };
+        let Decision::Replace(p) = Hostile::handle(Event::new("x", json!({}))).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.len(), 100);
     }
 
@@ -218,7 +242,16 @@ mod tests {
     fn log_writes_every_level() {
         assert_eq!(run("log"), Ok(Decision::Keep));
         let levels: Vec<Level> = testing::logs().into_iter().map(|(l, _)| l).collect();
-        assert_eq!(levels, [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error]);
+        assert_eq!(
+            levels,
+            [
+                Level::Trace,
+                Level::Debug,
+                Level::Info,
+                Level::Warn,
+                Level::Error
+            ]
+        );
     }
 
     #[test]
