@@ -39,7 +39,7 @@ async fn run(state: AppState, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(concurrency));
     let limiter = Arc::new(RateLimiter::default());
     // A lease outlives the slowest attempt, so a live worker never loses its delivery.
-    let lease_ms = (state.config.delivery_timeout + Duration::from_secs(30)).as_millis() as i64;
+    let lease_ms = (state.config.delivery_timeout + Duration::from_secs(5)).as_millis() as i64;
     while !stop.is_cancelled() {
         let free = slots.available_permits();
         if free == 0 {

@@ -1,0 +1,182 @@
+//! The compiled `wasmhook` binary as an operator runs it: clean shutdown on SIGTERM, and no
+//! acknowledged event lost when the process is killed outright during delivery.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{ADMIN, Receiver, eventually, wasmhook_bin};
+use serde_json::{Value, json};
+
+struct Process {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn(dir: &Path, extra: &[&str]) -> Process {
+    spawn_logging(dir, extra, None).await
+}
+
+async fn spawn_logging(dir: &Path, extra: &[&str], log: Option<&Path>) -> Process {
+    let port = free_port();
+    let mut cmd = Command::new(wasmhook_bin());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .args(["--admin-token", ADMIN, "--allow-network", "127.0.0.0/8", "--log-format", "json"])
+        .args(extra)
+        .env("WASMHOOK_LOG", if log.is_some() { "info" } else { "warn" })
+        .stdout(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        })
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("starting wasmhook");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    eventually("the server answers /healthz", Duration::from_secs(30), || {
+        let url = format!("{base}/healthz");
+        let http = http.clone();
+        async move { http.get(url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await;
+    Process { child, base }
+}
+
+fn signal(p: &Process, sig: &str) {
+    let ok = Command::new("kill").args([sig, &p.child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+async fn wait_exit(p: &mut Process, within: Duration) -> std::process::ExitStatus {
+    eventually("the process exits", within, || {
+        let status = p.child.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+}
+
+async fn json_call(http: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> Value {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_keeps_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let http = reqwest::Client::new();
+    let log = tmp.path().join("log.jsonl");
+    let mut p = spawn_logging(&dir, &[], Some(&log)).await;
+    let acc = json_call(&http, reqwest::Method::POST, format!("{}/v1/accounts", p.base), ADMIN, Some(json!({"name": "a"}))).await;
+    let key = acc["api_key"].as_str().unwrap().to_string();
+    json_call(&http, reqwest::Method::POST, format!("{}/v1/events", p.base), &key, Some(json!({"id": "e1", "type": "a", "payload": {}})))
+        .await;
+    signal(&p, "-TERM");
+    let status = wait_exit(&mut p, Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(http.get(format!("{}/healthz", p.base)).send().await.is_err(), "no longer accepting");
+    // One JSON log line per request, inside its span: method, route, status, latency.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let request_line = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["span"]["route"] == "/v1/events")
+        .unwrap_or_else(|| panic!("no request log line for /v1/events in:\n{lines}"));
+    assert_eq!(request_line["span"]["method"], "POST");
+    assert_eq!(request_line["status"], 202);
+    assert!(request_line["latency_ms"].is_number(), "{request_line}");
+    // The database was closed cleanly: the WAL was folded back, and a new process reads the data.
+    let wal = dir.join("wasmhook.sqlite3-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "WAL checkpointed on close");
+    let mut p = spawn(&dir, &[]).await;
+    let e = json_call(&http, reqwest::Method::GET, format!("{}/v1/events/e1", p.base), &key, None).await;
+    assert_eq!(e["id"], "e1");
+    signal(&p, "-TERM");
+    assert!(wait_exit(&mut p, Duration::from_secs(20)).await.success());
+}
+
+#[tokio::test]
+async fn sigkill_during_delivery_loses_no_acknowledged_event() {
+    const EVENTS: usize = 2000;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let http = reqwest::Client::new();
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(10));
+    let opts = ["--delivery-concurrency", "8", "--delivery-timeout", "1s", "--retry-schedule", "10ms,20ms,50ms,100ms,200ms"];
+    let mut p = spawn(&dir, &opts).await;
+    let acc = json_call(&http, reqwest::Method::POST, format!("{}/v1/accounts", p.base), ADMIN, Some(json!({"name": "a"}))).await;
+    let key = acc["api_key"].as_str().unwrap().to_string();
+    let sub = json_call(&http, reqwest::Method::POST, format!("{}/v1/subscriptions", p.base), &key, Some(json!({"url": receiver.url})))
+        .await;
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+    for chunk in 0..EVENTS / 1000 {
+        let events: Vec<Value> =
+            (0..1000).map(|i| json!({"id": format!("e-{}", chunk * 1000 + i), "type": "a", "payload": {"i": chunk * 1000 + i}})).collect();
+        let resp = http
+            .post(format!("{}/v1/events/batch", p.base))
+            .bearer_auth(&key)
+            .json(&json!({"events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    for kill in 1..=3 {
+        let before = receiver.received().len();
+        eventually("delivery is under way", Duration::from_secs(30), || {
+            let n = receiver.received().len();
+            async move { (n >= before + 50).then_some(()) }
+        })
+        .await;
+        signal(&p, "-KILL");
+        wait_exit(&mut p, Duration::from_secs(10)).await;
+        assert!(receiver.received().len() < EVENTS, "kill {kill} came during delivery");
+        p = spawn(&dir, &opts).await;
+    }
+    eventually("every event delivered", Duration::from_secs(120), || {
+        let ids: HashSet<i64> = receiver.received().iter().map(|r| r.json()["data"]["i"].as_i64().unwrap()).collect();
+        async move { (ids.len() == EVENTS).then_some(()) }
+    })
+    .await;
+    // The delivery log agrees: every delivery succeeded, and each succeeded id was received.
+    let received_ids: HashSet<String> =
+        receiver.received().iter().map(|r| r.header("webhook-id").unwrap().to_string()).collect();
+    let mut logged = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{}/v1/subscriptions/{sub_id}/deliveries?limit=250&cursor={c}", p.base),
+            None => format!("{}/v1/subscriptions/{sub_id}/deliveries?limit=250", p.base),
+        };
+        let page = eventually("deliveries settle", Duration::from_secs(60), || {
+            let (http, key, url) = (http.clone(), key.clone(), url.clone());
+            async move {
+                let page = json_call(&http, reqwest::Method::GET, url, &key, None).await;
+                page["data"].as_array().unwrap().iter().all(|d| d["status"] == "succeeded").then_some(page)
+            }
+        })
+        .await;
+        for d in page["data"].as_array().unwrap() {
+            logged.insert(d["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(logged.len(), EVENTS);
+    assert_eq!(logged, received_ids, "the receiver got exactly the logged deliveries (some more than once)");
+    signal(&p, "-TERM");
+    assert!(wait_exit(&mut p, Duration::from_secs(20)).await.success());
+}
