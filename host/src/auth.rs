@@ -31,7 +31,11 @@ pub fn random_token(n: usize) -> String {
 pub fn new_api_key() -> (String, NewApiKey) {
     let key = format!("whk_{}", random_token(32));
     let prefix = key[..12].to_string();
-    let stored = NewApiKey { id: new_id("key"), hash: hash(&key), prefix };
+    let stored = NewApiKey {
+        id: new_id("key"),
+        hash: hash(&key),
+        prefix,
+    };
     (key, stored)
 }
 
@@ -44,7 +48,11 @@ pub struct KeyCache {
 impl KeyCache {
     /// The account of a key already verified.
     pub fn get(&self, hash: &[u8; 32]) -> Option<String> {
-        self.verified.read().expect("key cache lock").get(hash).cloned()
+        self.verified
+            .read()
+            .expect("key cache lock")
+            .get(hash)
+            .cloned()
     }
 
     /// Remembers a verified key.

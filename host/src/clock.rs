@@ -26,7 +26,9 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// Parses an RFC 3339 timestamp and returns it normalised to UTC, as text, plus Unix milliseconds.
 pub fn parse_rfc3339(s: &str) -> Option<(String, i64)> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?.to_offset(UtcOffset::UTC);
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .ok()?
+        .to_offset(UtcOffset::UTC);
     let ms = (t.unix_timestamp_nanos() / 1_000_000) as i64;
     Some((t.format(&Rfc3339).ok()?, ms))
 }

@@ -75,7 +75,11 @@ pub struct Config {
 
     /// Let deliveries reach this otherwise refused network (CIDR, repeatable), e.g. `127.0.0.0/8`
     /// for a receiver on this machine.
-    #[arg(long = "allow-network", env = "WASMHOOK_ALLOW_NETWORK", value_delimiter = ',')]
+    #[arg(
+        long = "allow-network",
+        env = "WASMHOOK_ALLOW_NETWORK",
+        value_delimiter = ','
+    )]
     pub allow_network: Vec<IpNet>,
 
     /// Largest accepted plugin upload, in bytes.
@@ -107,7 +111,8 @@ impl Config {
             #[command(flatten)]
             config: Config,
         }
-        let args = std::iter::once(std::ffi::OsString::from("wasmhook")).chain(args.into_iter().map(Into::into));
+        let args = std::iter::once(std::ffi::OsString::from("wasmhook"))
+            .chain(args.into_iter().map(Into::into));
         <Wrapper as clap::Parser>::try_parse_from(args).map(|w| w.config)
     }
 }
@@ -120,7 +125,11 @@ mod tests {
     fn schedules_parse_down_to_milliseconds() {
         assert_eq!(
             parse_schedule("10ms, 20ms,1s").unwrap().0,
-            vec![Duration::from_millis(10), Duration::from_millis(20), Duration::from_secs(1)]
+            vec![
+                Duration::from_millis(10),
+                Duration::from_millis(20),
+                Duration::from_secs(1)
+            ]
         );
         assert!(parse_schedule("10parsecs").is_err());
     }

@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 use crate::clock::{new_id, now_ms, parse_rfc3339, rfc3339};
 use crate::error::ApiError;
 use crate::model::{Causation, Conversation};
-use crate::store::events::{Ingested, NewEvent};
 use crate::state::AppState;
+use crate::store::events::{Ingested, NewEvent};
 
 /// The largest batch `POST /v1/events/batch` accepts.
 pub const MAX_BATCH: usize = 1000;
@@ -49,12 +49,18 @@ pub fn valid_event_type(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b[0].is_ascii_lowercase()
-        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.:-".contains(c))
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.:-".contains(c))
 }
 
 /// True for a client-chosen event id: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
 fn valid_client_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.:-".contains(&c))
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.:-".contains(&c))
 }
 
 /// An event as posted by a client.
@@ -84,7 +90,10 @@ pub fn prepare(
     if !valid_event_type(&e.event_type) {
         return Err(ApiError::BadRequest {
             code: "invalid_event_type",
-            message: format!("{where_}type: {:?} must match ^[a-z][a-z0-9_.:-]{{0,127}}$", e.event_type),
+            message: format!(
+                "{where_}type: {:?} must match ^[a-z][a-z0-9_.:-]{{0,127}}$",
+                e.event_type
+            ),
         });
     }
     if !e.payload.get().starts_with('{') {
@@ -100,24 +109,37 @@ pub fn prepare(
         });
     }
     if e.payload.get().len() > max_bytes {
-        return Err(ApiError::PayloadTooLarge(format!("{where_}payload: larger than {max_bytes} bytes")));
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{where_}payload: larger than {max_bytes} bytes"
+        )));
     }
-    if let Some(id) = &e.id {
-        if !valid_client_id(id) {
-            return Err(ApiError::invalid(format!(
-                "{where_}id: 1 to 128 characters of letters, digits, '_', '.', ':' or '-'"
-            )));
-        }
+    if let Some(id) = &e.id
+        && !valid_client_id(id)
+    {
+        return Err(ApiError::invalid(format!(
+            "{where_}id: 1 to 128 characters of letters, digits, '_', '.', ':' or '-'"
+        )));
     }
     let received_at = now_ms();
     let occurred_at = match &e.occurred_at {
-        Some(t) => parse_rfc3339(t)
-            .ok_or_else(|| ApiError::invalid(format!("{where_}occurred_at: {t:?} is not an RFC 3339 timestamp")))?
-            .0,
+        Some(t) => {
+            parse_rfc3339(t)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "{where_}occurred_at: {t:?} is not an RFC 3339 timestamp"
+                    ))
+                })?
+                .0
+        }
         None => rfc3339(received_at),
     };
     let mut h = Sha256::new();
-    for part in [e.event_type.as_str(), e.payload.get(), e.occurred_at.as_deref().unwrap_or(""), e.id.as_deref().unwrap_or("")] {
+    for part in [
+        e.event_type.as_str(),
+        e.payload.get(),
+        e.occurred_at.as_deref().unwrap_or(""),
+        e.id.as_deref().unwrap_or(""),
+    ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
@@ -196,12 +218,22 @@ pub fn conversation_facts(payload: &RawValue) -> Option<(String, Conversation)> 
         .and_then(|s| s.id)
         .map(Id::into_string);
     let customer_id = facts.customer_id.map(Id::into_string).or(contact);
-    Some((conversation_id, Conversation { customer_id, source: facts.source }))
+    Some((
+        conversation_id,
+        Conversation {
+            customer_id,
+            source: facts.source,
+        },
+    ))
 }
 
 /// Marks an event as emitted by a plugin while handling `cause`.
 pub fn caused_by(plugin_id: &str, cause_event_id: &str, cause_depth: u32) -> Causation {
-    Causation { plugin_id: plugin_id.to_string(), event_id: cause_event_id.to_string(), depth: cause_depth + 1 }
+    Causation {
+        plugin_id: plugin_id.to_string(),
+        event_id: cause_event_id.to_string(),
+        depth: cause_depth + 1,
+    }
 }
 
 #[cfg(test)]
@@ -216,12 +248,20 @@ mod tests {
     fn depth_counts_brackets_outside_strings() {
         assert_eq!(json_depth(r#"{"a":[1,{"b":"[[[{"}]}"#), 3);
         assert_eq!(json_depth(r#"{"a":"\\\"[["}"#), 1);
-        assert_eq!(json_depth(&format!("{}{}", "[".repeat(200), "]".repeat(200))), 200);
+        assert_eq!(
+            json_depth(&format!("{}{}", "[".repeat(200), "]".repeat(200))),
+            200
+        );
     }
 
     #[test]
     fn event_types_follow_the_pattern() {
-        for ok in ["message:created", "a", "conversation.updated-2_x", &"a".repeat(128)] {
+        for ok in [
+            "message:created",
+            "a",
+            "conversation.updated-2_x",
+            &"a".repeat(128),
+        ] {
             assert!(valid_event_type(ok), "{ok}");
         }
         for bad in ["", "Message", "1abc", "a b", "a/b", &"a".repeat(129), "é"] {
@@ -231,14 +271,23 @@ mod tests {
 
     #[test]
     fn conversation_facts_read_papercups_and_airy_payloads() {
-        let (id, c) = conversation_facts(&raw(r#"{"conversation_id":"c1","customer_id":"u1","body":"hi"}"#)).unwrap();
+        let (id, c) = conversation_facts(&raw(
+            r#"{"conversation_id":"c1","customer_id":"u1","body":"hi"}"#,
+        ))
+        .unwrap();
         assert_eq!((id.as_str(), c.customer_id.as_deref()), ("c1", Some("u1")));
         let (id, c) = conversation_facts(&raw(
             r#"{"conversation_id":4242,"sender":{"id":"s1","type":"source_contact"},"source":"facebook"}"#,
         ))
         .unwrap();
-        assert_eq!((id.as_str(), c.customer_id.as_deref(), c.source.as_deref()), ("4242", Some("s1"), Some("facebook")));
-        let (_, c) = conversation_facts(&raw(r#"{"conversation_id":"c","sender":{"id":"a","type":"app_user"}}"#)).unwrap();
+        assert_eq!(
+            (id.as_str(), c.customer_id.as_deref(), c.source.as_deref()),
+            ("4242", Some("s1"), Some("facebook"))
+        );
+        let (_, c) = conversation_facts(&raw(
+            r#"{"conversation_id":"c","sender":{"id":"a","type":"app_user"}}"#,
+        ))
+        .unwrap();
         assert_eq!(c.customer_id, None);
         assert!(conversation_facts(&raw(r#"{"text":"no conversation"}"#)).is_none());
         assert!(conversation_facts(&raw(r#"{"conversation_id":{"nested":1}}"#)).is_none());
@@ -247,9 +296,20 @@ mod tests {
     #[test]
     fn replays_hash_equal_and_changes_do_not() {
         let mk = |p: &str| {
-            prepare("acc", EventIn { event_type: "t".into(), payload: raw(p), id: Some("x".into()), occurred_at: None }, None, 1024, "")
-                .unwrap()
-                .body_hash
+            prepare(
+                "acc",
+                EventIn {
+                    event_type: "t".into(),
+                    payload: raw(p),
+                    id: Some("x".into()),
+                    occurred_at: None,
+                },
+                None,
+                1024,
+                "",
+            )
+            .unwrap()
+            .body_hash
         };
         assert_eq!(mk(r#"{"a":1}"#), mk(r#"{"a":1}"#));
         assert_ne!(mk(r#"{"a":1}"#), mk(r#"{"a":2}"#));

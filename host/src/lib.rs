@@ -60,7 +60,10 @@ pub async fn run(
     let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
     tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
     let app = api::app(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
     tracing::info!("shutting down: finishing deliveries in flight");
     stop_delivery.cancel();
     let _ = dispatcher.await;
@@ -73,7 +76,10 @@ pub async fn run(
 /// (readable by the owner only) and printed once.
 fn admin_token(config: &Config) -> anyhow::Result<String> {
     if let Some(token) = &config.admin_token {
-        anyhow::ensure!(token.len() >= 16, "the admin token must be at least 16 characters");
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the admin token must be at least 16 characters"
+        );
         return Ok(token.clone());
     }
     let path = config.data_dir.join("admin-token");
@@ -81,8 +87,12 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
         return Ok(token.trim().to_string());
     }
     let token = format!("wha_{}", auth::random_token(32));
-    write_private(&path, &token).with_context(|| format!("storing the admin token in {}", path.display()))?;
-    println!("Generated an admin token (stored in {}; shown only this once):\n\n    {token}\n", path.display());
+    write_private(&path, &token)
+        .with_context(|| format!("storing the admin token in {}", path.display()))?;
+    println!(
+        "Generated an admin token (stored in {}; shown only this once):\n\n    {token}\n",
+        path.display()
+    );
     Ok(token)
 }
 

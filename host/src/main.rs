@@ -5,7 +5,11 @@ use tracing_subscriber::EnvFilter;
 use wasmhook::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "wasmhook", version, about = "Durable, signed webhooks and WebAssembly plugins for chat events")]
+#[command(
+    name = "wasmhook",
+    version,
+    about = "Durable, signed webhooks and WebAssembly plugins for chat events"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,11 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }
 

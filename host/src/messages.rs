@@ -47,7 +47,9 @@ pub enum SendError {
 impl From<SendError> for ApiError {
     fn from(e: SendError) -> ApiError {
         match e {
-            SendError::UnknownConversation(id) => ApiError::NotFound(format!("conversation {id:?}")),
+            SendError::UnknownConversation(id) => {
+                ApiError::NotFound(format!("conversation {id:?}"))
+            }
             SendError::Invalid(m) => ApiError::invalid(m),
             SendError::Store(s) => s.into(),
         }
@@ -66,10 +68,14 @@ pub async fn send(
         return Err(SendError::Invalid("text: must not be empty".into()));
     }
     if text.len() > MAX_TEXT_BYTES {
-        return Err(SendError::Invalid(format!("text: longer than {MAX_TEXT_BYTES} bytes")));
+        return Err(SendError::Invalid(format!(
+            "text: longer than {MAX_TEXT_BYTES} bytes"
+        )));
     }
     if conversation_id.is_empty() || conversation_id.len() > 256 {
-        return Err(SendError::Invalid("conversation_id: 1 to 256 characters".into()));
+        return Err(SendError::Invalid(
+            "conversation_id: 1 to 256 characters".into(),
+        ));
     }
     let account = account_id.to_string();
     let conv_id = conversation_id.clone();
@@ -85,7 +91,10 @@ pub async fn send(
                 id: uuid::Uuid::new_v4().to_string(),
                 conversation_id: conv_id.clone(),
                 text,
-                sender: Sender { id: sender_id, sender_type: APP_SENDER_TYPE.into() },
+                sender: Sender {
+                    id: sender_id,
+                    sender_type: APP_SENDER_TYPE.into(),
+                },
                 source: conv.source.clone(),
                 sent_at: now,
                 event_id: crate::clock::new_id("evt"),
@@ -102,7 +111,8 @@ pub async fn send(
                 "sender": { "id": message.sender.id, "type": message.sender.sender_type },
                 "source": message.source,
             });
-            let payload = RawValue::from_string(payload.to_string()).expect("serde_json output is valid JSON");
+            let payload = RawValue::from_string(payload.to_string())
+                .expect("serde_json output is valid JSON");
             let event = NewEvent {
                 id: message.event_id.clone(),
                 account_id: account,

@@ -46,24 +46,49 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("wasmhook");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         let events_ingested = Counter::default();
         registry.register("events_ingested", "Events stored", events_ingested.clone());
         let deliveries = Family::<OutcomeLabels, Counter>::default();
-        registry.register("deliveries", "Delivery attempts by outcome", deliveries.clone());
-        let queue_depth = Gauge::default();
-        registry.register("delivery_queue_depth", "Pending deliveries", queue_depth.clone());
-        let ingest_to_delivery = Histogram::new(
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0].into_iter(),
+        registry.register(
+            "deliveries",
+            "Delivery attempts by outcome",
+            deliveries.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "delivery_queue_depth",
+            "Pending deliveries",
+            queue_depth.clone(),
+        );
+        let ingest_to_delivery = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+            600.0,
+        ]);
         registry.register(
             "ingest_to_delivery_seconds",
             "Time from an event's receipt to its successful delivery",
             ingest_to_delivery.clone(),
         );
         let plugin_compilations = Counter::default();
-        registry.register("plugin_compilations", "Plugin components compiled", plugin_compilations.clone());
-        Metrics { registry, requests, events_ingested, deliveries, queue_depth, ingest_to_delivery, plugin_compilations }
+        registry.register(
+            "plugin_compilations",
+            "Plugin components compiled",
+            plugin_compilations.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            events_ingested,
+            deliveries,
+            queue_depth,
+            ingest_to_delivery,
+            plugin_compilations,
+        }
     }
 }
 
@@ -71,12 +96,17 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 
     /// Counts one delivery outcome.
     pub fn delivery(&self, outcome: &str) {
-        self.deliveries.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+        self.deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 }

@@ -152,10 +152,10 @@ impl Subscription {
     /// a rotation's grace period.
     pub fn signing_secrets(&self, now: i64) -> Vec<&str> {
         let mut keys = vec![self.secret.as_str()];
-        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_expires_at) {
-            if now < until {
-                keys.push(prev);
-            }
+        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_secret_expires_at)
+            && now < until
+        {
+            keys.push(prev);
         }
         keys
     }

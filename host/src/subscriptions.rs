@@ -50,14 +50,18 @@ pub fn new_secret() -> String {
 /// literal address, one the network policy permits.
 pub fn validate_url(raw: &str, policy: &NetPolicy) -> Result<(), ApiError> {
     if raw.len() > MAX_URL_LEN {
-        return Err(ApiError::invalid(format!("url: longer than {MAX_URL_LEN} characters")));
+        return Err(ApiError::invalid(format!(
+            "url: longer than {MAX_URL_LEN} characters"
+        )));
     }
     let url = url::Url::parse(raw).map_err(|e| ApiError::invalid(format!("url: {e}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(ApiError::invalid("url: the scheme must be http or https"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::invalid("url: credentials in the URL are not accepted; use headers"));
+        return Err(ApiError::invalid(
+            "url: credentials in the URL are not accepted; use headers",
+        ));
     }
     let literal: Option<IpAddr> = match url.host() {
         None => return Err(ApiError::invalid("url: a host is required")),
@@ -65,16 +69,16 @@ pub fn validate_url(raw: &str, policy: &NetPolicy) -> Result<(), ApiError> {
         Some(url::Host::Ipv6(v6)) => Some(v6.into()),
         Some(url::Host::Domain(_)) => None,
     };
-    if let Some(ip) = literal {
-        if !policy.permits(ip) {
-            return Err(ApiError::BadRequest {
-                code: "url_not_allowed",
-                message: format!(
-                    "url: {ip} is an internal address, refused by the network policy \
+    if let Some(ip) = literal
+        && !policy.permits(ip)
+    {
+        return Err(ApiError::BadRequest {
+            code: "url_not_allowed",
+            message: format!(
+                "url: {ip} is an internal address, refused by the network policy \
                      (an operator can open it with --allow-network)"
-                ),
-            });
-        }
+            ),
+        });
     }
     Ok(())
 }
@@ -82,7 +86,9 @@ pub fn validate_url(raw: &str, policy: &NetPolicy) -> Result<(), ApiError> {
 /// Checks an event-type filter: non-empty, each a valid type or `*`.
 pub fn validate_event_types(types: &[String]) -> Result<(), ApiError> {
     if types.is_empty() {
-        return Err(ApiError::invalid("event_types: must not be empty (use [\"*\"] for every type)"));
+        return Err(ApiError::invalid(
+            "event_types: must not be empty (use [\"*\"] for every type)",
+        ));
     }
     if types.len() > 256 {
         return Err(ApiError::invalid("event_types: at most 256 entries"));
@@ -100,25 +106,35 @@ pub fn validate_event_types(types: &[String]) -> Result<(), ApiError> {
 /// Checks custom headers: valid names and values, none that wasmhook sets itself.
 pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if headers.len() > MAX_HEADERS {
-        return Err(ApiError::invalid(format!("headers: at most {MAX_HEADERS} headers")));
+        return Err(ApiError::invalid(format!(
+            "headers: at most {MAX_HEADERS} headers"
+        )));
     }
     for (name, value) in headers {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ApiError::invalid(format!("headers: {name:?} is not a valid header name")));
+            return Err(ApiError::invalid(format!(
+                "headers: {name:?} is not a valid header name"
+            )));
         }
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
-            return Err(ApiError::invalid(format!("headers: {name:?} is reserved; wasmhook sets it")));
+            return Err(ApiError::invalid(format!(
+                "headers: {name:?} is reserved; wasmhook sets it"
+            )));
         }
         if http::HeaderValue::from_str(value).is_err() || value.len() > 8192 {
-            return Err(ApiError::invalid(format!("headers: the value of {name:?} is not a valid header value")));
+            return Err(ApiError::invalid(format!(
+                "headers: the value of {name:?} is not a valid header value"
+            )));
         }
     }
     Ok(())
 }
 
 /// Deserializes a field that may be absent (leave as is), `null` (clear) or a value (set).
-pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -190,20 +206,32 @@ pub fn needs_verification(format: Format, verify: bool, has_url: bool) -> bool {
 
 fn validate_rate(rate: Option<u32>) -> Result<(), ApiError> {
     if rate == Some(0) {
-        return Err(ApiError::invalid("rate_limit_per_second: must be at least 1 (or null for no limit)"));
+        return Err(ApiError::invalid(
+            "rate_limit_per_second: must be at least 1 (or null for no limit)",
+        ));
     }
     Ok(())
 }
 
 /// Builds a new subscription from a request, validating every field.
-pub fn build(account_id: &str, req: CreateSubscription, policy: &NetPolicy) -> Result<Subscription, ApiError> {
+pub fn build(
+    account_id: &str,
+    req: CreateSubscription,
+    policy: &NetPolicy,
+) -> Result<Subscription, ApiError> {
     match (&req.url, &req.plugin_id) {
         (Some(url), None) => validate_url(url, policy)?,
         (None, Some(_)) if req.transform_plugin_id.is_some() => {
-            return Err(ApiError::invalid("transform_plugin_id: only a url subscription can have a transform"));
+            return Err(ApiError::invalid(
+                "transform_plugin_id: only a url subscription can have a transform",
+            ));
         }
         (None, Some(_)) => {}
-        _ => return Err(ApiError::invalid("exactly one of url and plugin_id is required")),
+        _ => {
+            return Err(ApiError::invalid(
+                "exactly one of url and plugin_id is required",
+            ));
+        }
     }
     validate_event_types(&req.event_types)?;
     validate_headers(&req.headers)?;
@@ -269,10 +297,15 @@ pub fn validate_update(req: &UpdateSubscription, policy: &NetPolicy) -> Result<(
 
 /// Applies a validated patch. Returns whether the handshake must run (again).
 pub fn apply_update(sub: &mut Subscription, req: UpdateSubscription) -> Result<bool, String> {
-    if sub.plugin_id.is_some() && (req.url.is_some() || matches!(req.transform_plugin_id, Some(Some(_)))) {
+    if sub.plugin_id.is_some()
+        && (req.url.is_some() || matches!(req.transform_plugin_id, Some(Some(_))))
+    {
         return Err("a plugin subscription has no url or transform".into());
     }
-    let url_changed = req.url.as_ref().is_some_and(|u| Some(u) != sub.url.as_ref());
+    let url_changed = req
+        .url
+        .as_ref()
+        .is_some_and(|u| Some(u) != sub.url.as_ref());
     if let Some(url) = req.url {
         sub.url = Some(url);
     }
@@ -307,13 +340,15 @@ pub fn apply_update(sub: &mut Subscription, req: UpdateSubscription) -> Result<b
             sub.status_reason = Some("disabled by request".into());
         }
         Some(SubscriptionStatus::Active) | None => {
-            let reenable = req.status == Some(SubscriptionStatus::Active) && sub.status != SubscriptionStatus::Active;
+            let reenable = req.status == Some(SubscriptionStatus::Active)
+                && sub.status != SubscriptionStatus::Active;
             let reverify = needs && (url_changed || verify_turned_on || format_changed);
             if reverify || (reenable && needs) {
                 sub.status = SubscriptionStatus::PendingVerification;
                 sub.status_reason = Some("waiting for the verification handshake".into());
                 verify_now = true;
-            } else if reenable || (!needs && sub.status == SubscriptionStatus::PendingVerification) {
+            } else if reenable || (!needs && sub.status == SubscriptionStatus::PendingVerification)
+            {
                 sub.status = SubscriptionStatus::Active;
                 sub.status_reason = None;
             }
@@ -366,7 +401,13 @@ mod tests {
     fn headers_are_checked() {
         let ok: BTreeMap<_, _> = [("X-Custom".to_string(), "v".to_string())].into();
         assert!(validate_headers(&ok).is_ok());
-        for (k, v) in [("Host", "x"), ("content-type", "x"), ("Webhook-Id", "x"), ("bad name", "x"), ("x-ok", "a\nb")] {
+        for (k, v) in [
+            ("Host", "x"),
+            ("content-type", "x"),
+            ("Webhook-Id", "x"),
+            ("bad name", "x"),
+            ("x-ok", "a\nb"),
+        ] {
             let h: BTreeMap<_, _> = [(k.to_string(), v.to_string())].into();
             assert!(validate_headers(&h).is_err(), "{k}");
         }
@@ -403,7 +444,10 @@ mod tests {
         let mut sub = build("acc", req, &NetPolicy::default()).unwrap();
         assert_eq!(sub.status, SubscriptionStatus::PendingVerification);
         sub.status = SubscriptionStatus::Active;
-        let patch = UpdateSubscription { url: Some("https://b.example/".into()), ..Default::default() };
+        let patch = UpdateSubscription {
+            url: Some("https://b.example/".into()),
+            ..Default::default()
+        };
         assert!(apply_update(&mut sub, patch).unwrap());
         assert_eq!(sub.status, SubscriptionStatus::PendingVerification);
     }

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn accounts_are_admin_only_and_keys_can_be_issued_and_revoked() {
     let s = TestServer::start().await;
-    let (status, body) = s.post("/v1/accounts", "not-the-admin-token", json!({"name": "x"})).await;
+    let (status, body) = s
+        .post("/v1/accounts", "not-the-admin-token", json!({"name": "x"}))
+        .await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
 
@@ -19,11 +21,16 @@ async fn accounts_are_admin_only_and_keys_can_be_issued_and_revoked() {
     let (status, list) = s.get("/v1/accounts", ADMIN).await;
     assert_eq!(status, 200);
     assert_eq!(list["data"][0]["id"], acc);
-    assert!(list["data"][0].get("api_key").is_none(), "keys are shown once");
+    assert!(
+        list["data"][0].get("api_key").is_none(),
+        "keys are shown once"
+    );
     // An account key is not an admin token.
     assert_eq!(s.get("/v1/accounts", &key).await.0, 401);
 
-    let (status, second) = s.post(&format!("/v1/accounts/{acc}/api-keys"), ADMIN, json!({})).await;
+    let (status, second) = s
+        .post(&format!("/v1/accounts/{acc}/api-keys"), ADMIN, json!({}))
+        .await;
     assert_eq!(status, 201, "{second}");
     let key2 = second["api_key"].as_str().unwrap().to_string();
     assert_eq!(s.get("/v1/subscriptions", &key2).await.0, 200);
@@ -33,12 +40,19 @@ async fn accounts_are_admin_only_and_keys_can_be_issued_and_revoked() {
     assert_eq!(keys["data"].as_array().unwrap().len(), 2);
 
     let key2_id = second["id"].as_str().unwrap();
-    let (status, _) = s.delete(&format!("/v1/accounts/{acc}/api-keys/{key2_id}"), &key).await;
+    let (status, _) = s
+        .delete(&format!("/v1/accounts/{acc}/api-keys/{key2_id}"), &key)
+        .await;
     assert_eq!(status, 204);
     let (status, body) = s.get("/v1/subscriptions", &key2).await;
     assert_eq!(status, 401, "a revoked key stops working at once: {body}");
     assert_eq!(s.get("/v1/subscriptions", &key).await.0, 200);
-    assert_eq!(s.delete(&format!("/v1/accounts/{acc}/api-keys/key_nope"), ADMIN).await.0, 404);
+    assert_eq!(
+        s.delete(&format!("/v1/accounts/{acc}/api-keys/key_nope"), ADMIN)
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -46,31 +60,77 @@ async fn every_endpoint_hides_other_accounts_data() {
     let s = TestServer::start().await;
     let (acc_a, a) = s.account("A").await;
     let (_, b) = s.account("B").await;
-    let sub = s.subscribe(&a, json!({"url": "http://127.0.0.1:9/hook"})).await;
+    let sub = s
+        .subscribe(&a, json!({"url": "http://127.0.0.1:9/hook"}))
+        .await;
     let sub_id = sub["id"].as_str().unwrap();
     let ev = s.event(&a, json!({"type": "message:created", "payload": {"conversation_id": "conv-a", "body": "hi"}})).await;
     let ev_id = ev["id"].as_str().unwrap();
-    s.post("/webhooks.subscribe", &a, json!({"url": "http://127.0.0.1:9/airy"})).await;
+    s.post(
+        "/webhooks.subscribe",
+        &a,
+        json!({"url": "http://127.0.0.1:9/airy"}),
+    )
+    .await;
     let (_, deliveries) = s.get(&format!("/v1/events/{ev_id}/deliveries"), &a).await;
-    let delivery_id = deliveries["data"][0]["id"].as_str().unwrap_or("msg_none").to_string();
+    let delivery_id = deliveries["data"][0]["id"]
+        .as_str()
+        .unwrap_or("msg_none")
+        .to_string();
 
     let not_found: Vec<(Method, String, Option<Value>)> = vec![
         (Method::GET, format!("/v1/subscriptions/{sub_id}"), None),
-        (Method::PATCH, format!("/v1/subscriptions/{sub_id}"), Some(json!({"description": "x"}))),
-        (Method::GET, format!("/v1/subscriptions/{sub_id}/secret"), None),
-        (Method::POST, format!("/v1/subscriptions/{sub_id}/secret/rotate"), None),
-        (Method::POST, format!("/v1/subscriptions/{sub_id}/verify"), None),
-        (Method::GET, format!("/v1/subscriptions/{sub_id}/deliveries"), None),
-        (Method::POST, format!("/v1/subscriptions/{sub_id}/recover"), Some(json!({"since": "2020-01-01T00:00:00Z"}))),
+        (
+            Method::PATCH,
+            format!("/v1/subscriptions/{sub_id}"),
+            Some(json!({"description": "x"})),
+        ),
+        (
+            Method::GET,
+            format!("/v1/subscriptions/{sub_id}/secret"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/subscriptions/{sub_id}/secret/rotate"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/subscriptions/{sub_id}/verify"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/subscriptions/{sub_id}/deliveries"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/subscriptions/{sub_id}/recover"),
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        ),
         (Method::DELETE, format!("/v1/subscriptions/{sub_id}"), None),
         (Method::GET, format!("/v1/events/{ev_id}"), None),
         (Method::GET, format!("/v1/events/{ev_id}/deliveries"), None),
         (Method::GET, format!("/v1/deliveries/{delivery_id}"), None),
-        (Method::POST, format!("/v1/deliveries/{delivery_id}/retry"), None),
+        (
+            Method::POST,
+            format!("/v1/deliveries/{delivery_id}/retry"),
+            None,
+        ),
         (Method::POST, format!("/v1/accounts/{acc_a}/api-keys"), None),
         (Method::GET, format!("/v1/accounts/{acc_a}/api-keys"), None),
-        (Method::POST, "/v1/messages".into(), Some(json!({"conversation_id": "conv-a", "text": "x"}))),
-        (Method::POST, "/messages.send".into(), Some(json!({"conversation_id": "conv-a", "message": {"text": "x"}}))),
+        (
+            Method::POST,
+            "/v1/messages".into(),
+            Some(json!({"conversation_id": "conv-a", "text": "x"})),
+        ),
+        (
+            Method::POST,
+            "/messages.send".into(),
+            Some(json!({"conversation_id": "conv-a", "message": {"text": "x"}})),
+        ),
         (Method::POST, "/webhooks.info".into(), None),
         (Method::POST, "/webhooks.unsubscribe".into(), None),
     ];
@@ -84,10 +144,17 @@ async fn every_endpoint_hides_other_accounts_data() {
     for path in ["/v1/subscriptions", "/v1/events"] {
         let (status, list) = s.get(path, &b).await;
         assert_eq!(status, 200);
-        assert_eq!(list["data"], json!([]), "{path} lists only the caller's data");
+        assert_eq!(
+            list["data"],
+            json!([]),
+            "{path} lists only the caller's data"
+        );
     }
     // And A still sees everything.
-    assert_eq!(s.get(&format!("/v1/subscriptions/{sub_id}"), &a).await.0, 200);
+    assert_eq!(
+        s.get(&format!("/v1/subscriptions/{sub_id}"), &a).await.0,
+        200
+    );
     assert_eq!(s.get(&format!("/v1/events/{ev_id}"), &a).await.0, 200);
 }
 
@@ -115,40 +182,76 @@ async fn subscriptions_are_created_listed_changed_and_deleted() {
     let id = sub["id"].as_str().unwrap();
 
     let (_, got) = s.get(&format!("/v1/subscriptions/{id}"), &key).await;
-    assert!(got.get("secret").is_none(), "the secret has its own endpoint");
+    assert!(
+        got.get("secret").is_none(),
+        "the secret has its own endpoint"
+    );
     let (_, sec) = s.get(&format!("/v1/subscriptions/{id}/secret"), &key).await;
     assert_eq!(sec["secret"], secret);
 
-    let (status, rotated) = s.post(&format!("/v1/subscriptions/{id}/secret/rotate"), &key, json!({})).await;
+    let (status, rotated) = s
+        .post(
+            &format!("/v1/subscriptions/{id}/secret/rotate"),
+            &key,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_ne!(rotated["secret"], secret);
-    assert!(rotated["previous_secret_expires_at"].is_string(), "{rotated}");
+    assert!(
+        rotated["previous_secret_expires_at"].is_string(),
+        "{rotated}"
+    );
 
     let (status, patched) = s
-        .patch(&format!("/v1/subscriptions/{id}"), &key, json!({"status": "disabled", "event_types": ["*"]}))
+        .patch(
+            &format!("/v1/subscriptions/{id}"),
+            &key,
+            json!({"status": "disabled", "event_types": ["*"]}),
+        )
         .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["status"], "disabled");
     assert!(patched["status_reason"].is_string());
     assert_eq!(patched["event_types"], json!(["*"]));
-    let (_, patched) = s.patch(&format!("/v1/subscriptions/{id}"), &key, json!({"status": "active"})).await;
+    let (_, patched) = s
+        .patch(
+            &format!("/v1/subscriptions/{id}"),
+            &key,
+            json!({"status": "active"}),
+        )
+        .await;
     assert_eq!(patched["status"], "active");
 
     // Cursor pagination, newest first.
     for i in 0..4 {
-        s.subscribe(&key, json!({"url": format!("https://example.com/{i}")})).await;
+        s.subscribe(&key, json!({"url": format!("https://example.com/{i}")}))
+            .await;
     }
     let (_, page1) = s.get("/v1/subscriptions?limit=2", &key).await;
     assert_eq!(page1["data"].as_array().unwrap().len(), 2);
     assert_eq!(page1["data"][0]["url"], "https://example.com/3");
     let cursor = page1["next_cursor"].as_str().unwrap();
-    let (_, page2) = s.get(&format!("/v1/subscriptions?limit=2&cursor={cursor}"), &key).await;
-    let (_, page3) = s.get(&format!("/v1/subscriptions?limit=2&cursor={}", page2["next_cursor"].as_str().unwrap()), &key).await;
+    let (_, page2) = s
+        .get(&format!("/v1/subscriptions?limit=2&cursor={cursor}"), &key)
+        .await;
+    let (_, page3) = s
+        .get(
+            &format!(
+                "/v1/subscriptions?limit=2&cursor={}",
+                page2["next_cursor"].as_str().unwrap()
+            ),
+            &key,
+        )
+        .await;
     assert_eq!(page3["data"].as_array().unwrap().len(), 1);
     assert_eq!(page3["next_cursor"], Value::Null);
     assert_eq!(page3["data"][0]["id"], id);
 
-    assert_eq!(s.delete(&format!("/v1/subscriptions/{id}"), &key).await.0, 204);
+    assert_eq!(
+        s.delete(&format!("/v1/subscriptions/{id}"), &key).await.0,
+        204
+    );
     assert_eq!(s.get(&format!("/v1/subscriptions/{id}"), &key).await.0, 404);
 }
 
@@ -181,7 +284,10 @@ async fn airy_webhook_endpoints_match_the_airy_documentation() {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
     let (status, info) = s.post("/webhooks.info", &key, json!({})).await;
-    assert_eq!((status, info["error"]["code"].clone()), (404, json!("not_found")));
+    assert_eq!(
+        (status, info["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
 
     let (status, sub) = s
         .post(
@@ -193,21 +299,37 @@ async fn airy_webhook_endpoints_match_the_airy_documentation() {
     assert_eq!(status, 200, "{sub}");
     assert_eq!(sub["status"], "Subscribed");
     assert_eq!(sub["url"], "https://my-url-to-be-hit.example");
-    assert_eq!(sub["headers"], json!({"X-Custom-Header": "custom-code-for-header"}));
+    assert_eq!(
+        sub["headers"],
+        json!({"X-Custom-Header": "custom-code-for-header"})
+    );
     let secret = sub["api_secret"].as_str().unwrap().to_string();
     assert_eq!(secret.len(), 36, "a UUID");
     assert_eq!(sub.as_object().unwrap().len(), 4);
 
-    let (_, again) = s.post("/webhooks.subscribe", &key, json!({"url": "https://other.example/"})).await;
+    let (_, again) = s
+        .post(
+            "/webhooks.subscribe",
+            &key,
+            json!({"url": "https://other.example/"}),
+        )
+        .await;
     assert_eq!(again["url"], "https://other.example/");
     assert_eq!(again["api_secret"], secret.as_str(), "the api_secret stays");
 
     let (status, info) = s.post("/webhooks.info", &key, json!({})).await;
     assert_eq!(status, 200);
-    assert_eq!(info, json!({"status": "Subscribed", "url": "https://other.example/", "headers": {}}));
+    assert_eq!(
+        info,
+        json!({"status": "Subscribed", "url": "https://other.example/", "headers": {}})
+    );
 
     let (_, list) = s.get("/v1/subscriptions", &key).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1, "one webhook per account");
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "one webhook per account"
+    );
     assert_eq!(list["data"][0]["format"], "airy");
 
     let (status, unsub) = s.post("/webhooks.unsubscribe", &key, json!({})).await;
@@ -241,8 +363,13 @@ async fn events_are_stored_idempotently_and_listed() {
     assert_eq!(first["id"], "ext-1");
     let again = s.event(&key, body).await;
     assert_eq!(again, first);
-    let (status, conflict) =
-        s.post("/v1/events", &key, json!({"id": "ext-1", "type": "conversation:created", "payload": {"x": 1}})).await;
+    let (status, conflict) = s
+        .post(
+            "/v1/events",
+            &key,
+            json!({"id": "ext-1", "type": "conversation:created", "payload": {"x": 1}}),
+        )
+        .await;
     assert_eq!(status, 409, "{conflict}");
 
     // So does the Idempotency-Key header.
@@ -261,30 +388,53 @@ async fn events_are_stored_idempotently_and_listed() {
     assert_eq!(send(json!({"a": 2})).await.unwrap().status(), 409);
 
     let (_, all) = s.get("/v1/events", &key).await;
-    assert_eq!(all["data"].as_array().unwrap().len(), 3, "replays store nothing new");
-    assert_eq!(all["data"][0]["type"], "conversation:updated", "newest first");
+    assert_eq!(
+        all["data"].as_array().unwrap().len(),
+        3,
+        "replays store nothing new"
+    );
+    assert_eq!(
+        all["data"][0]["type"], "conversation:updated",
+        "newest first"
+    );
     let (_, created) = s.get("/v1/events?type=message:created", &key).await;
     assert_eq!(created["data"].as_array().unwrap().len(), 1);
     let (_, page) = s.get("/v1/events?limit=2", &key).await;
-    let (_, rest) = s.get(&format!("/v1/events?limit=2&cursor={}", page["next_cursor"].as_str().unwrap()), &key).await;
+    let (_, rest) = s
+        .get(
+            &format!(
+                "/v1/events?limit=2&cursor={}",
+                page["next_cursor"].as_str().unwrap()
+            ),
+            &key,
+        )
+        .await;
     assert_eq!(rest["data"][0]["id"], e["id"]);
-    let (status, got) = s.get(&format!("/v1/events/{}", e["id"].as_str().unwrap()), &key).await;
+    let (status, got) = s
+        .get(&format!("/v1/events/{}", e["id"].as_str().unwrap()), &key)
+        .await;
     assert_eq!((status, &got), (200, &e));
 
     // Any type matching the pattern is accepted.
-    s.event(&key, json!({"type": "order.shipped-v2", "payload": {}})).await;
+    s.event(&key, json!({"type": "order.shipped-v2", "payload": {}}))
+        .await;
 }
 
 #[tokio::test]
 async fn a_batch_is_stored_all_or_none() {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
-    let events: Vec<Value> = (0..100).map(|i| json!({"type": "message:created", "payload": {"n": i}})).collect();
-    let (status, stored) = s.post("/v1/events/batch", &key, json!({"events": events})).await;
+    let events: Vec<Value> = (0..100)
+        .map(|i| json!({"type": "message:created", "payload": {"n": i}}))
+        .collect();
+    let (status, stored) = s
+        .post("/v1/events/batch", &key, json!({"events": events}))
+        .await;
     assert_eq!(status, 202, "{stored}");
     assert_eq!(stored["data"].as_array().unwrap().len(), 100);
 
-    s.event(&key, json!({"id": "taken", "type": "a", "payload": {}})).await;
+    s.event(&key, json!({"id": "taken", "type": "a", "payload": {}}))
+        .await;
     let bad = json!({"events": [
         {"type": "a", "payload": {"fine": true}},
         {"id": "taken", "type": "a", "payload": {"different": true}},
@@ -294,22 +444,55 @@ async fn a_batch_is_stored_all_or_none() {
     let bad = json!({"events": [{"type": "a", "payload": {}}, {"type": "BAD", "payload": {}}]});
     let (status, resp) = s.post("/v1/events/batch", &key, bad).await;
     assert_eq!(status, 400);
-    assert!(resp["error"]["message"].as_str().unwrap().contains("events[1]"), "{resp}");
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events[1]"),
+        "{resp}"
+    );
     let (_, all) = s.get("/v1/events?limit=250", &key).await;
-    assert_eq!(all["data"].as_array().unwrap().len(), 101, "failed batches stored nothing");
+    assert_eq!(
+        all["data"].as_array().unwrap().len(),
+        101,
+        "failed batches stored nothing"
+    );
 
-    let too_many: Vec<Value> = (0..1001).map(|_| json!({"type": "a", "payload": {}})).collect();
-    assert_eq!(s.post("/v1/events/batch", &key, json!({"events": too_many})).await.0, 400);
-    assert_eq!(s.post("/v1/events/batch", &key, json!({"events": []})).await.0, 400);
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"type": "a", "payload": {}}))
+        .collect();
+    assert_eq!(
+        s.post("/v1/events/batch", &key, json!({"events": too_many}))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        s.post("/v1/events/batch", &key, json!({"events": []}))
+            .await
+            .0,
+        400
+    );
 }
 
 #[tokio::test]
 async fn sent_messages_become_complete_message_created_events() {
     let s = TestServer::start().await;
     let (acc, key) = s.account("A").await;
-    let (status, resp) = s.post("/v1/messages", &key, json!({"conversation_id": "nope", "text": "hi"})).await;
+    let (status, resp) = s
+        .post(
+            "/v1/messages",
+            &key,
+            json!({"conversation_id": "nope", "text": "hi"}),
+        )
+        .await;
     assert_eq!(status, 404, "{resp}");
-    assert!(resp["error"]["message"].as_str().unwrap().contains("conversation"));
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("conversation")
+    );
 
     s.event(
         &key,
@@ -318,7 +501,13 @@ async fn sent_messages_become_complete_message_created_events() {
             "sender": {"id": "contact-9", "type": "source_contact"}, "sent_at": "2020-07-20T14:18:08.584Z"}}),
     )
     .await;
-    let (status, msg) = s.post("/v1/messages", &key, json!({"conversation_id": "conv-1", "text": "Hi there"})).await;
+    let (status, msg) = s
+        .post(
+            "/v1/messages",
+            &key,
+            json!({"conversation_id": "conv-1", "text": "Hi there"}),
+        )
+        .await;
     assert_eq!(status, 201, "{msg}");
     assert_eq!(msg["sender"]["type"], "app_user");
     let (_, events) = s.get("/v1/events?type=message:created&limit=1", &key).await;
@@ -336,11 +525,22 @@ async fn sent_messages_become_complete_message_created_events() {
     assert_eq!(p["sender"], json!({"id": acc, "type": "app_user"}));
     assert!(p["sent_at"].is_string());
 
-    let (status, airy) =
-        s.post("/messages.send", &key, json!({"conversation_id": "conv-1", "message": {"text": "Airy style"}})).await;
+    let (status, airy) = s
+        .post(
+            "/messages.send",
+            &key,
+            json!({"conversation_id": "conv-1", "message": {"text": "Airy style"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{airy}");
     assert_eq!(airy["text"], "Airy style");
-    let (status, _) = s.post("/v1/messages", &key, json!({"conversation_id": "conv-1", "text": "  "})).await;
+    let (status, _) = s
+        .post(
+            "/v1/messages",
+            &key,
+            json!({"conversation_id": "conv-1", "text": "  "}),
+        )
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -349,10 +549,27 @@ async fn operability_endpoints_answer() {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
     s.event(&key, json!({"type": "a", "payload": {}})).await;
-    assert_eq!(s.call(Method::GET, "/healthz", None, None).await, (200, json!({"status": "ok"})));
-    assert_eq!(s.call(Method::GET, "/readyz", None, None).await, (200, json!({"status": "ready"})));
-    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("wasmhook_events_ingested_total 1"), "{metrics}");
+    assert_eq!(
+        s.call(Method::GET, "/healthz", None, None).await,
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        s.call(Method::GET, "/readyz", None, None).await,
+        (200, json!({"status": "ready"}))
+    );
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wasmhook_events_ingested_total 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("route=\"/v1/events\""), "{metrics}");
     assert!(metrics.contains("status=\"202\""), "{metrics}");
 
@@ -390,7 +607,10 @@ async fn operability_endpoints_answer() {
         ("/readyz", "get"),
         ("/metrics", "get"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "openapi lacks {method} {path}");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "openapi lacks {method} {path}"
+        );
     }
     assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
     assert!(spec["components"]["schemas"]["CreateSubscription"].is_object());
@@ -400,11 +620,26 @@ async fn operability_endpoints_answer() {
 async fn data_survives_a_restart() {
     let mut s = TestServer::start().await;
     let (_, key) = s.account("A").await;
-    let sub = s.subscribe(&key, json!({"url": "https://example.com/h"})).await;
-    let e = s.event(&key, json!({"id": "keep-me", "type": "a", "payload": {"v": 1}})).await;
+    let sub = s
+        .subscribe(&key, json!({"url": "https://example.com/h"}))
+        .await;
+    let e = s
+        .event(
+            &key,
+            json!({"id": "keep-me", "type": "a", "payload": {"v": 1}}),
+        )
+        .await;
     s.restart().await;
-    let (status, got) = s.get(&format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &key).await;
-    assert_eq!(status, 200, "the API key and the subscription survive: {got}");
+    let (status, got) = s
+        .get(
+            &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "the API key and the subscription survive: {got}"
+    );
     assert_eq!(s.get("/v1/events/keep-me", &key).await.1, e);
     s.stop().await;
 }

@@ -31,7 +31,9 @@ async fn bad_requests_get_clear_json_errors_and_never_a_5xx() {
     let s = TestServer::start_with(&["--max-event-bytes", "4096"]).await;
     let (acc, key) = s.account("A").await;
     let k = Some(key.as_str());
-    let sub = s.subscribe(&key, json!({"url": "https://example.com/h"})).await;
+    let sub = s
+        .subscribe(&key, json!({"url": "https://example.com/h"}))
+        .await;
     let sub_path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
     let big_payload = format!(r#"{{"type":"a","payload":{{"x":"{}"}}}}"#, "y".repeat(5000));
     let deep = format!("{}{}", "[".repeat(1_500), "]".repeat(1_500));
@@ -56,41 +58,161 @@ async fn bad_requests_get_clear_json_errors_and_never_a_5xx() {
         case("POST", "/v1/events", k, b"[]", 400),
         case("POST", "/v1/events", k, br#"{"type":1,"payload":{}}"#, 400),
         case("POST", "/v1/events", k, br#"{"type":"a"}"#, 400),
-        case("POST", "/v1/events", k, br#"{"type":"a","payload":[1]}"#, 400),
-        case("POST", "/v1/events", k, br#"{"type":"a","payload":"text"}"#, 400),
-        case("POST", "/v1/events", k, br#"{"type":"a","payload":null}"#, 400),
-        case("POST", "/v1/events", k, br#"{"type":"A","payload":{}}"#, 400),
+        case(
+            "POST",
+            "/v1/events",
+            k,
+            br#"{"type":"a","payload":[1]}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/events",
+            k,
+            br#"{"type":"a","payload":"text"}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/events",
+            k,
+            br#"{"type":"a","payload":null}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/events",
+            k,
+            br#"{"type":"A","payload":{}}"#,
+            400,
+        ),
         case("POST", "/v1/events", k, br#"{"type":"","payload":{}}"#, 400),
-        case("POST", "/v1/events", k, br#"{"type":"a","payload":{},"occurred_at":"yesterday"}"#, 400),
-        case("POST", "/v1/events", k, br#"{"type":"a","payload":{},"id":"has spaces"}"#, 400),
-        case("POST", "/v1/events", k, br#"{"type":"a","payload":{},"extra":1}"#, 400),
+        case(
+            "POST",
+            "/v1/events",
+            k,
+            br#"{"type":"a","payload":{},"occurred_at":"yesterday"}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/events",
+            k,
+            br#"{"type":"a","payload":{},"id":"has spaces"}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/events",
+            k,
+            br#"{"type":"a","payload":{},"extra":1}"#,
+            400,
+        ),
         case("POST", "/v1/events", k, b"\xff\xfe\x00", 400),
         case("POST", "/v1/events", k, deep_payload.as_bytes(), 400),
         case("POST", "/v1/events/batch", k, br#"{"events":{}}"#, 400),
-        case("POST", "/v1/events/batch", k, br#"{"events":[{"type":"a"}]}"#, 400),
+        case(
+            "POST",
+            "/v1/events/batch",
+            k,
+            br#"{"events":[{"type":"a"}]}"#,
+            400,
+        ),
         // Size limits.
         case("POST", "/v1/events", k, big_payload.as_bytes(), 413),
         // Subscriptions and messages.
         case("POST", "/v1/subscriptions", k, br#"{"url":42}"#, 400),
-        case("POST", "/v1/subscriptions", k, br#"{"url":"javascript:alert(1)"}"#, 400),
-        case("POST", "/v1/subscriptions", k, br#"{"url":"http://169.254.169.254/latest/meta-data"}"#, 400),
-        case("POST", "/v1/subscriptions", k, br#"{"url":"https://x.example","rate_limit_per_second":0}"#, 400),
-        case("POST", "/v1/subscriptions", k, br#"{"url":"https://x.example","rate_limit_per_second":-1}"#, 400),
-        case("POST", "/v1/subscriptions", k, br#"{"url":"https://x.example","plugin_id":"plg_x"}"#, 400),
-        case("PATCH", &sub_path, k, br#"{"status":"pending_verification"}"#, 400),
+        case(
+            "POST",
+            "/v1/subscriptions",
+            k,
+            br#"{"url":"javascript:alert(1)"}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/subscriptions",
+            k,
+            br#"{"url":"http://169.254.169.254/latest/meta-data"}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/subscriptions",
+            k,
+            br#"{"url":"https://x.example","rate_limit_per_second":0}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/subscriptions",
+            k,
+            br#"{"url":"https://x.example","rate_limit_per_second":-1}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/v1/subscriptions",
+            k,
+            br#"{"url":"https://x.example","plugin_id":"plg_x"}"#,
+            400,
+        ),
+        case(
+            "PATCH",
+            &sub_path,
+            k,
+            br#"{"status":"pending_verification"}"#,
+            400,
+        ),
         case("PATCH", &sub_path, k, br#"{"status":"bogus"}"#, 400),
-        case("PATCH", &sub_path, k, br#"{"headers":{"Webhook-Id":"x"}}"#, 400),
+        case(
+            "PATCH",
+            &sub_path,
+            k,
+            br#"{"headers":{"Webhook-Id":"x"}}"#,
+            400,
+        ),
         case("GET", "/v1/subscriptions?limit=0", k, b"", 400),
         case("GET", "/v1/subscriptions?limit=abc", k, b"", 400),
         case("GET", "/v1/subscriptions?cursor=xyz", k, b"", 400),
         case("GET", "/v1/subscriptions/sub_missing", k, b"", 404),
-        case("POST", "/v1/messages", k, br#"{"conversation_id":"c"}"#, 400),
-        case("POST", "/messages.send", k, br#"{"conversation_id":"c","message":"hi"}"#, 400),
+        case(
+            "POST",
+            "/v1/messages",
+            k,
+            br#"{"conversation_id":"c"}"#,
+            400,
+        ),
+        case(
+            "POST",
+            "/messages.send",
+            k,
+            br#"{"conversation_id":"c","message":"hi"}"#,
+            400,
+        ),
         case("POST", "/webhooks.subscribe", k, br#"{"headers":{}}"#, 400),
-        case("POST", "/webhooks.subscribe", k, br#"{"url":"http://10.0.0.1/"}"#, 400),
-        case("POST", &format!("/v1/accounts/{acc}/api-keys"), Some("whk_nope"), b"", 401),
+        case(
+            "POST",
+            "/webhooks.subscribe",
+            k,
+            br#"{"url":"http://10.0.0.1/"}"#,
+            400,
+        ),
+        case(
+            "POST",
+            &format!("/v1/accounts/{acc}/api-keys"),
+            Some("whk_nope"),
+            b"",
+            401,
+        ),
         case("POST", "/v1/accounts", Some(ADMIN), br#"{"name":""}"#, 400),
-        case("POST", "/v1/subscriptions/sub_x/recover", k, br#"{"since":"not a time"}"#, 400),
+        case(
+            "POST",
+            "/v1/subscriptions/sub_x/recover",
+            k,
+            br#"{"since":"not a time"}"#,
+            400,
+        ),
     ];
     assert!(cases.len() >= 30);
     for c in &cases {
@@ -105,12 +227,21 @@ async fn bad_requests_get_clear_json_errors_and_never_a_5xx() {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let what = format!("{} {} {:?}", c.method, c.path, String::from_utf8_lossy(&c.body[..c.body.len().min(80)]));
+        let what = format!(
+            "{} {} {:?}",
+            c.method,
+            c.path,
+            String::from_utf8_lossy(&c.body[..c.body.len().min(80)])
+        );
         assert!(status < 500, "{what} → {status} {text}");
         assert_eq!(status, c.expect, "{what} → {text}");
-        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
         assert!(body["error"]["code"].is_string(), "{what}: {body}");
-        assert!(!body["error"]["message"].as_str().unwrap().is_empty(), "{what}: {body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}: {body}"
+        );
     }
     // Nothing was half-written: no event got stored by any of the bad requests.
     let (_, events) = s.get("/v1/events", &key).await;
@@ -123,10 +254,36 @@ async fn bad_requests_get_clear_json_errors_and_never_a_5xx() {
 async fn error_messages_name_the_problem() {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
-    let (_, body) = s.post("/v1/events", &key, json!({"type": "message:created", "payload": [1]})).await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("payload"), "{body}");
-    let (_, body) = s.post("/v1/events", &key, json!({"type": 5, "payload": {}})).await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("type"), "{body}");
-    let (_, body) = s.post("/v1/subscriptions", &key, json!({"url": "https://x.example", "headers": {"Host": "h"}})).await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("Host"), "{body}");
+    let (_, body) = s
+        .post(
+            "/v1/events",
+            &key,
+            json!({"type": "message:created", "payload": [1]}),
+        )
+        .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("payload"),
+        "{body}"
+    );
+    let (_, body) = s
+        .post("/v1/events", &key, json!({"type": 5, "payload": {}}))
+        .await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("type"),
+        "{body}"
+    );
+    let (_, body) = s
+        .post(
+            "/v1/subscriptions",
+            &key,
+            json!({"url": "https://x.example", "headers": {"Host": "h"}}),
+        )
+        .await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("Host"),
+        "{body}"
+    );
 }

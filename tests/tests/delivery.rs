@@ -18,7 +18,9 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// Verifies a Standard Webhooks signature the way a receiver would, independently of the server.
 fn signature_ok(secret: &str, id: &str, ts: &str, body: &[u8], header: &str) -> bool {
-    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{id}.{ts}.").as_bytes());
     mac.update(body);
@@ -27,16 +29,25 @@ fn signature_ok(secret: &str, id: &str, ts: &str, body: &[u8], header: &str) -> 
 }
 
 async fn delivery_of(s: &TestServer, key: &str, event_id: &str) -> Value {
-    let (_, list) = s.get(&format!("/v1/events/{event_id}/deliveries"), key).await;
-    let id = list["data"][0]["id"].as_str().expect("a delivery").to_string();
+    let (_, list) = s
+        .get(&format!("/v1/events/{event_id}/deliveries"), key)
+        .await;
+    let id = list["data"][0]["id"]
+        .as_str()
+        .expect("a delivery")
+        .to_string();
     s.get(&format!("/v1/deliveries/{id}"), key).await.1
 }
 
 async fn settled(s: &TestServer, key: &str, event_id: &str, status: &str) -> Value {
-    eventually(&format!("delivery of {event_id} is {status}"), WAIT, || async {
-        let d = delivery_of(s, key, event_id).await;
-        (d["status"] == status).then_some(d)
-    })
+    eventually(
+        &format!("delivery of {event_id} is {status}"),
+        WAIT,
+        || async {
+            let d = delivery_of(s, key, event_id).await;
+            (d["status"] == status).then_some(d)
+        },
+    )
     .await
 }
 
@@ -52,16 +63,34 @@ async fn a_delivery_is_a_signed_standard_webhooks_post() {
         )
         .await;
     let secret = sub["secret"].as_str().unwrap();
-    s.event(&key, json!({"type": "conversation:created", "payload": {"ignored": true}})).await;
-    let e = s.event(&key, json!({"type": "message:created", "payload": {"body": "Hello world!"}})).await;
+    s.event(
+        &key,
+        json!({"type": "conversation:created", "payload": {"ignored": true}}),
+    )
+    .await;
+    let e = s
+        .event(
+            &key,
+            json!({"type": "message:created", "payload": {"body": "Hello world!"}}),
+        )
+        .await;
 
-    let got = eventually("the receiver gets the event", WAIT, || async { r.at("/hook").pop() }).await;
+    let got = eventually("the receiver gets the event", WAIT, || async {
+        r.at("/hook").pop()
+    })
+    .await;
     assert_eq!(got.header("content-type"), Some("application/json"));
     assert!(got.header("user-agent").unwrap().starts_with("wasmhook/"));
     assert_eq!(got.header("x-team"), Some("support"));
     let id = got.header("webhook-id").unwrap();
     let ts = got.header("webhook-timestamp").unwrap();
-    assert!(signature_ok(secret, id, ts, &got.body, got.header("webhook-signature").unwrap()));
+    assert!(signature_ok(
+        secret,
+        id,
+        ts,
+        &got.body,
+        got.header("webhook-signature").unwrap()
+    ));
     let body = got.json();
     assert_eq!(body["type"], "message:created");
     assert_eq!(body["data"], json!({"body": "Hello world!"}));
@@ -80,11 +109,18 @@ async fn only_subscriptions_existing_at_ingest_get_the_event() {
     let s = TestServer::start().await;
     let r = Receiver::start().await;
     let (_, key) = s.account("A").await;
-    s.subscribe(&key, json!({"url": format!("{}/early", r.url)})).await;
+    s.subscribe(&key, json!({"url": format!("{}/early", r.url)}))
+        .await;
     let e = s.event(&key, json!({"type": "a", "payload": {}})).await;
-    s.subscribe(&key, json!({"url": format!("{}/late", r.url)})).await;
+    s.subscribe(&key, json!({"url": format!("{}/late", r.url)}))
+        .await;
     settled(&s, &key, e["id"].as_str().unwrap(), "succeeded").await;
-    let (_, list) = s.get(&format!("/v1/events/{}/deliveries", e["id"].as_str().unwrap()), &key).await;
+    let (_, list) = s
+        .get(
+            &format!("/v1/events/{}/deliveries", e["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(r.at("/late").is_empty());
@@ -95,7 +131,11 @@ async fn failures_are_retried_with_the_same_webhook_id_and_logged() {
     let s = TestServer::start().await;
     let r = Receiver::start().await;
     r.respond(|_, n| {
-        if n <= 2 { (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response() } else { StatusCode::OK.into_response() }
+        if n <= 2 {
+            (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
     });
     let (_, key) = s.account("A").await;
     s.subscribe(&key, json!({"url": r.url.clone()})).await;
@@ -108,9 +148,16 @@ async fn failures_are_retried_with_the_same_webhook_id_and_logged() {
     assert_eq!(log[0]["response_body"], "boom");
     assert_eq!(log[2]["status_code"], 200);
     assert_eq!(d["attempts"], 3);
-    let ids: Vec<_> = r.received().iter().map(|x| x.header("webhook-id").unwrap().to_string()).collect();
+    let ids: Vec<_> = r
+        .received()
+        .iter()
+        .map(|x| x.header("webhook-id").unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 3);
-    assert!(ids.iter().all(|i| *i == ids[0]), "the same webhook-id on every retry: {ids:?}");
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "the same webhook-id on every retry: {ids:?}"
+    );
 }
 
 #[tokio::test]
@@ -121,23 +168,52 @@ async fn exhausted_retries_dead_letter_and_can_be_retried_or_recovered() {
     let (_, key) = s.account("A").await;
     let sub = s.subscribe(&key, json!({"url": r.url.clone()})).await;
     let sub_id = sub["id"].as_str().unwrap();
-    let e1 = s.event(&key, json!({"type": "a", "payload": {"n": 1}})).await;
-    let e2 = s.event(&key, json!({"type": "a", "payload": {"n": 2}})).await;
+    let e1 = s
+        .event(&key, json!({"type": "a", "payload": {"n": 1}}))
+        .await;
+    let e2 = s
+        .event(&key, json!({"type": "a", "payload": {"n": 2}}))
+        .await;
     let d1 = settled(&s, &key, e1["id"].as_str().unwrap(), "failed").await;
     settled(&s, &key, e2["id"].as_str().unwrap(), "failed").await;
     assert_eq!(d1["attempts"], 4, "one attempt and three retries: {d1}");
-    let (_, failed) = s.get(&format!("/v1/subscriptions/{sub_id}/deliveries?status=failed"), &key).await;
-    assert_eq!(failed["data"].as_array().unwrap().len(), 2, "dead letters stay listed");
-    let (_, page) = s.get(&format!("/v1/subscriptions/{sub_id}/deliveries?limit=1"), &key).await;
+    let (_, failed) = s
+        .get(
+            &format!("/v1/subscriptions/{sub_id}/deliveries?status=failed"),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        failed["data"].as_array().unwrap().len(),
+        2,
+        "dead letters stay listed"
+    );
+    let (_, page) = s
+        .get(
+            &format!("/v1/subscriptions/{sub_id}/deliveries?limit=1"),
+            &key,
+        )
+        .await;
     assert!(page["next_cursor"].is_string());
 
     r.status(200);
-    let (status, _) = s.post(&format!("/v1/deliveries/{}/retry", d1["id"].as_str().unwrap()), &key, json!({})).await;
+    let (status, _) = s
+        .post(
+            &format!("/v1/deliveries/{}/retry", d1["id"].as_str().unwrap()),
+            &key,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 202);
     settled(&s, &key, e1["id"].as_str().unwrap(), "succeeded").await;
 
-    let (status, rec) =
-        s.post(&format!("/v1/subscriptions/{sub_id}/recover"), &key, json!({"since": "2000-01-01T00:00:00Z"})).await;
+    let (status, rec) = s
+        .post(
+            &format!("/v1/subscriptions/{sub_id}/recover"),
+            &key,
+            json!({"since": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(status, 202);
     assert_eq!(rec["recovered"], 1);
     settled(&s, &key, e2["id"].as_str().unwrap(), "succeeded").await;
@@ -149,7 +225,12 @@ async fn retry_after_is_honoured_and_gone_disables() {
     let r = Receiver::start().await;
     r.respond(|_, n| {
         if n == 1 {
-            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response()
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                "slow down",
+            )
+                .into_response()
         } else {
             StatusCode::OK.into_response()
         }
@@ -161,7 +242,10 @@ async fn retry_after_is_honoured_and_gone_disables() {
     let log = d["attempt_log"].as_array().unwrap();
     let t = |i: usize| log[i]["attempted_at"].as_str().unwrap().to_string();
     let gap = parse_ms(&t(1)) - parse_ms(&t(0));
-    assert!(gap >= 950, "the retry waited for Retry-After (1 s), not the 10 ms step: {gap} ms");
+    assert!(
+        gap >= 950,
+        "the retry waited for Retry-After (1 s), not the 10 ms step: {gap} ms"
+    );
 
     let gone = Receiver::start().await;
     gone.status(410);
@@ -173,7 +257,10 @@ async fn retry_after_is_honoured_and_gone_disables() {
         (sub["status"] == "disabled").then_some(sub)
     })
     .await;
-    assert!(disabled["status_reason"].as_str().unwrap().contains("410"), "{disabled}");
+    assert!(
+        disabled["status_reason"].as_str().unwrap().contains("410"),
+        "{disabled}"
+    );
     assert_eq!(gone.received().len(), 1, "no retry after 410");
 }
 
@@ -189,18 +276,35 @@ fn parse_ms(t: &str) -> i64 {
 
 #[tokio::test]
 async fn a_subscription_failing_for_the_window_is_disabled_and_announced() {
-    let s = TestServer::start_with(&["--disable-after", "100ms", "--retry-schedule", "60ms,60ms,60ms,60ms"]).await;
+    let s = TestServer::start_with(&[
+        "--disable-after",
+        "100ms",
+        "--retry-schedule",
+        "60ms,60ms,60ms,60ms",
+    ])
+    .await;
     let bad = Receiver::start().await;
     bad.status(500);
     let watcher = Receiver::start().await;
     let (_, key) = s.account("A").await;
-    let sub = s.subscribe(&key, json!({"url": bad.url.clone(), "event_types": ["a"]})).await;
-    s.subscribe(&key, json!({"url": watcher.url.clone(), "event_types": ["subscription:disabled"]})).await;
+    let sub = s
+        .subscribe(&key, json!({"url": bad.url.clone(), "event_types": ["a"]}))
+        .await;
+    s.subscribe(
+        &key,
+        json!({"url": watcher.url.clone(), "event_types": ["subscription:disabled"]}),
+    )
+    .await;
     s.event(&key, json!({"type": "a", "payload": {}})).await;
     let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
-    eventually("auto-disable", WAIT, || async { (s.get(&path, &key).await.1["status"] == "disabled").then_some(()) })
-        .await;
-    let note = eventually("subscription:disabled is delivered", WAIT, || async { watcher.received().pop() }).await;
+    eventually("auto-disable", WAIT, || async {
+        (s.get(&path, &key).await.1["status"] == "disabled").then_some(())
+    })
+    .await;
+    let note = eventually("subscription:disabled is delivered", WAIT, || async {
+        watcher.received().pop()
+    })
+    .await;
     let note = note.json();
     assert_eq!(note["type"], "subscription:disabled");
     assert_eq!(note["data"]["subscription_id"], sub["id"]);
@@ -216,7 +320,8 @@ async fn a_subscription_failing_for_the_window_is_disabled_and_announced() {
 
 #[tokio::test]
 async fn every_failure_kind_is_recorded() {
-    let s = TestServer::start_with(&["--delivery-timeout", "300ms", "--retry-schedule", "10ms"]).await;
+    let s =
+        TestServer::start_with(&["--delivery-timeout", "300ms", "--retry-schedule", "10ms"]).await;
     let (_, key) = s.account("A").await;
     let slow = Receiver::start().await;
     slow.set_delay(Duration::from_secs(2));
@@ -227,7 +332,8 @@ async fn every_failure_kind_is_recorded() {
         port
     };
     let redirect = Receiver::start().await;
-    redirect.respond(|_, _| (StatusCode::FOUND, [("location", "http://example.com/")]).into_response());
+    redirect
+        .respond(|_, _| (StatusCode::FOUND, [("location", "http://example.com/")]).into_response());
     let cases = [
         (slow.url.clone(), "timeout"),
         (format!("http://127.0.0.1:{closed}/"), "connect"),
@@ -235,14 +341,25 @@ async fn every_failure_kind_is_recorded() {
         (redirect.url.clone(), "http_status"),
     ];
     for (url, kind) in cases {
-        let sub = s.subscribe(&key, json!({"url": url, "event_types": [format!("t.{kind}")]})).await;
-        let e = s.event(&key, json!({"type": format!("t.{kind}"), "payload": {}})).await;
+        let sub = s
+            .subscribe(
+                &key,
+                json!({"url": url, "event_types": [format!("t.{kind}")]}),
+            )
+            .await;
+        let e = s
+            .event(&key, json!({"type": format!("t.{kind}"), "payload": {}}))
+            .await;
         let d = settled(&s, &key, e["id"].as_str().unwrap(), "failed").await;
         let first = &d["attempt_log"][0];
         assert_eq!(first["error_kind"], kind, "{url}: {d}");
         assert!(first["duration_ms"].is_number());
         assert!(first["error_message"].as_str().unwrap().len() > 3);
-        s.delete(&format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()), &key).await;
+        s.delete(
+            &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
     }
 }
 
@@ -253,17 +370,30 @@ async fn internal_addresses_are_refused_unless_allowed() {
     let r = Receiver::start().await;
     let (_, key) = s.account("A").await;
     let port = r.url.rsplit(':').next().unwrap().to_string();
-    for literal in [r.url.clone(), format!("http://[::1]:{port}/"), "http://169.254.169.254/".into(), "http://10.1.2.3/".into()] {
-        let (status, body) = s.post("/v1/subscriptions", &key, json!({"url": literal})).await;
+    for literal in [
+        r.url.clone(),
+        format!("http://[::1]:{port}/"),
+        "http://169.254.169.254/".into(),
+        "http://10.1.2.3/".into(),
+    ] {
+        let (status, body) = s
+            .post("/v1/subscriptions", &key, json!({"url": literal}))
+            .await;
         assert_eq!(status, 400, "{literal}: {body}");
         assert_eq!(body["error"]["code"], "url_not_allowed");
     }
     // A name is checked after resolution: localhost resolves to loopback and is refused at connect time.
-    s.subscribe(&key, json!({"url": format!("http://localhost:{port}/")})).await;
+    s.subscribe(&key, json!({"url": format!("http://localhost:{port}/")}))
+        .await;
     let e = s.event(&key, json!({"type": "a", "payload": {}})).await;
     let d = settled(&s, &key, e["id"].as_str().unwrap(), "failed").await;
     assert_eq!(d["attempt_log"][0]["error_kind"], "network_policy", "{d}");
-    assert!(d["attempt_log"][0]["error_message"].as_str().unwrap().contains("refused by network policy"));
+    assert!(
+        d["attempt_log"][0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("refused by network policy")
+    );
     assert!(r.received().is_empty(), "nothing reached the receiver");
 }
 
@@ -274,24 +404,40 @@ async fn papercups_format_and_handshake() {
     r.respond(|req, _| {
         let body = req.json();
         if body["event"] == "webhook:verify" {
-            body["payload"].as_str().unwrap().to_string().into_response()
+            body["payload"]
+                .as_str()
+                .unwrap()
+                .to_string()
+                .into_response()
         } else {
             StatusCode::OK.into_response()
         }
     });
     let (_, key) = s.account("A").await;
-    let sub = s.subscribe(&key, json!({"url": r.url.clone(), "format": "papercups"})).await;
+    let sub = s
+        .subscribe(&key, json!({"url": r.url.clone(), "format": "papercups"}))
+        .await;
     assert_eq!(sub["status"], "pending_verification");
     let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
-    eventually("verified", WAIT, || async { (s.get(&path, &key).await.1["status"] == "active").then_some(()) }).await;
+    eventually("verified", WAIT, || async {
+        (s.get(&path, &key).await.1["status"] == "active").then_some(())
+    })
+    .await;
     let verify = r.received()[0].json();
     assert_eq!(verify["event"], "webhook:verify");
     assert!(verify["payload"].as_str().unwrap().len() >= 16);
 
     let payload = json!({"body": "Hello world!", "created_at": "2020-09-01T23:00:00", "conversation_id": "xxx", "customer_id": "yyy"});
-    s.event(&key, json!({"type": "message:created", "payload": payload})).await;
-    let got = eventually("event delivered", WAIT, || async { r.received().get(1).cloned() }).await;
-    assert_eq!(got.json(), json!({"event": "message:created", "payload": payload}));
+    s.event(&key, json!({"type": "message:created", "payload": payload}))
+        .await;
+    let got = eventually("event delivered", WAIT, || async {
+        r.received().get(1).cloned()
+    })
+    .await;
+    assert_eq!(
+        got.json(),
+        json!({"event": "message:created", "payload": payload})
+    );
 }
 
 #[tokio::test]
@@ -300,28 +446,45 @@ async fn a_failed_handshake_blocks_delivery_until_verified() {
     let r = Receiver::start().await;
     r.respond(|_, _| "wrong answer".into_response());
     let (_, key) = s.account("A").await;
-    let sub = s.subscribe(&key, json!({"url": r.url.clone(), "verify": true})).await;
+    let sub = s
+        .subscribe(&key, json!({"url": r.url.clone(), "verify": true}))
+        .await;
     let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
     let failed = eventually("verification fails", WAIT, || async {
         let (_, sub) = s.get(&path, &key).await;
-        sub["status_reason"].as_str().is_some_and(|r| r.contains("verification failed")).then_some(sub)
+        sub["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("verification failed"))
+            .then_some(sub)
     })
     .await;
     assert_eq!(failed["status"], "pending_verification");
     s.event(&key, json!({"type": "a", "payload": {}})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(r.received().len(), 1, "only the handshake; no event while pending");
+    assert_eq!(
+        r.received().len(),
+        1,
+        "only the handshake; no event while pending"
+    );
 
     // Now the receiver answers with the challenge as a JSON string.
     r.respond(|req, _| axum::Json(req.json()["payload"].clone()).into_response());
     let (status, _) = s.post(&format!("{path}/verify"), &key, json!({})).await;
     assert_eq!(status, 202);
-    eventually("verified", WAIT, || async { (s.get(&path, &key).await.1["status"] == "active").then_some(()) }).await;
+    eventually("verified", WAIT, || async {
+        (s.get(&path, &key).await.1["status"] == "active").then_some(())
+    })
+    .await;
 
     // Changing the URL requires verification again.
-    let (_, changed) = s.patch(&path, &key, json!({"url": format!("{}/new", r.url)})).await;
+    let (_, changed) = s
+        .patch(&path, &key, json!({"url": format!("{}/new", r.url)}))
+        .await;
     assert_eq!(changed["status"], "pending_verification");
-    eventually("re-verified", WAIT, || async { (s.get(&path, &key).await.1["status"] == "active").then_some(()) }).await;
+    eventually("re-verified", WAIT, || async {
+        (s.get(&path, &key).await.1["status"] == "active").then_some(())
+    })
+    .await;
     assert_eq!(r.at("/new").len(), 1);
 }
 
@@ -330,18 +493,28 @@ async fn airy_webhooks_get_the_flat_message_and_its_signature() {
     let s = TestServer::start().await;
     let r = Receiver::start().await;
     let (_, key) = s.account("A").await;
-    let (_, hook) = s.post("/webhooks.subscribe", &key, json!({"url": r.url.clone(), "headers": {"X-Custom-Header": "c"}})).await;
+    let (_, hook) = s
+        .post(
+            "/webhooks.subscribe",
+            &key,
+            json!({"url": r.url.clone(), "headers": {"X-Custom-Header": "c"}}),
+        )
+        .await;
     let api_secret = hook["api_secret"].as_str().unwrap();
     let payload = json!({"conversation_id": "4242424242", "id": "7560bf66-d9c4-48f8-b7f1-27ab6c40a40a",
         "sender": {"id": "adac9220-fe7b-40a8-98e5-2fcfaf4a53b5", "type": "source_contact"},
         "source": "FACEBOOK", "sent_at": "2020-07-20T14:18:08.584Z", "text": "Message to be sent"});
-    s.event(&key, json!({"type": "message:created", "payload": payload})).await;
+    s.event(&key, json!({"type": "message:created", "payload": payload}))
+        .await;
     let got = eventually("airy delivery", WAIT, || async { r.received().pop() }).await;
     assert_eq!(got.json(), payload);
     assert_eq!(got.header("x-custom-header"), Some("c"));
     let mut mac = Hmac::<Sha256>::new_from_slice(api_secret.as_bytes()).unwrap();
     mac.update(&got.body);
-    assert_eq!(got.header("x-airy-content-signature"), Some(hex::encode(mac.finalize().into_bytes()).as_str()));
+    assert_eq!(
+        got.header("x-airy-content-signature"),
+        Some(hex::encode(mac.finalize().into_bytes()).as_str())
+    );
 }
 
 #[tokio::test]
@@ -351,13 +524,25 @@ async fn during_a_rotation_both_secrets_sign() {
     let (_, key) = s.account("A").await;
     let sub = s.subscribe(&key, json!({"url": r.url.clone()})).await;
     let old = sub["secret"].as_str().unwrap().to_string();
-    let (_, rotated) = s.post(&format!("/v1/subscriptions/{}/secret/rotate", sub["id"].as_str().unwrap()), &key, json!({})).await;
+    let (_, rotated) = s
+        .post(
+            &format!(
+                "/v1/subscriptions/{}/secret/rotate",
+                sub["id"].as_str().unwrap()
+            ),
+            &key,
+            json!({}),
+        )
+        .await;
     let new = rotated["secret"].as_str().unwrap();
     s.event(&key, json!({"type": "a", "payload": {}})).await;
     let got = eventually("delivery", WAIT, || async { r.received().pop() }).await;
     let sig = got.header("webhook-signature").unwrap();
     assert_eq!(sig.split(' ').count(), 2, "{sig}");
-    let (id, ts) = (got.header("webhook-id").unwrap(), got.header("webhook-timestamp").unwrap());
+    let (id, ts) = (
+        got.header("webhook-id").unwrap(),
+        got.header("webhook-timestamp").unwrap(),
+    );
     assert!(signature_ok(new, id, ts, &got.body, sig));
     assert!(signature_ok(&old, id, ts, &got.body, sig));
 }
@@ -368,21 +553,51 @@ async fn concurrency_is_bounded_and_rate_limits_delay_without_dropping() {
     let r = Receiver::start().await;
     r.set_delay(Duration::from_millis(50));
     let (_, key) = s.account("A").await;
-    s.subscribe(&key, json!({"url": r.url.clone(), "event_types": ["burst"]})).await;
-    let events: Vec<Value> = (0..30).map(|i| json!({"type": "burst", "payload": {"i": i}})).collect();
-    assert_eq!(s.post("/v1/events/batch", &key, json!({"events": events})).await.0, 202);
-    eventually("all 30 delivered", WAIT, || async { (r.received().len() >= 30).then_some(()) }).await;
-    assert!(r.max_in_flight() <= 3, "at most 3 in flight, saw {}", r.max_in_flight());
+    s.subscribe(
+        &key,
+        json!({"url": r.url.clone(), "event_types": ["burst"]}),
+    )
+    .await;
+    let events: Vec<Value> = (0..30)
+        .map(|i| json!({"type": "burst", "payload": {"i": i}}))
+        .collect();
+    assert_eq!(
+        s.post("/v1/events/batch", &key, json!({"events": events}))
+            .await
+            .0,
+        202
+    );
+    eventually("all 30 delivered", WAIT, || async {
+        (r.received().len() >= 30).then_some(())
+    })
+    .await;
+    assert!(
+        r.max_in_flight() <= 3,
+        "at most 3 in flight, saw {}",
+        r.max_in_flight()
+    );
 
     let limited = Receiver::start().await;
     s.subscribe(&key, json!({"url": limited.url.clone(), "event_types": ["limited"], "rate_limit_per_second": 20})).await;
-    let events: Vec<Value> = (0..10).map(|i| json!({"type": "limited", "payload": {"i": i}})).collect();
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"type": "limited", "payload": {"i": i}}))
+        .collect();
     let started = Instant::now();
-    s.post("/v1/events/batch", &key, json!({"events": events})).await;
-    eventually("all 10 rate-limited deliveries arrive", WAIT, || async { (limited.received().len() >= 10).then_some(()) })
+    s.post("/v1/events/batch", &key, json!({"events": events}))
         .await;
-    assert!(started.elapsed() >= Duration::from_millis(400), "20/s spreads 10 deliveries over ≥ 450 ms");
-    let mut seen: Vec<i64> = limited.received().iter().map(|x| x.json()["data"]["i"].as_i64().unwrap()).collect();
+    eventually("all 10 rate-limited deliveries arrive", WAIT, || async {
+        (limited.received().len() >= 10).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "20/s spreads 10 deliveries over ≥ 450 ms"
+    );
+    let mut seen: Vec<i64> = limited
+        .received()
+        .iter()
+        .map(|x| x.json()["data"]["i"].as_i64().unwrap())
+        .collect();
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 10, "none dropped");
@@ -396,8 +611,22 @@ async fn delivery_metrics_are_exported() {
     s.subscribe(&key, json!({"url": r.url.clone()})).await;
     let e = s.event(&key, json!({"type": "a", "payload": {}})).await;
     settled(&s, &key, e["id"].as_str().unwrap(), "succeeded").await;
-    let m = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("wasmhook_deliveries_total{outcome=\"succeeded\"} 1"), "{m}");
+    let m = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("wasmhook_deliveries_total{outcome=\"succeeded\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("wasmhook_delivery_queue_depth 0"), "{m}");
-    assert!(m.contains("wasmhook_ingest_to_delivery_seconds_count 1"), "{m}");
+    assert!(
+        m.contains("wasmhook_ingest_to_delivery_seconds_count 1"),
+        "{m}"
+    );
 }

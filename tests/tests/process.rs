@@ -17,7 +17,11 @@ struct Process {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn spawn(dir: &Path, extra: &[&str]) -> Process {
@@ -27,30 +31,57 @@ async fn spawn(dir: &Path, extra: &[&str]) -> Process {
 async fn spawn_logging(dir: &Path, extra: &[&str], log: Option<&Path>) -> Process {
     let port = free_port();
     let mut cmd = Command::new(wasmhook_bin());
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .args(["--admin-token", ADMIN, "--allow-network", "127.0.0.0/8", "--log-format", "json"])
-        .args(extra)
-        .env("WASMHOOK_LOG", if log.is_some() { "info" } else { "warn" })
-        .stdout(match log {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            None => Stdio::null(),
-        })
-        .stderr(Stdio::null());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(dir)
+    .args([
+        "--admin-token",
+        ADMIN,
+        "--allow-network",
+        "127.0.0.0/8",
+        "--log-format",
+        "json",
+    ])
+    .args(extra)
+    .env("WASMHOOK_LOG", if log.is_some() { "info" } else { "warn" })
+    .stdout(match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    })
+    .stderr(Stdio::null());
     let child = cmd.spawn().expect("starting wasmhook");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    eventually("the server answers /healthz", Duration::from_secs(30), || {
-        let url = format!("{base}/healthz");
-        let http = http.clone();
-        async move { http.get(url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-    })
+    eventually(
+        "the server answers /healthz",
+        Duration::from_secs(30),
+        || {
+            let url = format!("{base}/healthz");
+            let http = http.clone();
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        },
+    )
     .await;
     Process { child, base }
 }
 
 fn signal(p: &Process, sig: &str) {
-    let ok = Command::new("kill").args([sig, &p.child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill {sig}");
 }
 
@@ -62,7 +93,13 @@ async fn wait_exit(p: &mut Process, within: Duration) -> std::process::ExitStatu
     .await
 }
 
-async fn json_call(http: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> Value {
+async fn json_call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
     let mut req = http.request(method, url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
@@ -77,14 +114,33 @@ async fn sigterm_stops_cleanly_and_keeps_the_data() {
     let http = reqwest::Client::new();
     let log = tmp.path().join("log.jsonl");
     let mut p = spawn_logging(&dir, &[], Some(&log)).await;
-    let acc = json_call(&http, reqwest::Method::POST, format!("{}/v1/accounts", p.base), ADMIN, Some(json!({"name": "a"}))).await;
+    let acc = json_call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/v1/accounts", p.base),
+        ADMIN,
+        Some(json!({"name": "a"})),
+    )
+    .await;
     let key = acc["api_key"].as_str().unwrap().to_string();
-    json_call(&http, reqwest::Method::POST, format!("{}/v1/events", p.base), &key, Some(json!({"id": "e1", "type": "a", "payload": {}})))
-        .await;
+    json_call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/v1/events", p.base),
+        &key,
+        Some(json!({"id": "e1", "type": "a", "payload": {}})),
+    )
+    .await;
     signal(&p, "-TERM");
     let status = wait_exit(&mut p, Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(http.get(format!("{}/healthz", p.base)).send().await.is_err(), "no longer accepting");
+    assert!(
+        http.get(format!("{}/healthz", p.base))
+            .send()
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
     // One JSON log line per request, inside its span: method, route, status, latency.
     let lines = std::fs::read_to_string(&log).unwrap();
     let request_line = lines
@@ -97,9 +153,19 @@ async fn sigterm_stops_cleanly_and_keeps_the_data() {
     assert!(request_line["latency_ms"].is_number(), "{request_line}");
     // The database was closed cleanly: the WAL was folded back, and a new process reads the data.
     let wal = dir.join("wasmhook.sqlite3-wal");
-    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "WAL checkpointed on close");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "WAL checkpointed on close"
+    );
     let mut p = spawn(&dir, &[]).await;
-    let e = json_call(&http, reqwest::Method::GET, format!("{}/v1/events/e1", p.base), &key, None).await;
+    let e = json_call(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/v1/events/e1", p.base),
+        &key,
+        None,
+    )
+    .await;
     assert_eq!(e["id"], "e1");
     signal(&p, "-TERM");
     assert!(wait_exit(&mut p, Duration::from_secs(20)).await.success());
@@ -113,12 +179,32 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
     let http = reqwest::Client::new();
     let receiver = Receiver::start().await;
     receiver.set_delay(Duration::from_millis(10));
-    let opts = ["--delivery-concurrency", "8", "--delivery-timeout", "1s", "--retry-schedule", "10ms,20ms,50ms,100ms,200ms"];
+    let opts = [
+        "--delivery-concurrency",
+        "8",
+        "--delivery-timeout",
+        "1s",
+        "--retry-schedule",
+        "10ms,20ms,50ms,100ms,200ms",
+    ];
     let mut p = spawn(&dir, &opts).await;
-    let acc = json_call(&http, reqwest::Method::POST, format!("{}/v1/accounts", p.base), ADMIN, Some(json!({"name": "a"}))).await;
+    let acc = json_call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/v1/accounts", p.base),
+        ADMIN,
+        Some(json!({"name": "a"})),
+    )
+    .await;
     let key = acc["api_key"].as_str().unwrap().to_string();
-    let sub = json_call(&http, reqwest::Method::POST, format!("{}/v1/subscriptions", p.base), &key, Some(json!({"url": receiver.url})))
-        .await;
+    let sub = json_call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/v1/subscriptions", p.base),
+        &key,
+        Some(json!({"url": receiver.url})),
+    )
+    .await;
     let sub_id = sub["id"].as_str().unwrap().to_string();
     for chunk in 0..EVENTS / 1000 {
         let events: Vec<Value> =
@@ -141,29 +227,47 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
         .await;
         signal(&p, "-KILL");
         wait_exit(&mut p, Duration::from_secs(10)).await;
-        assert!(receiver.received().len() < EVENTS, "kill {kill} came during delivery");
+        assert!(
+            receiver.received().len() < EVENTS,
+            "kill {kill} came during delivery"
+        );
         p = spawn(&dir, &opts).await;
     }
     eventually("every event delivered", Duration::from_secs(120), || {
-        let ids: HashSet<i64> = receiver.received().iter().map(|r| r.json()["data"]["i"].as_i64().unwrap()).collect();
+        let ids: HashSet<i64> = receiver
+            .received()
+            .iter()
+            .map(|r| r.json()["data"]["i"].as_i64().unwrap())
+            .collect();
         async move { (ids.len() == EVENTS).then_some(()) }
     })
     .await;
     // The delivery log agrees: every delivery succeeded, and each succeeded id was received.
-    let received_ids: HashSet<String> =
-        receiver.received().iter().map(|r| r.header("webhook-id").unwrap().to_string()).collect();
+    let received_ids: HashSet<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
     let mut logged = HashSet::new();
     let mut cursor: Option<String> = None;
     loop {
         let url = match &cursor {
-            Some(c) => format!("{}/v1/subscriptions/{sub_id}/deliveries?limit=250&cursor={c}", p.base),
+            Some(c) => format!(
+                "{}/v1/subscriptions/{sub_id}/deliveries?limit=250&cursor={c}",
+                p.base
+            ),
             None => format!("{}/v1/subscriptions/{sub_id}/deliveries?limit=250", p.base),
         };
         let page = eventually("deliveries settle", Duration::from_secs(60), || {
             let (http, key, url) = (http.clone(), key.clone(), url.clone());
             async move {
                 let page = json_call(&http, reqwest::Method::GET, url, &key, None).await;
-                page["data"].as_array().unwrap().iter().all(|d| d["status"] == "succeeded").then_some(page)
+                page["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|d| d["status"] == "succeeded")
+                    .then_some(page)
             }
         })
         .await;
@@ -176,7 +280,10 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
         }
     }
     assert_eq!(logged.len(), EVENTS);
-    assert_eq!(logged, received_ids, "the receiver got exactly the logged deliveries (some more than once)");
+    assert_eq!(
+        logged, received_ids,
+        "the receiver got exactly the logged deliveries (some more than once)"
+    );
     signal(&p, "-TERM");
     assert!(wait_exit(&mut p, Duration::from_secs(20)).await.success());
 }

@@ -29,4 +29,5 @@ fi
 cd "$here"
 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV="$venv" "$venv/bin/componentize-py" -d "$repo/wit" -w plugin \
     componentize app -p "$here" -o "$out_dir/python_hello.wasm"
+rm -rf "$here/__pycache__"
 echo "built $out_dir/python_hello.wasm"

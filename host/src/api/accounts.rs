@@ -65,18 +65,39 @@ async fn create_account(
         return Err(ApiError::invalid("name: 1 to 200 characters"));
     }
     let (api_key, stored) = new_api_key();
-    let account = state.store.create_account(Account { id: new_id("acc"), name, created_at: now_ms() }, stored).await?;
+    let account = state
+        .store
+        .create_account(
+            Account {
+                id: new_id("acc"),
+                name,
+                created_at: now_ms(),
+            },
+            stored,
+        )
+        .await?;
     Ok(with_status(
         StatusCode::CREATED,
-        CreatedAccount { id: account.id, name: account.name, api_key, created_at: account.created_at },
+        CreatedAccount {
+            id: account.id,
+            name: account.name,
+            api_key,
+            created_at: account.created_at,
+        },
     ))
 }
 
 /// List accounts (admin).
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("admin_token" = [])),
     responses((status = 200, body = ListResponse<Account>), (status = 401, body = ErrorBody)))]
-async fn list_accounts(State(state): State<AppState>, _: Admin) -> Result<Json<ListResponse<Account>>, ApiError> {
-    Ok(Json(ListResponse { data: state.store.list_accounts().await?, next_cursor: None }))
+async fn list_accounts(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<ListResponse<Account>>, ApiError> {
+    Ok(Json(ListResponse {
+        data: state.store.list_accounts().await?,
+        next_cursor: None,
+    }))
 }
 
 /// Issue another API key for an account.
@@ -93,8 +114,15 @@ async fn create_key(
         return Err(ApiError::NotFound("account".into()));
     }
     let (api_key, stored) = new_api_key();
-    let info = state.store.add_api_key(id, stored, now_ms()).await.or_not_found("account")?;
-    Ok(with_status(StatusCode::CREATED, CreatedKey { info, api_key }))
+    let info = state
+        .store
+        .add_api_key(id, stored, now_ms())
+        .await
+        .or_not_found("account")?;
+    Ok(with_status(
+        StatusCode::CREATED,
+        CreatedKey { info, api_key },
+    ))
 }
 
 /// List an account's API keys (without the keys themselves).
@@ -111,7 +139,10 @@ async fn list_keys(
         return Err(ApiError::NotFound("account".into()));
     }
     let keys = state.store.list_api_keys(id).await?;
-    Ok(Json(ListResponse { data: keys, next_cursor: None }))
+    Ok(Json(ListResponse {
+        data: keys,
+        next_cursor: None,
+    }))
 }
 
 /// Revoke an API key; it stops working at once.
@@ -127,7 +158,11 @@ async fn revoke_key(
     if !caller.may_manage(&id) {
         return Err(ApiError::NotFound("account".into()));
     }
-    let hash = state.store.revoke_api_key(id, key_id, now_ms()).await.or_not_found("api key")?;
+    let hash = state
+        .store
+        .revoke_api_key(id, key_id, now_ms())
+        .await
+        .or_not_found("api key")?;
     state.keys.evict(&hash);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -22,7 +22,10 @@ use crate::state::AppState;
 use crate::subscriptions::{CreateSubscription, build, validate_headers, validate_url};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(subscribe)).routes(routes!(unsubscribe)).routes(routes!(info))
+    OpenApiRouter::new()
+        .routes(routes!(subscribe))
+        .routes(routes!(unsubscribe))
+        .routes(routes!(info))
 }
 
 /// Body of `/webhooks.subscribe`.
@@ -55,7 +58,11 @@ struct AiryWebhookInfo {
 }
 
 fn airy_status(sub: &Subscription) -> &'static str {
-    if sub.status == SubscriptionStatus::Disabled { "Unsubscribed" } else { "Subscribed" }
+    if sub.status == SubscriptionStatus::Disabled {
+        "Unsubscribed"
+    } else {
+        "Subscribed"
+    }
 }
 
 fn view(sub: Subscription) -> AiryWebhook {
@@ -111,8 +118,15 @@ async fn subscribe(
 /// Unsubscribe the account's webhook.
 #[utoipa::path(post, path = "/webhooks.unsubscribe", tag = "airy", security(("api_key" = [])),
     responses((status = 200, body = AiryWebhook), (status = 404, body = ErrorBody)))]
-async fn unsubscribe(State(state): State<AppState>, AccountId(account): AccountId) -> Result<Json<AiryWebhook>, ApiError> {
-    let existing = state.store.airy_webhook(account.clone()).await?.ok_or_else(|| ApiError::NotFound("webhook".into()))?;
+async fn unsubscribe(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+) -> Result<Json<AiryWebhook>, ApiError> {
+    let existing = state
+        .store
+        .airy_webhook(account.clone())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("webhook".into()))?;
     let (sub, ()) = state
         .store
         .update_subscription(account, existing.id, |sub| {
@@ -129,7 +143,18 @@ async fn unsubscribe(State(state): State<AppState>, AccountId(account): AccountI
 /// The account's webhook.
 #[utoipa::path(post, path = "/webhooks.info", tag = "airy", security(("api_key" = [])),
     responses((status = 200, body = AiryWebhookInfo), (status = 404, body = ErrorBody)))]
-async fn info(State(state): State<AppState>, AccountId(account): AccountId) -> Result<Json<AiryWebhookInfo>, ApiError> {
-    let sub = state.store.airy_webhook(account).await?.ok_or_else(|| ApiError::NotFound("webhook".into()))?;
-    Ok(Json(AiryWebhookInfo { status: airy_status(&sub), url: sub.url.unwrap_or_default(), headers: sub.headers }))
+async fn info(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+) -> Result<Json<AiryWebhookInfo>, ApiError> {
+    let sub = state
+        .store
+        .airy_webhook(account)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("webhook".into()))?;
+    Ok(Json(AiryWebhookInfo {
+        status: airy_status(&sub),
+        url: sub.url.unwrap_or_default(),
+        headers: sub.headers,
+    }))
 }

@@ -12,13 +12,21 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("missing header Authorization: Bearer <api key>".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized("missing header Authorization: Bearer <api key>".into())
+        })?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
-        _ => Err(ApiError::Unauthorized("the Authorization header must be \"Bearer <api key>\"".into())),
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::Unauthorized(
+            "the Authorization header must be \"Bearer <api key>\"".into(),
+        )),
     }
 }
 
@@ -53,7 +61,9 @@ impl FromRequestParts<AppState> for Admin {
         if same_hash(&hash(bearer(parts)?), &state.admin_token_hash) {
             Ok(Admin)
         } else {
-            Err(ApiError::Unauthorized("this endpoint needs the admin token".into()))
+            Err(ApiError::Unauthorized(
+                "this endpoint needs the admin token".into(),
+            ))
         }
     }
 }
@@ -86,6 +96,8 @@ impl FromRequestParts<AppState> for AdminOrAccount {
         AccountId::from_request_parts(parts, state)
             .await
             .map(|a| AdminOrAccount::Account(a.0))
-            .map_err(|_| ApiError::Unauthorized("needs the admin token or an API key of this account".into()))
+            .map_err(|_| {
+                ApiError::Unauthorized("needs the admin token or an API key of this account".into())
+            })
     }
 }

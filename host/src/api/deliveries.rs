@@ -54,9 +54,22 @@ async fn list(
     filter: DeliveryFilter,
     q: DeliveryQuery,
 ) -> Result<Json<ListResponse<Delivery>>, ApiError> {
-    let (limit, cursor) = PageQuery { limit: q.limit, cursor: q.cursor }.parse()?;
-    let filter = DeliveryFilter { status: q.status, ..filter };
-    Ok(Json(state.store.list_deliveries(account, filter, limit, cursor).await?.into()))
+    let (limit, cursor) = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .parse()?;
+    let filter = DeliveryFilter {
+        status: q.status,
+        ..filter
+    };
+    Ok(Json(
+        state
+            .store
+            .list_deliveries(account, filter, limit, cursor)
+            .await?
+            .into(),
+    ))
 }
 
 /// A subscription's deliveries, newest first.
@@ -69,8 +82,21 @@ async fn for_subscription(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<ListResponse<Delivery>>, ApiError> {
-    state.store.get_subscription(account.clone(), id.clone()).await.or_not_found("subscription")?;
-    list(&state, account, DeliveryFilter { subscription_id: Some(id), ..Default::default() }, q).await
+    state
+        .store
+        .get_subscription(account.clone(), id.clone())
+        .await
+        .or_not_found("subscription")?;
+    list(
+        &state,
+        account,
+        DeliveryFilter {
+            subscription_id: Some(id),
+            ..Default::default()
+        },
+        q,
+    )
+    .await
 }
 
 /// An event's deliveries, newest first.
@@ -83,8 +109,21 @@ async fn for_event(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<ListResponse<Delivery>>, ApiError> {
-    state.store.get_event(account.clone(), id.clone()).await.or_not_found("event")?;
-    list(&state, account, DeliveryFilter { event_id: Some(id), ..Default::default() }, q).await
+    state
+        .store
+        .get_event(account.clone(), id.clone())
+        .await
+        .or_not_found("event")?;
+    list(
+        &state,
+        account,
+        DeliveryFilter {
+            event_id: Some(id),
+            ..Default::default()
+        },
+        q,
+    )
+    .await
 }
 
 /// A delivery with its attempt log.
@@ -96,8 +135,15 @@ async fn get_one(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
-    let (delivery, attempt_log) = state.store.get_delivery(account, id).await.or_not_found("delivery")?;
-    Ok(Json(DeliveryDetail { delivery, attempt_log }))
+    let (delivery, attempt_log) = state
+        .store
+        .get_delivery(account, id)
+        .await
+        .or_not_found("delivery")?;
+    Ok(Json(DeliveryDetail {
+        delivery,
+        attempt_log,
+    }))
 }
 
 /// Attempt a delivery again now, whatever its status.
@@ -109,7 +155,11 @@ async fn retry(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let delivery = state.store.retry_delivery(account, id, now_ms()).await.or_not_found("delivery")?;
+    let delivery = state
+        .store
+        .retry_delivery(account, id, now_ms())
+        .await
+        .or_not_found("delivery")?;
     state.wake_dispatcher();
     Ok(with_status(StatusCode::ACCEPTED, delivery))
 }
@@ -138,9 +188,16 @@ async fn recover(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RecoverRequest>,
 ) -> Result<Response, ApiError> {
-    let (_, since) =
-        parse_rfc3339(&req.since).ok_or_else(|| ApiError::invalid("since: not an RFC 3339 timestamp"))?;
-    let recovered = state.store.recover_deliveries(account, id, since, now_ms()).await.or_not_found("subscription")?;
+    let (_, since) = parse_rfc3339(&req.since)
+        .ok_or_else(|| ApiError::invalid("since: not an RFC 3339 timestamp"))?;
+    let recovered = state
+        .store
+        .recover_deliveries(account, id, since, now_ms())
+        .await
+        .or_not_found("subscription")?;
     state.wake_dispatcher();
-    Ok(with_status(StatusCode::ACCEPTED, RecoverResponse { recovered }))
+    Ok(with_status(
+        StatusCode::ACCEPTED,
+        RecoverResponse { recovered },
+    ))
 }

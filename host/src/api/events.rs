@@ -22,16 +22,23 @@ pub fn router(config: &Config) -> OpenApiRouter<AppState> {
     let batch = OpenApiRouter::new()
         .routes(routes!(create_batch))
         .layer(axum::extract::DefaultBodyLimit::max(config.max_batch_bytes));
-    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get_one)).merge(batch)
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one))
+        .merge(batch)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
-            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 256).ok_or_else(|| {
-                ApiError::invalid("Idempotency-Key: 1 to 256 visible ASCII characters")
-            })?;
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 256)
+                .ok_or_else(|| {
+                    ApiError::invalid("Idempotency-Key: 1 to 256 visible ASCII characters")
+                })?;
             Ok(Some(key.to_string()))
         }
     }
@@ -56,7 +63,9 @@ async fn create(
     let one = stored.pop().expect("one event in, one out");
     let mut response = with_status(StatusCode::ACCEPTED, one.event);
     if one.replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -80,7 +89,9 @@ async fn create_batch(
     ApiJson(req): ApiJson<BatchIn>,
 ) -> Result<Response, ApiError> {
     if req.events.is_empty() || req.events.len() > MAX_BATCH {
-        return Err(ApiError::invalid(format!("events: 1 to {MAX_BATCH} events")));
+        return Err(ApiError::invalid(format!(
+            "events: 1 to {MAX_BATCH} events"
+        )));
     }
     let max = state.config.max_event_bytes;
     let events = req
@@ -91,7 +102,14 @@ async fn create_batch(
         .collect::<Result<Vec<_>, _>>()?;
     let stored = ingest(&state, events).await?;
     let data: Vec<Event> = stored.into_iter().map(|i| i.event).collect();
-    Ok((StatusCode::ACCEPTED, Json(ListResponse { data, next_cursor: None })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ListResponse {
+            data,
+            next_cursor: None,
+        }),
+    )
+        .into_response())
 }
 
 /// Listing filters for events.
@@ -115,8 +133,18 @@ async fn list(
     AccountId(account): AccountId,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Json<ListResponse<Event>>, ApiError> {
-    let (limit, cursor) = PageQuery { limit: q.limit, cursor: q.cursor }.parse()?;
-    Ok(Json(state.store.list_events(account, q.event_type, limit, cursor).await?.into()))
+    let (limit, cursor) = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .parse()?;
+    Ok(Json(
+        state
+            .store
+            .list_events(account, q.event_type, limit, cursor)
+            .await?
+            .into(),
+    ))
 }
 
 /// Get an event.
@@ -128,5 +156,11 @@ async fn get_one(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<Json<Event>, ApiError> {
-    Ok(Json(state.store.get_event(account, id).await.or_not_found("event")?))
+    Ok(Json(
+        state
+            .store
+            .get_event(account, id)
+            .await
+            .or_not_found("event")?,
+    ))
 }

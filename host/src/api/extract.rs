@@ -28,13 +28,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// Parses JSON, naming the path of the field that failed.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest { code: "invalid_json", message: "the request body is empty".into() });
+        return Err(ApiError::BadRequest {
+            code: "invalid_json",
+            message: "the request body is empty".into(),
+        });
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let code = if inner.is_data() { "invalid_field" } else { "invalid_json" };
+        let code = if inner.is_data() {
+            "invalid_field"
+        } else {
+            "invalid_json"
+        };
         let message = if path == "." || inner.is_syntax() || inner.is_eof() {
             format!("malformed JSON body: {inner}")
         } else {

@@ -17,7 +17,9 @@ use crate::model::Message;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(send_v1)).routes(routes!(send_airy))
+    OpenApiRouter::new()
+        .routes(routes!(send_v1))
+        .routes(routes!(send_airy))
 }
 
 /// Body of `POST /v1/messages`.
@@ -67,6 +69,13 @@ async fn send_airy(
     AccountId(account): AccountId,
     ApiJson(req): ApiJson<AirySendMessage>,
 ) -> Result<Response, ApiError> {
-    let message = send(&state, &account, req.conversation_id, req.message.text, Origin::Api).await?;
+    let message = send(
+        &state,
+        &account,
+        req.conversation_id,
+        req.message.text,
+        Origin::Api,
+    )
+    .await?;
     Ok(with_status(StatusCode::OK, message))
 }

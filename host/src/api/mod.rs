@@ -42,7 +42,8 @@ struct SecuritySchemes;
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        let bearer = || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        let bearer =
+            || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         components.add_security_scheme("api_key", bearer());
         components.add_security_scheme("admin_token", bearer());
     }
@@ -61,7 +62,10 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::router())
         .split_for_parts();
     router
-        .route("/openapi.json", axum::routing::get(move || async move { Json(openapi.clone()) }))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { Json(openapi.clone()) }),
+        )
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(config.max_event_bytes))
@@ -87,7 +91,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     state
         .metrics
         .requests
-        .get_or_create(&RequestLabels { method: method.to_string(), route, status })
+        .get_or_create(&RequestLabels {
+            method: method.to_string(),
+            route,
+            status,
+        })
         .inc();
     response
 }
@@ -107,13 +115,18 @@ impl PageQuery {
     pub fn parse(&self) -> Result<(usize, Option<i64>), ApiError> {
         let limit = self.limit.unwrap_or(50);
         if !(1..=250).contains(&limit) {
-            return Err(ApiError::BadRequest { code: "invalid_query", message: "limit: must be 1 to 250".into() });
+            return Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: "limit: must be 1 to 250".into(),
+            });
         }
         let cursor = match &self.cursor {
             None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| ApiError::BadRequest {
-                code: "invalid_query",
-                message: "cursor: not a cursor returned by this listing".into(),
+            Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| {
+                ApiError::BadRequest {
+                    code: "invalid_query",
+                    message: "cursor: not a cursor returned by this listing".into(),
+                }
             })?),
         };
         Ok((limit, cursor))
@@ -131,7 +144,10 @@ pub struct ListResponse<T> {
 
 impl<T> From<crate::store::Page<T>> for ListResponse<T> {
     fn from(p: crate::store::Page<T>) -> Self {
-        ListResponse { data: p.items, next_cursor: p.next_cursor.map(|c| c.to_string()) }
+        ListResponse {
+            data: p.items,
+            next_cursor: p.next_cursor.map(|c| c.to_string()),
+        }
     }
 }
 

@@ -54,7 +54,9 @@ pub(crate) async fn check_plugin_refs(
     ids: &[Option<&String>],
 ) -> Result<(), ApiError> {
     if let Some(id) = ids.iter().flatten().next() {
-        return Err(ApiError::invalid(format!("no plugin {id:?} in this account")));
+        return Err(ApiError::invalid(format!(
+            "no plugin {id:?} in this account"
+        )));
     }
     Ok(())
 }
@@ -68,14 +70,25 @@ async fn create(
     AccountId(account): AccountId,
     ApiJson(req): ApiJson<CreateSubscription>,
 ) -> Result<Response, ApiError> {
-    check_plugin_refs(&state, &account, &[req.plugin_id.as_ref(), req.transform_plugin_id.as_ref()]).await?;
+    check_plugin_refs(
+        &state,
+        &account,
+        &[req.plugin_id.as_ref(), req.transform_plugin_id.as_ref()],
+    )
+    .await?;
     let sub = rules::build(&account, req, &state.net_policy)?;
     let sub = state.store.create_subscription(sub).await?;
     if sub.status == SubscriptionStatus::PendingVerification {
         crate::delivery::verification::spawn(&state, sub.clone());
     }
     let secret = sub.secret.clone();
-    Ok(with_status(StatusCode::CREATED, CreatedSubscription { subscription: sub, secret }))
+    Ok(with_status(
+        StatusCode::CREATED,
+        CreatedSubscription {
+            subscription: sub,
+            secret,
+        },
+    ))
 }
 
 /// List subscriptions, newest first.
@@ -88,7 +101,13 @@ async fn list(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ListResponse<Subscription>>, ApiError> {
     let (limit, cursor) = q.parse()?;
-    Ok(Json(state.store.list_subscriptions(account, limit, cursor).await?.into()))
+    Ok(Json(
+        state
+            .store
+            .list_subscriptions(account, limit, cursor)
+            .await?
+            .into(),
+    ))
 }
 
 /// Get a subscription.
@@ -100,7 +119,13 @@ async fn get_one(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(state.store.get_subscription(account, id).await.or_not_found("subscription")?))
+    Ok(Json(
+        state
+            .store
+            .get_subscription(account, id)
+            .await
+            .or_not_found("subscription")?,
+    ))
 }
 
 /// Change a subscription; only the fields given change.
@@ -119,7 +144,9 @@ async fn update(
     }
     let (sub, verify_now) = state
         .store
-        .update_subscription(account, id, move |sub| rules::apply_update(sub, req).map_err(StoreError::Conflict))
+        .update_subscription(account, id, move |sub| {
+            rules::apply_update(sub, req).map_err(StoreError::Conflict)
+        })
         .await
         .map_err(|e| match e {
             StoreError::Conflict(m) => ApiError::invalid(m),
@@ -141,7 +168,11 @@ async fn delete(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_subscription(account, id).await.or_not_found("subscription")?;
+    state
+        .store
+        .delete_subscription(account, id)
+        .await
+        .or_not_found("subscription")?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -154,7 +185,11 @@ async fn get_secret(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<Json<SecretResponse>, ApiError> {
-    let sub = state.store.get_subscription(account, id).await.or_not_found("subscription")?;
+    let sub = state
+        .store
+        .get_subscription(account, id)
+        .await
+        .or_not_found("subscription")?;
     let now = now_ms();
     Ok(Json(SecretResponse {
         secret: sub.secret,
@@ -176,7 +211,10 @@ async fn rotate_secret(
         .update_subscription(account, id, |sub| Ok(rules::rotate_secret(sub, now_ms())))
         .await
         .or_not_found("subscription")?;
-    Ok(Json(SecretResponse { secret: sub.secret, previous_secret_expires_at: sub.previous_secret_expires_at }))
+    Ok(Json(SecretResponse {
+        secret: sub.secret,
+        previous_secret_expires_at: sub.previous_secret_expires_at,
+    }))
 }
 
 /// Run the verification handshake again (Papercups `webhook:verify`).
@@ -192,7 +230,9 @@ async fn verify(
         .store
         .update_subscription(account, id, |sub| {
             if sub.url.is_none() {
-                return Err(StoreError::Conflict("a plugin subscription has no URL to verify".into()));
+                return Err(StoreError::Conflict(
+                    "a plugin subscription has no URL to verify".into(),
+                ));
             }
             sub.status = SubscriptionStatus::PendingVerification;
             sub.status_reason = Some("waiting for the verification handshake".into());

@@ -62,7 +62,11 @@ async fn run(state: AppState, stop: CancellationToken) {
         };
         let got = claimed.len();
         for work in claimed {
-            let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let state = state.clone();
             let limiter = limiter.clone();
             tokio::spawn(async move {
@@ -74,7 +78,9 @@ async fn run(state: AppState, stop: CancellationToken) {
             continue; // more may be due right now
         }
         let wait = match state.store.next_due().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64),
+            Ok(Some(due)) => {
+                Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+            }
             _ => IDLE_POLL,
         };
         tokio::select! {
@@ -91,21 +97,21 @@ async fn run(state: AppState, stop: CancellationToken) {
 
 async fn settle_one(state: &AppState, limiter: &RateLimiter, work: Claimed) {
     let now = now_ms();
-    if let Some(rate) = work.subscription.rate_limit_per_second {
-        if let Some(slot) = limiter.admit(work.subscription.seq, work.delivery.seq, rate, now) {
-            let put_off = Outcome {
-                delivery_seq: work.delivery.seq,
-                attempt: None,
-                status: DeliveryStatus::Pending,
-                next_attempt_at: Some(slot),
-                last_error: None,
-            };
-            if let Err(e) = state.store.record_outcome(put_off, now).await {
-                tracing::error!(error = %e, "deferring a rate-limited delivery failed");
-            }
-            state.wake_dispatcher();
-            return;
+    if let Some(rate) = work.subscription.rate_limit_per_second
+        && let Some(slot) = limiter.admit(work.subscription.seq, work.delivery.seq, rate, now)
+    {
+        let put_off = Outcome {
+            delivery_seq: work.delivery.seq,
+            attempt: None,
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(slot),
+            last_error: None,
+        };
+        if let Err(e) = state.store.record_outcome(put_off, now).await {
+            tracing::error!(error = %e, "deferring a rate-limited delivery failed");
         }
+        state.wake_dispatcher();
+        return;
     }
     let started = std::time::Instant::now();
     let outcome = deliver(state, &work).await;
@@ -113,7 +119,13 @@ async fn settle_one(state: &AppState, limiter: &RateLimiter, work: Claimed) {
     record(state, &work, now, duration_ms, outcome).await;
 }
 
-async fn record(state: &AppState, work: &Claimed, started_at: i64, duration_ms: i64, outcome: AttemptOutcome) {
+async fn record(
+    state: &AppState,
+    work: &Claimed,
+    started_at: i64,
+    duration_ms: i64,
+    outcome: AttemptOutcome,
+) {
     let attempts = work.delivery.attempts + 1;
     let mut attempt = Attempt {
         attempted_at: started_at,
@@ -131,7 +143,13 @@ async fn record(state: &AppState, work: &Claimed, started_at: i64, duration_ms: 
             (DeliveryStatus::Succeeded, None, None, "succeeded")
         }
         Verdict::Filtered(reason) => (DeliveryStatus::Filtered, None, Some(reason), "filtered"),
-        Verdict::Failed { kind, message, retryable, retry_after, gone } => {
+        Verdict::Failed {
+            kind,
+            message,
+            retryable,
+            retry_after,
+            gone,
+        } => {
             attempt.error_kind = Some(kind);
             attempt.error_message = Some(message.clone());
             if gone {
@@ -139,18 +157,34 @@ async fn record(state: &AppState, work: &Claimed, started_at: i64, duration_ms: 
             }
             let delay = if retryable && !gone {
                 let jitter = rand::rng().random_range(-1.0..=1.0);
-                next_delay(&state.config.retry_schedule.0, attempts, jitter, retry_after)
+                next_delay(
+                    &state.config.retry_schedule.0,
+                    attempts,
+                    jitter,
+                    retry_after,
+                )
             } else {
                 None
             };
             match delay {
-                Some(d) => (DeliveryStatus::Pending, Some(now_ms() + d.as_millis() as i64), Some(message), "retrying"),
+                Some(d) => (
+                    DeliveryStatus::Pending,
+                    Some(now_ms() + d.as_millis() as i64),
+                    Some(message),
+                    "retrying",
+                ),
                 None => (DeliveryStatus::Failed, None, Some(message), "failed"),
             }
         }
     };
     state.metrics.delivery(label);
-    let outcome = Outcome { delivery_seq: work.delivery.seq, attempt: Some(attempt), status, next_attempt_at, last_error };
+    let outcome = Outcome {
+        delivery_seq: work.delivery.seq,
+        attempt: Some(attempt),
+        status,
+        next_attempt_at,
+        last_error,
+    };
     let failing_since = match state.store.record_outcome(outcome, now_ms()).await {
         Ok(f) => f,
         Err(e) => {
@@ -188,7 +222,8 @@ async fn disable_subscription(state: &AppState, sub: &Subscription, reason: Stri
             id: new_id("evt"),
             account_id: sub.account_id.clone(),
             event_type: "subscription:disabled".into(),
-            payload: RawValue::from_string(payload.to_string()).expect("serde_json output is valid JSON"),
+            payload: RawValue::from_string(payload.to_string())
+                .expect("serde_json output is valid JSON"),
             occurred_at: rfc3339(now),
             received_at: now,
             idempotency_key: None,
@@ -197,13 +232,19 @@ async fn disable_subscription(state: &AppState, sub: &Subscription, reason: Stri
             conversation: None,
         }
     };
-    match state.store.disable_subscription(sub.seq, reason.clone(), build, now).await {
+    match state
+        .store
+        .disable_subscription(sub.seq, reason.clone(), build, now)
+        .await
+    {
         Ok(true) => {
             tracing::warn!(subscription = %sub.id, %reason, "subscription disabled");
             state.metrics.events_ingested.inc();
             state.wake_dispatcher();
         }
         Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, subscription = %sub.id, "disabling a subscription failed"),
+        Err(e) => {
+            tracing::error!(error = %e, subscription = %sub.id, "disabling a subscription failed")
+        }
     }
 }

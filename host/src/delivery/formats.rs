@@ -63,15 +63,24 @@ struct Airy {
 pub fn render(format: Format, input: &BodyInput<'_>) -> Vec<u8> {
     let json = match format {
         Format::Standard => serde_json::to_vec(&standard(input)),
-        Format::Papercups => serde_json::to_vec(&Papercups { event: input.event_type, payload: input.payload }),
-        Format::Airy if input.event_type.starts_with("message:") => serde_json::to_vec(&airy(input)),
+        Format::Papercups => serde_json::to_vec(&Papercups {
+            event: input.event_type,
+            payload: input.payload,
+        }),
+        Format::Airy if input.event_type.starts_with("message:") => {
+            serde_json::to_vec(&airy(input))
+        }
         Format::Airy => serde_json::to_vec(&standard(input)),
     };
     json.expect("serializing plain data and valid raw JSON")
 }
 
 fn standard<'a>(input: &'a BodyInput<'a>) -> Standard<'a> {
-    Standard { event_type: input.event_type, timestamp: input.occurred_at, data: input.payload }
+    Standard {
+        event_type: input.event_type,
+        timestamp: input.occurred_at,
+        data: input.payload,
+    }
 }
 
 fn airy(input: &BodyInput<'_>) -> Airy {
@@ -83,10 +92,15 @@ fn airy(input: &BodyInput<'_>) -> Airy {
     });
     Airy {
         conversation_id: m.conversation_id.unwrap_or(Value::Null),
-        id: m.id.unwrap_or_else(|| Value::String(input.event_id.to_string())),
+        id: m
+            .id
+            .unwrap_or_else(|| Value::String(input.event_id.to_string())),
         sender,
         source: m.source.unwrap_or(Value::Null),
-        sent_at: m.sent_at.or(m.created_at).unwrap_or_else(|| input.occurred_at.to_string()),
+        sent_at: m
+            .sent_at
+            .or(m.created_at)
+            .unwrap_or_else(|| input.occurred_at.to_string()),
         text: m.text.or(m.body).unwrap_or(Value::Null),
     }
 }
@@ -98,20 +112,35 @@ mod tests {
 
     fn render_json(format: Format, event_type: &str, payload: &str) -> Value {
         let raw = RawValue::from_string(payload.to_string()).unwrap();
-        let input = BodyInput { event_id: "evt_1", event_type, occurred_at: "2020-07-20T14:18:08.584Z", payload: &raw };
+        let input = BodyInput {
+            event_id: "evt_1",
+            event_type,
+            occurred_at: "2020-07-20T14:18:08.584Z",
+            payload: &raw,
+        };
         serde_json::from_slice(&render(format, &input)).unwrap()
     }
 
     #[test]
     fn standard_envelope() {
         let v = render_json(Format::Standard, "message:created", r#"{"body":"hi"}"#);
-        assert_eq!(v, json!({"type":"message:created","timestamp":"2020-07-20T14:18:08.584Z","data":{"body":"hi"}}));
+        assert_eq!(
+            v,
+            json!({"type":"message:created","timestamp":"2020-07-20T14:18:08.584Z","data":{"body":"hi"}})
+        );
     }
 
     #[test]
     fn papercups_envelope_matches_the_seed() {
-        let v = render_json(Format::Papercups, "message:created", r#"{"body":"Hello world!","conversation_id":"c"}"#);
-        assert_eq!(v, json!({"event":"message:created","payload":{"body":"Hello world!","conversation_id":"c"}}));
+        let v = render_json(
+            Format::Papercups,
+            "message:created",
+            r#"{"body":"Hello world!","conversation_id":"c"}"#,
+        );
+        assert_eq!(
+            v,
+            json!({"event":"message:created","payload":{"body":"Hello world!","conversation_id":"c"}})
+        );
     }
 
     #[test]
@@ -133,7 +162,10 @@ mod tests {
             r#"{"body":"hi","created_at":"2020-09-01T23:00:00","conversation_id":"c","customer_id":"u"}"#,
         );
         assert_eq!(from_papercups["text"], "hi");
-        assert_eq!(from_papercups["sender"], json!({"id":"u","type":"source_contact"}));
+        assert_eq!(
+            from_papercups["sender"],
+            json!({"id":"u","type":"source_contact"})
+        );
         assert_eq!(from_papercups["sent_at"], "2020-09-01T23:00:00");
         assert_eq!(from_papercups["id"], "evt_1");
     }

@@ -32,10 +32,19 @@ impl Resolve for PolicyResolver {
         Box::pin(async move {
             let host = name.as_str().to_string();
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted: Vec<SocketAddr> = all.iter().copied().filter(|a| policy.permits(a.ip())).collect();
+            let permitted: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
             if permitted.is_empty() {
-                let addrs = all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
-                return Err(Box::new(PolicyRefused { host, addrs }) as Box<dyn std::error::Error + Send + Sync>);
+                let addrs = all
+                    .iter()
+                    .map(|a| a.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Box::new(PolicyRefused { host, addrs })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(permitted.into_iter()) as Addrs)
         })
@@ -111,7 +120,10 @@ pub fn classify(e: &reqwest::Error) -> (FailureKind, String) {
             let lower = text.to_ascii_lowercase();
             if lower.contains("failed to lookup address") || lower.contains("dns error") {
                 kind = Some(FailureKind::Dns);
-            } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            } else if lower.contains("certificate")
+                || lower.contains("tls")
+                || lower.contains("handshake")
+            {
                 kind = Some(FailureKind::Tls);
             }
         }

@@ -48,7 +48,11 @@ pub enum Verdict {
 
 impl AttemptOutcome {
     /// A failure without an HTTP response.
-    pub fn failed(kind: impl Into<String>, message: impl Into<String>, retryable: bool) -> AttemptOutcome {
+    pub fn failed(
+        kind: impl Into<String>,
+        message: impl Into<String>,
+        retryable: bool,
+    ) -> AttemptOutcome {
         AttemptOutcome {
             status_code: None,
             response_body: None,

@@ -32,7 +32,12 @@ impl RateLimiter {
             return Some(slot);
         }
         let interval = 1000.0 / f64::from(rate.max(1));
-        let slot = s.next_free.get(&subscription).copied().unwrap_or(0.0).max(now as f64);
+        let slot = s
+            .next_free
+            .get(&subscription)
+            .copied()
+            .unwrap_or(0.0)
+            .max(now as f64);
         s.next_free.insert(subscription, slot + interval);
         let slot = slot.ceil() as i64;
         if slot <= now {
@@ -56,7 +61,11 @@ mod tests {
         let r = RateLimiter::default();
         let put_off: Vec<Option<i64>> = (0..4).map(|d| r.admit(1, d, 10, 1000)).collect();
         assert_eq!(put_off, vec![None, Some(1100), Some(1200), Some(1300)]);
-        assert_eq!(r.admit(2, 10, 10, 1000), None, "subscriptions are independent");
+        assert_eq!(
+            r.admit(2, 10, 10, 1000),
+            None,
+            "subscriptions are independent"
+        );
         // Coming back early keeps the slot; at the slot it goes.
         assert_eq!(r.admit(1, 2, 10, 1150), Some(1200));
         assert_eq!(r.admit(1, 2, 10, 1200), None);

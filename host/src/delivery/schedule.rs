@@ -8,7 +8,12 @@ pub const JITTER: f64 = 0.2;
 /// The delay before the next attempt after `attempts` failed attempts, or `None` when the
 /// schedule is exhausted (the delivery is dead). `jitter` is in [-1, 1] and scales ±20%;
 /// a `retry_after` from the receiver pushes the attempt later, up to the longest step.
-pub fn next_delay(schedule: &[Duration], attempts: u32, jitter: f64, retry_after: Option<Duration>) -> Option<Duration> {
+pub fn next_delay(
+    schedule: &[Duration],
+    attempts: u32,
+    jitter: f64,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
     let step = *schedule.get((attempts as usize).checked_sub(1)?)?;
     let factor = 1.0 + JITTER * jitter.clamp(-1.0, 1.0);
     let delay = step.mul_f64(factor);
@@ -60,16 +65,25 @@ mod tests {
     fn retry_after_pushes_later_but_is_clamped_to_the_longest_step() {
         let s = [ms(10), ms(50)];
         assert_eq!(next_delay(&s, 1, 0.0, Some(ms(30))), Some(ms(30)));
-        assert_eq!(next_delay(&s, 1, 0.0, Some(Duration::from_secs(3600))), Some(ms(50)));
+        assert_eq!(
+            next_delay(&s, 1, 0.0, Some(Duration::from_secs(3600))),
+            Some(ms(50))
+        );
         assert_eq!(next_delay(&s, 2, 0.0, Some(ms(1))), Some(ms(50)));
     }
 
     #[test]
     fn retry_after_parses_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -13,7 +13,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The key bytes of a `whsec_` secret.
 pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
-    STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret)).ok()
+    STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .ok()
 }
 
 /// One `v1,<base64>` signature.
@@ -24,17 +26,25 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> Option<S
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    Some(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+    Some(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 /// The `webhook-signature` header value: one signature per secret in force.
 pub fn signature_header(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets.iter().filter_map(|s| sign(s, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
+    secrets
+        .iter()
+        .filter_map(|s| sign(s, msg_id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Airy's `X-Airy-Content-Signature`: hex HMAC-SHA256 of the body keyed by the `api_secret`.
 pub fn airy_signature(api_secret: &str, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(api_secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(api_secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -51,7 +61,10 @@ mod tests {
             1614265330,
             br#"{"test": 2432232314}"#,
         );
-        assert_eq!(sig.as_deref(), Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+        assert_eq!(
+            sig.as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
     }
 
     #[test]
@@ -68,6 +81,9 @@ mod tests {
     #[test]
     fn airy_signature_is_hex_hmac_of_the_body() {
         // Computed independently: printf '{}' | openssl dgst -sha256 -hmac secret
-        assert_eq!(airy_signature("secret", b"{}"), "77325902caca812dc259733aacd046b73817372c777b8d95b402647474516e13");
+        assert_eq!(
+            airy_signature("secret", b"{}"),
+            "77325902caca812dc259733aacd046b73817372c777b8d95b402647474516e13"
+        );
     }
 }

@@ -45,12 +45,22 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
             );
             post(state, sub, url, &work.delivery.id, body).await
         }
-        None => AttemptOutcome::failed("config", "the subscription has no URL or plugin to deliver to", false),
+        None => AttemptOutcome::failed(
+            "config",
+            "the subscription has no URL or plugin to deliver to",
+            false,
+        ),
     }
 }
 
 /// POSTs a signed body to `url` with the subscription's headers; classifies the result.
-pub async fn post(state: &AppState, sub: &Subscription, url: &str, msg_id: &str, body: Vec<u8>) -> AttemptOutcome {
+pub async fn post(
+    state: &AppState,
+    sub: &Subscription,
+    url: &str,
+    msg_id: &str,
+    body: Vec<u8>,
+) -> AttemptOutcome {
     let url = match reqwest::Url::parse(url) {
         Ok(u) => u,
         Err(e) => return AttemptOutcome::failed("config", format!("invalid url: {e}"), false),
@@ -60,18 +70,30 @@ pub async fn post(state: &AppState, sub: &Subscription, url: &str, msg_id: &str,
     }
     let now = now_ms();
     let timestamp = now / 1000;
-    let mut req = state.http.post(url).header(CONTENT_TYPE, "application/json");
+    let mut req = state
+        .http
+        .post(url)
+        .header(CONTENT_TYPE, "application/json");
     for (name, value) in &sub.headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             req = req.header(n, v);
         }
     }
     req = req
         .header("webhook-id", msg_id)
         .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature_header(&sub.signing_secrets(now), msg_id, timestamp, &body));
+        .header(
+            "webhook-signature",
+            signature_header(&sub.signing_secrets(now), msg_id, timestamp, &body),
+        );
     if let Some(api_secret) = &sub.airy_api_secret {
-        req = req.header("x-airy-content-signature", airy_signature(api_secret, &body));
+        req = req.header(
+            "x-airy-content-signature",
+            airy_signature(api_secret, &body),
+        );
     }
     let started = Instant::now();
     let resp = match req.body(body).send().await {
@@ -93,17 +115,37 @@ pub async fn post(state: &AppState, sub: &Subscription, url: &str, msg_id: &str,
     } else {
         None
     };
-    let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let response_body = excerpt(resp).await;
-    tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "delivery attempt");
+    tracing::debug!(
+        status = status.as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "delivery attempt"
+    );
     let verdict = if status.is_success() {
         Verdict::Delivered
     } else {
         let message = match (status.is_redirection(), location) {
-            (true, Some(to)) => format!("HTTP {status}: redirects are not followed (Location: {to})"),
+            (true, Some(to)) => {
+                format!("HTTP {status}: redirects are not followed (Location: {to})")
+            }
             _ => format!("HTTP {status}"),
         };
-        Verdict::Failed { kind: "http_status".into(), message, retryable: true, retry_after, gone: status.as_u16() == 410 }
+        Verdict::Failed {
+            kind: "http_status".into(),
+            message,
+            retryable: true,
+            retry_after,
+            gone: status.as_u16() == 410,
+        }
     };
-    AttemptOutcome { status_code: Some(status.as_u16()), response_body: Some(response_body), verdict }
+    AttemptOutcome {
+        status_code: Some(status.as_u16()),
+        response_body: Some(response_body),
+        verdict,
+    }
 }

@@ -21,12 +21,16 @@ pub fn spawn(state: &AppState, sub: Subscription) {
     tokio::spawn(async move {
         let Some(url) = sub.url.clone() else { return };
         let challenge = random_token(24);
-        let body = serde_json::to_vec(&serde_json::json!({ "event": "webhook:verify", "payload": challenge }))
-            .expect("plain JSON");
+        let body = serde_json::to_vec(
+            &serde_json::json!({ "event": "webhook:verify", "payload": challenge }),
+        )
+        .expect("plain JSON");
         let outcome = post(&state, &sub, &url, &new_id("verify"), body).await;
         let failure = match (&outcome.verdict, &outcome.response_body) {
             (Verdict::Delivered, Some(b)) if echoes(b, &challenge) => None,
-            (Verdict::Delivered, _) => Some("verification failed: the response body was not the challenge string".to_string()),
+            (Verdict::Delivered, _) => Some(
+                "verification failed: the response body was not the challenge string".to_string(),
+            ),
             (Verdict::Failed { message, .. }, _) => Some(format!("verification failed: {message}")),
             (Verdict::Filtered(m), _) => Some(m.clone()),
         };
@@ -35,7 +39,9 @@ pub fn spawn(state: &AppState, sub: Subscription) {
             .store
             .update_subscription(sub.account_id.clone(), sub.id.clone(), move |s| {
                 // Only settle the handshake this task ran: the URL may have changed meanwhile.
-                if s.status == SubscriptionStatus::PendingVerification && s.url.as_deref() == Some(&expected_url) {
+                if s.status == SubscriptionStatus::PendingVerification
+                    && s.url.as_deref() == Some(&expected_url)
+                {
                     match &failure {
                         None => {
                             s.status = SubscriptionStatus::Active;
@@ -53,8 +59,12 @@ pub fn spawn(state: &AppState, sub: Subscription) {
                 tracing::info!(subscription = %sub.id, "subscription verified");
                 state.wake_dispatcher();
             }
-            Ok((s, false)) => tracing::info!(subscription = %sub.id, reason = ?s.status_reason, "verification failed"),
-            Err(e) => tracing::warn!(subscription = %sub.id, error = %e, "recording verification failed"),
+            Ok((s, false)) => {
+                tracing::info!(subscription = %sub.id, reason = ?s.status_reason, "verification failed")
+            }
+            Err(e) => {
+                tracing::warn!(subscription = %sub.id, error = %e, "recording verification failed")
+            }
         }
     });
 }

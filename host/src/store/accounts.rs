@@ -16,7 +16,11 @@ pub struct NewApiKey {
 }
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
-    Ok(Account { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? })
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+    })
 }
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
@@ -50,7 +54,11 @@ fn insert_key(
 
 impl Store {
     /// Creates an account together with its first API key.
-    pub async fn create_account(&self, account: Account, key: NewApiKey) -> Result<Account, StoreError> {
+    pub async fn create_account(
+        &self,
+        account: Account,
+        key: NewApiKey,
+    ) -> Result<Account, StoreError> {
         self.write(move |tx| {
             tx.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?
                 .execute(params![account.id, account.name, account.created_at])?;
@@ -63,18 +71,30 @@ impl Store {
     /// Every account, oldest first.
     pub async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT id, name, created_at FROM accounts ORDER BY created_at, id")?;
-            let rows = stmt.query_map([], account_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, created_at FROM accounts ORDER BY created_at, id",
+            )?;
+            let rows = stmt
+                .query_map([], account_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
     }
 
     /// Issues another key for an existing account.
-    pub async fn add_api_key(&self, account_id: String, key: NewApiKey, now: i64) -> Result<ApiKeyInfo, StoreError> {
+    pub async fn add_api_key(
+        &self,
+        account_id: String,
+        key: NewApiKey,
+        now: i64,
+    ) -> Result<ApiKeyInfo, StoreError> {
         self.write(move |tx| {
-            let exists: Option<i64> =
-                tx.query_row("SELECT 1 FROM accounts WHERE id = ?1", [&account_id], |r| r.get(0)).optional()?;
+            let exists: Option<i64> = tx
+                .query_row("SELECT 1 FROM accounts WHERE id = ?1", [&account_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
             if exists.is_none() {
                 return Err(StoreError::NotFound);
             }
@@ -90,14 +110,21 @@ impl Store {
                 "SELECT id, account_id, prefix, created_at, revoked_at FROM api_keys
                  WHERE account_id = ?1 ORDER BY created_at, id",
             )?;
-            let rows = stmt.query_map([&account_id], key_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt
+                .query_map([&account_id], key_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
     }
 
     /// Revokes a key; returns its hash so caches can forget it.
-    pub async fn revoke_api_key(&self, account_id: String, key_id: String, now: i64) -> Result<[u8; 32], StoreError> {
+    pub async fn revoke_api_key(
+        &self,
+        account_id: String,
+        key_id: String,
+        now: i64,
+    ) -> Result<[u8; 32], StoreError> {
         self.write(move |tx| {
             let hash: [u8; 32] = tx
                 .query_row(
@@ -118,9 +145,11 @@ impl Store {
     /// The account a live (unrevoked) key belongs to.
     pub async fn account_for_key(&self, hash: [u8; 32]) -> Result<Option<String>, StoreError> {
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL")?
-                .query_row([hash], |r| r.get(0))
-                .optional()?)
+            Ok(c.prepare_cached(
+                "SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+            )?
+            .query_row([hash], |r| r.get(0))
+            .optional()?)
         })
         .await
     }

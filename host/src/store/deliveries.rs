@@ -15,7 +15,11 @@ use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Subscription};
 pub const MAX_PLUGIN_DEPTH: u32 = 8;
 
 /// Creates the deliveries for a freshly inserted event; returns how many are pending.
-pub(crate) fn enqueue_for_event(tx: &Transaction<'_>, event_seq: i64, e: &NewEvent) -> Result<usize, StoreError> {
+pub(crate) fn enqueue_for_event(
+    tx: &Transaction<'_>,
+    event_seq: i64,
+    e: &NewEvent,
+) -> Result<usize, StoreError> {
     let matches = super::subscriptions::matching(tx, &e.account_id, &e.event_type)?;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status, next_attempt_at, last_error,
@@ -26,10 +30,18 @@ pub(crate) fn enqueue_for_event(tx: &Transaction<'_>, event_seq: i64, e: &NewEve
     for (sub_seq, plugin_id, transform_id) in matches {
         let skip = e.causation.as_ref().and_then(|c| {
             let involves_plugin = plugin_id.is_some() || transform_id.is_some();
-            if plugin_id.as_deref() == Some(&c.plugin_id) || transform_id.as_deref() == Some(&c.plugin_id) {
-                Some(format!("not given to plugin {}: it caused this event", c.plugin_id))
+            if plugin_id.as_deref() == Some(&c.plugin_id)
+                || transform_id.as_deref() == Some(&c.plugin_id)
+            {
+                Some(format!(
+                    "not given to plugin {}: it caused this event",
+                    c.plugin_id
+                ))
             } else if involves_plugin && c.depth > MAX_PLUGIN_DEPTH {
-                Some(format!("causation depth {} exceeds {MAX_PLUGIN_DEPTH}: not given to plugins", c.depth))
+                Some(format!(
+                    "causation depth {} exceeds {MAX_PLUGIN_DEPTH}: not given to plugins",
+                    c.depth
+                ))
             } else {
                 None
             }
@@ -81,7 +93,8 @@ pub struct Outcome {
     pub last_error: Option<String>,
 }
 
-const COLUMNS: &str = "d.seq, d.id, e.id, s.id, d.status, d.attempts, d.next_attempt_at, d.last_error,
+const COLUMNS: &str =
+    "d.seq, d.id, e.id, s.id, d.status, d.attempts, d.next_attempt_at, d.last_error,
     d.created_at, d.updated_at";
 const FROM: &str = "FROM deliveries d JOIN events e ON e.seq = d.event_seq JOIN subscriptions s ON s.seq = d.subscription_seq";
 
@@ -134,7 +147,12 @@ pub struct DeliveryFilter {
 
 impl Store {
     /// Claims up to `limit` due deliveries for `lease_ms`.
-    pub async fn claim_due(&self, now: i64, lease_ms: i64, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
         self.write(move |tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE deliveries SET next_attempt_at = ?2, lease_until = ?2
@@ -164,8 +182,10 @@ impl Store {
     /// When the earliest pending delivery is due, if any is pending.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.read(|c| {
-            Ok(c.prepare_cached("SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'")?
-                .query_row([], |r| r.get(0))?)
+            Ok(c.prepare_cached(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+            )?
+            .query_row([], |r| r.get(0))?)
         })
         .await
     }
@@ -247,10 +267,16 @@ impl Store {
     }
 
     /// One delivery with its attempts.
-    pub async fn get_delivery(&self, account_id: String, id: String) -> Result<(Delivery, Vec<Attempt>), StoreError> {
+    pub async fn get_delivery(
+        &self,
+        account_id: String,
+        id: String,
+    ) -> Result<(Delivery, Vec<Attempt>), StoreError> {
         self.read(move |c| {
             let d = c
-                .prepare_cached(&format!("SELECT {COLUMNS} {FROM} WHERE d.id = ?1 AND d.account_id = ?2"))?
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} {FROM} WHERE d.id = ?1 AND d.account_id = ?2"
+                ))?
                 .query_row(params![id, account_id], row)
                 .found()?;
             let attempts = attempts_of(c, d.seq)?;
@@ -260,7 +286,12 @@ impl Store {
     }
 
     /// Makes a delivery due now, whatever its status.
-    pub async fn retry_delivery(&self, account_id: String, id: String, now: i64) -> Result<Delivery, StoreError> {
+    pub async fn retry_delivery(
+        &self,
+        account_id: String,
+        id: String,
+        now: i64,
+    ) -> Result<Delivery, StoreError> {
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?3, lease_until = NULL, updated_at = ?3
@@ -320,7 +351,10 @@ impl Store {
     /// Pending deliveries in the whole store (for metrics).
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {
         self.read(|c| {
-            Ok(c.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?.query_row([], |r| r.get(0))?)
+            Ok(
+                c.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?
+                    .query_row([], |r| r.get(0))?,
+            )
         })
         .await
     }

@@ -42,8 +42,7 @@ pub struct Ingested {
     pub deliveries: usize,
 }
 
-const COLUMNS: &str =
-    "seq, id, type, payload, occurred_at, received_at, cause_plugin_id, cause_event_id, cause_depth";
+const COLUMNS: &str = "seq, id, type, payload, occurred_at, received_at, cause_plugin_id, cause_event_id, cause_depth";
 
 pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let payload: String = r.get(3)?;
@@ -53,19 +52,26 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         seq: r.get(0)?,
         id: r.get(1)?,
         event_type: r.get(2)?,
-        payload: RawValue::from_string(payload)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?,
+        payload: RawValue::from_string(payload).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         occurred_at: r.get(4)?,
         received_at: r.get(5)?,
         causation: match (cause_plugin, cause_event) {
-            (Some(plugin_id), Some(event_id)) => Some(Causation { plugin_id, event_id, depth: r.get(8)? }),
+            (Some(plugin_id), Some(event_id)) => Some(Causation {
+                plugin_id,
+                event_id,
+                depth: r.get(8)?,
+            }),
             _ => None,
         },
     })
 }
 
 pub(crate) fn get_by_seq(c: &Connection, seq: i64) -> Result<Event, StoreError> {
-    c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq = ?1"))?.query_row([seq], row).found()
+    c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq = ?1"))?
+        .query_row([seq], row)
+        .found()
 }
 
 /// Stores one event, its deliveries and conversation facts inside the caller's transaction.
@@ -83,11 +89,19 @@ pub(crate) fn insert(tx: &Transaction<'_>, e: NewEvent) -> Result<Ingested, Stor
                     "idempotency key {key:?} was already used for a different event"
                 )));
             }
-            return Ok(Ingested { event, replayed: true, deliveries: 0 });
+            return Ok(Ingested {
+                event,
+                replayed: true,
+                deliveries: 0,
+            });
         }
     }
     let (cause_plugin, cause_event, depth) = match &e.causation {
-        Some(c) => (Some(c.plugin_id.as_str()), Some(c.event_id.as_str()), c.depth),
+        Some(c) => (
+            Some(c.plugin_id.as_str()),
+            Some(c.event_id.as_str()),
+            c.depth,
+        ),
         None => (None, None, 0),
     };
     tx.prepare_cached(
@@ -131,21 +145,28 @@ pub(crate) fn insert(tx: &Transaction<'_>, e: NewEvent) -> Result<Ingested, Stor
         received_at: e.received_at,
         causation: e.causation,
     };
-    Ok(Ingested { event, replayed: false, deliveries })
+    Ok(Ingested {
+        event,
+        replayed: false,
+        deliveries,
+    })
 }
 
 impl Store {
     /// Stores events all-or-none in one transaction, with one delivery per matching subscription.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<Ingested>, StoreError> {
-        self.write(move |tx| events.into_iter().map(|e| insert(tx, e)).collect()).await
+        self.write(move |tx| events.into_iter().map(|e| insert(tx, e)).collect())
+            .await
     }
 
     /// One event of the account.
     pub async fn get_event(&self, account_id: String, id: String) -> Result<Event, StoreError> {
         self.read(move |c| {
-            c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE account_id = ?1 AND id = ?2"))?
-                .query_row(params![account_id, id], row)
-                .found()
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE account_id = ?1 AND id = ?2"
+            ))?
+            .query_row(params![account_id, id], row)
+            .found()
         })
         .await
     }
@@ -174,7 +195,11 @@ impl Store {
     }
 
     /// What the conversation index knows of a conversation.
-    pub async fn conversation(&self, account_id: String, conversation_id: String) -> Result<Conversation, StoreError> {
+    pub async fn conversation(
+        &self,
+        account_id: String,
+        conversation_id: String,
+    ) -> Result<Conversation, StoreError> {
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT customer_id, source FROM conversations WHERE account_id = ?1 AND conversation_id = ?2",

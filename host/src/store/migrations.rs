@@ -13,6 +13,8 @@ pub fn migrations() -> Migrations<'static> {
 mod tests {
     #[test]
     fn migrations_validate() {
-        super::migrations().validate().expect("migrations must apply cleanly");
+        super::migrations()
+            .validate()
+            .expect("migrations must apply cleanly");
     }
 }

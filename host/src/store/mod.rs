@@ -78,10 +78,14 @@ impl Store {
         let path = dir.join("wasmhook.sqlite3");
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
-        conn.pragma_update(None, "synchronous", match sync {
-            SyncMode::Full => "FULL",
-            SyncMode::Normal => "NORMAL",
-        })?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                SyncMode::Full => "FULL",
+                SyncMode::Normal => "NORMAL",
+            },
+        )?;
         migrations().to_latest(&mut conn)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -118,14 +122,20 @@ impl Store {
 
     /// True when a read connection answers a trivial query.
     pub async fn ping(&self) -> bool {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await.is_ok()
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .is_ok()
     }
 
     /// Commits the writes queued so far, stops the writer thread and checkpoints the WAL.
     /// Writes attempted afterwards, through any clone, fail with [`StoreError::Closed`].
     pub async fn close(&self) {
         self.writer.close().await;
-        let handle = self.writer_thread.lock().expect("writer handle lock").take();
+        let handle = self
+            .writer_thread
+            .lock()
+            .expect("writer handle lock")
+            .take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
@@ -182,7 +192,14 @@ impl<T> Page<T> {
     pub(crate) fn from_rows(mut rows: Vec<(i64, T)>, limit: usize) -> Page<T> {
         let more = rows.len() > limit;
         rows.truncate(limit);
-        let next_cursor = if more { rows.last().map(|(seq, _)| *seq) } else { None };
-        Page { items: rows.into_iter().map(|(_, t)| t).collect(), next_cursor }
+        let next_cursor = if more {
+            rows.last().map(|(seq, _)| *seq)
+        } else {
+            None
+        };
+        Page {
+            items: rows.into_iter().map(|(_, t)| t).collect(),
+            next_cursor,
+        }
     }
 }

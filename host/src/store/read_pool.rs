@@ -15,7 +15,10 @@ pub(crate) struct ReadPool {
 impl ReadPool {
     pub(crate) fn new(conns: Vec<Connection>) -> ReadPool {
         let n = conns.len();
-        ReadPool { idle: Mutex::new(conns), available: Semaphore::new(n) }
+        ReadPool {
+            idle: Mutex::new(conns),
+            available: Semaphore::new(n),
+        }
     }
 
     pub(crate) async fn read<F, R>(&self, work: F) -> Result<R, StoreError>
@@ -23,8 +26,17 @@ impl ReadPool {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        let permit = self.available.acquire().await.map_err(|_| StoreError::Closed)?;
-        let conn = self.idle.lock().expect("read pool lock").pop().expect("a permit implies an idle connection");
+        let permit = self
+            .available
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let conn = self
+            .idle
+            .lock()
+            .expect("read pool lock")
+            .pop()
+            .expect("a permit implies an idle connection");
         let joined = tokio::task::spawn_blocking(move || {
             let result = work(&conn);
             (conn, result)

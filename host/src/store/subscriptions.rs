@@ -113,7 +113,8 @@ fn save(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
 }
 
 fn index_event_types(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
-    tx.prepare_cached("DELETE FROM subscription_event_types WHERE subscription_seq = ?1")?.execute([s.seq])?;
+    tx.prepare_cached("DELETE FROM subscription_event_types WHERE subscription_seq = ?1")?
+        .execute([s.seq])?;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO subscription_event_types (account_id, event_type, subscription_seq) VALUES (?1, ?2, ?3)",
     )?;
@@ -123,37 +124,54 @@ fn index_event_types(tx: &Transaction<'_>, s: &Subscription) -> Result<(), Store
     Ok(())
 }
 
-pub(crate) fn get_in(c: &Connection, account_id: &str, id: &str) -> Result<Subscription, StoreError> {
-    c.prepare_cached(&format!("SELECT {COLUMNS} FROM subscriptions WHERE id = ?1 AND account_id = ?2"))?
-        .query_row(params![id, account_id], row)
-        .found()
+pub(crate) fn get_in(
+    c: &Connection,
+    account_id: &str,
+    id: &str,
+) -> Result<Subscription, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE id = ?1 AND account_id = ?2"
+    ))?
+    .query_row(params![id, account_id], row)
+    .found()
 }
 
 pub(crate) fn get_by_seq(c: &Connection, seq: i64) -> Result<Subscription, StoreError> {
-    c.prepare_cached(&format!("SELECT {COLUMNS} FROM subscriptions WHERE seq = ?1"))?
-        .query_row([seq], row)
-        .found()
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE seq = ?1"
+    ))?
+    .query_row([seq], row)
+    .found()
 }
 
 /// An active subscription that wants an event: (seq, plugin_id, transform_plugin_id).
 pub(crate) type Match = (i64, Option<String>, Option<String>);
 
 /// The active subscriptions of `account_id` that want events of `event_type`.
-pub(crate) fn matching(c: &Connection, account_id: &str, event_type: &str) -> Result<Vec<Match>, StoreError> {
+pub(crate) fn matching(
+    c: &Connection,
+    account_id: &str,
+    event_type: &str,
+) -> Result<Vec<Match>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT DISTINCT s.seq, s.plugin_id, s.transform_plugin_id
          FROM subscription_event_types t JOIN subscriptions s ON s.seq = t.subscription_seq
          WHERE t.account_id = ?1 AND t.event_type IN (?2, '*') AND s.status = 'active'",
     )?;
     let rows = stmt
-        .query_map(params![account_id, event_type], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![account_id, event_type], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<Vec<Match>, _>>()?;
     Ok(rows)
 }
 
 impl Store {
     /// Stores a new subscription.
-    pub async fn create_subscription(&self, mut sub: Subscription) -> Result<Subscription, StoreError> {
+    pub async fn create_subscription(
+        &self,
+        mut sub: Subscription,
+    ) -> Result<Subscription, StoreError> {
         self.write(move |tx| {
             insert(tx, &mut sub)?;
             Ok(sub)
@@ -162,7 +180,11 @@ impl Store {
     }
 
     /// One subscription of the account.
-    pub async fn get_subscription(&self, account_id: String, id: String) -> Result<Subscription, StoreError> {
+    pub async fn get_subscription(
+        &self,
+        account_id: String,
+        id: String,
+    ) -> Result<Subscription, StoreError> {
         self.read(move |c| get_in(c, &account_id, &id)).await
     }
 
@@ -209,16 +231,30 @@ impl Store {
     }
 
     /// Deletes a subscription and its deliveries.
-    pub async fn delete_subscription(&self, account_id: String, id: String) -> Result<(), StoreError> {
+    pub async fn delete_subscription(
+        &self,
+        account_id: String,
+        id: String,
+    ) -> Result<(), StoreError> {
         self.write(move |tx| {
-            let n = tx.execute("DELETE FROM subscriptions WHERE id = ?1 AND account_id = ?2", params![id, account_id])?;
-            if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+            let n = tx.execute(
+                "DELETE FROM subscriptions WHERE id = ?1 AND account_id = ?2",
+                params![id, account_id],
+            )?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
         })
         .await
     }
 
     /// The account's Airy webhook, if it ever subscribed.
-    pub async fn airy_webhook(&self, account_id: String) -> Result<Option<Subscription>, StoreError> {
+    pub async fn airy_webhook(
+        &self,
+        account_id: String,
+    ) -> Result<Option<Subscription>, StoreError> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND airy_api_secret IS NOT NULL"
@@ -230,7 +266,11 @@ impl Store {
     }
 
     /// Changes the account's Airy webhook with `change`, creating it from `new` first if it has none.
-    pub async fn upsert_airy_webhook<F>(&self, new: Subscription, change: F) -> Result<Subscription, StoreError>
+    pub async fn upsert_airy_webhook<F>(
+        &self,
+        new: Subscription,
+        change: F,
+    ) -> Result<Subscription, StoreError>
     where
         F: FnOnce(&mut Subscription) + Send + 'static,
     {

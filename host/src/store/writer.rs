@@ -85,8 +85,15 @@ impl Writer {
         R: Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let op = Box::new(TypedOp { work: Some(work), result: None, reply });
-        self.ops.send(Msg::Op(op)).await.map_err(|_| StoreError::Closed)?;
+        let op = Box::new(TypedOp {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.ops
+            .send(Msg::Op(op))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -72,7 +72,8 @@ impl TestServer {
     pub async fn start_with(extra: &[&str]) -> TestServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join("data");
-        let mut server = TestServer::launch(dir, extra.iter().map(|s| s.to_string()).collect()).await;
+        let mut server =
+            TestServer::launch(dir, extra.iter().map(|s| s.to_string()).collect()).await;
         server._tmp = Some(tmp);
         server
     }
@@ -104,7 +105,9 @@ impl TestServer {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server exits cleanly");
+            task.await
+                .expect("server task")
+                .expect("server exits cleanly");
         }
     }
 
@@ -122,7 +125,13 @@ impl TestServer {
     }
 
     /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -133,7 +142,11 @@ impl TestServer {
         let resp = req.send().await.expect("request reaches the server");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 
@@ -146,7 +159,8 @@ impl TestServer {
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.call(Method::PATCH, path, Some(token), Some(body)).await
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
@@ -155,9 +169,14 @@ impl TestServer {
 
     /// Creates an account; returns (account id, API key).
     pub async fn account(&self, name: &str) -> (String, String) {
-        let (status, body) = self.post("/v1/accounts", ADMIN, json!({ "name": name })).await;
+        let (status, body) = self
+            .post("/v1/accounts", ADMIN, json!({ "name": name }))
+            .await;
         assert_eq!(status, 201, "{body}");
-        (body["id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["api_key"].as_str().unwrap().to_string(),
+        )
     }
 
     /// Creates a subscription; returns its JSON (with `secret`).

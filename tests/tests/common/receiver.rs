@@ -42,45 +42,61 @@ impl Receiver {
     /// Starts a receiver that answers 200 to everything.
     pub async fn start() -> Receiver {
         let got = Arc::new(Mutex::new(Vec::new()));
-        let responder: Arc<Mutex<Responder>> =
-            Arc::new(Mutex::new(Arc::new(|_: &Received, _| StatusCode::OK.into_response())));
+        let responder: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Arc::new(|_: &Received, _| {
+            StatusCode::OK.into_response()
+        })));
         let delay = Arc::new(Mutex::new(Duration::ZERO));
         let in_flight = Arc::new(Mutex::new((0usize, 0usize)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (g, r, d, f) = (got.clone(), responder.clone(), delay.clone(), in_flight.clone());
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let (g, r, d, f) = (g.clone(), r.clone(), d.clone(), f.clone());
-            async move {
-                {
-                    let mut f = f.lock().unwrap();
-                    f.0 += 1;
-                    f.1 = f.1.max(f.0);
+        let (g, r, d, f) = (
+            got.clone(),
+            responder.clone(),
+            delay.clone(),
+            in_flight.clone(),
+        );
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let (g, r, d, f) = (g.clone(), r.clone(), d.clone(), f.clone());
+                async move {
+                    {
+                        let mut f = f.lock().unwrap();
+                        f.0 += 1;
+                        f.1 = f.1.max(f.0);
+                    }
+                    let received = Received {
+                        path: uri.path().to_string(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
+                            })
+                            .collect(),
+                        body,
+                    };
+                    let pause = *d.lock().unwrap();
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let n = {
+                        let mut g = g.lock().unwrap();
+                        g.push(received.clone());
+                        g.len()
+                    };
+                    let responder = r.lock().unwrap().clone();
+                    f.lock().unwrap().0 -= 1;
+                    responder(&received, n)
                 }
-                let received = Received {
-                    path: uri.path().to_string(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                        .collect(),
-                    body,
-                };
-                let pause = *d.lock().unwrap();
-                if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
-                }
-                let n = {
-                    let mut g = g.lock().unwrap();
-                    g.push(received.clone());
-                    g.len()
-                };
-                let responder = r.lock().unwrap().clone();
-                f.lock().unwrap().0 -= 1;
-                responder(&received, n)
-            }
-        });
+            },
+        );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url, got, responder, delay, in_flight }
+        Receiver {
+            url,
+            got,
+            responder,
+            delay,
+            in_flight,
+        }
     }
 
     /// Changes how it answers; `n` is the 1-based number of the request.
@@ -110,6 +126,9 @@ impl Receiver {
 
     /// Requests received so far at `path`.
     pub fn at(&self, path: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path == path).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 }
