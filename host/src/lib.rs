@@ -14,6 +14,7 @@ pub mod events;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+pub mod plugins;
 pub mod state;
 pub mod store;
 pub mod subscriptions;

@@ -299,3 +299,93 @@ pub struct Conversation {
     /// The channel, such as `facebook`.
     pub source: Option<String>,
 }
+
+/// Per-invocation limits of a plugin. Each field overrides the server default when set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory, in MiB (default 64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// Wall-clock deadline of one invocation, in milliseconds (default 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u32>,
+    /// `send-message` calls per invocation (default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_messages: Option<u32>,
+    /// Largest key-value value, in bytes (default 65536).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_value_bytes: Option<u32>,
+    /// Keys the plugin may store (default 10000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_keys: Option<u32>,
+    /// Log bytes kept per invocation (default 65536).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u32>,
+    /// Largest `replace` payload, in bytes (default 262144).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_bytes: Option<u32>,
+}
+
+/// An uploaded plugin.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Plugin {
+    /// Plugin id (`plg_...`).
+    pub id: String,
+    #[serde(skip)]
+    pub(crate) account_id: String,
+    /// Display name.
+    pub name: String,
+    /// Configuration the plugin reads with `config-get`.
+    pub config: BTreeMap<String, String>,
+    /// Hosts the plugin may reach with outgoing `wasi:http` (none by default).
+    pub allowed_hosts: Vec<String>,
+    /// Limit overrides.
+    pub limits: PluginLimits,
+    /// The version new events run on.
+    pub version: u32,
+    /// Creation time.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    /// Last change.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: i64,
+}
+
+/// One uploaded version of a plugin's component.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginVersion {
+    /// Version number, from 1.
+    pub version: u32,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size_bytes: u64,
+    #[serde(skip)]
+    pub(crate) wasm_path: String,
+    #[serde(skip)]
+    pub(crate) cwasm_path: String,
+    #[serde(skip)]
+    pub(crate) engine_hash: String,
+    /// Upload time.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// A line of a plugin's log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginLogLine {
+    /// When it was written.
+    #[serde(with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: i64,
+    /// `trace`, `debug`, `info`, `warn`, `error`.
+    pub level: String,
+    /// The event the plugin was handling.
+    pub event_id: Option<String>,
+    /// The text (from `log`, stdout, stderr, or a failure).
+    pub message: String,
+}

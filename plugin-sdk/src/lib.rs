@@ -46,7 +46,7 @@
 //! - [`Event`], [`MessageCreated`]: what the host hands in, with typed payload accessors.
 //! - [`Decision`], [`HandlerError`]: what the plugin hands back.
 //! - [`send_message`], [`kv`], [`config`], [`log`]: calls into the host.
-//! - [`testing`] (native builds only): the in-memory host behind those calls in unit tests.
+//! - `testing` (native builds only): the in-memory host behind those calls in unit tests.
 #![deny(missing_docs)]
 
 // Lets the generated bindings name this crate as plugin crates do (`wasmhook_plugin_sdk::…`),

@@ -2,7 +2,10 @@
 
 use rusqlite_migration::{M, Migrations};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/0001_initial.sql")),
+    M::up(include_str!("migrations/0002_plugins.sql")),
+];
 
 /// The ordered list of schema migrations.
 pub fn migrations() -> Migrations<'static> {

@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod deliveries;
 pub mod events;
 pub mod messages;
+pub mod plugins;
 pub mod subscriptions;
 
 use std::path::Path;

@@ -1,0 +1,166 @@
+//! What a plugin instance sees of the host: the per-invocation store data and the host
+//! functions of the WIT (`send-message`, `log`, `config-get`, the key-value store), plus WASI
+//! and an outgoing `wasi:http` that only reaches the plugin's allowed hosts.
+//!
+//! Host functions run on the blocking thread that runs the plugin; the few that need the
+//! database or the send path wait on the async runtime with `Handle::block_on`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::bindings::types::{KvError, LogLevel, SendError};
+use super::bindings::{host, kv, types};
+use super::limits::{Limits, MemoryLimiter};
+use super::outgoing::HttpPolicy;
+use super::registry::LoadedPlugin;
+use crate::clock::now_ms;
+use crate::events::caused_by;
+use crate::messages::{self, Origin};
+use crate::model::PluginLogLine;
+use crate::state::AppState;
+use crate::store::plugins::{KvLimits, KvRefusal};
+
+const MAX_KEY_BYTES: usize = 512;
+
+/// Everything one invocation's host calls need.
+pub struct CallContext {
+    pub(crate) app: AppState,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) plugin: Arc<LoadedPlugin>,
+    pub(crate) limits: Limits,
+    pub(crate) event_id: String,
+    pub(crate) account_id: String,
+    pub(crate) depth: u32,
+    pub(crate) sends: u32,
+    pub(crate) logs: Vec<PluginLogLine>,
+    pub(crate) log_bytes: usize,
+}
+
+impl CallContext {
+    /// Adds a log line, within the invocation's log budget.
+    pub fn log(&mut self, level: &str, message: String) {
+        if self.log_bytes >= self.limits.log_bytes {
+            return;
+        }
+        let room = self.limits.log_bytes - self.log_bytes;
+        let mut message = message;
+        if message.len() > room {
+            let mut cut = room;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [log limit reached]");
+        }
+        self.log_bytes += message.len();
+        self.logs.push(PluginLogLine {
+            at: now_ms(),
+            level: level.to_string(),
+            event_id: Some(self.event_id.clone()),
+            message,
+        });
+    }
+}
+
+/// The data of one plugin store.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) http_policy: HttpPolicy,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) call: CallContext,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_policy }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn send_message(&mut self, conversation_id: String, text: String) -> Result<String, SendError> {
+        let c = &mut self.call;
+        if c.sends >= c.limits.send_messages {
+            let limit = c.limits.send_messages;
+            c.log("warn", format!("send-message refused: the limit of {limit} per event is reached"));
+            return Err(SendError::LimitExceeded(limit));
+        }
+        c.sends += 1;
+        let origin = Origin::Plugin(caused_by(&c.plugin.id, &c.event_id, c.depth));
+        let sent = c.rt.block_on(messages::send(&c.app, &c.account_id, conversation_id, text, origin));
+        match sent {
+            Ok(message) => Ok(message.id),
+            Err(messages::SendError::UnknownConversation(_)) => Err(SendError::UnknownConversation),
+            Err(messages::SendError::Invalid(m)) => Err(SendError::Invalid(m)),
+            Err(messages::SendError::Store(e)) => Err(SendError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) {
+        let level = match level {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        self.call.log(level, message);
+    }
+
+    fn config_get(&mut self, key: String) -> Option<String> {
+        self.call.plugin.config.get(&key).cloned()
+    }
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES { Err(KvError::InvalidKey) } else { Ok(()) }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        check_key(&key)?;
+        let c = &self.call;
+        c.rt.block_on(c.app.store.kv_get(c.plugin.id.clone(), key)).map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+        check_key(&key)?;
+        let c = &self.call;
+        if value.len() > c.limits.kv_value_bytes {
+            return Err(KvError::ValueTooLarge(c.limits.kv_value_bytes as u64));
+        }
+        let limits = KvLimits { value_bytes: c.limits.kv_value_bytes, keys: c.limits.kv_keys };
+        match c.rt.block_on(c.app.store.kv_set(c.plugin.id.clone(), key, value, limits)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(KvRefusal::TooManyKeys(n))) => Err(KvError::TooManyKeys(n)),
+            Err(e) => Err(KvError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), KvError> {
+        check_key(&key)?;
+        let c = &self.call;
+        c.rt.block_on(c.app.store.kv_delete(c.plugin.id.clone(), key)).map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+}
+
+/// Outgoing HTTP requests made by this invocation that the policy refused, for the log.
+pub type Denials = Arc<Mutex<Vec<String>>>;
+
+/// Timeouts of outgoing requests: never longer than the invocation may run.
+pub fn outgoing_timeout(limits: &Limits) -> Duration {
+    limits.deadline.max(Duration::from_millis(100))
+}

@@ -1,0 +1,134 @@
+//! Per-invocation limits: server defaults, per-plugin overrides, and the ceiling no override
+//! may pass. Also the memory limiter that tells a "memory limit" trap from any other.
+
+use std::time::Duration;
+
+use crate::model::PluginLimits;
+
+/// Limits in force for one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock deadline.
+    pub deadline: Duration,
+    /// `send-message` calls.
+    pub send_messages: u32,
+    /// Largest key-value value.
+    pub kv_value_bytes: usize,
+    /// Most keys.
+    pub kv_keys: u32,
+    /// Log bytes kept (host log, stdout and stderr together).
+    pub log_bytes: usize,
+    /// Largest `replace` payload.
+    pub replace_bytes: usize,
+}
+
+/// The defaults, as documented in the README and the WIT.
+pub const DEFAULTS: PluginLimits = PluginLimits {
+    memory_mb: Some(64),
+    deadline_ms: Some(1000),
+    send_messages: Some(5),
+    kv_value_bytes: Some(64 * 1024),
+    kv_keys: Some(10_000),
+    log_bytes: Some(64 * 1024),
+    replace_bytes: Some(256 * 1024),
+};
+
+/// What no plugin may exceed, whatever its overrides.
+pub const CEILING: PluginLimits = PluginLimits {
+    memory_mb: Some(512),
+    deadline_ms: Some(30_000),
+    send_messages: Some(100),
+    kv_value_bytes: Some(1024 * 1024),
+    kv_keys: Some(1_000_000),
+    log_bytes: Some(1024 * 1024),
+    replace_bytes: Some(4 * 1024 * 1024),
+};
+
+fn pick(override_: Option<u32>, default: Option<u32>) -> u32 {
+    override_.or(default).expect("every default is set")
+}
+
+impl Limits {
+    /// The limits of a plugin with these overrides (already validated against the ceiling).
+    pub fn resolve(o: &PluginLimits) -> Limits {
+        Limits {
+            memory_bytes: pick(o.memory_mb, DEFAULTS.memory_mb) as usize * 1024 * 1024,
+            deadline: Duration::from_millis(u64::from(pick(o.deadline_ms, DEFAULTS.deadline_ms))),
+            send_messages: pick(o.send_messages, DEFAULTS.send_messages),
+            kv_value_bytes: pick(o.kv_value_bytes, DEFAULTS.kv_value_bytes) as usize,
+            kv_keys: pick(o.kv_keys, DEFAULTS.kv_keys),
+            log_bytes: pick(o.log_bytes, DEFAULTS.log_bytes) as usize,
+            replace_bytes: pick(o.replace_bytes, DEFAULTS.replace_bytes) as usize,
+        }
+    }
+}
+
+/// Checks overrides against the ceiling; the error names the field.
+pub fn validate(o: &PluginLimits) -> Result<(), String> {
+    let fields = [
+        ("memory_mb", o.memory_mb, CEILING.memory_mb),
+        ("deadline_ms", o.deadline_ms, CEILING.deadline_ms),
+        ("send_messages", o.send_messages, CEILING.send_messages),
+        ("kv_value_bytes", o.kv_value_bytes, CEILING.kv_value_bytes),
+        ("kv_keys", o.kv_keys, CEILING.kv_keys),
+        ("log_bytes", o.log_bytes, CEILING.log_bytes),
+        ("replace_bytes", o.replace_bytes, CEILING.replace_bytes),
+    ];
+    for (name, value, max) in fields {
+        if let (Some(v), Some(max)) = (value, max) {
+            if v == 0 && name != "send_messages" && name != "kv_keys" {
+                return Err(format!("limits.{name}: must be at least 1"));
+            }
+            if v > max {
+                return Err(format!("limits.{name}: at most {max} on this server"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Caps linear memory and remembers whether the cap was hit, so the failure can say so.
+pub struct MemoryLimiter {
+    max: usize,
+    /// Set when a growth was refused.
+    pub hit: bool,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing `max` bytes per memory.
+    pub fn new(max: usize) -> MemoryLimiter {
+        MemoryLimiter { max, hit: false }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_defaults_within_the_ceiling() {
+        let l = Limits::resolve(&PluginLimits { memory_mb: Some(16), ..Default::default() });
+        assert_eq!(l.memory_bytes, 16 << 20);
+        assert_eq!(l.deadline, Duration::from_secs(1));
+        assert_eq!(l.send_messages, 5);
+        assert!(validate(&PluginLimits { deadline_ms: Some(60_000), ..Default::default() }).is_err());
+        assert!(validate(&PluginLimits { memory_mb: Some(0), ..Default::default() }).is_err());
+        assert!(validate(&PluginLimits { send_messages: Some(0), ..Default::default() }).is_ok());
+    }
+}

@@ -1,0 +1,61 @@
+//! The plugin runtime: the only module that imports wasmtime.
+//!
+//! One [`Engine`] for the process; a [`Linker`] built once with WASI 0.2, outgoing
+//! `wasi:http` and our host interfaces; a pre-instantiated component per plugin version
+//! (compiled once at upload, its artifact stored so a restart does not compile again); and
+//! a fresh `Store` and instance per event, run on a blocking thread under a memory limit and
+//! an epoch deadline.
+
+pub mod bindings;
+pub mod engine;
+pub mod host;
+pub mod limits;
+pub mod outgoing;
+pub mod registry;
+mod artifacts;
+mod invoke;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+pub use artifacts::PluginError;
+pub use invoke::{Decision, InvokeError};
+
+use crate::metrics::Metrics;
+use bindings::Plugin as PluginWorld;
+use host::HostState;
+use registry::Registry;
+
+/// The plugin runtime shared by the API and the delivery engine.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    /// Loaded plugins.
+    pub registry: Registry,
+    dir: PathBuf,
+    engine_hash: String,
+    metrics: Arc<Metrics>,
+}
+
+impl PluginRuntime {
+    /// Builds the engine and linker; compiled artifacts live under `data_dir/plugins`.
+    pub fn new(data_dir: &std::path::Path, instances: u32, metrics: Arc<Metrics>) -> wasmtime::Result<PluginRuntime> {
+        let engine = engine::new(instances)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+        PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        let engine_hash = engine::compatibility_hash(&engine);
+        Ok(PluginRuntime {
+            engine,
+            linker,
+            registry: Registry::default(),
+            dir: data_dir.join("plugins"),
+            engine_hash,
+            metrics,
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! Outgoing `wasi:http` from plugins: deny by default, allow only the plugin's
+//! `allowed_hosts`, and apply the same network policy as webhooks to every resolved address.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, default_send_request};
+
+use super::host::Denials;
+use crate::delivery::netpolicy::NetPolicy;
+
+/// The per-invocation HTTP policy, installed as the `wasi:http` hooks.
+pub struct HttpPolicy {
+    pub(crate) allowed_hosts: Arc<Vec<String>>,
+    pub(crate) net: Arc<NetPolicy>,
+    pub(crate) timeout: Duration,
+    pub(crate) denials: Denials,
+}
+
+/// Whether `host` is on the list: exact names, or `*.example.com` for any subdomain.
+pub fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        match a.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => a == host,
+        }
+    })
+}
+
+type Sent = Box<
+    dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
+        + Send,
+>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Sent {
+        _ = fut;
+        let host = request.uri().host().map(str::to_string);
+        let port = request.uri().port_u16().unwrap_or(if request.uri().scheme_str() == Some("https") { 443 } else { 80 });
+        let allowed = host.as_deref().is_some_and(|h| host_allowed(&self.allowed_hosts, h));
+        let (net, denials, timeout) = (self.net.clone(), self.denials.clone(), self.timeout);
+        Box::new(async move {
+            let Some(host) = host else { return Err(Error::HttpRequestUriInvalid) };
+            if !allowed {
+                denials.lock().expect("denials lock").push(format!(
+                    "outgoing HTTP to {host} refused: not in the plugin's allowed_hosts"
+                ));
+                return Err(Error::HttpRequestDenied);
+            }
+            // Resolve first and refuse internal addresses, as for webhooks.
+            let addrs: Vec<_> = match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(a) => a.collect(),
+                Err(_) => return Err(Error::DnsTimeout),
+            };
+            if addrs.is_empty() || addrs.iter().any(|a| !net.permits(a.ip())) {
+                denials.lock().expect("denials lock").push(format!(
+                    "outgoing HTTP to {host} refused by network policy: it resolves to an internal address"
+                ));
+                return Err(Error::HttpRequestDenied);
+            }
+            let options = RequestOptions {
+                connect_timeout: Some(timeout),
+                first_byte_timeout: Some(timeout),
+                between_bytes_timeout: Some(timeout),
+            };
+            let (res, io) = default_send_request(request, Some(options)).await?;
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn allow_list_matches_names_and_wildcards() {
+        let list = vec!["api.example.com".to_string(), "*.slack.com".to_string()];
+        assert!(host_allowed(&list, "api.example.com"));
+        assert!(host_allowed(&list, "API.example.com."));
+        assert!(host_allowed(&list, "hooks.slack.com"));
+        assert!(!host_allowed(&list, "slack.com"));
+        assert!(!host_allowed(&list, "example.com"));
+        assert!(!host_allowed(&[], "api.example.com"));
+    }
+}

@@ -1,0 +1,86 @@
+//! Plugin id → the loaded current version. Swapping an entry is atomic: an invocation holds
+//! the `Arc` it started with, so calls in flight finish on the old version while new events
+//! see the new one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use super::bindings::PluginPre;
+use super::host::HostState;
+use super::limits::Limits;
+use crate::model::Plugin;
+
+/// A plugin version ready to instantiate, with the settings it runs under.
+pub struct LoadedPlugin {
+    /// Plugin id.
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// The version loaded.
+    pub version: u32,
+    pub(crate) pre: PluginPre<HostState>,
+    /// What `config-get` returns.
+    pub config: BTreeMap<String, String>,
+    /// Hosts outgoing HTTP may reach.
+    pub allowed_hosts: Arc<Vec<String>>,
+    /// Limits in force.
+    pub limits: Limits,
+}
+
+impl LoadedPlugin {
+    pub(crate) fn new(plugin: &Plugin, pre: PluginPre<HostState>) -> LoadedPlugin {
+        LoadedPlugin {
+            id: plugin.id.clone(),
+            account_id: plugin.account_id.clone(),
+            version: plugin.version,
+            pre,
+            config: plugin.config.clone(),
+            allowed_hosts: Arc::new(plugin.allowed_hosts.clone()),
+            limits: Limits::resolve(&plugin.limits),
+        }
+    }
+}
+
+/// The loaded plugins.
+#[derive(Default)]
+pub struct Registry {
+    plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+}
+
+impl Registry {
+    /// The current version of a plugin.
+    pub fn get(&self, id: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.read().expect("registry lock").get(id).cloned()
+    }
+
+    /// Installs (or replaces) a plugin.
+    pub fn put(&self, loaded: LoadedPlugin) {
+        self.plugins.write().expect("registry lock").insert(loaded.id.clone(), Arc::new(loaded));
+    }
+
+    /// Applies new settings (config, hosts, limits) to the loaded version.
+    pub fn update_settings(&self, plugin: &Plugin) {
+        let mut map = self.plugins.write().expect("registry lock");
+        if let Some(old) = map.get(&plugin.id) {
+            let pre = old.pre.clone();
+            let mut next = LoadedPlugin::new(plugin, pre);
+            next.version = old.version;
+            map.insert(plugin.id.clone(), Arc::new(next));
+        }
+    }
+
+    /// Forgets a deleted plugin.
+    pub fn remove(&self, id: &str) {
+        self.plugins.write().expect("registry lock").remove(id);
+    }
+
+    /// How many plugins are loaded.
+    pub fn len(&self) -> usize {
+        self.plugins.read().expect("registry lock").len()
+    }
+
+    /// True when none is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

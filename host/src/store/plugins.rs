@@ -1,0 +1,348 @@
+//! Plugins, their versions, their key-value stores and their logs.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{OptionalRow, Page, Store, StoreError};
+use crate::model::{Plugin, PluginLogLine, PluginVersion};
+
+const COLUMNS: &str =
+    "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at";
+const VERSION_COLUMNS: &str = "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
+/// Log lines kept per plugin; older ones are trimmed.
+const KEEP_LOG_LINES: i64 = 1000;
+
+fn corrupt(what: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
+    let config: String = r.get(4)?;
+    let hosts: String = r.get(5)?;
+    let limits: String = r.get(6)?;
+    Ok((
+        r.get(0)?,
+        Plugin {
+            id: r.get(1)?,
+            account_id: r.get(2)?,
+            name: r.get(3)?,
+            config: serde_json::from_str(&config).map_err(|_| corrupt("config"))?,
+            allowed_hosts: serde_json::from_str(&hosts).map_err(|_| corrupt("allowed_hosts"))?,
+            limits: serde_json::from_str(&limits).map_err(|_| corrupt("limits"))?,
+            version: r.get(7)?,
+            created_at: r.get(8)?,
+            updated_at: r.get(9)?,
+        },
+    ))
+}
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PluginVersion> {
+    Ok(PluginVersion {
+        version: r.get(0)?,
+        sha256: r.get(1)?,
+        size_bytes: r.get(2)?,
+        wasm_path: r.get(3)?,
+        cwasm_path: r.get(4)?,
+        engine_hash: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+fn get_in(c: &Connection, account_id: &str, id: &str) -> Result<Plugin, StoreError> {
+    c.prepare_cached(&format!("SELECT {COLUMNS} FROM plugins WHERE id = ?1 AND account_id = ?2"))?
+        .query_row(params![id, account_id], row)
+        .found()
+        .map(|(_, p)| p)
+}
+
+fn insert_version(c: &Connection, plugin_id: &str, v: &PluginVersion) -> Result<(), StoreError> {
+    c.prepare_cached(&format!(
+        "INSERT INTO plugin_versions (plugin_id, {VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    ))?
+    .execute(params![plugin_id, v.version, v.sha256, v.size_bytes, v.wasm_path, v.cwasm_path, v.engine_hash, v.created_at])?;
+    Ok(())
+}
+
+/// A key-value operation's limits, checked inside the write.
+#[derive(Debug, Clone, Copy)]
+pub struct KvLimits {
+    /// Largest value.
+    pub value_bytes: usize,
+    /// Most keys.
+    pub keys: u32,
+}
+
+/// Why a key-value write was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvRefusal {
+    /// The plugin already has this many keys.
+    TooManyKeys(u32),
+}
+
+impl Store {
+    /// Stores a new plugin with its first version.
+    pub async fn create_plugin(&self, plugin: Plugin, version: PluginVersion) -> Result<Plugin, StoreError> {
+        self.write(move |tx| {
+            tx.prepare_cached(&format!(
+                "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                &COLUMNS["rowid, ".len()..]
+            ))?
+            .execute(params![
+                plugin.id,
+                plugin.account_id,
+                plugin.name,
+                json(&plugin.config),
+                json(&plugin.allowed_hosts),
+                json(&plugin.limits),
+                plugin.version,
+                plugin.created_at,
+                plugin.updated_at
+            ])?;
+            insert_version(tx, &plugin.id, &version)?;
+            Ok(plugin)
+        })
+        .await
+    }
+
+    /// Adds a version and makes it current.
+    pub async fn add_plugin_version(
+        &self,
+        account_id: String,
+        id: String,
+        version: PluginVersion,
+    ) -> Result<Plugin, StoreError> {
+        self.write(move |tx| {
+            let mut plugin = get_in(tx, &account_id, &id)?;
+            insert_version(tx, &id, &version)?;
+            tx.execute(
+                "UPDATE plugins SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, version.version, version.created_at],
+            )?;
+            plugin.version = version.version;
+            plugin.updated_at = version.created_at;
+            Ok(plugin)
+        })
+        .await
+    }
+
+    /// The next version number of a plugin.
+    pub async fn next_plugin_version(&self, account_id: String, id: String) -> Result<u32, StoreError> {
+        self.read(move |c| {
+            get_in(c, &account_id, &id)?;
+            Ok(c.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM plugin_versions WHERE plugin_id = ?1", [&id], |r| {
+                r.get(0)
+            })?)
+        })
+        .await
+    }
+
+    /// Changes a plugin's settings with `change`, atomically.
+    pub async fn update_plugin<F>(&self, account_id: String, id: String, change: F) -> Result<Plugin, StoreError>
+    where
+        F: FnOnce(&mut Plugin) + Send + 'static,
+    {
+        self.write(move |tx| {
+            let mut p = get_in(tx, &account_id, &id)?;
+            change(&mut p);
+            tx.execute(
+                "UPDATE plugins SET name = ?2, config = ?3, allowed_hosts = ?4, limits = ?5, updated_at = ?6 WHERE id = ?1",
+                params![p.id, p.name, json(&p.config), json(&p.allowed_hosts), json(&p.limits), p.updated_at],
+            )?;
+            Ok(p)
+        })
+        .await
+    }
+
+    /// One plugin of the account.
+    pub async fn get_plugin(&self, account_id: String, id: String) -> Result<Plugin, StoreError> {
+        self.read(move |c| get_in(c, &account_id, &id)).await
+    }
+
+    /// The account's plugins, newest first.
+    pub async fn list_plugins(&self, account_id: String, limit: usize, cursor: Option<i64>) -> Result<Page<Plugin>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM plugins WHERE account_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(rows, limit))
+        })
+        .await
+    }
+
+    /// Deletes a plugin unless a subscription uses it; returns its versions (to remove their files).
+    pub async fn delete_plugin(&self, account_id: String, id: String) -> Result<Vec<PluginVersion>, StoreError> {
+        self.write(move |tx| {
+            get_in(tx, &account_id, &id)?;
+            let users: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM subscriptions WHERE account_id = ?1 AND (plugin_id = ?2 OR transform_plugin_id = ?2)",
+                )?
+                .query_map(params![account_id, id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if !users.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "the plugin is used by subscription(s) {}; delete them or detach the plugin first",
+                    users.join(", ")
+                )));
+            }
+            let versions = tx
+                .prepare_cached(&format!("SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE plugin_id = ?1"))?
+                .query_map([&id], version_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.execute("DELETE FROM plugins WHERE id = ?1", [&id])?;
+            Ok(versions)
+        })
+        .await
+    }
+
+    /// A plugin's versions, newest first.
+    pub async fn plugin_versions(&self, account_id: String, id: String) -> Result<Vec<PluginVersion>, StoreError> {
+        self.read(move |c| {
+            get_in(c, &account_id, &id)?;
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE plugin_id = ?1 ORDER BY version DESC"
+                ))?
+                .query_map([&id], version_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Every plugin with its current version, for loading at start-up.
+    pub async fn all_current_plugins(&self) -> Result<Vec<(Plugin, PluginVersion)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM plugins ORDER BY rowid"
+            ))?;
+            let plugins = stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::with_capacity(plugins.len());
+            for (_, p) in plugins {
+                let v = c
+                    .prepare_cached(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE plugin_id = ?1 AND version = ?2"
+                    ))?
+                    .query_row(params![p.id, p.version], version_row)
+                    .found()?;
+                out.push((p, v));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records that a version's compiled artifact was rebuilt for a new engine.
+    pub async fn set_plugin_engine_hash(&self, id: String, version: u32, hash: String) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE plugin_versions SET engine_hash = ?3 WHERE plugin_id = ?1 AND version = ?2",
+                params![id, version, hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads a key of a plugin's store.
+    pub async fn kv_get(&self, plugin_id: String, key: String) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT value FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?
+                .query_row(params![plugin_id, key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Writes a key, refusing a new key beyond the plugin's key limit.
+    pub async fn kv_set(
+        &self,
+        plugin_id: String,
+        key: String,
+        value: Vec<u8>,
+        limits: KvLimits,
+    ) -> Result<Result<(), KvRefusal>, StoreError> {
+        self.write(move |tx| {
+            let exists: Option<i64> = tx
+                .prepare_cached("SELECT 1 FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?
+                .query_row(params![plugin_id, key], |r| r.get(0))
+                .optional()?;
+            if exists.is_none() {
+                let count: u32 = tx
+                    .prepare_cached("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = ?1")?
+                    .query_row([&plugin_id], |r| r.get(0))?;
+                if count >= limits.keys {
+                    return Ok(Err(KvRefusal::TooManyKeys(limits.keys)));
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO plugin_kv (plugin_id, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![plugin_id, key, value])?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    /// Removes a key.
+    pub async fn kv_delete(&self, plugin_id: String, key: String) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?.execute(params![plugin_id, key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Appends log lines of one invocation and trims old ones.
+    pub async fn append_plugin_logs(&self, plugin_id: String, lines: Vec<PluginLogLine>) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO plugin_logs (plugin_id, event_id, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for l in &lines {
+                stmt.execute(params![plugin_id, l.event_id, l.level, l.message, l.at])?;
+            }
+            let last = tx.last_insert_rowid();
+            tx.prepare_cached("DELETE FROM plugin_logs WHERE plugin_id = ?1 AND seq <= ?2")?
+                .execute(params![plugin_id, last - KEEP_LOG_LINES * 4])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A plugin's most recent log lines, newest first.
+    pub async fn plugin_logs(&self, account_id: String, id: String, limit: usize) -> Result<Vec<PluginLogLine>, StoreError> {
+        self.read(move |c| {
+            get_in(c, &account_id, &id)?;
+            let rows = c
+                .prepare_cached(
+                    "SELECT at, level, event_id, message FROM plugin_logs WHERE plugin_id = ?1 ORDER BY seq DESC LIMIT ?2",
+                )?
+                .query_map(params![id, limit as i64], |r| {
+                    Ok(PluginLogLine { at: r.get(0)?, level: r.get(1)?, event_id: r.get(2)?, message: r.get(3)? })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Whether a plugin exists in the account.
+    pub async fn plugin_exists(&self, account_id: String, id: String) -> Result<bool, StoreError> {
+        match self.read(move |c| get_in(c, &account_id, &id)).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
