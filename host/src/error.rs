@@ -117,6 +117,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::plugins::PluginError> for ApiError {
+    fn from(e: crate::plugins::PluginError) -> ApiError {
+        use crate::plugins::PluginError as P;
+        match e {
+            P::Empty | P::NotWasm | P::CoreModule | P::Invalid(_) | P::Incompatible(_) => {
+                let code = match e {
+                    P::CoreModule => "not_a_component",
+                    P::Incompatible(_) => "incompatible_component",
+                    _ => "invalid_component",
+                };
+                ApiError::BadRequest { code, message: e.to_string() }
+            }
+            P::Store(StoreError::NotFound) => ApiError::NotFound("plugin".into()),
+            P::Store(s) => s.into(),
+            P::Io(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 /// Maps [`StoreError::NotFound`] to a 404 that names the resource.
 pub trait NotFoundAs<T> {
     /// Names what was not found.

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::netpolicy::NetPolicy;
+use crate::plugins::PluginRuntime;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -47,15 +48,25 @@ pub async fn run(
     let admin_token_hash = auth::hash(&admin_token(&config)?);
     let net_policy = Arc::new(NetPolicy::new(config.allow_network.clone()));
     let http = delivery::http::client(net_policy.clone(), config.delivery_timeout);
+    let metrics: Arc<metrics::Metrics> = Default::default();
+    // Every delivery in flight may hold one plugin instance; the margin covers uploads' checks.
+    let instances = config.delivery_concurrency as u32 + 64;
+    let plugins = Arc::new(
+        PluginRuntime::new(&config.data_dir, instances, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e:#}"))?,
+    );
+    let loaded = plugins.load_all(&store).await.context("loading plugins")?;
+    tracing::info!(plugins = loaded, "plugins loaded");
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
         keys: Default::default(),
         admin_token_hash,
-        metrics: Default::default(),
+        metrics,
         net_policy,
         dispatcher_wake: Default::default(),
         http,
+        plugins,
     };
     let stop_delivery = CancellationToken::new();
     let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());

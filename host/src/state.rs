@@ -8,6 +8,7 @@ use crate::auth::KeyCache;
 use crate::config::Config;
 use crate::delivery::netpolicy::NetPolicy;
 use crate::metrics::Metrics;
+use crate::plugins::PluginRuntime;
 use crate::store::Store;
 
 /// Shared server state; cheap to clone.
@@ -29,6 +30,8 @@ pub struct AppState {
     pub dispatcher_wake: Arc<Notify>,
     /// The one HTTP client for deliveries and handshakes.
     pub http: reqwest::Client,
+    /// The WebAssembly plugin runtime.
+    pub plugins: Arc<PluginRuntime>,
 }
 
 impl AppState {

@@ -11,6 +11,7 @@ mod events;
 pub mod extract;
 mod messages;
 mod ops;
+mod plugins;
 mod subscriptions;
 
 use std::time::Instant;
@@ -59,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         .merge(deliveries::router())
         .merge(messages::router())
         .merge(airy::router())
+        .merge(plugins::router(&config))
         .merge(ops::router())
         .split_for_parts();
     router

@@ -48,15 +48,16 @@ struct SecretResponse {
     previous_secret_expires_at: Option<i64>,
 }
 
+/// Refuses references to plugins the account does not have.
 pub(crate) async fn check_plugin_refs(
-    _state: &AppState,
-    _account: &str,
+    state: &AppState,
+    account: &str,
     ids: &[Option<&String>],
 ) -> Result<(), ApiError> {
-    if let Some(id) = ids.iter().flatten().next() {
-        return Err(ApiError::invalid(format!(
-            "no plugin {id:?} in this account"
-        )));
+    for id in ids.iter().flatten() {
+        if !state.store.plugin_exists(account.to_string(), id.to_string()).await? {
+            return Err(ApiError::invalid(format!("no plugin {id:?} in this account")));
+        }
     }
     Ok(())
 }

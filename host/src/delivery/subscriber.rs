@@ -12,44 +12,84 @@ use super::signing::{airy_signature, signature_header};
 use super::{AttemptOutcome, Verdict};
 use crate::clock::now_ms;
 use crate::model::Subscription;
+use crate::plugins::{Decision, InvokeError};
+use crate::plugins::invoke::Input;
+use serde_json::value::RawValue;
 use crate::state::AppState;
 use crate::store::deliveries::Claimed;
 
 /// Where a subscription's events go.
 pub enum Subscriber<'a> {
-    /// A signed POST to a URL.
-    Url(&'a str),
+    /// A signed POST to a URL, optionally through a transform plugin first.
+    Url {
+        /// The endpoint.
+        url: &'a str,
+        /// A plugin that may replace or drop the payload before it is sent.
+        transform: Option<&'a str>,
+    },
+    /// A plugin that reacts to the event.
+    Plugin(&'a str),
 }
 
 impl<'a> Subscriber<'a> {
     /// The subscriber behind a subscription, if it has one it can deliver to.
     pub fn of(sub: &'a Subscription) -> Option<Subscriber<'a>> {
-        sub.url.as_deref().map(Subscriber::Url)
+        match (&sub.url, &sub.plugin_id) {
+            (Some(url), _) => Some(Subscriber::Url { url, transform: sub.transform_plugin_id.as_deref() }),
+            (None, Some(plugin)) => Some(Subscriber::Plugin(plugin)),
+            (None, None) => None,
+        }
     }
+}
+
+fn plugin_input(work: &Claimed) -> Input {
+    Input {
+        event: work.event.clone(),
+        subscription_id: work.subscription.id.clone(),
+        attempt: work.delivery.attempts + 1,
+    }
+}
+
+fn plugin_failure(plugin_id: &str, e: InvokeError) -> AttemptOutcome {
+    AttemptOutcome::failed("plugin", format!("plugin {plugin_id}: {}", e.message), e.retryable)
 }
 
 /// Makes one attempt at a claimed delivery.
 pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
     let sub = &work.subscription;
+    let event = &work.event;
     match Subscriber::of(sub) {
-        Some(Subscriber::Url(url)) => {
-            let event = &work.event;
+        Some(Subscriber::Plugin(plugin_id)) => match state.plugins.invoke(state, plugin_id, plugin_input(work)).await {
+            Ok(_) => AttemptOutcome { status_code: None, response_body: None, verdict: Verdict::Delivered },
+            Err(e) => plugin_failure(plugin_id, e),
+        },
+        Some(Subscriber::Url { url, transform }) => {
+            let replaced;
+            let payload: &RawValue = match transform {
+                None => &event.payload,
+                Some(plugin_id) => match state.plugins.invoke(state, plugin_id, plugin_input(work)).await {
+                    Ok(Decision::Keep) => &event.payload,
+                    Ok(Decision::Replace(p)) => {
+                        replaced = p;
+                        &replaced
+                    }
+                    Ok(Decision::Drop) => {
+                        return AttemptOutcome {
+                            status_code: None,
+                            response_body: None,
+                            verdict: Verdict::Filtered(format!("dropped by transform plugin {plugin_id}")),
+                        };
+                    }
+                    Err(e) => return plugin_failure(plugin_id, e),
+                },
+            };
             let body = render(
                 sub.format,
-                &BodyInput {
-                    event_id: &event.id,
-                    event_type: &event.event_type,
-                    occurred_at: &event.occurred_at,
-                    payload: &event.payload,
-                },
+                &BodyInput { event_id: &event.id, event_type: &event.event_type, occurred_at: &event.occurred_at, payload },
             );
             post(state, sub, url, &work.delivery.id, body).await
         }
-        None => AttemptOutcome::failed(
-            "config",
-            "the subscription has no URL or plugin to deliver to",
-            false,
-        ),
+        None => AttemptOutcome::failed("config", "the subscription has no URL or plugin to deliver to", false),
     }
 }
 

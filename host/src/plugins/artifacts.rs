@@ -84,13 +84,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl PluginRuntime {
     fn pre(&self, component: &Component) -> Result<PluginPre<HostState>, PluginError> {
+        // Imports first: an unknown import is the more fundamental mismatch to report.
+        let instance_pre = self.linker.instantiate_pre(component).map_err(incompatible)?;
         if component.get_export_index(None, HANDLER_EXPORT).is_none() {
             return Err(PluginError::Incompatible(format!(
                 "the component does not export {HANDLER_EXPORT}: build it against the `plugin` world in wit/ \
                  (with the wasmhook-plugin-sdk crate: implement Plugin and call export_plugin!)"
             )));
         }
-        let instance_pre = self.linker.instantiate_pre(component).map_err(incompatible)?;
         PluginPre::new(instance_pre).map_err(|e| PluginError::Incompatible(format!("{e:#}")))
     }
 

@@ -210,7 +210,10 @@ fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limi
             true,
         ),
         Some(Trap::StackOverflow) => InvokeError::new("stack overflow", false),
-        Some(trap) => InvokeError::new(format!("plugin trapped: {trap} (a panic in Rust plugins)"), false),
+        Some(Trap::UnreachableCodeReached) => {
+            InvokeError::new("plugin trapped: unreachable executed (a panic or abort in the plugin)", false)
+        }
+        Some(trap) => InvokeError::new(format!("plugin trapped: {trap}"), false),
         None => InvokeError::new(format!("plugin failed: {err:#}"), false),
     }
 }

@@ -13,7 +13,7 @@ pub mod limits;
 pub mod outgoing;
 pub mod registry;
 mod artifacts;
-mod invoke;
+pub mod invoke;
 
 use std::path::PathBuf;
 use std::sync::Arc;

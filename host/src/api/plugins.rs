@@ -1,0 +1,274 @@
+//! `/v1/plugins`: upload WebAssembly components, manage their settings and versions, read
+//! their logs.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::AccountId;
+use super::extract::{ApiJson, ApiQuery};
+use super::{ListResponse, PageQuery, with_status};
+use crate::clock::{new_id, now_ms};
+use crate::config::Config;
+use crate::error::{ApiError, ErrorBody, NotFoundAs};
+use crate::model::{Plugin, PluginLimits, PluginLogLine, PluginVersion};
+use crate::plugins::limits;
+use crate::state::AppState;
+
+pub fn router(config: &Config) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload, list))
+        .routes(routes!(get_one, update, replace, delete))
+        .routes(routes!(versions))
+        .routes(routes!(logs))
+        .layer(axum::extract::DefaultBodyLimit::max(config.max_plugin_bytes))
+}
+
+/// Query of an upload.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct UploadQuery {
+    /// Display name, 1 to 100 characters.
+    name: String,
+    /// Configuration as a JSON object of strings (optional; also settable with PATCH).
+    config: Option<String>,
+    /// Comma-separated hosts outgoing HTTP may reach (optional; also settable with PATCH).
+    allowed_hosts: Option<String>,
+}
+
+/// Body of `PATCH /v1/plugins/{id}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdatePlugin {
+    /// New name.
+    name: Option<String>,
+    /// New configuration (replaces the whole map).
+    config: Option<BTreeMap<String, String>>,
+    /// Hosts outgoing `wasi:http` may reach: names, or `*.example.com`.
+    allowed_hosts: Option<Vec<String>>,
+    /// Limit overrides (replaces all overrides).
+    limits: Option<PluginLimits>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(ApiError::invalid("name: 1 to 100 characters"));
+    }
+    Ok(())
+}
+
+fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if config.len() > 256 {
+        return Err(ApiError::invalid("config: at most 256 keys"));
+    }
+    if let Some((k, _)) = config.iter().find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 64 * 1024) {
+        return Err(ApiError::invalid(format!("config: key {k:?} or its value is too long (keys 1-256 bytes, values ≤ 64 KiB)")));
+    }
+    Ok(())
+}
+
+fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
+    if hosts.len() > 64 {
+        return Err(ApiError::invalid("allowed_hosts: at most 64 hosts"));
+    }
+    for h in hosts {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !ok {
+            return Err(ApiError::invalid(format!(
+                "allowed_hosts: {h:?} is not a host name (use e.g. \"api.example.com\" or \"*.example.com\")"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Upload a plugin: the component is the raw body (`curl --data-binary @plugin.wasm`).
+#[utoipa::path(post, path = "/v1/plugins", tag = "plugins", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly component"),
+    security(("api_key" = [])),
+    responses((status = 201, body = Plugin), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn upload(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(super::extract::body_error)?;
+    check_name(&q.name)?;
+    let config: BTreeMap<String, String> = match &q.config {
+        Some(c) => super::extract::parse_json(c.as_bytes())
+            .map_err(|e| ApiError::invalid(format!("config: must be a JSON object of strings ({e})")))?,
+        None => BTreeMap::new(),
+    };
+    check_config(&config)?;
+    let allowed_hosts: Vec<String> = q
+        .allowed_hosts
+        .as_deref()
+        .map(|h| h.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    check_hosts(&allowed_hosts)?;
+    let now = now_ms();
+    let plugin = Plugin {
+        id: new_id("plg"),
+        account_id: account,
+        name: q.name.trim().to_string(),
+        config,
+        allowed_hosts,
+        limits: PluginLimits::default(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let plugin = state.plugins.create(&state.store, plugin, body.to_vec()).await?;
+    Ok(with_status(StatusCode::CREATED, plugin))
+}
+
+/// List plugins, newest first.
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", params(PageQuery), security(("api_key" = [])),
+    responses((status = 200, body = ListResponse<Plugin>)))]
+async fn list(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<ListResponse<Plugin>>, ApiError> {
+    let (limit, cursor) = q.parse()?;
+    Ok(Json(state.store.list_plugins(account, limit, cursor).await?.into()))
+}
+
+/// Get a plugin.
+#[utoipa::path(get, path = "/v1/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
+    responses((status = 200, body = Plugin), (status = 404, body = ErrorBody)))]
+async fn get_one(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+) -> Result<Json<Plugin>, ApiError> {
+    Ok(Json(state.store.get_plugin(account, id).await.or_not_found("plugin")?))
+}
+
+/// Change a plugin's name, configuration, allowed hosts or limits.
+#[utoipa::path(patch, path = "/v1/plugins/{id}", tag = "plugins", request_body = UpdatePlugin,
+    params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
+    responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdatePlugin>,
+) -> Result<Json<Plugin>, ApiError> {
+    if let Some(n) = &req.name {
+        check_name(n)?;
+    }
+    if let Some(c) = &req.config {
+        check_config(c)?;
+    }
+    if let Some(h) = &req.allowed_hosts {
+        check_hosts(h)?;
+    }
+    if let Some(l) = &req.limits {
+        limits::validate(l).map_err(ApiError::invalid)?;
+    }
+    let plugin = state
+        .store
+        .update_plugin(account, id, move |p| {
+            if let Some(n) = req.name {
+                p.name = n.trim().to_string();
+            }
+            if let Some(c) = req.config {
+                p.config = c;
+            }
+            if let Some(h) = req.allowed_hosts {
+                p.allowed_hosts = h;
+            }
+            if let Some(l) = req.limits {
+                p.limits = l;
+            }
+            p.updated_at = now_ms();
+        })
+        .await
+        .or_not_found("plugin")?;
+    state.plugins.registry.update_settings(&plugin);
+    Ok(Json(plugin))
+}
+
+/// Upload a new version; it replaces the current one atomically (calls in flight finish on the old one).
+#[utoipa::path(put, path = "/v1/plugins/{id}", tag = "plugins",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly component"),
+    params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
+    responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+async fn replace(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Plugin>, ApiError> {
+    let body = body.map_err(super::extract::body_error)?;
+    Ok(Json(state.plugins.new_version(&state.store, account, id, body.to_vec()).await?))
+}
+
+/// Delete a plugin (refused while a subscription uses it).
+#[utoipa::path(delete, path = "/v1/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.plugins.delete(&state.store, account, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A plugin's versions, newest first.
+#[utoipa::path(get, path = "/v1/plugins/{id}/versions", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
+    responses((status = 200, body = ListResponse<PluginVersion>), (status = 404, body = ErrorBody)))]
+async fn versions(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+) -> Result<Json<ListResponse<PluginVersion>>, ApiError> {
+    let data = state.store.plugin_versions(account, id).await.or_not_found("plugin")?;
+    Ok(Json(ListResponse { data, next_cursor: None }))
+}
+
+/// How many log lines to return.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct LogQuery {
+    /// 1 to 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// A plugin's recent log lines, newest first: `log` calls, stdout, stderr and failures.
+#[utoipa::path(get, path = "/v1/plugins/{id}/logs", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id"), LogQuery), security(("api_key" = [])),
+    responses((status = 200, body = ListResponse<PluginLogLine>), (status = 404, body = ErrorBody)))]
+async fn logs(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> Result<Json<ListResponse<PluginLogLine>>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest { code: "invalid_query", message: "limit: must be 1 to 1000".into() });
+    }
+    let data = state.store.plugin_logs(account, id, limit).await.or_not_found("plugin")?;
+    Ok(Json(ListResponse { data, next_cursor: None }))
+}
