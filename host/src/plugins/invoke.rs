@@ -21,6 +21,9 @@ use crate::events::{MAX_DEPTH, json_depth};
 use crate::model::{Event, PluginLogLine};
 use crate::state::AppState;
 
+/// How long past its deadline an invocation blocked in a host call is waited for.
+const HOST_CALL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a plugin decided.
 #[derive(Debug, Clone)]
 pub enum Decision {
@@ -82,10 +85,26 @@ impl PluginRuntime {
         let Some(plugin) = self.registry.get(plugin_id) else {
             return Err(InvokeError::new(format!("plugin {plugin_id} is not loaded (deleted?)"), false));
         };
+        let event_id = input.event.id.clone();
         let rt = self.clone();
         let app_for_call = app.clone();
         let handle = tokio::runtime::Handle::current();
-        let joined = tokio::task::spawn_blocking(move || rt.run(app_for_call, handle, plugin, input)).await;
+        let deadline = plugin.limits.deadline;
+        let task = tokio::task::spawn_blocking(move || rt.run(app_for_call, handle, plugin, input));
+        // The epoch deadline interrupts wasm, not a host call that blocks (a WASI sleep, say):
+        // past the deadline and a grace second the delivery moves on without the thread.
+        let joined = match tokio::time::timeout(deadline + HOST_CALL_GRACE, task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                let message = format!(
+                    "deadline exceeded after {} (blocked in a host call)",
+                    humantime::format_duration(deadline)
+                );
+                let line = PluginLogLine { at: now_ms(), level: "error".into(), event_id: Some(event_id), message: message.clone() };
+                let _ = app.store.append_plugin_logs(plugin_id.to_string(), vec![line]).await;
+                return Err(InvokeError::new(message, true));
+            }
+        };
         let (result, logs) = match joined {
             Ok(r) => r,
             Err(e) => return Err(InvokeError::new(format!("plugin task failed: {e}"), true)),
