@@ -1,0 +1,72 @@
+//! Plugins written in Python (componentize-py) and JavaScript (componentize-js, default
+//! options) against `wit/`: they upload and run like Rust ones. `scripts/test` installs the
+//! toolchains from PyPI and npm and builds them into `target/other-languages` first.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Receiver, TestServer, eventually};
+use serde_json::{Value, json};
+
+fn built(file: &str) -> PathBuf {
+    let dir = std::env::var_os("WASMHOOK_OTHER_LANGUAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/other-languages"));
+    let path = dir.join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run ./scripts/test (or example-plugins/other-languages/*/build.sh) to build it",
+        path.display()
+    );
+    path
+}
+
+async fn round_trip(file: &str, seen_by: &str) {
+    let s = TestServer::start().await;
+    let (_, key) = s.account("A").await;
+    let r = Receiver::start().await;
+    let resp = s
+        .http
+        .post(s.url(&format!("/v1/plugins?name={seen_by}")))
+        .bearer_auth(&key)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(built(file)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let plugin: Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "{plugin}");
+    let id = plugin["id"].as_str().unwrap();
+    let (status, body) = s
+        .patch(&format!("/v1/plugins/{id}"), &key, json!({"config": {"greeting": "hi from the config"}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.subscribe(&key, json!({"url": r.url.clone(), "transform_plugin_id": id})).await;
+    let e = s.event(&key, json!({"type": "message:created", "payload": {"text": "hello"}})).await;
+    let got = eventually(&format!("{seen_by} transformed the event"), Duration::from_secs(60), || async {
+        r.received().pop()
+    })
+    .await;
+    let data = got.json()["data"].clone();
+    assert_eq!(data["text"], "hello", "{data}");
+    assert_eq!(data["seen_by"], seen_by, "{data}");
+    assert_eq!(data["greeting"], "hi from the config", "{data}");
+    let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
+    assert!(
+        logs["data"].as_array().unwrap().iter().any(|l| l["event_id"] == e["id"] && l["level"] == "info"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_python_plugin_runs() {
+    round_trip("python_hello.wasm", "python").await;
+}
+
+#[tokio::test]
+async fn a_javascript_plugin_runs() {
+    round_trip("js_hello.wasm", "javascript").await;
+}
