@@ -40,6 +40,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let state = open(config).await?;
+    let store = state.store.clone();
+    let stop_delivery = CancellationToken::new();
+    let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
+    tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
+    let app = api::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down: finishing deliveries in flight");
+    stop_delivery.cancel();
+    let _ = dispatcher.await;
+    store.close().await;
+    tracing::info!("database closed; bye");
+    Ok(())
+}
+
+/// Opens the data dir and builds the shared state: database, plugin runtime (with every
+/// stored plugin loaded), HTTP client. `run` serves it; benchmarks drive it directly.
+pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let data_dir = config.data_dir.clone();
     let sync = config.sync;
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, sync))
@@ -57,8 +78,8 @@ pub async fn run(
     );
     let loaded = plugins.load_all(&store).await.context("loading plugins")?;
     tracing::info!(plugins = loaded, "plugins loaded");
-    let state = AppState {
-        store: store.clone(),
+    Ok(AppState {
+        store,
         config: Arc::new(config),
         keys: Default::default(),
         admin_token_hash,
@@ -67,21 +88,7 @@ pub async fn run(
         dispatcher_wake: Default::default(),
         http,
         plugins,
-    };
-    let stop_delivery = CancellationToken::new();
-    let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
-    tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
-    let app = api::app(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
-    tracing::info!("shutting down: finishing deliveries in flight");
-    stop_delivery.cancel();
-    let _ = dispatcher.await;
-    store.close().await;
-    tracing::info!("database closed; bye");
-    Ok(())
+    })
 }
 
 /// The admin token: from the options, else from the data dir, else generated, stored

@@ -17,7 +17,9 @@ out_dir="$(cd "$out_dir" && pwd)"
 
 cd "$here"
 if [[ ! -x node_modules/.bin/componentize-js ]]; then
-    npm ci --no-audit --no-fund
+    # `npm install`, not `npm ci`: npm 11 reports the lockfile out of sync for optional
+    # platform packages of other OSes, while installing from it works.
+    npm install --no-audit --no-fund
 fi
 node_modules/.bin/componentize-js app.js --wit "$repo/wit" --world-name plugin -o "$out_dir/js_hello.wasm"
 echo "built $out_dir/js_hello.wasm"
