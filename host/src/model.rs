@@ -332,8 +332,9 @@ pub struct PluginLimits {
 pub struct Plugin {
     /// Plugin id (`plg_...`).
     pub id: String,
+    /// The owning account (never serialized).
     #[serde(skip)]
-    pub(crate) account_id: String,
+    pub account_id: String,
     /// Display name.
     pub name: String,
     /// Configuration the plugin reads with `config-get`.
