@@ -22,7 +22,8 @@ use wasmhook::store::events::NewEvent;
 use wasmhook_plugin_artifacts as artifacts;
 use wasmhook_plugin_sdk::Plugin as _;
 
-const TEXT: &str = "Hi, I am jane.doe@example.com, call me at +1 415 555 0100. Card 4111 1111 1111 1111.";
+const TEXT: &str =
+    "Hi, I am jane.doe@example.com, call me at +1 415 555 0100. Card 4111 1111 1111 1111.";
 
 fn payload() -> serde_json::Value {
     json!({
@@ -40,7 +41,10 @@ struct Floor {
 
 impl WasiView for Floor {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 impl types::Host for Floor {}
@@ -87,8 +91,18 @@ fn wit_event(e: &Event) -> types::Event {
     }
 }
 
-fn bench_plugin(c: &mut Criterion, name: &str, path: &str, config: &[(&str, &str)], native: fn(wasmhook_plugin_sdk::Event)) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+fn bench_plugin(
+    c: &mut Criterion,
+    name: &str,
+    path: &str,
+    config: &[(&str, &str)],
+    native: fn(wasmhook_plugin_sdk::Event),
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = wasmhook::config::Config::from_args([
         "--data-dir",
@@ -98,12 +112,19 @@ fn bench_plugin(c: &mut Criterion, name: &str, path: &str, config: &[(&str, &str
     ])
     .unwrap();
     let state = rt.block_on(wasmhook::open(cfg)).unwrap();
-    let config: BTreeMap<String, String> = config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let config: BTreeMap<String, String> = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
 
     // An account, the conversation (for send-message), the plugin, and one stored event.
     let (event, plugin_id) = rt.block_on(async {
         let (_, key) = wasmhook::auth::new_api_key();
-        let account = wasmhook::model::Account { id: new_id("acc"), name: "bench".into(), created_at: now_ms() };
+        let account = wasmhook::model::Account {
+            id: new_id("acc"),
+            name: "bench".into(),
+            created_at: now_ms(),
+        };
         let account = state.store.create_account(account, key).await.unwrap();
         let payload = RawValue::from_string(payload().to_string()).unwrap();
         let ev = NewEvent {
@@ -118,7 +139,14 @@ fn bench_plugin(c: &mut Criterion, name: &str, path: &str, config: &[(&str, &str
             body_hash: [0; 32],
             causation: None,
         };
-        let event = state.store.ingest(vec![ev]).await.unwrap().pop().unwrap().event;
+        let event = state
+            .store
+            .ingest(vec![ev])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .event;
         let plugin = Plugin {
             id: new_id("plg"),
             account_id: account.id.clone(),
@@ -130,16 +158,26 @@ fn bench_plugin(c: &mut Criterion, name: &str, path: &str, config: &[(&str, &str
             created_at: now_ms(),
             updated_at: now_ms(),
         };
-        let plugin = state.plugins.create(&state.store, plugin, std::fs::read(path).unwrap()).await.unwrap();
+        let plugin = state
+            .plugins
+            .create(&state.store, plugin, std::fs::read(path).unwrap())
+            .await
+            .unwrap();
         (event, plugin.id)
     });
 
     let mut group = c.benchmark_group(format!("plugin/{name}"));
-    group.measurement_time(Duration::from_secs(5)).sample_size(50);
+    group
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(50);
 
     group.bench_function("host_path", |b| {
         b.to_async(&rt).iter(|| {
-            let input = Input { event: event.clone(), subscription_id: "sub".into(), attempt: 1 };
+            let input = Input {
+                event: event.clone(),
+                subscription_id: "sub".into(),
+                attempt: 1,
+            };
             let (state, plugin_id) = (&state, &plugin_id);
             async move { state.plugins.invoke(state, plugin_id, input).await.unwrap() }
         })
@@ -150,11 +188,19 @@ fn bench_plugin(c: &mut Criterion, name: &str, path: &str, config: &[(&str, &str
     let wit = wit_event(&event);
     group.bench_function("bare_wasmtime", |b| {
         b.iter(|| {
-            let floor = Floor { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new(), config: config.clone() };
+            let floor = Floor {
+                wasi: WasiCtxBuilder::new().build(),
+                table: ResourceTable::new(),
+                config: config.clone(),
+            };
             let mut store = Store::new(&engine, floor);
             store.set_epoch_deadline(1_000_000);
             let instance = pre.instantiate(&mut store).unwrap();
-            instance.wasmhook_plugin_handler().call_handle(&mut store, &wit).unwrap().unwrap()
+            instance
+                .wasmhook_plugin_handler()
+                .call_handle(&mut store, &wit)
+                .unwrap()
+                .unwrap()
         })
     });
 
@@ -162,7 +208,12 @@ fn bench_plugin(c: &mut Criterion, name: &str, path: &str, config: &[(&str, &str
         wasmhook_plugin_sdk::testing::set_config(k, v);
     }
     group.bench_function("native", |b| {
-        b.iter(|| native(wasmhook_plugin_sdk::Event::new("message:created", payload())))
+        b.iter(|| {
+            native(wasmhook_plugin_sdk::Event::new(
+                "message:created",
+                payload(),
+            ))
+        })
     });
     group.finish();
     rt.block_on(state.store.close());
@@ -175,11 +226,17 @@ fn plugins(c: &mut Criterion) {
     bench_plugin(c, "pii-redactor", artifacts::PII_REDACTOR, &[], |e| {
         pii_redactor::PiiRedactor::handle(e).unwrap();
     });
-    bench_plugin(c, "auto-reply", artifacts::AUTO_REPLY, &[("reply_text", "Thanks!")], |e| {
-        auto_reply::AutoReply::handle(e).unwrap();
-        wasmhook_plugin_sdk::testing::reset();
-        wasmhook_plugin_sdk::testing::set_config("reply_text", "Thanks!");
-    });
+    bench_plugin(
+        c,
+        "auto-reply",
+        artifacts::AUTO_REPLY,
+        &[("reply_text", "Thanks!")],
+        |e| {
+            auto_reply::AutoReply::handle(e).unwrap();
+            wasmhook_plugin_sdk::testing::reset();
+            wasmhook_plugin_sdk::testing::set_config("reply_text", "Thanks!");
+        },
+    );
 }
 
 criterion_group!(benches, plugins);

@@ -127,7 +127,10 @@ impl From<crate::plugins::PluginError> for ApiError {
                     P::Incompatible(_) => "incompatible_component",
                     _ => "invalid_component",
                 };
-                ApiError::BadRequest { code, message: e.to_string() }
+                ApiError::BadRequest {
+                    code,
+                    message: e.to_string(),
+                }
             }
             P::Store(StoreError::NotFound) => ApiError::NotFound("plugin".into()),
             P::Store(s) => s.into(),

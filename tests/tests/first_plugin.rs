@@ -11,14 +11,23 @@ use common::{TestServer, eventually};
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `src/lib.rs` the README shows, so the README cannot drift from what works.
 fn readme_lib_rs() -> String {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let after = readme.split("<!-- first-plugin:lib.rs -->").nth(1).expect("the README marks the plugin code");
-    let start = after.find("```rust\n").expect("a rust block follows the marker") + "```rust\n".len();
+    let after = readme
+        .split("<!-- first-plugin:lib.rs -->")
+        .nth(1)
+        .expect("the README marks the plugin code");
+    let start = after
+        .find("```rust\n")
+        .expect("a rust block follows the marker")
+        + "```rust\n".len();
     let end = after[start..].find("```").unwrap();
     after[start..start + end].to_string()
 }
@@ -43,7 +52,15 @@ async fn the_readme_walkthrough_builds_a_plugin_that_replies() {
     cargo(tmp.path(), &["new", "--lib", "--vcs", "none", "reply-bot"]);
     let dir = tmp.path().join("reply-bot");
     let sdk = repo().join("plugin-sdk");
-    cargo(&dir, &["add", "wasmhook-plugin-sdk", "--path", sdk.to_str().unwrap()]);
+    cargo(
+        &dir,
+        &[
+            "add",
+            "wasmhook-plugin-sdk",
+            "--path",
+            sdk.to_str().unwrap(),
+        ],
+    );
     let mut manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     manifest.push_str("\n[lib]\ncrate-type = [\"cdylib\"]\n");
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
@@ -65,7 +82,11 @@ async fn the_readme_walkthrough_builds_a_plugin_that_replies() {
     assert_eq!(resp.status(), 201);
     let plugin: Value = resp.json().await.unwrap();
     let id = plugin["id"].as_str().unwrap();
-    s.subscribe(&key, json!({"plugin_id": id, "event_types": ["message:created"]})).await;
+    s.subscribe(
+        &key,
+        json!({"plugin_id": id, "event_types": ["message:created"]}),
+    )
+    .await;
     s.event(
         &key,
         json!({"type": "message:created", "payload":
@@ -74,11 +95,26 @@ async fn the_readme_walkthrough_builds_a_plugin_that_replies() {
     .await;
     let reply = eventually("the plugin replies", Duration::from_secs(30), || async {
         let (_, events) = s.get("/v1/events?type=message:created", &key).await;
-        events["data"].as_array().unwrap().iter().find(|e| e["causation"]["plugin_id"] == id).cloned()
+        events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["causation"]["plugin_id"] == id)
+            .cloned()
     })
     .await;
-    assert_eq!(reply["payload"]["text"], "Thanks for writing! A human will answer soon.");
+    assert_eq!(
+        reply["payload"]["text"],
+        "Thanks for writing! A human will answer soon."
+    );
     assert_eq!(reply["payload"]["conversation_id"], "c1");
     let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
-    assert!(logs["data"].as_array().unwrap().iter().any(|l| l["message"] == "replied in c1"), "{logs}");
+    assert!(
+        logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "replied in c1"),
+        "{logs}"
+    );
 }

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 fn built(file: &str) -> PathBuf {
     let dir = std::env::var_os("WASMHOOK_OTHER_LANGUAGES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/other-languages"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/other-languages")
+        });
     let path = dir.join(file);
     assert!(
         path.exists(),
@@ -41,14 +43,29 @@ async fn round_trip(file: &str, seen_by: &str) {
     assert_eq!(status, 201, "{plugin}");
     let id = plugin["id"].as_str().unwrap();
     let (status, body) = s
-        .patch(&format!("/v1/plugins/{id}"), &key, json!({"config": {"greeting": "hi from the config"}}))
+        .patch(
+            &format!("/v1/plugins/{id}"),
+            &key,
+            json!({"config": {"greeting": "hi from the config"}}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    s.subscribe(&key, json!({"url": r.url.clone(), "transform_plugin_id": id})).await;
-    let e = s.event(&key, json!({"type": "message:created", "payload": {"text": "hello"}})).await;
-    let got = eventually(&format!("{seen_by} transformed the event"), Duration::from_secs(60), || async {
-        r.received().pop()
-    })
+    s.subscribe(
+        &key,
+        json!({"url": r.url.clone(), "transform_plugin_id": id}),
+    )
+    .await;
+    let e = s
+        .event(
+            &key,
+            json!({"type": "message:created", "payload": {"text": "hello"}}),
+        )
+        .await;
+    let got = eventually(
+        &format!("{seen_by} transformed the event"),
+        Duration::from_secs(60),
+        || async { r.received().pop() },
+    )
     .await;
     let data = got.json()["data"].clone();
     assert_eq!(data["text"], "hello", "{data}");
@@ -56,7 +73,11 @@ async fn round_trip(file: &str, seen_by: &str) {
     assert_eq!(data["greeting"], "hi from the config", "{data}");
     let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
     assert!(
-        logs["data"].as_array().unwrap().iter().any(|l| l["event_id"] == e["id"] && l["level"] == "info"),
+        logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["event_id"] == e["id"] && l["level"] == "info"),
         "{logs}"
     );
 }

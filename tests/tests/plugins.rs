@@ -30,12 +30,25 @@ pub async fn upload(s: &TestServer, key: &str, name: &str, path: &str) -> Value 
 }
 
 async fn configure(s: &TestServer, key: &str, plugin: &Value, patch: Value) {
-    let (status, body) = s.patch(&format!("/v1/plugins/{}", plugin["id"].as_str().unwrap()), key, patch).await;
+    let (status, body) = s
+        .patch(
+            &format!("/v1/plugins/{}", plugin["id"].as_str().unwrap()),
+            key,
+            patch,
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
 async fn raw_upload(s: &TestServer, key: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let resp = s.http.post(s.url("/v1/plugins?name=x")).bearer_auth(key).body(bytes).send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url("/v1/plugins?name=x"))
+        .bearer_auth(key)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
@@ -50,19 +63,32 @@ async fn message(s: &TestServer, key: &str, conversation: &str, text: &str) -> V
 }
 
 async fn deliveries_of(s: &TestServer, key: &str, event_id: &str) -> Vec<Value> {
-    let (_, list) = s.get(&format!("/v1/events/{event_id}/deliveries"), key).await;
+    let (_, list) = s
+        .get(&format!("/v1/events/{event_id}/deliveries"), key)
+        .await;
     list["data"].as_array().unwrap().clone()
 }
 
 async fn settled_delivery(s: &TestServer, key: &str, event_id: &str, status: &str) -> Value {
-    eventually(&format!("a delivery of {event_id} is {status}"), WAIT, || async {
-        for d in deliveries_of(s, key, event_id).await {
-            if d["status"] == status {
-                return Some(s.get(&format!("/v1/deliveries/{}", d["id"].as_str().unwrap()), key).await.1);
+    eventually(
+        &format!("a delivery of {event_id} is {status}"),
+        WAIT,
+        || async {
+            for d in deliveries_of(s, key, event_id).await {
+                if d["status"] == status {
+                    return Some(
+                        s.get(
+                            &format!("/v1/deliveries/{}", d["id"].as_str().unwrap()),
+                            key,
+                        )
+                        .await
+                        .1,
+                    );
+                }
             }
-        }
-        None
-    })
+            None
+        },
+    )
     .await
 }
 
@@ -71,20 +97,44 @@ async fn uploads_are_validated_with_actionable_errors() {
     let s = TestServer::start_with(&["--max-plugin-bytes", "4000000"]).await;
     let (_, key) = s.account("A").await;
     let (status, body) = raw_upload(&s, &key, b"hello, not wasm".to_vec()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_component")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_component")),
+        "{body}"
+    );
     let (status, body) = raw_upload(&s, &key, wat::parse_str("(module)").unwrap()).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "not_a_component");
-    assert!(body["error"]["message"].as_str().unwrap().contains("wasm32-wasip2"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wasm32-wasip2"),
+        "{body}"
+    );
     let (status, body) = raw_upload(&s, &key, wat::parse_str("(component)").unwrap()).await;
     assert_eq!(body["error"]["code"], "incompatible_component");
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("does not export wasmhook:plugin/handler"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not export wasmhook:plugin/handler"),
+        "{body}"
+    );
     // A component that exports the handler but imports something the host lacks is named.
-    let imports_unknown = wat::parse_str(r#"(component (import "acme:nope/thing" (instance (export "f" (func)))))"#).unwrap();
+    let imports_unknown =
+        wat::parse_str(r#"(component (import "acme:nope/thing" (instance (export "f" (func)))))"#)
+            .unwrap();
     let (status, body) = raw_upload(&s, &key, imports_unknown).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("acme:nope/thing"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("acme:nope/thing"),
+        "{body}"
+    );
     let (status, body) = raw_upload(&s, &key, vec![0u8; 5_000_000]).await;
     assert_eq!(status, 413, "{body}");
     let (status, _) = raw_upload(&s, &key, Vec::new()).await;
@@ -108,7 +158,14 @@ async fn plugins_are_managed_and_survive_a_restart_without_recompiling() {
 
     // A new version replaces the current one; both are listed.
     let bytes = std::fs::read(wasm::ROUTER).unwrap();
-    let resp = s.http.put(s.url(&format!("/v1/plugins/{id}"))).bearer_auth(&key).body(bytes).send().await.unwrap();
+    let resp = s
+        .http
+        .put(s.url(&format!("/v1/plugins/{id}")))
+        .bearer_auth(&key)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let (_, versions) = s.get(&format!("/v1/plugins/{id}/versions"), &key).await;
     assert_eq!(versions["data"].as_array().unwrap().len(), 2);
@@ -116,18 +173,44 @@ async fn plugins_are_managed_and_survive_a_restart_without_recompiling() {
     assert_eq!(versions["data"][0]["sha256"].as_str().unwrap().len(), 64);
 
     s.restart().await;
-    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("wasmhook_plugin_compilations_total 0"), "restart loaded stored artifacts:\n{metrics}");
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wasmhook_plugin_compilations_total 0"),
+        "restart loaded stored artifacts:\n{metrics}"
+    );
     let r = Receiver::start().await;
-    let transform = s.subscribe(&key, json!({"url": r.url.clone(), "transform_plugin_id": id})).await;
-    let e = s.event(&key, json!({"type": "a", "payload": {"x": 1}})).await;
+    let transform = s
+        .subscribe(
+            &key,
+            json!({"url": r.url.clone(), "transform_plugin_id": id}),
+        )
+        .await;
+    let e = s
+        .event(&key, json!({"type": "a", "payload": {"x": 1}}))
+        .await;
     settled_delivery(&s, &key, e["id"].as_str().unwrap(), "succeeded").await;
-    assert_eq!(r.received()[0].json()["data"], json!({"x": 1}), "router with no rules keeps");
+    assert_eq!(
+        r.received()[0].json()["data"],
+        json!({"x": 1}),
+        "router with no rules keeps"
+    );
 
     // In use: refused; detached: deleted.
     let (status, body) = s.delete(&format!("/v1/plugins/{id}"), &key).await;
     assert_eq!(status, 409, "{body}");
-    s.delete(&format!("/v1/subscriptions/{}", transform["id"].as_str().unwrap()), &key).await;
+    s.delete(
+        &format!("/v1/subscriptions/{}", transform["id"].as_str().unwrap()),
+        &key,
+    )
+    .await;
     assert_eq!(s.delete(&format!("/v1/plugins/{id}"), &key).await.0, 204);
     assert_eq!(s.get(&format!("/v1/plugins/{id}"), &key).await.0, 404);
 }
@@ -143,11 +226,26 @@ async fn a_transform_replaces_what_is_sent_and_signed_or_drops_it() {
         json!({"url": format!("{}/redacted", r.url), "transform_plugin_id": redactor["id"], "event_types": ["message:created"]}),
     )
     .await;
-    message(&s, &key, "c1", "mail me at jane.doe@example.com or call +1 415 555 0100, card 4111 1111 1111 1111").await;
-    let got = eventually("redacted delivery", WAIT, || async { r.at("/redacted").pop() }).await;
+    message(
+        &s,
+        &key,
+        "c1",
+        "mail me at jane.doe@example.com or call +1 415 555 0100, card 4111 1111 1111 1111",
+    )
+    .await;
+    let got = eventually("redacted delivery", WAIT, || async {
+        r.at("/redacted").pop()
+    })
+    .await;
     let text = got.json()["data"]["text"].as_str().unwrap().to_string();
-    assert!(!text.contains("jane.doe@example.com") && !text.contains("4111"), "{text}");
-    assert!(text.contains("[email]") && text.contains("[card]"), "{text}");
+    assert!(
+        !text.contains("jane.doe@example.com") && !text.contains("4111"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[email]") && text.contains("[card]"),
+        "{text}"
+    );
 
     let router = upload(&s, &key, "router", wasm::ROUTER).await;
     configure(
@@ -157,11 +255,26 @@ async fn a_transform_replaces_what_is_sent_and_signed_or_drops_it() {
         json!({"config": {"rules": r#"[{"type": "message:*", "field": "/source", "equals": "facebook", "action": "drop"}]"#}}),
     )
     .await;
-    s.subscribe(&key, json!({"url": format!("{}/routed", r.url), "transform_plugin_id": router["id"]})).await;
+    s.subscribe(
+        &key,
+        json!({"url": format!("{}/routed", r.url), "transform_plugin_id": router["id"]}),
+    )
+    .await;
     let dropped = message(&s, &key, "c2", "from facebook").await;
-    let kept = s.event(&key, json!({"type": "conversation:created", "payload": {"source": "facebook"}})).await;
+    let kept = s
+        .event(
+            &key,
+            json!({"type": "conversation:created", "payload": {"source": "facebook"}}),
+        )
+        .await;
     let d = settled_delivery(&s, &key, dropped["id"].as_str().unwrap(), "filtered").await;
-    assert!(d["last_error"].as_str().unwrap().contains("dropped by transform plugin"), "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("dropped by transform plugin"),
+        "{d}"
+    );
     settled_delivery(&s, &key, kept["id"].as_str().unwrap(), "succeeded").await;
     let routed: Vec<Value> = r.at("/routed").iter().map(|x| x.json()).collect();
     assert_eq!(routed.len(), 1);
@@ -174,14 +287,28 @@ async fn auto_reply_answers_customers_through_the_send_path_and_never_itself() {
     let r = Receiver::start().await;
     let (_, key) = s.account("A").await;
     let bot = upload(&s, &key, "auto-reply", wasm::AUTO_REPLY).await;
-    configure(&s, &key, &bot, json!({"config": {"reply_text": "Thanks, we will get back to you!", "keywords": "help"}})).await;
-    s.subscribe(&key, json!({"plugin_id": bot["id"], "event_types": ["message:created"]})).await;
-    s.post("/webhooks.subscribe", &key, json!({"url": r.url.clone()})).await;
+    configure(
+        &s,
+        &key,
+        &bot,
+        json!({"config": {"reply_text": "Thanks, we will get back to you!", "keywords": "help"}}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"plugin_id": bot["id"], "event_types": ["message:created"]}),
+    )
+    .await;
+    s.post("/webhooks.subscribe", &key, json!({"url": r.url.clone()}))
+        .await;
 
     let ignored = message(&s, &key, "conv-7", "just saying hi").await;
     let asked = message(&s, &key, "conv-7", "I need help").await;
     let reply = eventually("the reply reaches the Airy webhook", WAIT, || async {
-        r.received().into_iter().map(|x| x.json()).find(|b| b["sender"]["type"] == "app_user")
+        r.received()
+            .into_iter()
+            .map(|x| x.json())
+            .find(|b| b["sender"]["type"] == "app_user")
     })
     .await;
     assert_eq!(reply["text"], "Thanks, we will get back to you!");
@@ -196,9 +323,19 @@ async fn auto_reply_answers_customers_through_the_send_path_and_never_itself() {
     assert_eq!(reply_event["causation"]["plugin_id"], bot["id"]);
     assert_eq!(reply_event["causation"]["event_id"], asked["id"]);
     let d = settled_delivery(&s, &key, reply_event["id"].as_str().unwrap(), "filtered").await;
-    assert!(d["last_error"].as_str().unwrap().contains("it caused this event"), "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("it caused this event"),
+        "{d}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let replies = r.received().iter().filter(|x| x.json()["sender"]["type"] == "app_user").count();
+    let replies = r
+        .received()
+        .iter()
+        .filter(|x| x.json()["sender"]["type"] == "app_user")
+        .count();
     assert_eq!(replies, 1, "exactly one reply");
 }
 
@@ -207,8 +344,18 @@ async fn first_contact_greeter_greets_each_conversation_once() {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
     let greeter = upload(&s, &key, "greeter", wasm::FIRST_CONTACT_GREETER).await;
-    configure(&s, &key, &greeter, json!({"config": {"greeting": "Welcome!"}})).await;
-    s.subscribe(&key, json!({"plugin_id": greeter["id"], "event_types": ["message:created"]})).await;
+    configure(
+        &s,
+        &key,
+        &greeter,
+        json!({"config": {"greeting": "Welcome!"}}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"plugin_id": greeter["id"], "event_types": ["message:created"]}),
+    )
+    .await;
     for text in ["one", "two", "three"] {
         let e = message(&s, &key, "conv-g", text).await;
         settled_delivery(&s, &key, e["id"].as_str().unwrap(), "succeeded").await;
@@ -216,8 +363,12 @@ async fn first_contact_greeter_greets_each_conversation_once() {
     let e = message(&s, &key, "conv-h", "other conversation").await;
     settled_delivery(&s, &key, e["id"].as_str().unwrap(), "succeeded").await;
     let (_, events) = s.get("/v1/events?type=message:created", &key).await;
-    let greetings: Vec<&Value> =
-        events["data"].as_array().unwrap().iter().filter(|e| e["payload"]["text"] == "Welcome!").collect();
+    let greetings: Vec<&Value> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["payload"]["text"] == "Welcome!")
+        .collect();
     assert_eq!(greetings.len(), 2, "one greeting per conversation");
 }
 
@@ -228,21 +379,55 @@ async fn plugin_chains_stop_at_causation_depth_eight() {
     // Two plugins that each answer every message once: they would ping-pong forever.
     for name in ["ping", "pong"] {
         let p = upload(&s, &key, name, wasm::HOSTILE).await;
-        configure(&s, &key, &p, json!({"config": {"mode": "send-flood"}, "limits": {"send_messages": 1}})).await;
-        s.subscribe(&key, json!({"plugin_id": p["id"], "event_types": ["message:created"]})).await;
+        configure(
+            &s,
+            &key,
+            &p,
+            json!({"config": {"mode": "send-flood"}, "limits": {"send_messages": 1}}),
+        )
+        .await;
+        s.subscribe(
+            &key,
+            json!({"plugin_id": p["id"], "event_types": ["message:created"]}),
+        )
+        .await;
     }
     message(&s, &key, "conv-loop", "start").await;
     let deep = eventually("a depth-9 event is not given to plugins", WAIT, || async {
-        let (_, events) = s.get("/v1/events?type=message:created&limit=250", &key).await;
-        let deep = events["data"].as_array().unwrap().iter().find(|e| e["causation"]["depth"] == 9).cloned()?;
+        let (_, events) = s
+            .get("/v1/events?type=message:created&limit=250", &key)
+            .await;
+        let deep = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["causation"]["depth"] == 9)
+            .cloned()?;
         let ds = deliveries_of(&s, &key, deep["id"].as_str().unwrap()).await;
         ds.iter().all(|d| d["status"] == "filtered").then_some(deep)
     })
     .await;
     let ds = deliveries_of(&s, &key, deep["id"].as_str().unwrap()).await;
-    assert!(ds.iter().any(|d| d["last_error"].as_str().unwrap().contains("causation depth 9 exceeds 8")), "{ds:?}");
+    assert!(
+        ds.iter().any(|d| d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("causation depth 9 exceeds 8")),
+        "{ds:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, events) = s.get("/v1/events?type=message:created&limit=250", &key).await;
-    let max_depth = events["data"].as_array().unwrap().iter().filter_map(|e| e["causation"]["depth"].as_u64()).max();
-    assert_eq!(max_depth, Some(9), "no event deeper than 9 was ever emitted");
+    let (_, events) = s
+        .get("/v1/events?type=message:created&limit=250", &key)
+        .await;
+    let max_depth = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["causation"]["depth"].as_u64())
+        .max();
+    assert_eq!(
+        max_depth,
+        Some(9),
+        "no event deeper than 9 was ever emitted"
+    );
 }

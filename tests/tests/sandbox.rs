@@ -22,7 +22,10 @@ async fn upload(s: &TestServer, key: &str, path: &str, patch: Value) -> String {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, body) = s.patch(&format!("/v1/plugins/{id}"), key, patch).await;
     assert_eq!(status, 200, "{body}");
     id
@@ -31,7 +34,9 @@ async fn upload(s: &TestServer, key: &str, path: &str, patch: Value) -> String {
 /// The first attempt of the delivery of `event_id`, once one is recorded.
 async fn first_attempt(s: &TestServer, key: &str, event_id: &str) -> (Value, Value) {
     eventually(&format!("an attempt at {event_id}"), WAIT, || async {
-        let (_, list) = s.get(&format!("/v1/events/{event_id}/deliveries"), key).await;
+        let (_, list) = s
+            .get(&format!("/v1/events/{event_id}/deliveries"), key)
+            .await;
         let id = list["data"][0]["id"].as_str()?.to_string();
         let (_, d) = s.get(&format!("/v1/deliveries/{id}"), key).await;
         let attempt = d["attempt_log"][0].clone();
@@ -42,24 +47,51 @@ async fn first_attempt(s: &TestServer, key: &str, event_id: &str) -> (Value, Val
 
 /// A hostile plugin subscribed to `hostile.<mode>`, an innocent echo plugin on `innocent`.
 async fn hostile(s: &TestServer, key: &str, mode: &str, limits: Value) -> String {
-    let id = upload(s, key, wasm::HOSTILE, json!({"config": {"mode": mode}, "limits": limits})).await;
-    s.subscribe(key, json!({"plugin_id": id, "event_types": [format!("hostile.{mode}")]})).await;
+    let id = upload(
+        s,
+        key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": mode}, "limits": limits}),
+    )
+    .await;
+    s.subscribe(
+        key,
+        json!({"plugin_id": id, "event_types": [format!("hostile.{mode}")]}),
+    )
+    .await;
     id
 }
 
 async fn innocent_still_flows(s: &TestServer, key: &str, r: &Receiver) {
     let before = r.received().len();
-    s.event(key, json!({"type": "innocent", "payload": {"ok": true}})).await;
-    eventually("the innocent event is delivered", WAIT, || async { (r.received().len() > before).then_some(()) }).await;
-    assert_eq!(s.call(reqwest::Method::GET, "/healthz", None, None).await.0, 200);
+    s.event(key, json!({"type": "innocent", "payload": {"ok": true}}))
+        .await;
+    eventually("the innocent event is delivered", WAIT, || async {
+        (r.received().len() > before).then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.call(reqwest::Method::GET, "/healthz", None, None).await.0,
+        200
+    );
 }
 
 async fn setup() -> (TestServer, String, Receiver) {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
     let r = Receiver::start().await;
-    let echo = upload(&s, &key, wasm::HOSTILE, json!({"config": {"mode": "echo-config", "value": "v"}})).await;
-    s.subscribe(&key, json!({"url": r.url.clone(), "transform_plugin_id": echo, "event_types": ["innocent"]})).await;
+    let echo = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "echo-config", "value": "v"}}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"url": r.url.clone(), "transform_plugin_id": echo, "event_types": ["innocent"]}),
+    )
+    .await;
     (s, key, r)
 }
 
@@ -67,26 +99,55 @@ async fn setup() -> (TestServer, String, Receiver) {
 async fn endless_loops_hit_the_deadline_and_do_not_block_the_server() {
     let (s, key, r) = setup().await;
     hostile(&s, &key, "loop", json!({"deadline_ms": 1500})).await;
-    let e = s.event(&key, json!({"type": "hostile.loop", "payload": {}})).await;
+    let e = s
+        .event(&key, json!({"type": "hostile.loop", "payload": {}}))
+        .await;
     let path = format!("/v1/events/{}/deliveries", e["id"].as_str().unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
     // While the plugin spins, the API answers and other deliveries flow.
     innocent_still_flows(&s, &key, &r).await;
     let (_, list) = s.get(&path, &key).await;
-    assert_eq!(list["data"][0]["attempts"], 0, "the loop was still running while requests were served");
+    assert_eq!(
+        list["data"][0]["attempts"], 0,
+        "the loop was still running while requests were served"
+    );
     let (_, attempt) = first_attempt(&s, &key, e["id"].as_str().unwrap()).await;
     assert_eq!(attempt["error_kind"], "plugin");
-    assert!(attempt["error_message"].as_str().unwrap().contains("deadline exceeded after 1s 500ms"), "{attempt}");
+    assert!(
+        attempt["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline exceeded after 1s 500ms"),
+        "{attempt}"
+    );
 }
 
 #[tokio::test]
 async fn a_plugin_blocked_in_a_host_call_still_meets_its_deadline() {
     let (s, key, r) = setup().await;
-    let id = upload(&s, &key, wasm::HOSTILE, json!({"config": {"mode": "sleep", "ms": "20000"}, "limits": {"deadline_ms": 300}})).await;
-    s.subscribe(&key, json!({"plugin_id": id, "event_types": ["hostile.sleep"]})).await;
-    let e = s.event(&key, json!({"type": "hostile.sleep", "payload": {}})).await;
+    let id = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "sleep", "ms": "20000"}, "limits": {"deadline_ms": 300}}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"plugin_id": id, "event_types": ["hostile.sleep"]}),
+    )
+    .await;
+    let e = s
+        .event(&key, json!({"type": "hostile.sleep", "payload": {}}))
+        .await;
     let (_, attempt) = first_attempt(&s, &key, e["id"].as_str().unwrap()).await;
-    assert!(attempt["error_message"].as_str().unwrap().contains("deadline exceeded after 300ms"), "{attempt}");
+    assert!(
+        attempt["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline exceeded after 300ms"),
+        "{attempt}"
+    );
     innocent_still_flows(&s, &key, &r).await;
 }
 
@@ -94,9 +155,17 @@ async fn a_plugin_blocked_in_a_host_call_still_meets_its_deadline() {
 async fn unbounded_memory_growth_hits_the_memory_limit() {
     let (s, key, r) = setup().await;
     hostile(&s, &key, "memory", json!({"memory_mb": 16})).await;
-    let e = s.event(&key, json!({"type": "hostile.memory", "payload": {}})).await;
+    let e = s
+        .event(&key, json!({"type": "hostile.memory", "payload": {}}))
+        .await;
     let (_, attempt) = first_attempt(&s, &key, e["id"].as_str().unwrap()).await;
-    assert!(attempt["error_message"].as_str().unwrap().contains("memory limit 16 MiB exceeded"), "{attempt}");
+    assert!(
+        attempt["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit 16 MiB exceeded"),
+        "{attempt}"
+    );
     innocent_still_flows(&s, &key, &r).await;
 }
 
@@ -105,14 +174,30 @@ async fn traps_and_stack_overflows_are_recorded() {
     let (s, key, r) = setup().await;
     hostile(&s, &key, "trap", json!({})).await;
     hostile(&s, &key, "stack-overflow", json!({})).await;
-    let trap = s.event(&key, json!({"type": "hostile.trap", "payload": {}})).await;
-    let overflow = s.event(&key, json!({"type": "hostile.stack-overflow", "payload": {}})).await;
+    let trap = s
+        .event(&key, json!({"type": "hostile.trap", "payload": {}}))
+        .await;
+    let overflow = s
+        .event(
+            &key,
+            json!({"type": "hostile.stack-overflow", "payload": {}}),
+        )
+        .await;
     let (d, attempt) = first_attempt(&s, &key, trap["id"].as_str().unwrap()).await;
-    assert!(attempt["error_message"].as_str().unwrap().contains("plugin trapped"), "{attempt}");
+    assert!(
+        attempt["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("plugin trapped"),
+        "{attempt}"
+    );
     assert_eq!(d["status"], "failed", "a trap is not retried");
     let (_, attempt) = first_attempt(&s, &key, overflow["id"].as_str().unwrap()).await;
     let reason = attempt["error_message"].as_str().unwrap();
-    assert!(reason.contains("stack overflow") || reason.contains("out of bounds"), "{attempt}");
+    assert!(
+        reason.contains("stack overflow") || reason.contains("out of bounds"),
+        "{attempt}"
+    );
     innocent_still_flows(&s, &key, &r).await;
 }
 
@@ -124,24 +209,51 @@ async fn send_message_floods_are_capped() {
         .event(&key, json!({"type": "hostile.send-flood", "payload": {"conversation_id": "flood", "text": "hi"}}))
         .await;
     first_attempt(&s, &key, e["id"].as_str().unwrap()).await;
-    let (_, events) = s.get("/v1/events?type=message:created&limit=250", &key).await;
-    let sent = events["data"].as_array().unwrap().iter().filter(|e| e["causation"]["plugin_id"] == id.as_str()).count();
+    let (_, events) = s
+        .get("/v1/events?type=message:created&limit=250", &key)
+        .await;
+    let sent = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["causation"]["plugin_id"] == id.as_str())
+        .count();
     assert_eq!(sent, 5, "the default send-message limit is 5 per event");
     let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
-    assert!(logs["data"].as_array().unwrap().iter().any(|l| l["message"].as_str().unwrap().contains("limit of 5")), "{logs}");
+    assert!(
+        logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("limit of 5")),
+        "{logs}"
+    );
     innocent_still_flows(&s, &key, &r).await;
 }
 
 #[tokio::test]
 async fn oversized_replacements_fail_the_attempt_and_send_nothing() {
     let (s, key, r) = setup().await;
-    let id = upload(&s, &key, wasm::HOSTILE, json!({"config": {"mode": "oversized-replace"}})).await;
+    let id = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "oversized-replace"}}),
+    )
+    .await;
     let out = Receiver::start().await;
-    s.subscribe(&key, json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["big"]})).await;
+    s.subscribe(
+        &key,
+        json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["big"]}),
+    )
+    .await;
     let e = s.event(&key, json!({"type": "big", "payload": {}})).await;
     let (_, attempt) = first_attempt(&s, &key, e["id"].as_str().unwrap()).await;
     assert!(
-        attempt["error_message"].as_str().unwrap().contains("exceeds the limit of 262144 bytes"),
+        attempt["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit of 262144 bytes"),
         "{attempt}"
     );
     assert!(out.received().is_empty());
@@ -154,22 +266,44 @@ async fn outgoing_http_reaches_only_allowed_hosts() {
     let target = Receiver::start().await;
     let out = Receiver::start().await;
     let url = format!("{}/ping", target.url);
-    let id = upload(&s, &key, wasm::HOSTILE, json!({"config": {"mode": "http", "url": url}})).await;
-    s.subscribe(&key, json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["call"]})).await;
+    let id = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "http", "url": url}}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["call"]}),
+    )
+    .await;
     let denied = s.event(&key, json!({"type": "call", "payload": {}})).await;
     let (_, attempt) = first_attempt(&s, &key, denied["id"].as_str().unwrap()).await;
     assert_eq!(attempt["error_kind"], "plugin", "{attempt}");
     assert!(target.received().is_empty(), "deny by default");
     let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
     assert!(
-        logs["data"].as_array().unwrap().iter().any(|l| l["message"].as_str().unwrap().contains("not in the plugin's allowed_hosts")),
+        logs["data"].as_array().unwrap().iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in the plugin's allowed_hosts")),
         "{logs}"
     );
 
-    let (status, _) = s.patch(&format!("/v1/plugins/{id}"), &key, json!({"allowed_hosts": ["127.0.0.1"]})).await;
+    let (status, _) = s
+        .patch(
+            &format!("/v1/plugins/{id}"),
+            &key,
+            json!({"allowed_hosts": ["127.0.0.1"]}),
+        )
+        .await;
     assert_eq!(status, 200);
     let allowed = s.event(&key, json!({"type": "call", "payload": {}})).await;
-    let got = eventually("the transformed delivery", WAIT, || async { out.received().pop() }).await;
+    let got = eventually("the transformed delivery", WAIT, || async {
+        out.received().pop()
+    })
+    .await;
     assert_eq!(got.json()["data"], json!({"status": 200}));
     assert_eq!(target.at("/ping").len(), 1);
     let _ = allowed;
@@ -180,7 +314,9 @@ async fn outgoing_http_reaches_only_allowed_hosts() {
 async fn logs_carry_the_event_id_and_capture_stdout_and_stderr() {
     let (s, key, _r) = setup().await;
     let id = hostile(&s, &key, "log", json!({})).await;
-    let e = s.event(&key, json!({"type": "hostile.log", "payload": {}})).await;
+    let e = s
+        .event(&key, json!({"type": "hostile.log", "payload": {}}))
+        .await;
     first_attempt(&s, &key, e["id"].as_str().unwrap()).await;
     let logs = eventually("log lines", WAIT, || async {
         let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
@@ -188,7 +324,12 @@ async fn logs_carry_the_event_id_and_capture_stdout_and_stderr() {
         (lines.len() >= 7).then_some(lines)
     })
     .await;
-    let find = |text: &str| logs.iter().find(|l| l["message"] == text).unwrap_or_else(|| panic!("{text} in {logs:?}")).clone();
+    let find = |text: &str| {
+        logs.iter()
+            .find(|l| l["message"] == text)
+            .unwrap_or_else(|| panic!("{text} in {logs:?}"))
+            .clone()
+    };
     assert_eq!(find("hostile: info")["level"], "info");
     assert_eq!(find("hostile: error")["level"], "error");
     assert_eq!(find("hostile: stdout")["level"], "info");
@@ -199,27 +340,60 @@ async fn logs_carry_the_event_id_and_capture_stdout_and_stderr() {
 #[tokio::test]
 async fn kv_limits_are_enforced() {
     let (s, key, _r) = setup().await;
-    let id = upload(&s, &key, wasm::HOSTILE, json!({"config": {"mode": "kv-flood"}, "limits": {"kv_keys": 10}})).await;
+    let id = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "kv-flood"}, "limits": {"kv_keys": 10}}),
+    )
+    .await;
     let out = Receiver::start().await;
-    s.subscribe(&key, json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["kv"]})).await;
+    s.subscribe(
+        &key,
+        json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["kv"]}),
+    )
+    .await;
     s.event(&key, json!({"type": "kv", "payload": {}})).await;
     let got = eventually("the flood result", WAIT, || async { out.received().pop() }).await;
     let data = got.json()["data"].clone();
     assert_eq!(data["written"], 10, "{data}");
-    assert!(data["error"].as_str().unwrap().contains("maximum of 10 keys"), "{data}");
+    assert!(
+        data["error"]
+            .as_str()
+            .unwrap()
+            .contains("maximum of 10 keys"),
+        "{data}"
+    );
 }
 
 #[tokio::test]
 async fn a_new_version_swaps_in_while_calls_in_flight_finish_on_the_old_one() {
     let (s, key, _r) = setup().await;
-    let id = upload(&s, &key, wasm::HOSTILE, json!({"config": {"mode": "sleep", "ms": "1500"}, "limits": {"deadline_ms": 10000}})).await;
+    let id = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "sleep", "ms": "1500"}, "limits": {"deadline_ms": 10000}}),
+    )
+    .await;
     let out = Receiver::start().await;
-    s.subscribe(&key, json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["swap"]})).await;
+    s.subscribe(
+        &key,
+        json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": ["swap"]}),
+    )
+    .await;
     let text = "write to a@example.com";
-    let first = s.event(&key, json!({"type": "swap", "payload": {"text": text}})).await;
+    let first = s
+        .event(&key, json!({"type": "swap", "payload": {"text": text}}))
+        .await;
     // Wait until the old version is running, then swap in the redactor.
     eventually("the first call is in flight", WAIT, || async {
-        let (_, list) = s.get(&format!("/v1/events/{}/deliveries", first["id"].as_str().unwrap()), &key).await;
+        let (_, list) = s
+            .get(
+                &format!("/v1/events/{}/deliveries", first["id"].as_str().unwrap()),
+                &key,
+            )
+            .await;
         (list["data"][0]["status"] == "pending").then_some(())
     })
     .await;
@@ -233,13 +407,23 @@ async fn a_new_version_swaps_in_while_calls_in_flight_finish_on_the_old_one() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    s.event(&key, json!({"type": "swap", "payload": {"text": text}})).await;
+    s.event(&key, json!({"type": "swap", "payload": {"text": text}}))
+        .await;
     let got = eventually("both delivered", WAIT, || async {
         let got = out.received();
         (got.len() == 2).then_some(got)
     })
     .await;
-    let texts: Vec<String> = got.iter().map(|g| g.json()["data"]["text"].as_str().unwrap().to_string()).collect();
-    assert!(texts.contains(&text.to_string()), "the call in flight finished on v1 (keep): {texts:?}");
-    assert!(texts.iter().any(|t| t.contains("[email]")), "the new event ran on v2 (redact): {texts:?}");
+    let texts: Vec<String> = got
+        .iter()
+        .map(|g| g.json()["data"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        texts.contains(&text.to_string()),
+        "the call in flight finished on v1 (keep): {texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("[email]")),
+        "the new event ran on v2 (redact): {texts:?}"
+    );
 }

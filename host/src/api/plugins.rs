@@ -29,7 +29,9 @@ pub fn router(config: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(get_one, update, replace, delete))
         .routes(routes!(versions))
         .routes(routes!(logs))
-        .layer(axum::extract::DefaultBodyLimit::max(config.max_plugin_bytes))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            config.max_plugin_bytes,
+        ))
 }
 
 /// Query of an upload.
@@ -69,8 +71,13 @@ fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if config.len() > 256 {
         return Err(ApiError::invalid("config: at most 256 keys"));
     }
-    if let Some((k, _)) = config.iter().find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 64 * 1024) {
-        return Err(ApiError::invalid(format!("config: key {k:?} or its value is too long (keys 1-256 bytes, values ≤ 64 KiB)")));
+    if let Some((k, _)) = config
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 64 * 1024)
+    {
+        return Err(ApiError::invalid(format!(
+            "config: key {k:?} or its value is too long (keys 1-256 bytes, values ≤ 64 KiB)"
+        )));
     }
     Ok(())
 }
@@ -83,7 +90,9 @@ fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
         let name = h.strip_prefix("*.").unwrap_or(h);
         let ok = !name.is_empty()
             && name.len() <= 253
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             && !name.starts_with('.')
             && !name.ends_with('.');
         if !ok {
@@ -109,15 +118,21 @@ async fn upload(
     let body = body.map_err(super::extract::body_error)?;
     check_name(&q.name)?;
     let config: BTreeMap<String, String> = match &q.config {
-        Some(c) => super::extract::parse_json(c.as_bytes())
-            .map_err(|e| ApiError::invalid(format!("config: must be a JSON object of strings ({e})")))?,
+        Some(c) => super::extract::parse_json(c.as_bytes()).map_err(|e| {
+            ApiError::invalid(format!("config: must be a JSON object of strings ({e})"))
+        })?,
         None => BTreeMap::new(),
     };
     check_config(&config)?;
     let allowed_hosts: Vec<String> = q
         .allowed_hosts
         .as_deref()
-        .map(|h| h.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|h| {
+            h.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     check_hosts(&allowed_hosts)?;
     let now = now_ms();
@@ -132,7 +147,10 @@ async fn upload(
         created_at: now,
         updated_at: now,
     };
-    let plugin = state.plugins.create(&state.store, plugin, body.to_vec()).await?;
+    let plugin = state
+        .plugins
+        .create(&state.store, plugin, body.to_vec())
+        .await?;
     Ok(with_status(StatusCode::CREATED, plugin))
 }
 
@@ -145,7 +163,13 @@ async fn list(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<ListResponse<Plugin>>, ApiError> {
     let (limit, cursor) = q.parse()?;
-    Ok(Json(state.store.list_plugins(account, limit, cursor).await?.into()))
+    Ok(Json(
+        state
+            .store
+            .list_plugins(account, limit, cursor)
+            .await?
+            .into(),
+    ))
 }
 
 /// Get a plugin.
@@ -157,7 +181,13 @@ async fn get_one(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<Json<Plugin>, ApiError> {
-    Ok(Json(state.store.get_plugin(account, id).await.or_not_found("plugin")?))
+    Ok(Json(
+        state
+            .store
+            .get_plugin(account, id)
+            .await
+            .or_not_found("plugin")?,
+    ))
 }
 
 /// Change a plugin's name, configuration, allowed hosts or limits.
@@ -218,7 +248,12 @@ async fn replace(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Plugin>, ApiError> {
     let body = body.map_err(super::extract::body_error)?;
-    Ok(Json(state.plugins.new_version(&state.store, account, id, body.to_vec()).await?))
+    Ok(Json(
+        state
+            .plugins
+            .new_version(&state.store, account, id, body.to_vec())
+            .await?,
+    ))
 }
 
 /// Delete a plugin (refused while a subscription uses it).
@@ -243,8 +278,15 @@ async fn versions(
     AccountId(account): AccountId,
     Path(id): Path<String>,
 ) -> Result<Json<ListResponse<PluginVersion>>, ApiError> {
-    let data = state.store.plugin_versions(account, id).await.or_not_found("plugin")?;
-    Ok(Json(ListResponse { data, next_cursor: None }))
+    let data = state
+        .store
+        .plugin_versions(account, id)
+        .await
+        .or_not_found("plugin")?;
+    Ok(Json(ListResponse {
+        data,
+        next_cursor: None,
+    }))
 }
 
 /// How many log lines to return.
@@ -267,8 +309,18 @@ async fn logs(
 ) -> Result<Json<ListResponse<PluginLogLine>>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest { code: "invalid_query", message: "limit: must be 1 to 1000".into() });
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "limit: must be 1 to 1000".into(),
+        });
     }
-    let data = state.store.plugin_logs(account, id, limit).await.or_not_found("plugin")?;
-    Ok(Json(ListResponse { data, next_cursor: None }))
+    let data = state
+        .store
+        .plugin_logs(account, id, limit)
+        .await
+        .or_not_found("plugin")?;
+    Ok(Json(ListResponse {
+        data,
+        next_cursor: None,
+    }))
 }

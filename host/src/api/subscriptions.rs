@@ -55,8 +55,14 @@ pub(crate) async fn check_plugin_refs(
     ids: &[Option<&String>],
 ) -> Result<(), ApiError> {
     for id in ids.iter().flatten() {
-        if !state.store.plugin_exists(account.to_string(), id.to_string()).await? {
-            return Err(ApiError::invalid(format!("no plugin {id:?} in this account")));
+        if !state
+            .store
+            .plugin_exists(account.to_string(), id.to_string())
+            .await?
+        {
+            return Err(ApiError::invalid(format!(
+                "no plugin {id:?} in this account"
+            )));
         }
     }
     Ok(())

@@ -12,11 +12,11 @@ use super::signing::{airy_signature, signature_header};
 use super::{AttemptOutcome, Verdict};
 use crate::clock::now_ms;
 use crate::model::Subscription;
-use crate::plugins::{Decision, InvokeError};
 use crate::plugins::invoke::Input;
-use serde_json::value::RawValue;
+use crate::plugins::{Decision, InvokeError};
 use crate::state::AppState;
 use crate::store::deliveries::Claimed;
+use serde_json::value::RawValue;
 
 /// Where a subscription's events go.
 pub enum Subscriber<'a> {
@@ -35,7 +35,10 @@ impl<'a> Subscriber<'a> {
     /// The subscriber behind a subscription, if it has one it can deliver to.
     pub fn of(sub: &'a Subscription) -> Option<Subscriber<'a>> {
         match (&sub.url, &sub.plugin_id) {
-            (Some(url), _) => Some(Subscriber::Url { url, transform: sub.transform_plugin_id.as_deref() }),
+            (Some(url), _) => Some(Subscriber::Url {
+                url,
+                transform: sub.transform_plugin_id.as_deref(),
+            }),
             (None, Some(plugin)) => Some(Subscriber::Plugin(plugin)),
             (None, None) => None,
         }
@@ -51,7 +54,11 @@ fn plugin_input(work: &Claimed) -> Input {
 }
 
 fn plugin_failure(plugin_id: &str, e: InvokeError) -> AttemptOutcome {
-    AttemptOutcome::failed("plugin", format!("plugin {plugin_id}: {}", e.message), e.retryable)
+    AttemptOutcome::failed(
+        "plugin",
+        format!("plugin {plugin_id}: {}", e.message),
+        e.retryable,
+    )
 }
 
 /// Makes one attempt at a claimed delivery.
@@ -59,15 +66,27 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
     let sub = &work.subscription;
     let event = &work.event;
     match Subscriber::of(sub) {
-        Some(Subscriber::Plugin(plugin_id)) => match state.plugins.invoke(state, plugin_id, plugin_input(work)).await {
-            Ok(_) => AttemptOutcome { status_code: None, response_body: None, verdict: Verdict::Delivered },
+        Some(Subscriber::Plugin(plugin_id)) => match state
+            .plugins
+            .invoke(state, plugin_id, plugin_input(work))
+            .await
+        {
+            Ok(_) => AttemptOutcome {
+                status_code: None,
+                response_body: None,
+                verdict: Verdict::Delivered,
+            },
             Err(e) => plugin_failure(plugin_id, e),
         },
         Some(Subscriber::Url { url, transform }) => {
             let replaced;
             let payload: &RawValue = match transform {
                 None => &event.payload,
-                Some(plugin_id) => match state.plugins.invoke(state, plugin_id, plugin_input(work)).await {
+                Some(plugin_id) => match state
+                    .plugins
+                    .invoke(state, plugin_id, plugin_input(work))
+                    .await
+                {
                     Ok(Decision::Keep) => &event.payload,
                     Ok(Decision::Replace(p)) => {
                         replaced = p;
@@ -77,7 +96,9 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
                         return AttemptOutcome {
                             status_code: None,
                             response_body: None,
-                            verdict: Verdict::Filtered(format!("dropped by transform plugin {plugin_id}")),
+                            verdict: Verdict::Filtered(format!(
+                                "dropped by transform plugin {plugin_id}"
+                            )),
                         };
                     }
                     Err(e) => return plugin_failure(plugin_id, e),
@@ -85,11 +106,20 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
             };
             let body = render(
                 sub.format,
-                &BodyInput { event_id: &event.id, event_type: &event.event_type, occurred_at: &event.occurred_at, payload },
+                &BodyInput {
+                    event_id: &event.id,
+                    event_type: &event.event_type,
+                    occurred_at: &event.occurred_at,
+                    payload,
+                },
             );
             post(state, sub, url, &work.delivery.id, body).await
         }
-        None => AttemptOutcome::failed("config", "the subscription has no URL or plugin to deliver to", false),
+        None => AttemptOutcome::failed(
+            "config",
+            "the subscription has no URL or plugin to deliver to",
+            false,
+        ),
     }
 }
 

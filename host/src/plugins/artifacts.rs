@@ -20,7 +20,9 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// Nothing was uploaded.
-    #[error("the body is empty: send the component as the raw request body (curl --data-binary @plugin.wasm)")]
+    #[error(
+        "the body is empty: send the component as the raw request body (curl --data-binary @plugin.wasm)"
+    )]
     Empty,
     /// Not WebAssembly at all.
     #[error("not a WebAssembly binary: it does not start with \\0asm")]
@@ -58,7 +60,9 @@ pub fn check_header(bytes: &[u8]) -> Result<(), PluginError> {
     match &bytes[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
         [0x01, 0x00, 0x00, 0x00] => Err(PluginError::CoreModule),
-        other => Err(PluginError::Invalid(format!("unknown WebAssembly version/layer {other:02x?}"))),
+        other => Err(PluginError::Invalid(format!(
+            "unknown WebAssembly version/layer {other:02x?}"
+        ))),
     }
 }
 
@@ -85,7 +89,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl PluginRuntime {
     fn pre(&self, component: &Component) -> Result<PluginPre<HostState>, PluginError> {
         // Imports first: an unknown import is the more fundamental mismatch to report.
-        let instance_pre = self.linker.instantiate_pre(component).map_err(incompatible)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(incompatible)?;
         if component.get_export_index(None, HANDLER_EXPORT).is_none() {
             return Err(PluginError::Incompatible(format!(
                 "the component does not export {HANDLER_EXPORT}: build it against the `plugin` world in wit/ \
@@ -96,22 +103,33 @@ impl PluginRuntime {
     }
 
     fn compile(&self, wasm: &[u8]) -> Result<Component, PluginError> {
-        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
         self.metrics.plugin_compilations.inc();
         Ok(component)
     }
 
     fn paths(&self, plugin_id: &str, version: u32) -> (PathBuf, PathBuf) {
         let dir = self.dir.join(plugin_id);
-        (dir.join(format!("v{version}.wasm")), dir.join(format!("v{version}.cwasm")))
+        (
+            dir.join(format!("v{version}.wasm")),
+            dir.join(format!("v{version}.cwasm")),
+        )
     }
 
     /// Validates, compiles and stores a component as `version` of `plugin_id` (blocking).
-    fn prepare(&self, plugin_id: &str, version: u32, wasm: &[u8]) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
+    fn prepare(
+        &self,
+        plugin_id: &str,
+        version: u32,
+        wasm: &[u8],
+    ) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
         check_header(wasm)?;
         let component = self.compile(wasm)?;
         let pre = self.pre(&component)?;
-        let compiled = component.serialize().map_err(|e| PluginError::Io(e.to_string()))?;
+        let compiled = component
+            .serialize()
+            .map_err(|e| PluginError::Io(e.to_string()))?;
         let (wasm_path, cwasm_path) = self.paths(plugin_id, version);
         let io = |e: std::io::Error| PluginError::Io(e.to_string());
         std::fs::create_dir_all(wasm_path.parent().expect("a plugin dir")).map_err(io)?;
@@ -130,7 +148,12 @@ impl PluginRuntime {
     }
 
     /// Uploads a new plugin.
-    pub async fn create(self: &Arc<Self>, store: &Store, mut plugin: Plugin, wasm: Vec<u8>) -> Result<Plugin, PluginError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        store: &Store,
+        mut plugin: Plugin,
+        wasm: Vec<u8>,
+    ) -> Result<Plugin, PluginError> {
         plugin.version = 1;
         let (pre, version) = self.prepare_blocking(plugin.id.clone(), 1, wasm).await?;
         let plugin = store.create_plugin(plugin, version).await?;
@@ -139,15 +162,28 @@ impl PluginRuntime {
     }
 
     /// Uploads a new version of a plugin and swaps it in.
-    pub async fn new_version(self: &Arc<Self>, store: &Store, account_id: String, id: String, wasm: Vec<u8>) -> Result<Plugin, PluginError> {
-        let next = store.next_plugin_version(account_id.clone(), id.clone()).await?;
+    pub async fn new_version(
+        self: &Arc<Self>,
+        store: &Store,
+        account_id: String,
+        id: String,
+        wasm: Vec<u8>,
+    ) -> Result<Plugin, PluginError> {
+        let next = store
+            .next_plugin_version(account_id.clone(), id.clone())
+            .await?;
         let (pre, version) = self.prepare_blocking(id.clone(), next, wasm).await?;
         let plugin = store.add_plugin_version(account_id, id, version).await?;
         self.registry.put(LoadedPlugin::new(&plugin, pre));
         Ok(plugin)
     }
 
-    async fn prepare_blocking(self: &Arc<Self>, id: String, version: u32, wasm: Vec<u8>) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
+    async fn prepare_blocking(
+        self: &Arc<Self>,
+        id: String,
+        version: u32,
+        wasm: Vec<u8>,
+    ) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
         let rt = self.clone();
         tokio::task::spawn_blocking(move || rt.prepare(&id, version, &wasm))
             .await
@@ -155,7 +191,12 @@ impl PluginRuntime {
     }
 
     /// Deletes a plugin's record, files and loaded version.
-    pub async fn delete(&self, store: &Store, account_id: String, id: String) -> Result<(), PluginError> {
+    pub async fn delete(
+        &self,
+        store: &Store,
+        account_id: String,
+        id: String,
+    ) -> Result<(), PluginError> {
         store.delete_plugin(account_id, id.clone()).await?;
         self.registry.remove(&id);
         let _ = std::fs::remove_dir_all(self.dir.join(&id));
@@ -181,7 +222,9 @@ impl PluginRuntime {
         let count = loaded.len();
         for (plugin, pre, rebuilt) in loaded {
             if let Some(v) = rebuilt {
-                store.set_plugin_engine_hash(plugin.id.clone(), v.version, self.engine_hash.clone()).await?;
+                store
+                    .set_plugin_engine_hash(plugin.id.clone(), v.version, self.engine_hash.clone())
+                    .await?;
             }
             self.registry.put(LoadedPlugin::new(&plugin, pre));
         }
@@ -189,17 +232,27 @@ impl PluginRuntime {
     }
 
     /// Returns the pre-instantiated version and whether it had to be compiled again.
-    fn load_version(&self, plugin: &Plugin, v: &PluginVersion) -> Result<(PluginPre<HostState>, bool), PluginError> {
+    fn load_version(
+        &self,
+        plugin: &Plugin,
+        v: &PluginVersion,
+    ) -> Result<(PluginPre<HostState>, bool), PluginError> {
         if v.engine_hash == self.engine_hash {
             match self.deserialize(Path::new(&v.cwasm_path)) {
                 Ok(component) => return Ok((self.pre(&component)?, false)),
-                Err(e) => tracing::warn!(plugin = %plugin.id, error = %e, "stored artifact unusable; compiling again"),
+                Err(e) => {
+                    tracing::warn!(plugin = %plugin.id, error = %e, "stored artifact unusable; compiling again")
+                }
             }
         }
-        let wasm = std::fs::read(&v.wasm_path).map_err(|e| PluginError::Io(format!("{}: {e}", v.wasm_path)))?;
+        let wasm = std::fs::read(&v.wasm_path)
+            .map_err(|e| PluginError::Io(format!("{}: {e}", v.wasm_path)))?;
         let component = self.compile(&wasm)?;
-        let compiled = component.serialize().map_err(|e| PluginError::Io(e.to_string()))?;
-        write_atomic(Path::new(&v.cwasm_path), &compiled).map_err(|e| PluginError::Io(e.to_string()))?;
+        let compiled = component
+            .serialize()
+            .map_err(|e| PluginError::Io(e.to_string()))?;
+        write_atomic(Path::new(&v.cwasm_path), &compiled)
+            .map_err(|e| PluginError::Io(e.to_string()))?;
         Ok((self.pre(&component)?, true))
     }
 
@@ -219,8 +272,14 @@ mod tests {
     #[test]
     fn headers_tell_modules_from_components() {
         assert!(matches!(check_header(b""), Err(PluginError::Empty)));
-        assert!(matches!(check_header(b"hello world"), Err(PluginError::NotWasm)));
-        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(PluginError::CoreModule)));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(PluginError::NotWasm)
+        ));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(PluginError::CoreModule)
+        ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

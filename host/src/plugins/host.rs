@@ -78,13 +78,20 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_policy }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
+        }
     }
 }
 
@@ -95,12 +102,21 @@ impl host::Host for HostState {
         let c = &mut self.call;
         if c.sends >= c.limits.send_messages {
             let limit = c.limits.send_messages;
-            c.log("warn", format!("send-message refused: the limit of {limit} per event is reached"));
+            c.log(
+                "warn",
+                format!("send-message refused: the limit of {limit} per event is reached"),
+            );
             return Err(SendError::LimitExceeded(limit));
         }
         c.sends += 1;
         let origin = Origin::Plugin(caused_by(&c.plugin.id, &c.event_id, c.depth));
-        let sent = c.rt.block_on(messages::send(&c.app, &c.account_id, conversation_id, text, origin));
+        let sent = c.rt.block_on(messages::send(
+            &c.app,
+            &c.account_id,
+            conversation_id,
+            text,
+            origin,
+        ));
         match sent {
             Ok(message) => Ok(message.id),
             Err(messages::SendError::UnknownConversation(_)) => Err(SendError::UnknownConversation),
@@ -126,14 +142,19 @@ impl host::Host for HostState {
 }
 
 fn check_key(key: &str) -> Result<(), KvError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES { Err(KvError::InvalidKey) } else { Ok(()) }
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        Err(KvError::InvalidKey)
+    } else {
+        Ok(())
+    }
 }
 
 impl kv::Host for HostState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
         let c = &self.call;
-        c.rt.block_on(c.app.store.kv_get(c.plugin.id.clone(), key)).map_err(|e| KvError::Unavailable(e.to_string()))
+        c.rt.block_on(c.app.store.kv_get(c.plugin.id.clone(), key))
+            .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
@@ -142,8 +163,14 @@ impl kv::Host for HostState {
         if value.len() > c.limits.kv_value_bytes {
             return Err(KvError::ValueTooLarge(c.limits.kv_value_bytes as u64));
         }
-        let limits = KvLimits { value_bytes: c.limits.kv_value_bytes, keys: c.limits.kv_keys };
-        match c.rt.block_on(c.app.store.kv_set(c.plugin.id.clone(), key, value, limits)) {
+        let limits = KvLimits {
+            value_bytes: c.limits.kv_value_bytes,
+            keys: c.limits.kv_keys,
+        };
+        match c
+            .rt
+            .block_on(c.app.store.kv_set(c.plugin.id.clone(), key, value, limits))
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(KvRefusal::TooManyKeys(n))) => Err(KvError::TooManyKeys(n)),
             Err(e) => Err(KvError::Unavailable(e.to_string())),
@@ -153,7 +180,8 @@ impl kv::Host for HostState {
     fn delete(&mut self, key: String) -> Result<(), KvError> {
         check_key(&key)?;
         let c = &self.call;
-        c.rt.block_on(c.app.store.kv_delete(c.plugin.id.clone(), key)).map_err(|e| KvError::Unavailable(e.to_string()))
+        c.rt.block_on(c.app.store.kv_delete(c.plugin.id.clone(), key))
+            .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 }
 

@@ -46,7 +46,10 @@ pub struct InvokeError {
 
 impl InvokeError {
     fn new(message: impl Into<String>, retryable: bool) -> InvokeError {
-        InvokeError { message: message.into(), retryable }
+        InvokeError {
+            message: message.into(),
+            retryable,
+        }
     }
 }
 
@@ -81,9 +84,17 @@ fn to_wit(input: &Input, account_id: &str) -> types::Event {
 
 impl PluginRuntime {
     /// Runs `plugin_id` on one event, on a blocking thread, and stores its log lines.
-    pub async fn invoke(self: &Arc<Self>, app: &AppState, plugin_id: &str, input: Input) -> Result<Decision, InvokeError> {
+    pub async fn invoke(
+        self: &Arc<Self>,
+        app: &AppState,
+        plugin_id: &str,
+        input: Input,
+    ) -> Result<Decision, InvokeError> {
         let Some(plugin) = self.registry.get(plugin_id) else {
-            return Err(InvokeError::new(format!("plugin {plugin_id} is not loaded (deleted?)"), false));
+            return Err(InvokeError::new(
+                format!("plugin {plugin_id} is not loaded (deleted?)"),
+                false,
+            ));
         };
         let event_id = input.event.id.clone();
         let rt = self.clone();
@@ -100,8 +111,16 @@ impl PluginRuntime {
                     "deadline exceeded after {} (blocked in a host call)",
                     humantime::format_duration(deadline)
                 );
-                let line = PluginLogLine { at: now_ms(), level: "error".into(), event_id: Some(event_id), message: message.clone() };
-                let _ = app.store.append_plugin_logs(plugin_id.to_string(), vec![line]).await;
+                let line = PluginLogLine {
+                    at: now_ms(),
+                    level: "error".into(),
+                    event_id: Some(event_id),
+                    message: message.clone(),
+                };
+                let _ = app
+                    .store
+                    .append_plugin_logs(plugin_id.to_string(), vec![line])
+                    .await;
                 return Err(InvokeError::new(message, true));
             }
         };
@@ -109,7 +128,11 @@ impl PluginRuntime {
             Ok(r) => r,
             Err(e) => return Err(InvokeError::new(format!("plugin task failed: {e}"), true)),
         };
-        if let Err(e) = app.store.append_plugin_logs(plugin_id.to_string(), logs).await {
+        if let Err(e) = app
+            .store
+            .append_plugin_logs(plugin_id.to_string(), logs)
+            .await
+        {
             tracing::warn!(plugin = plugin_id, error = %e, "storing plugin logs failed");
         }
         result
@@ -164,10 +187,11 @@ impl PluginRuntime {
         let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
         store.set_epoch_deadline(ticks);
 
-        let outcome = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.wasmhook_plugin_handler().call_handle(&mut store, &event));
+        let outcome = plugin.pre.instantiate(&mut store).and_then(|instance| {
+            instance
+                .wasmhook_plugin_handler()
+                .call_handle(&mut store, &event)
+        });
         let result = match outcome {
             Ok(Ok(decision)) => decide(decision, limits.replace_bytes),
             Ok(Err(e)) => Err(InvokeError::new(e.message, e.retryable)),
@@ -204,14 +228,21 @@ fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, Invok
         types::Decision::Replace(payload) => {
             if payload.len() > max_bytes {
                 return Err(InvokeError::new(
-                    format!("replace payload of {} bytes exceeds the limit of {max_bytes} bytes", payload.len()),
+                    format!(
+                        "replace payload of {} bytes exceeds the limit of {max_bytes} bytes",
+                        payload.len()
+                    ),
                     false,
                 ));
             }
-            let raw = RawValue::from_string(payload)
-                .map_err(|e| InvokeError::new(format!("replace payload is not valid JSON: {e}"), false))?;
+            let raw = RawValue::from_string(payload).map_err(|e| {
+                InvokeError::new(format!("replace payload is not valid JSON: {e}"), false)
+            })?;
             if !raw.get().starts_with('{') || json_depth(raw.get()) > MAX_DEPTH {
-                return Err(InvokeError::new("replace payload must be a JSON object", false));
+                return Err(InvokeError::new(
+                    "replace payload must be a JSON object",
+                    false,
+                ));
             }
             Ok(Decision::Replace(raw))
         }
@@ -221,17 +252,24 @@ fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, Invok
 /// Turns a trap into the reason recorded on the attempt.
 fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limits) -> InvokeError {
     if memory_hit {
-        return InvokeError::new(format!("memory limit {} MiB exceeded", limits.memory_bytes >> 20), false);
+        return InvokeError::new(
+            format!("memory limit {} MiB exceeded", limits.memory_bytes >> 20),
+            false,
+        );
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => InvokeError::new(
-            format!("deadline exceeded after {}", humantime::format_duration(limits.deadline)),
+            format!(
+                "deadline exceeded after {}",
+                humantime::format_duration(limits.deadline)
+            ),
             true,
         ),
         Some(Trap::StackOverflow) => InvokeError::new("stack overflow", false),
-        Some(Trap::UnreachableCodeReached) => {
-            InvokeError::new("plugin trapped: unreachable executed (a panic or abort in the plugin)", false)
-        }
+        Some(Trap::UnreachableCodeReached) => InvokeError::new(
+            "plugin trapped: unreachable executed (a panic or abort in the plugin)",
+            false,
+        ),
         Some(trap) => InvokeError::new(format!("plugin trapped: {trap}"), false),
         None => InvokeError::new(format!("plugin failed: {err:#}"), false),
     }

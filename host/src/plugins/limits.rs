@@ -104,7 +104,12 @@ impl MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max {
             self.hit = true;
             return Ok(false);
@@ -112,7 +117,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -123,12 +133,33 @@ mod tests {
 
     #[test]
     fn overrides_replace_defaults_within_the_ceiling() {
-        let l = Limits::resolve(&PluginLimits { memory_mb: Some(16), ..Default::default() });
+        let l = Limits::resolve(&PluginLimits {
+            memory_mb: Some(16),
+            ..Default::default()
+        });
         assert_eq!(l.memory_bytes, 16 << 20);
         assert_eq!(l.deadline, Duration::from_secs(1));
         assert_eq!(l.send_messages, 5);
-        assert!(validate(&PluginLimits { deadline_ms: Some(60_000), ..Default::default() }).is_err());
-        assert!(validate(&PluginLimits { memory_mb: Some(0), ..Default::default() }).is_err());
-        assert!(validate(&PluginLimits { send_messages: Some(0), ..Default::default() }).is_ok());
+        assert!(
+            validate(&PluginLimits {
+                deadline_ms: Some(60_000),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&PluginLimits {
+                memory_mb: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&PluginLimits {
+                send_messages: Some(0),
+                ..Default::default()
+            })
+            .is_ok()
+        );
     }
 }

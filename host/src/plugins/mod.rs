@@ -6,14 +6,14 @@
 //! a fresh `Store` and instance per event, run on a blocking thread under a memory limit and
 //! an epoch deadline.
 
+mod artifacts;
 pub mod bindings;
 pub mod engine;
 pub mod host;
+pub mod invoke;
 pub mod limits;
 pub mod outgoing;
 pub mod registry;
-mod artifacts;
-pub mod invoke;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,12 +42,19 @@ pub struct PluginRuntime {
 
 impl PluginRuntime {
     /// Builds the engine and linker; compiled artifacts live under `data_dir/plugins`.
-    pub fn new(data_dir: &std::path::Path, instances: u32, metrics: Arc<Metrics>) -> wasmtime::Result<PluginRuntime> {
+    pub fn new(
+        data_dir: &std::path::Path,
+        instances: u32,
+        metrics: Arc<Metrics>,
+    ) -> wasmtime::Result<PluginRuntime> {
         let engine = engine::new(instances)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
-        PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
         let engine_hash = engine::compatibility_hash(&engine);
         Ok(PluginRuntime {
             engine,

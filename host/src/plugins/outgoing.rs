@@ -32,8 +32,15 @@ pub fn host_allowed(allowed: &[String], host: &str) -> bool {
 }
 
 type Sent = Box<
-    dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
-        + Send,
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
 >;
 
 impl WasiHttpHooks for HttpPolicy {
@@ -45,11 +52,23 @@ impl WasiHttpHooks for HttpPolicy {
     ) -> Sent {
         _ = fut;
         let host = request.uri().host().map(str::to_string);
-        let port = request.uri().port_u16().unwrap_or(if request.uri().scheme_str() == Some("https") { 443 } else { 80 });
-        let allowed = host.as_deref().is_some_and(|h| host_allowed(&self.allowed_hosts, h));
+        let port =
+            request
+                .uri()
+                .port_u16()
+                .unwrap_or(if request.uri().scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                });
+        let allowed = host
+            .as_deref()
+            .is_some_and(|h| host_allowed(&self.allowed_hosts, h));
         let (net, denials, timeout) = (self.net.clone(), self.denials.clone(), self.timeout);
         Box::new(async move {
-            let Some(host) = host else { return Err(Error::HttpRequestUriInvalid) };
+            let Some(host) = host else {
+                return Err(Error::HttpRequestUriInvalid);
+            };
             if !allowed {
                 denials.lock().expect("denials lock").push(format!(
                     "outgoing HTTP to {host} refused: not in the plugin's allowed_hosts"
@@ -73,7 +92,10 @@ impl WasiHttpHooks for HttpPolicy {
                 between_bytes_timeout: Some(timeout),
             };
             let (res, io) = default_send_request(request, Some(options)).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>))
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+            ))
         })
     }
 }

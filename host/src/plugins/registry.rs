@@ -55,7 +55,10 @@ impl Registry {
 
     /// Installs (or replaces) a plugin.
     pub fn put(&self, loaded: LoadedPlugin) {
-        self.plugins.write().expect("registry lock").insert(loaded.id.clone(), Arc::new(loaded));
+        self.plugins
+            .write()
+            .expect("registry lock")
+            .insert(loaded.id.clone(), Arc::new(loaded));
     }
 
     /// Applies new settings (config, hosts, limits) to the loaded version.

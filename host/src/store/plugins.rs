@@ -5,9 +5,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{OptionalRow, Page, Store, StoreError};
 use crate::model::{Plugin, PluginLogLine, PluginVersion};
 
-const COLUMNS: &str =
-    "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at";
-const VERSION_COLUMNS: &str = "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
+const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at";
+const VERSION_COLUMNS: &str =
+    "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
 /// Log lines kept per plugin; older ones are trimmed.
 const KEEP_LOG_LINES: i64 = 1000;
 
@@ -52,10 +52,12 @@ fn json(v: &impl serde::Serialize) -> String {
 }
 
 fn get_in(c: &Connection, account_id: &str, id: &str) -> Result<Plugin, StoreError> {
-    c.prepare_cached(&format!("SELECT {COLUMNS} FROM plugins WHERE id = ?1 AND account_id = ?2"))?
-        .query_row(params![id, account_id], row)
-        .found()
-        .map(|(_, p)| p)
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM plugins WHERE id = ?1 AND account_id = ?2"
+    ))?
+    .query_row(params![id, account_id], row)
+    .found()
+    .map(|(_, p)| p)
 }
 
 fn insert_version(c: &Connection, plugin_id: &str, v: &PluginVersion) -> Result<(), StoreError> {
@@ -84,7 +86,11 @@ pub enum KvRefusal {
 
 impl Store {
     /// Stores a new plugin with its first version.
-    pub async fn create_plugin(&self, plugin: Plugin, version: PluginVersion) -> Result<Plugin, StoreError> {
+    pub async fn create_plugin(
+        &self,
+        plugin: Plugin,
+        version: PluginVersion,
+    ) -> Result<Plugin, StoreError> {
         self.write(move |tx| {
             tx.prepare_cached(&format!(
                 "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -129,18 +135,29 @@ impl Store {
     }
 
     /// The next version number of a plugin.
-    pub async fn next_plugin_version(&self, account_id: String, id: String) -> Result<u32, StoreError> {
+    pub async fn next_plugin_version(
+        &self,
+        account_id: String,
+        id: String,
+    ) -> Result<u32, StoreError> {
         self.read(move |c| {
             get_in(c, &account_id, &id)?;
-            Ok(c.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM plugin_versions WHERE plugin_id = ?1", [&id], |r| {
-                r.get(0)
-            })?)
+            Ok(c.query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM plugin_versions WHERE plugin_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )?)
         })
         .await
     }
 
     /// Changes a plugin's settings with `change`, atomically.
-    pub async fn update_plugin<F>(&self, account_id: String, id: String, change: F) -> Result<Plugin, StoreError>
+    pub async fn update_plugin<F>(
+        &self,
+        account_id: String,
+        id: String,
+        change: F,
+    ) -> Result<Plugin, StoreError>
     where
         F: FnOnce(&mut Plugin) + Send + 'static,
     {
@@ -162,7 +179,12 @@ impl Store {
     }
 
     /// The account's plugins, newest first.
-    pub async fn list_plugins(&self, account_id: String, limit: usize, cursor: Option<i64>) -> Result<Page<Plugin>, StoreError> {
+    pub async fn list_plugins(
+        &self,
+        account_id: String,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<Page<Plugin>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM plugins WHERE account_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
@@ -176,7 +198,11 @@ impl Store {
     }
 
     /// Deletes a plugin unless a subscription uses it; returns its versions (to remove their files).
-    pub async fn delete_plugin(&self, account_id: String, id: String) -> Result<Vec<PluginVersion>, StoreError> {
+    pub async fn delete_plugin(
+        &self,
+        account_id: String,
+        id: String,
+    ) -> Result<Vec<PluginVersion>, StoreError> {
         self.write(move |tx| {
             get_in(tx, &account_id, &id)?;
             let users: Vec<String> = tx
@@ -202,7 +228,11 @@ impl Store {
     }
 
     /// A plugin's versions, newest first.
-    pub async fn plugin_versions(&self, account_id: String, id: String) -> Result<Vec<PluginVersion>, StoreError> {
+    pub async fn plugin_versions(
+        &self,
+        account_id: String,
+        id: String,
+    ) -> Result<Vec<PluginVersion>, StoreError> {
         self.read(move |c| {
             get_in(c, &account_id, &id)?;
             let rows = c
@@ -239,7 +269,12 @@ impl Store {
     }
 
     /// Records that a version's compiled artifact was rebuilt for a new engine.
-    pub async fn set_plugin_engine_hash(&self, id: String, version: u32, hash: String) -> Result<(), StoreError> {
+    pub async fn set_plugin_engine_hash(
+        &self,
+        id: String,
+        version: u32,
+        hash: String,
+    ) -> Result<(), StoreError> {
         self.write(move |tx| {
             tx.execute(
                 "UPDATE plugin_versions SET engine_hash = ?3 WHERE plugin_id = ?1 AND version = ?2",
@@ -251,11 +286,17 @@ impl Store {
     }
 
     /// Reads a key of a plugin's store.
-    pub async fn kv_get(&self, plugin_id: String, key: String) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn kv_get(
+        &self,
+        plugin_id: String,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT value FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?
-                .query_row(params![plugin_id, key], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.prepare_cached("SELECT value FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?
+                    .query_row(params![plugin_id, key], |r| r.get(0))
+                    .optional()?,
+            )
         })
         .await
     }
@@ -294,14 +335,19 @@ impl Store {
     /// Removes a key.
     pub async fn kv_delete(&self, plugin_id: String, key: String) -> Result<(), StoreError> {
         self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?.execute(params![plugin_id, key])?;
+            tx.prepare_cached("DELETE FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?
+                .execute(params![plugin_id, key])?;
             Ok(())
         })
         .await
     }
 
     /// Appends log lines of one invocation and trims old ones.
-    pub async fn append_plugin_logs(&self, plugin_id: String, lines: Vec<PluginLogLine>) -> Result<(), StoreError> {
+    pub async fn append_plugin_logs(
+        &self,
+        plugin_id: String,
+        lines: Vec<PluginLogLine>,
+    ) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
@@ -321,7 +367,12 @@ impl Store {
     }
 
     /// A plugin's most recent log lines, newest first.
-    pub async fn plugin_logs(&self, account_id: String, id: String, limit: usize) -> Result<Vec<PluginLogLine>, StoreError> {
+    pub async fn plugin_logs(
+        &self,
+        account_id: String,
+        id: String,
+        limit: usize,
+    ) -> Result<Vec<PluginLogLine>, StoreError> {
         self.read(move |c| {
             get_in(c, &account_id, &id)?;
             let rows = c

@@ -1,0 +1,228 @@
+//! BENCHMARKS.md: the machine, the command, the plugin invocation table (criterion), the load
+//! table, and each target with whether this run met it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::scenarios::Row;
+
+fn f(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// One row as a console line.
+pub fn line(r: &Row) -> String {
+    format!(
+        "{:<52} events/s {:>9}  deliveries/s {:>9}  p50 {:>7} ms  p99 {:>7} ms  rss {:>6} MiB  cpu {:>4}  {}",
+        r.scenario,
+        f(r.events_per_s, 0),
+        f(r.deliveries_per_s, 0),
+        f(r.p50_ms, 2),
+        f(r.p99_ms, 2),
+        f(r.peak_rss_mb, 1),
+        f(r.cpu_cores, 2),
+        r.seconds.map(|s| format!("{s:.3} s")).unwrap_or_default()
+    )
+}
+
+/// Median of a criterion benchmark, in microseconds.
+fn median_us(criterion: &Path, group: &str, bench: &str) -> Option<f64> {
+    let path = criterion.join(group).join(bench).join("new/estimates.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64().map(|ns| ns / 1000.0)
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!(
+        "{} cores ({cpu}), {} , Linux {}, {}",
+        sh("nproc", &[]),
+        sh("sh", &["-c", "free -h | awk '/Mem:/ {print $2\" RAM\"}'"]),
+        sh("uname", &["-r"]),
+        sh("rustc", &["--version"])
+    )
+}
+
+fn find<'a>(rows: &'a [Row], prefix: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.scenario.starts_with(prefix))
+}
+
+/// Writes the report.
+pub fn write(load: &Path, criterion: &Path, analysis: &Path, out: &Path) -> anyhow::Result<()> {
+    let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(load)?)?;
+    let mut md = String::new();
+    writeln!(md, "# Benchmarks\n")?;
+    writeln!(
+        md,
+        "Reproduce with `scripts/bench` (release build, criterion, then `wasmhook-load`; about 10 minutes on 2 cores)."
+    )?;
+    writeln!(md, "Machine of this run: {}.\n", machine())?;
+    writeln!(
+        md,
+        "Every figure below was measured in the same run as its baseline; ratios compare the two.\n"
+    )?;
+
+    writeln!(md, "## Plugin invocation (criterion, median per event)\n")?;
+    writeln!(
+        md,
+        "| plugin | host path | bare wasmtime (floor) | native | host ÷ floor | host ÷ native |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    let mut pii = None;
+    for name in ["noop", "pii-redactor", "auto-reply"] {
+        let group = format!("plugin_{name}");
+        let host = median_us(criterion, &group, "host_path");
+        let floor = median_us(criterion, &group, "bare_wasmtime");
+        let native = median_us(criterion, &group, "native");
+        if name == "pii-redactor" {
+            pii = host.zip(floor);
+        }
+        let ratio = |a: Option<f64>, b: Option<f64>| f(a.zip(b).map(|(a, b)| a / b), 2);
+        writeln!(
+            md,
+            "| {name} | {} µs | {} µs | {} µs | {}× | {}× |",
+            f(host, 2),
+            f(floor, 2),
+            f(native, 3),
+            ratio(host, floor),
+            ratio(host, native)
+        )?;
+    }
+    writeln!(
+        md,
+        "\nHost path: `PluginRuntime::invoke` as the delivery engine calls it (hop to a blocking thread, fresh \
+         store and instance from the pre-instantiated component, handler, decision, log write). Floor: the same \
+         component with the same engine settings, instantiated and called in a loop with no-op host functions. \
+         Native: the plugin's Rust code called directly with the SDK's in-memory host. auto-reply's host path \
+         includes its `send-message`, i.e. a durable commit of the reply message and event.\n"
+    )?;
+
+    writeln!(md, "## Load (wasmhook-load, real HTTP over loopback)\n")?;
+    writeln!(
+        md,
+        "| scenario | events/s | deliveries/s | p50 ms | p95 ms | p99 ms | peak RSS MiB | CPU cores | time | note |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for r in &rows {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            f(r.events_per_s, 0),
+            f(r.deliveries_per_s, 0),
+            f(r.p50_ms, 2),
+            f(r.p95_ms, 2),
+            f(r.p99_ms, 2),
+            f(r.peak_rss_mb, 1),
+            f(r.cpu_cores, 2),
+            r.seconds
+                .map(|s| format!("{s:.3} s"))
+                .unwrap_or_else(|| "–".into()),
+            r.note
+        )?;
+    }
+    writeln!(
+        md,
+        "\nLatency is ingest-to-delivery: from the client sending the event to the receiver getting it."
+    )?;
+    writeln!(
+        md,
+        "The load tool, the receiver and the server share the machine's 2 cores.\n"
+    )?;
+
+    writeln!(md, "## Targets\n")?;
+    writeln!(md, "| target | this run | met |")?;
+    writeln!(md, "|---|---|---|")?;
+    let yes = |b: bool| if b { "yes" } else { "**no**" };
+    if let Some((host, floor)) = pii {
+        writeln!(
+            md,
+            "| pii-redactor host path ≤ 10 µs | {host:.2} µs | {} |",
+            yes(host <= 10.0)
+        )?;
+        writeln!(
+            md,
+            "| host path within 1.2× of the floor | {:.2}× | {} |",
+            host / floor,
+            yes(host / floor <= 1.2)
+        )?;
+    }
+    let bound = find(&rows, "receiver bound").and_then(|r| r.deliveries_per_s);
+    if let Some(r) = find(&rows, "ingest, single") {
+        let v = r.events_per_s.unwrap_or(0.0);
+        writeln!(
+            md,
+            "| ≥ 10,000 events/s ingested durably (single requests) | {v:.0}/s | {} |",
+            yes(v >= 10_000.0)
+        )?;
+    }
+    if let Some(r) = find(&rows, "ingest, batches") {
+        let v = r.events_per_s.unwrap_or(0.0);
+        writeln!(
+            md,
+            "| ≥ 10,000 events/s ingested durably (batches) | {v:.0}/s | {} |",
+            yes(v >= 10_000.0)
+        )?;
+    }
+    if let Some(r) = find(&rows, "fan-out to 10") {
+        let v = r.deliveries_per_s.unwrap_or(0.0);
+        let share = bound.map(|b| v / b).unwrap_or(0.0);
+        writeln!(
+            md,
+            "| ≥ 5,000 deliveries/s or ≥ 50% of the receiver's bound | {v:.0}/s ({:.0}% of {}/s) | {} |",
+            share * 100.0,
+            f(bound, 0),
+            yes(v >= 5000.0 || share >= 0.5)
+        )?;
+    }
+    if let Some(r) = find(&rows, "steady") {
+        let v = r.p99_ms.unwrap_or(f64::MAX);
+        writeln!(
+            md,
+            "| p99 ingest-to-delivery < 50 ms at 1,000 events/s | {v:.1} ms | {} |",
+            yes(v < 50.0)
+        )?;
+    }
+    if let Some(r) = find(&rows, "start-up, 50 plugins, stored") {
+        let v = r.seconds.unwrap_or(f64::MAX);
+        writeln!(
+            md,
+            "| start-up with 50 plugins < 1 s without recompiling | {v:.3} s | {} |",
+            yes(v < 1.0)
+        )?;
+    }
+    if let Some(r) = find(&rows, "idle") {
+        let v = r.peak_rss_mb.unwrap_or(f64::MAX);
+        writeln!(
+            md,
+            "| idle RSS < 40 MB (50 plugins, 1,000 subscriptions) | {v:.1} MiB | {} |",
+            yes(v < 40.0)
+        )?;
+    }
+    writeln!(md)?;
+    if let Ok(text) = std::fs::read_to_string(analysis) {
+        md.push_str(&text);
+    }
+    std::fs::write(out, md)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}

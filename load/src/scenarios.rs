@@ -1,0 +1,316 @@
+//! The scenarios: each starts a fresh server, drives it, and reports one row.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::drive::{Plan, batch, drive, message_event};
+use crate::receiver::{Receiver, quantile};
+use crate::server::Server;
+
+/// One measured scenario.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Row {
+    pub scenario: String,
+    pub events_per_s: Option<f64>,
+    pub deliveries_per_s: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+    pub cpu_cores: Option<f64>,
+    pub seconds: Option<f64>,
+    pub note: String,
+}
+
+/// Shared settings.
+pub struct Ctx<'a> {
+    pub bin: &'a Path,
+    pub duration: Duration,
+    pub receiver: Receiver,
+}
+
+async fn fresh(ctx: &Ctx<'_>) -> anyhow::Result<(Server, String, tempfile::TempDir)> {
+    let tmp = tempfile::tempdir()?;
+    let (server, _) = Server::start(ctx.bin, &tmp.path().join("data")).await?;
+    let key = server.account().await?;
+    ctx.receiver.reset();
+    Ok((server, key, tmp))
+}
+
+/// Waits until the receiver has `expected` requests or makes no progress for 10 s; returns
+/// when the last one arrived, measured from `since`.
+async fn await_deliveries(r: &Receiver, expected: u64, since: Instant) -> Duration {
+    let (mut last, mut last_change) = (r.total(), Instant::now());
+    let mut done_at = since.elapsed();
+    while r.total() < expected && last_change.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = r.total();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+            done_at = since.elapsed();
+        }
+    }
+    if r.total() >= expected {
+        done_at = since.elapsed();
+    }
+    done_at
+}
+
+fn resources(row: &mut Row, server: &Server, cpu_before: f64, wall: Duration) {
+    row.peak_rss_mb = server.peak_rss_mb();
+    row.cpu_cores = server
+        .cpu_seconds()
+        .map(|c| (c - cpu_before) / wall.as_secs_f64());
+}
+
+fn latencies(row: &mut Row, r: &Receiver) {
+    let l = r.latencies_ms();
+    row.p50_ms = quantile(&l, 0.50);
+    row.p95_ms = quantile(&l, 0.95);
+    row.p99_ms = quantile(&l, 0.99);
+}
+
+/// The receiver's own bound: the load tool posting straight to it.
+pub async fn receiver_bound(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
+    ctx.receiver.reset();
+    let http = reqwest::Client::new();
+    let d = drive(
+        &http,
+        format!("{}/direct", ctx.receiver.url),
+        None,
+        Plan {
+            workers: 64,
+            duration: ctx.duration,
+            rate: None,
+        },
+        || json!({"data": message_event()["payload"].clone()}),
+    )
+    .await;
+    let mut row = Row {
+        scenario: "receiver bound (direct POST)".into(),
+        ..Default::default()
+    };
+    row.deliveries_per_s = Some(d.ok as f64 / d.elapsed.as_secs_f64());
+    latencies(&mut row, &ctx.receiver);
+    row.note = "baseline: what the receiver and loopback can take".into();
+    Ok(row)
+}
+
+/// Events accepted per second with nothing subscribed: single requests, then batches of 100.
+pub async fn ingest(ctx: &Ctx<'_>, batched: bool) -> anyhow::Result<Row> {
+    let (server, key, _tmp) = fresh(ctx).await?;
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let d = if batched {
+        drive(
+            &server.http,
+            format!("{}/v1/events/batch", server.base),
+            Some(key),
+            Plan {
+                workers: 8,
+                duration: ctx.duration,
+                rate: None,
+            },
+            || batch(100),
+        )
+        .await
+    } else {
+        drive(
+            &server.http,
+            format!("{}/v1/events", server.base),
+            Some(key),
+            Plan {
+                workers: 64,
+                duration: ctx.duration,
+                rate: None,
+            },
+            message_event,
+        )
+        .await
+    };
+    let per_request = if batched { 100.0 } else { 1.0 };
+    let mut row = Row {
+        scenario: if batched {
+            "ingest, batches of 100".into()
+        } else {
+            "ingest, single events".into()
+        },
+        events_per_s: Some(d.ok as f64 * per_request / d.elapsed.as_secs_f64()),
+        note: format!(
+            "every 202 after its commit (sync=full); {} failed requests",
+            d.failed
+        ),
+        ..Default::default()
+    };
+    resources(&mut row, &server, cpu0, d.elapsed);
+    server.stop().await?;
+    Ok(row)
+}
+
+/// Events posted for the duration, each delivered to `subs` URL subscriptions (optionally
+/// through a transform plugin); with `rate`, at that steady rate.
+pub async fn fanout(
+    ctx: &Ctx<'_>,
+    subs: usize,
+    transform: Option<&str>,
+    rate: Option<f64>,
+) -> anyhow::Result<Row> {
+    let (server, key, _tmp) = fresh(ctx).await?;
+    let plugin = match transform {
+        Some(path) => Some(server.plugin(&key, path, json!({})).await?),
+        None => None,
+    };
+    for i in 0..subs {
+        let mut body = json!({"url": format!("{}/s{i}", ctx.receiver.url)});
+        if let Some(p) = &plugin {
+            body["transform_plugin_id"] = json!(p);
+        }
+        server.post("/v1/subscriptions", &key, body).await?;
+    }
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let started = Instant::now();
+    let workers = if rate.is_some() { 16 } else { 32 };
+    let d = drive(
+        &server.http,
+        format!("{}/v1/events", server.base),
+        Some(key),
+        Plan {
+            workers,
+            duration: ctx.duration,
+            rate,
+        },
+        message_event,
+    )
+    .await;
+    let expected = d.ok * subs as u64;
+    let done = await_deliveries(&ctx.receiver, expected, started).await;
+    let delivered = ctx.receiver.total();
+    let mut row = Row {
+        scenario: match (transform.is_some(), rate) {
+            (_, Some(r)) => format!("steady {r:.0} events/s, 1 subscription"),
+            (true, None) => format!("transform plugin (pii-redactor), {subs} subscription"),
+            (false, None) => format!(
+                "fan-out to {subs} subscription{}",
+                if subs > 1 { "s" } else { "" }
+            ),
+        },
+        events_per_s: Some(d.ok as f64 / d.elapsed.as_secs_f64()),
+        deliveries_per_s: Some(delivered as f64 / done.as_secs_f64()),
+        note: format!("{delivered}/{expected} delivered"),
+        ..Default::default()
+    };
+    latencies(&mut row, &ctx.receiver);
+    resources(&mut row, &server, cpu0, started.elapsed());
+    server.stop().await?;
+    Ok(row)
+}
+
+/// A reacting plugin (auto-reply): every customer message gets a reply through
+/// `send-message`, and the replies are delivered to a webhook.
+pub async fn reacting(ctx: &Ctx<'_>, auto_reply: &str) -> anyhow::Result<Row> {
+    let (server, key, _tmp) = fresh(ctx).await?;
+    let bot = server
+        .plugin(
+            &key,
+            auto_reply,
+            json!({"reply_text": "Thanks, we are on it!"}),
+        )
+        .await?;
+    server
+        .post(
+            "/v1/subscriptions",
+            &key,
+            json!({"plugin_id": bot, "event_types": ["message:created"]}),
+        )
+        .await?;
+    server
+        .post("/v1/subscriptions", &key, json!({"url": format!("{}/replies", ctx.receiver.url), "event_types": ["message:created"]}))
+        .await?;
+    ctx.receiver.require("/replies", "app_user");
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let started = Instant::now();
+    let d = drive(
+        &server.http,
+        format!("{}/v1/events", server.base),
+        Some(key),
+        Plan {
+            workers: 16,
+            duration: ctx.duration,
+            rate: None,
+        },
+        message_event,
+    )
+    .await;
+    let done = await_deliveries(&ctx.receiver, d.ok, started).await;
+    let replies = ctx.receiver.total();
+    let mut row = Row {
+        scenario: "reacting plugin (auto-reply), replies delivered".into(),
+        events_per_s: Some(d.ok as f64 / d.elapsed.as_secs_f64()),
+        deliveries_per_s: Some(replies as f64 / done.as_secs_f64()),
+        note: format!(
+            "{replies}/{} replies delivered; latency = customer message posted → reply received",
+            d.ok
+        ),
+        ..Default::default()
+    };
+    latencies(&mut row, &ctx.receiver);
+    resources(&mut row, &server, cpu0, started.elapsed());
+    server.stop().await?;
+    Ok(row)
+}
+
+/// Start-up with 50 stored plugins, from stored artifacts and forced to recompile; then the
+/// idle memory of that server with 1,000 subscriptions.
+pub async fn startup_and_idle(ctx: &Ctx<'_>, plugin: &str) -> anyhow::Result<Vec<Row>> {
+    let (server, key, _tmp) = fresh(ctx).await?;
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(server.plugin(&key, plugin, json!({})).await?);
+    }
+    for i in 0..1000 {
+        let body = if let Some(id) = ids.get(i) {
+            json!({"plugin_id": id, "event_types": ["message:created"]})
+        } else {
+            json!({"url": format!("https://hooks{i}.example.com/in"), "event_types": ["message:created"]})
+        };
+        server.post("/v1/subscriptions", &key, body).await?;
+    }
+    let (server, cached) = server.restart().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = server.rss_mb();
+    let dir = server.dir.clone();
+    server.stop().await?;
+    for entry in std::fs::read_dir(dir.join("plugins"))? {
+        for f in std::fs::read_dir(entry?.path())? {
+            let f = f?.path();
+            if f.extension().is_some_and(|e| e == "cwasm") {
+                std::fs::remove_file(f)?;
+            }
+        }
+    }
+    let (server, recompiled) = Server::start(ctx.bin, &dir).await?;
+    server.stop().await?;
+    Ok(vec![
+        Row {
+            scenario: "start-up, 50 plugins, stored artifacts".into(),
+            seconds: Some(cached.as_secs_f64()),
+            note: "process start to /readyz".into(),
+            ..Default::default()
+        },
+        Row {
+            scenario: "start-up, 50 plugins, forced to recompile".into(),
+            seconds: Some(recompiled.as_secs_f64()),
+            note: "compiled artifacts deleted first".into(),
+            ..Default::default()
+        },
+        Row {
+            scenario: "idle, 50 plugins + 1,000 subscriptions".into(),
+            peak_rss_mb: idle,
+            note: "RSS 3 s after start-up (the column shows current RSS here)".into(),
+            ..Default::default()
+        },
+    ])
+}
