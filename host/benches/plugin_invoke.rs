@@ -15,9 +15,9 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use wasmhook::clock::{new_id, now_ms, rfc3339};
-use wasmhook::model::{Event, Plugin, PluginLimits};
+use wasmhook::model::{Plugin, PluginLimits};
 use wasmhook::plugins::bindings::{self, PluginPre, host, kv, types};
-use wasmhook::plugins::invoke::Input;
+use wasmhook::plugins::invoke::{Input, to_wit};
 use wasmhook::store::events::NewEvent;
 use wasmhook_plugin_artifacts as artifacts;
 use wasmhook_plugin_sdk::Plugin as _;
@@ -75,20 +75,6 @@ fn floor_pre(engine: &wasmtime::Engine, path: &str) -> PluginPre<Floor> {
     bindings::Plugin::add_to_linker::<Floor, HasSelf<Floor>>(&mut linker, |s| s).unwrap();
     let component = Component::from_file(engine, path).unwrap();
     PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
-}
-
-fn wit_event(e: &Event) -> types::Event {
-    types::Event {
-        id: e.id.clone(),
-        event_type: e.event_type.clone(),
-        occurred_at: e.occurred_at.clone(),
-        received_at: rfc3339(e.received_at),
-        payload: e.payload.get().to_string(),
-        account_id: "acc".into(),
-        subscription_id: "sub".into(),
-        attempt: 1,
-        causation: None,
-    }
 }
 
 fn bench_plugin(
@@ -185,7 +171,14 @@ fn bench_plugin(
 
     let engine = wasmhook::plugins::engine::new(16).unwrap();
     let pre = floor_pre(&engine, path);
-    let wit = wit_event(&event);
+    let wit = to_wit(
+        &Input {
+            event: event.clone(),
+            subscription_id: "sub".into(),
+            attempt: 1,
+        },
+        "acc",
+    );
     group.bench_function("bare_wasmtime", |b| {
         b.iter(|| {
             let floor = Floor {

@@ -606,6 +606,14 @@ async fn operability_endpoints_answer() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/v1/plugins", "post"),
+        ("/v1/plugins", "get"),
+        ("/v1/plugins/{id}", "get"),
+        ("/v1/plugins/{id}", "patch"),
+        ("/v1/plugins/{id}", "put"),
+        ("/v1/plugins/{id}", "delete"),
+        ("/v1/plugins/{id}/versions", "get"),
+        ("/v1/plugins/{id}/logs", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -70,17 +70,9 @@ async fn the_readme_walkthrough_builds_a_plugin_that_replies() {
 
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
-    let resp = s
-        .http
-        .post(s.url("/v1/plugins?name=reply-bot"))
-        .bearer_auth(&key)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(&wasm).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let plugin: Value = resp.json().await.unwrap();
+    let plugin = s
+        .plugin(&key, "reply-bot", wasm.to_str().unwrap(), Value::Null)
+        .await;
     let id = plugin["id"].as_str().unwrap();
     s.subscribe(
         &key,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{Receiver, TestServer, eventually};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn built(file: &str) -> PathBuf {
     let dir = std::env::var_os("WASMHOOK_OTHER_LANGUAGES_DIR")
@@ -29,27 +29,10 @@ async fn round_trip(file: &str, seen_by: &str) {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
     let r = Receiver::start().await;
-    let resp = s
-        .http
-        .post(s.url(&format!("/v1/plugins?name={seen_by}")))
-        .bearer_auth(&key)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(built(file)).unwrap())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let plugin: Value = resp.json().await.unwrap();
-    assert_eq!(status, 201, "{plugin}");
+    let path = built(file);
+    let patch = json!({"config": {"greeting": "hi from the config"}});
+    let plugin = s.plugin(&key, seen_by, path.to_str().unwrap(), patch).await;
     let id = plugin["id"].as_str().unwrap();
-    let (status, body) = s
-        .patch(
-            &format!("/v1/plugins/{id}"),
-            &key,
-            json!({"config": {"greeting": "hi from the config"}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
     s.subscribe(
         &key,
         json!({"url": r.url.clone(), "transform_plugin_id": id}),

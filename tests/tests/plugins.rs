@@ -11,35 +11,6 @@ use wasmhook_plugin_artifacts as wasm;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Uploads a component; returns the plugin JSON.
-pub async fn upload(s: &TestServer, key: &str, name: &str, path: &str) -> Value {
-    let bytes = std::fs::read(path).unwrap();
-    let resp = s
-        .http
-        .post(s.url(&format!("/v1/plugins?name={name}")))
-        .bearer_auth(key)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    body
-}
-
-async fn configure(s: &TestServer, key: &str, plugin: &Value, patch: Value) {
-    let (status, body) = s
-        .patch(
-            &format!("/v1/plugins/{}", plugin["id"].as_str().unwrap()),
-            key,
-            patch,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-}
-
 async fn raw_upload(s: &TestServer, key: &str, bytes: Vec<u8>) -> (u16, Value) {
     let resp = s
         .http
@@ -147,7 +118,7 @@ async fn uploads_are_validated_with_actionable_errors() {
 async fn plugins_are_managed_and_survive_a_restart_without_recompiling() {
     let mut s = TestServer::start().await;
     let (_, key) = s.account("A").await;
-    let p = upload(&s, &key, "noop", wasm::NOOP).await;
+    let p = s.plugin(&key, "noop", wasm::NOOP, Value::Null).await;
     let id = p["id"].as_str().unwrap().to_string();
     assert_eq!(p["version"], 1);
     assert_eq!(p["allowed_hosts"], json!([]));
@@ -220,7 +191,7 @@ async fn a_transform_replaces_what_is_sent_and_signed_or_drops_it() {
     let s = TestServer::start().await;
     let r = Receiver::start().await;
     let (_, key) = s.account("A").await;
-    let redactor = upload(&s, &key, "pii", wasm::PII_REDACTOR).await;
+    let redactor = s.plugin(&key, "pii", wasm::PII_REDACTOR, Value::Null).await;
     s.subscribe(
         &key,
         json!({"url": format!("{}/redacted", r.url), "transform_plugin_id": redactor["id"], "event_types": ["message:created"]}),
@@ -247,14 +218,7 @@ async fn a_transform_replaces_what_is_sent_and_signed_or_drops_it() {
         "{text}"
     );
 
-    let router = upload(&s, &key, "router", wasm::ROUTER).await;
-    configure(
-        &s,
-        &key,
-        &router,
-        json!({"config": {"rules": r#"[{"type": "message:*", "field": "/source", "equals": "facebook", "action": "drop"}]"#}}),
-    )
-    .await;
+    let router = s.plugin(&key, "router", wasm::ROUTER, json!({"config": {"rules": r#"[{"type": "message:*", "field": "/source", "equals": "facebook", "action": "drop"}]"#}})).await;
     s.subscribe(
         &key,
         json!({"url": format!("{}/routed", r.url), "transform_plugin_id": router["id"]}),
@@ -286,14 +250,7 @@ async fn auto_reply_answers_customers_through_the_send_path_and_never_itself() {
     let s = TestServer::start().await;
     let r = Receiver::start().await;
     let (_, key) = s.account("A").await;
-    let bot = upload(&s, &key, "auto-reply", wasm::AUTO_REPLY).await;
-    configure(
-        &s,
-        &key,
-        &bot,
-        json!({"config": {"reply_text": "Thanks, we will get back to you!", "keywords": "help"}}),
-    )
-    .await;
+    let bot = s.plugin(&key, "auto-reply", wasm::AUTO_REPLY, json!({"config": {"reply_text": "Thanks, we will get back to you!", "keywords": "help"}})).await;
     s.subscribe(
         &key,
         json!({"plugin_id": bot["id"], "event_types": ["message:created"]}),
@@ -343,14 +300,14 @@ async fn auto_reply_answers_customers_through_the_send_path_and_never_itself() {
 async fn first_contact_greeter_greets_each_conversation_once() {
     let s = TestServer::start().await;
     let (_, key) = s.account("A").await;
-    let greeter = upload(&s, &key, "greeter", wasm::FIRST_CONTACT_GREETER).await;
-    configure(
-        &s,
-        &key,
-        &greeter,
-        json!({"config": {"greeting": "Welcome!"}}),
-    )
-    .await;
+    let greeter = s
+        .plugin(
+            &key,
+            "greeter",
+            wasm::FIRST_CONTACT_GREETER,
+            json!({"config": {"greeting": "Welcome!"}}),
+        )
+        .await;
     s.subscribe(
         &key,
         json!({"plugin_id": greeter["id"], "event_types": ["message:created"]}),
@@ -378,14 +335,14 @@ async fn plugin_chains_stop_at_causation_depth_eight() {
     let (_, key) = s.account("A").await;
     // Two plugins that each answer every message once: they would ping-pong forever.
     for name in ["ping", "pong"] {
-        let p = upload(&s, &key, name, wasm::HOSTILE).await;
-        configure(
-            &s,
-            &key,
-            &p,
-            json!({"config": {"mode": "send-flood"}, "limits": {"send_messages": 1}}),
-        )
-        .await;
+        let p = s
+            .plugin(
+                &key,
+                name,
+                wasm::HOSTILE,
+                json!({"config": {"mode": "send-flood"}, "limits": {"send_messages": 1}}),
+            )
+            .await;
         s.subscribe(
             &key,
             json!({"plugin_id": p["id"], "event_types": ["message:created"]}),

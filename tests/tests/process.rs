@@ -287,3 +287,123 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
     signal(&p, "-TERM");
     assert!(wait_exit(&mut p, Duration::from_secs(20)).await.success());
 }
+
+#[test]
+fn serve_help_lists_every_option_with_its_environment_variable() {
+    let out = Command::new(wasmhook_bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, env) in [
+        ("--listen", "WASMHOOK_LISTEN"),
+        ("--data-dir", "WASMHOOK_DATA_DIR"),
+        ("--admin-token", "WASMHOOK_ADMIN_TOKEN"),
+        ("--max-event-bytes", "WASMHOOK_MAX_EVENT_BYTES"),
+        ("--log-format", "WASMHOOK_LOG_FORMAT"),
+        ("--delivery-concurrency", "WASMHOOK_DELIVERY_CONCURRENCY"),
+        ("--delivery-timeout", "WASMHOOK_DELIVERY_TIMEOUT"),
+        ("--retry-schedule", "WASMHOOK_RETRY_SCHEDULE"),
+        ("--disable-after", "WASMHOOK_DISABLE_AFTER"),
+        ("--allow-network", "WASMHOOK_ALLOW_NETWORK"),
+        ("--max-plugin-bytes", "WASMHOOK_MAX_PLUGIN_BYTES"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env} missing from:\n{help}"
+        );
+    }
+    assert!(help.contains("262144"), "the default event size is shown");
+    assert!(help.contains("pretty") && help.contains("json"));
+}
+
+#[tokio::test]
+async fn the_first_start_generates_an_admin_token_once_and_keeps_it_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let port = free_port();
+    let run = |log: &Path| {
+        Command::new(wasmhook_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .env_remove("WASMHOOK_ADMIN_TOKEN")
+            .env("WASMHOOK_LOG", "warn")
+            .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let http = reqwest::Client::new();
+    let ready = |http: reqwest::Client| async move {
+        eventually("ready", Duration::from_secs(30), || {
+            let http = http.clone();
+            async move {
+                http.get(format!("http://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await
+    };
+    let first_log = tmp.path().join("first.log");
+    let mut first = Process {
+        child: run(&first_log),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    ready(http.clone()).await;
+    let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
+    let printed = std::fs::read_to_string(&first_log).unwrap();
+    assert!(
+        printed.contains(token.trim()),
+        "the token is printed on the first start: {printed}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("admin-token"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "readable by the owner only");
+    }
+    let ok = http
+        .get(format!("{}/v1/accounts", first.base))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    signal(&first, "-TERM");
+    wait_exit(&mut first, Duration::from_secs(20)).await;
+
+    let second_log = tmp.path().join("second.log");
+    let mut second = Process {
+        child: run(&second_log),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    ready(http.clone()).await;
+    assert!(
+        !std::fs::read_to_string(&second_log)
+            .unwrap()
+            .contains(token.trim()),
+        "printed only once"
+    );
+    let ok = http
+        .get(format!("{}/v1/accounts", second.base))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "the stored token still works");
+    signal(&second, "-TERM");
+    wait_exit(&mut second, Duration::from_secs(20)).await;
+}

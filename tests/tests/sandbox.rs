@@ -13,22 +13,10 @@ use wasmhook_plugin_artifacts as wasm;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn upload(s: &TestServer, key: &str, path: &str, patch: Value) -> String {
-    let resp = s
-        .http
-        .post(s.url("/v1/plugins?name=fixture"))
-        .bearer_auth(key)
-        .body(std::fs::read(path).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let id = resp.json::<Value>().await.unwrap()["id"]
+    s.plugin(key, "fixture", path, patch).await["id"]
         .as_str()
         .unwrap()
-        .to_string();
-    let (status, body) = s.patch(&format!("/v1/plugins/{id}"), key, patch).await;
-    assert_eq!(status, 200, "{body}");
-    id
+        .to_string()
 }
 
 /// The first attempt of the delivery of `event_id`, once one is recorded.
@@ -426,4 +414,39 @@ async fn a_new_version_swaps_in_while_calls_in_flight_finish_on_the_old_one() {
         texts.iter().any(|t| t.contains("[email]")),
         "the new event ran on v2 (redact): {texts:?}"
     );
+}
+
+#[tokio::test]
+async fn plugin_errors_are_failed_attempts_retried_only_when_retryable() {
+    let (s, key, _r) = setup().await;
+    let out = Receiver::start().await;
+    for mode in ["retryable-error", "fatal-error"] {
+        let id = upload(&s, &key, wasm::HOSTILE, json!({"config": {"mode": mode}})).await;
+        s.subscribe(&key, json!({"url": out.url.clone(), "transform_plugin_id": id, "event_types": [format!("t.{mode}")]}))
+            .await;
+    }
+    let retryable = s
+        .event(&key, json!({"type": "t.retryable-error", "payload": {}}))
+        .await;
+    let fatal = s
+        .event(&key, json!({"type": "t.fatal-error", "payload": {}}))
+        .await;
+    for (event, attempts) in [(&retryable, 4), (&fatal, 1)] {
+        let d = eventually("the delivery fails", WAIT, || async {
+            let (_, list) = s
+                .get(
+                    &format!("/v1/events/{}/deliveries", event["id"].as_str().unwrap()),
+                    &key,
+                )
+                .await;
+            (list["data"][0]["status"] == "failed").then(|| list["data"][0].clone())
+        })
+        .await;
+        assert_eq!(d["attempts"], attempts, "{d}");
+        assert!(
+            d["last_error"].as_str().unwrap().contains("hostile:"),
+            "{d}"
+        );
+    }
+    assert!(out.received().is_empty(), "nothing was sent");
 }

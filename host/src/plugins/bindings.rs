@@ -5,5 +5,7 @@ wasmtime::component::bindgen!({
     world: "plugin",
 });
 
-pub use exports::wasmhook::plugin::handler;
-pub use wasmhook::plugin::{host, kv, types};
+pub use self::exports::wasmhook::plugin::handler;
+// `self::`: the generated module `wasmhook` would otherwise be ambiguous with this crate
+// (doctests see both).
+pub use self::wasmhook::plugin::{host, kv, types};

@@ -63,7 +63,8 @@ pub struct Input {
     pub attempt: u32,
 }
 
-fn to_wit(input: &Input, account_id: &str) -> types::Event {
+/// The event as the WIT types carry it into the plugin.
+pub fn to_wit(input: &Input, account_id: &str) -> types::Event {
     let e = &input.event;
     types::Event {
         id: e.id.clone(),

@@ -186,6 +186,35 @@ impl TestServer {
         sub
     }
 
+    /// Uploads the component at `path`, then applies `patch` (config, limits, ...) unless it is
+    /// null; returns the plugin's JSON.
+    pub async fn plugin(&self, key: &str, name: &str, path: &str, patch: Value) -> Value {
+        let resp = self
+            .http
+            .post(self.url(&format!("/v1/plugins?name={name}")))
+            .bearer_auth(key)
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let plugin: Value = resp.json().await.unwrap();
+        assert_eq!(status, 201, "{plugin}");
+        if patch.is_null() {
+            return plugin;
+        }
+        let (status, patched) = self
+            .patch(
+                &format!("/v1/plugins/{}", plugin["id"].as_str().unwrap()),
+                key,
+                patch,
+            )
+            .await;
+        assert_eq!(status, 200, "{patched}");
+        patched
+    }
+
     /// Posts one event; returns its JSON.
     pub async fn event(&self, key: &str, body: Value) -> Value {
         let (status, e) = self.post("/v1/events", key, body).await;
