@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use wasmhook::clock::{new_id, now_ms, rfc3339};
 use wasmhook::model::{Plugin, PluginLimits};
-use wasmhook::plugins::bindings::{self, PluginPre, host, kv, types};
+use wasmhook::plugins::bindings::{self, PluginPre};
 use wasmhook::plugins::invoke::{Input, to_wit};
 use wasmhook::store::events::NewEvent;
 use wasmhook_plugin_artifacts as artifacts;
@@ -32,11 +32,27 @@ fn payload() -> serde_json::Value {
     })
 }
 
-/// The minimal host of the floor: WASI and no-op host functions.
+/// The floor's own bindings: the same WIT, generated for plain synchronous calls, the fastest
+/// way wasmtime can call a component (what `shared/notes/plugin-instances.md` measured).
+mod sync_floor {
+    wasmtime::component::bindgen!({ path: "../wit", world: "plugin" });
+}
+
+/// The minimal host of the floors: WASI and no-op host functions.
 struct Floor {
     wasi: WasiCtx,
     table: ResourceTable,
     config: BTreeMap<String, String>,
+}
+
+impl Floor {
+    fn new(config: &BTreeMap<String, String>) -> Floor {
+        Floor {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            config: config.clone(),
+        }
+    }
 }
 
 impl WasiView for Floor {
@@ -47,31 +63,55 @@ impl WasiView for Floor {
         }
     }
 }
-impl types::Host for Floor {}
-impl host::Host for Floor {
-    fn send_message(&mut self, _: String, _: String) -> Result<String, types::SendError> {
-        Ok("m".into())
-    }
-    fn log(&mut self, _: types::LogLevel, _: String) {}
-    fn config_get(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
-    }
-}
-impl kv::Host for Floor {
-    fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, types::KvError> {
-        Ok(None)
-    }
-    fn set(&mut self, _: String, _: Vec<u8>) -> Result<(), types::KvError> {
-        Ok(())
-    }
-    fn delete(&mut self, _: String) -> Result<(), types::KvError> {
-        Ok(())
-    }
+
+macro_rules! floor_host {
+    ($m:path, $($async:ident)?) => {
+        use $m as b;
+        impl b::wasmhook::plugin::types::Host for Floor {}
+        impl b::wasmhook::plugin::host::Host for Floor {
+            $($async)? fn send_message(&mut self, _: String, _: String) -> Result<String, b::wasmhook::plugin::types::SendError> {
+                Ok("m".into())
+            }
+            $($async)? fn log(&mut self, _: b::wasmhook::plugin::types::LogLevel, _: String) {}
+            $($async)? fn config_get(&mut self, key: String) -> Option<String> {
+                self.config.get(&key).cloned()
+            }
+        }
+        impl b::wasmhook::plugin::kv::Host for Floor {
+            $($async)? fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, b::wasmhook::plugin::types::KvError> {
+                Ok(None)
+            }
+            $($async)? fn set(&mut self, _: String, _: Vec<u8>) -> Result<(), b::wasmhook::plugin::types::KvError> {
+                Ok(())
+            }
+            $($async)? fn delete(&mut self, _: String) -> Result<(), b::wasmhook::plugin::types::KvError> {
+                Ok(())
+            }
+        }
+    };
 }
 
-fn floor_pre(engine: &wasmtime::Engine, path: &str) -> PluginPre<Floor> {
+mod floor_sync_impl {
+    use super::Floor;
+    floor_host!(super::sync_floor,);
+}
+
+mod floor_async_impl {
+    use super::Floor;
+    floor_host!(wasmhook::plugins::bindings, async);
+}
+
+fn floor_pre_sync(engine: &wasmtime::Engine, path: &str) -> sync_floor::PluginPre<Floor> {
     let mut linker = Linker::<Floor>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+    sync_floor::Plugin::add_to_linker::<Floor, HasSelf<Floor>>(&mut linker, |s| s).unwrap();
+    let component = Component::from_file(engine, path).unwrap();
+    sync_floor::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
+}
+
+fn floor_pre_async(engine: &wasmtime::Engine, path: &str) -> PluginPre<Floor> {
+    let mut linker = Linker::<Floor>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     bindings::Plugin::add_to_linker::<Floor, HasSelf<Floor>>(&mut linker, |s| s).unwrap();
     let component = Component::from_file(engine, path).unwrap();
     PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
@@ -170,7 +210,6 @@ fn bench_plugin(
     });
 
     let engine = wasmhook::plugins::engine::new(16).unwrap();
-    let pre = floor_pre(&engine, path);
     let wit = to_wit(
         &Input {
             event: event.clone(),
@@ -179,21 +218,46 @@ fn bench_plugin(
         },
         "acc",
     );
+    let pre = floor_pre_sync(&engine, path);
+    let sync_event: sync_floor::wasmhook::plugin::types::Event =
+        sync_floor::wasmhook::plugin::types::Event {
+            id: wit.id.clone(),
+            event_type: wit.event_type.clone(),
+            occurred_at: wit.occurred_at.clone(),
+            received_at: wit.received_at.clone(),
+            payload: wit.payload.clone(),
+            account_id: wit.account_id.clone(),
+            subscription_id: wit.subscription_id.clone(),
+            attempt: wit.attempt,
+            causation: None,
+        };
     group.bench_function("bare_wasmtime", |b| {
         b.iter(|| {
-            let floor = Floor {
-                wasi: WasiCtxBuilder::new().build(),
-                table: ResourceTable::new(),
-                config: config.clone(),
-            };
-            let mut store = Store::new(&engine, floor);
+            let mut store = Store::new(&engine, Floor::new(&config));
             store.set_epoch_deadline(1_000_000);
             let instance = pre.instantiate(&mut store).unwrap();
             instance
                 .wasmhook_plugin_handler()
-                .call_handle(&mut store, &wit)
+                .call_handle(&mut store, &sync_event)
                 .unwrap()
                 .unwrap()
+        })
+    });
+    let pre_async = floor_pre_async(&engine, path);
+    group.bench_function("bare_wasmtime_async", |b| {
+        b.to_async(&rt).iter(|| {
+            let (engine, pre, wit, config) = (&engine, &pre_async, &wit, &config);
+            async move {
+                let mut store = Store::new(engine, Floor::new(config));
+                store.epoch_deadline_async_yield_and_update(1);
+                let instance = pre.instantiate_async(&mut store).await.unwrap();
+                instance
+                    .wasmhook_plugin_handler()
+                    .call_handle(&mut store, wit)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
         })
     });
 

@@ -83,7 +83,8 @@ async fn setup() -> (TestServer, String, Receiver) {
     (s, key, r)
 }
 
-#[tokio::test]
+// Two worker threads, as in the server binary (tests default to a single-threaded runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_loops_hit_the_deadline_and_do_not_block_the_server() {
     let (s, key, r) = setup().await;
     hostile(&s, &key, "loop", json!({"deadline_ms": 1500})).await;

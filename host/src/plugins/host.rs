@@ -1,9 +1,6 @@
 //! What a plugin instance sees of the host: the per-invocation store data and the host
 //! functions of the WIT (`send-message`, `log`, `config-get`, the key-value store), plus WASI
 //! and an outgoing `wasi:http` that only reaches the plugin's allowed hosts.
-//!
-//! Host functions run on the blocking thread that runs the plugin; the few that need the
-//! database or the send path wait on the async runtime with `Handle::block_on`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,27 +23,33 @@ use crate::store::plugins::{KvLimits, KvRefusal};
 
 const MAX_KEY_BYTES: usize = 512;
 
-/// Everything one invocation's host calls need.
-pub struct CallContext {
-    pub(crate) app: AppState,
-    pub(crate) rt: tokio::runtime::Handle,
-    pub(crate) plugin: Arc<LoadedPlugin>,
-    pub(crate) limits: Limits,
-    pub(crate) event_id: String,
-    pub(crate) account_id: String,
-    pub(crate) depth: u32,
-    pub(crate) sends: u32,
-    pub(crate) logs: Vec<PluginLogLine>,
-    pub(crate) log_bytes: usize,
+/// An invocation's log lines, within its byte budget. Shared, so that the lines written before
+/// a deadline cancelled the invocation are kept.
+pub struct LogBuffer {
+    event_id: String,
+    budget: usize,
+    used: usize,
+    /// The lines so far.
+    pub lines: Vec<PluginLogLine>,
 }
 
-impl CallContext {
-    /// Adds a log line, within the invocation's log budget.
-    pub fn log(&mut self, level: &str, message: String) {
-        if self.log_bytes >= self.limits.log_bytes {
+impl LogBuffer {
+    /// An empty buffer for one invocation.
+    pub fn new(event_id: String, budget: usize) -> LogBuffer {
+        LogBuffer {
+            event_id,
+            budget,
+            used: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Adds a line; past the budget, lines are cut and then dropped.
+    pub fn push(&mut self, level: &str, message: String) {
+        if self.used >= self.budget {
             return;
         }
-        let room = self.limits.log_bytes - self.log_bytes;
+        let room = self.budget - self.used;
         let mut message = message;
         if message.len() > room {
             let mut cut = room;
@@ -56,13 +59,42 @@ impl CallContext {
             message.truncate(cut);
             message.push_str(" [log limit reached]");
         }
-        self.log_bytes += message.len();
-        self.logs.push(PluginLogLine {
+        self.used += message.len();
+        self.push_always(level, message);
+    }
+
+    /// Adds a line whatever the budget (failures are always recorded).
+    pub fn push_always(&mut self, level: &str, message: String) {
+        self.lines.push(PluginLogLine {
             at: now_ms(),
             level: level.to_string(),
             event_id: Some(self.event_id.clone()),
             message,
         });
+    }
+}
+
+/// A log buffer shared between the store and the invocation that owns it.
+pub type Logs = Arc<Mutex<LogBuffer>>;
+
+/// Everything one invocation's host calls need.
+pub struct CallContext {
+    pub(crate) app: AppState,
+    pub(crate) plugin: Arc<LoadedPlugin>,
+    pub(crate) limits: Limits,
+    pub(crate) event_id: String,
+    pub(crate) account_id: String,
+    pub(crate) depth: u32,
+    pub(crate) sends: u32,
+    pub(crate) logs: Logs,
+}
+
+impl CallContext {
+    fn log(&self, level: &str, message: String) {
+        self.logs
+            .lock()
+            .expect("log buffer lock")
+            .push(level, message);
     }
 }
 
@@ -98,7 +130,11 @@ impl WasiHttpView for HostState {
 impl types::Host for HostState {}
 
 impl host::Host for HostState {
-    fn send_message(&mut self, conversation_id: String, text: String) -> Result<String, SendError> {
+    async fn send_message(
+        &mut self,
+        conversation_id: String,
+        text: String,
+    ) -> Result<String, SendError> {
         let c = &mut self.call;
         if c.sends >= c.limits.send_messages {
             let limit = c.limits.send_messages;
@@ -110,14 +146,7 @@ impl host::Host for HostState {
         }
         c.sends += 1;
         let origin = Origin::Plugin(caused_by(&c.plugin.id, &c.event_id, c.depth));
-        let sent = c.rt.block_on(messages::send(
-            &c.app,
-            &c.account_id,
-            conversation_id,
-            text,
-            origin,
-        ));
-        match sent {
+        match messages::send(&c.app, &c.account_id, conversation_id, text, origin).await {
             Ok(message) => Ok(message.id),
             Err(messages::SendError::UnknownConversation(_)) => Err(SendError::UnknownConversation),
             Err(messages::SendError::Invalid(m)) => Err(SendError::Invalid(m)),
@@ -125,7 +154,7 @@ impl host::Host for HostState {
         }
     }
 
-    fn log(&mut self, level: LogLevel, message: String) {
+    async fn log(&mut self, level: LogLevel, message: String) {
         let level = match level {
             LogLevel::Trace => "trace",
             LogLevel::Debug => "debug",
@@ -136,7 +165,7 @@ impl host::Host for HostState {
         self.call.log(level, message);
     }
 
-    fn config_get(&mut self, key: String) -> Option<String> {
+    async fn config_get(&mut self, key: String) -> Option<String> {
         self.call.plugin.config.get(&key).cloned()
     }
 }
@@ -150,14 +179,17 @@ fn check_key(key: &str) -> Result<(), KvError> {
 }
 
 impl kv::Host for HostState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
         let c = &self.call;
-        c.rt.block_on(c.app.store.kv_get(c.plugin.id.clone(), key))
+        c.app
+            .store
+            .kv_get(c.plugin.id.clone(), key)
+            .await
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
         check_key(&key)?;
         let c = &self.call;
         if value.len() > c.limits.kv_value_bytes {
@@ -168,8 +200,10 @@ impl kv::Host for HostState {
             keys: c.limits.kv_keys,
         };
         match c
-            .rt
-            .block_on(c.app.store.kv_set(c.plugin.id.clone(), key, value, limits))
+            .app
+            .store
+            .kv_set(c.plugin.id.clone(), key, value, limits)
+            .await
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(KvRefusal::TooManyKeys(n))) => Err(KvError::TooManyKeys(n)),
@@ -177,10 +211,13 @@ impl kv::Host for HostState {
         }
     }
 
-    fn delete(&mut self, key: String) -> Result<(), KvError> {
+    async fn delete(&mut self, key: String) -> Result<(), KvError> {
         check_key(&key)?;
         let c = &self.call;
-        c.rt.block_on(c.app.store.kv_delete(c.plugin.id.clone(), key))
+        c.app
+            .store
+            .kv_delete(c.plugin.id.clone(), key)
+            .await
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 }

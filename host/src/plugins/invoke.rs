@@ -11,18 +11,14 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::PluginRuntime;
 use super::bindings::types;
-use super::engine::EPOCH_TICK;
-use super::host::{CallContext, HostState, outgoing_timeout};
+use super::host::{CallContext, HostState, LogBuffer, Logs, outgoing_timeout};
 use super::limits::MemoryLimiter;
 use super::outgoing::HttpPolicy;
 use super::registry::LoadedPlugin;
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::rfc3339;
 use crate::events::{MAX_DEPTH, json_depth};
-use crate::model::{Event, PluginLogLine};
+use crate::model::Event;
 use crate::state::AppState;
-
-/// How long past its deadline an invocation blocked in a host call is waited for.
-const HOST_CALL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a plugin decided.
 #[derive(Debug, Clone)]
@@ -84,7 +80,11 @@ pub fn to_wit(input: &Input, account_id: &str) -> types::Event {
 }
 
 impl PluginRuntime {
-    /// Runs `plugin_id` on one event, on a blocking thread, and stores its log lines.
+    /// Runs `plugin_id` on one event and stores its log lines.
+    ///
+    /// The plugin runs on the async runtime and yields at every epoch tick, so a busy plugin
+    /// shares its thread with other tasks; at the deadline the invocation is dropped, which
+    /// stops the guest wherever it is, in wasm or in a host call.
     pub async fn invoke(
         self: &Arc<Self>,
         app: &AppState,
@@ -97,66 +97,71 @@ impl PluginRuntime {
                 false,
             ));
         };
-        let event_id = input.event.id.clone();
-        let rt = self.clone();
-        let app_for_call = app.clone();
-        let handle = tokio::runtime::Handle::current();
-        let deadline = plugin.limits.deadline;
-        let task = tokio::task::spawn_blocking(move || rt.run(app_for_call, handle, plugin, input));
-        // The epoch deadline interrupts wasm, not a host call that blocks (a WASI sleep, say):
-        // past the deadline and a grace second the delivery moves on without the thread.
-        let joined = match tokio::time::timeout(deadline + HOST_CALL_GRACE, task).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                let message = format!(
-                    "deadline exceeded after {} (blocked in a host call)",
-                    humantime::format_duration(deadline)
-                );
-                let line = PluginLogLine {
-                    at: now_ms(),
-                    level: "error".into(),
-                    event_id: Some(event_id),
-                    message: message.clone(),
-                };
-                let _ = app
-                    .store
-                    .append_plugin_logs(plugin_id.to_string(), vec![line])
-                    .await;
-                return Err(InvokeError::new(message, true));
+        let limits = plugin.limits;
+        let logs: Logs = Arc::new(Mutex::new(LogBuffer::new(
+            input.event.id.clone(),
+            limits.log_bytes,
+        )));
+        let io = Io {
+            stdout: MemoryOutputPipe::new(limits.log_bytes),
+            stderr: MemoryOutputPipe::new(limits.log_bytes),
+            denials: Arc::new(Mutex::new(Vec::new())),
+        };
+        let run = self.run(app.clone(), plugin, input, logs.clone(), io.clone());
+        let result = match tokio::time::timeout(limits.deadline, run).await {
+            Ok(result) => result,
+            Err(_) => Err(InvokeError::new(
+                format!(
+                    "deadline exceeded after {}",
+                    humantime::format_duration(limits.deadline)
+                ),
+                true,
+            )),
+        };
+        let lines = {
+            let mut buf = logs.lock().expect("log buffer lock");
+            for denial in io.denials.lock().expect("denials lock").drain(..) {
+                buf.push("warn", denial);
             }
+            for (pipe, level) in [(&io.stdout, "info"), (&io.stderr, "warn")] {
+                let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    buf.push(level, line.to_string());
+                }
+            }
+            if let Err(e) = &result {
+                buf.push_always("error", e.message.clone());
+            }
+            std::mem::take(&mut buf.lines)
         };
-        let (result, logs) = match joined {
-            Ok(r) => r,
-            Err(e) => return Err(InvokeError::new(format!("plugin task failed: {e}"), true)),
-        };
-        if let Err(e) = app
-            .store
-            .append_plugin_logs(plugin_id.to_string(), logs)
-            .await
-        {
-            tracing::warn!(plugin = plugin_id, error = %e, "storing plugin logs failed");
+        if !lines.is_empty() {
+            // Logs are diagnostics, not part of the delivery: written off the hot path.
+            let (store, id) = (app.store.clone(), plugin_id.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = store.append_plugin_logs(id.clone(), lines).await {
+                    tracing::warn!(plugin = %id, error = %e, "storing plugin logs failed");
+                }
+            });
         }
         result
     }
 
-    fn run(
+    async fn run(
         &self,
         app: AppState,
-        rt: tokio::runtime::Handle,
         plugin: Arc<LoadedPlugin>,
         input: Input,
-    ) -> (Result<Decision, InvokeError>, Vec<PluginLogLine>) {
+        logs: Logs,
+        io: Io,
+    ) -> Result<Decision, InvokeError> {
         let limits = plugin.limits;
-        let stdout = MemoryOutputPipe::new(limits.log_bytes);
-        let stderr = MemoryOutputPipe::new(limits.log_bytes);
         let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
+            .stdout(io.stdout)
+            .stderr(io.stderr)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let denials = Arc::new(Mutex::new(Vec::new()));
         let depth = input.event.causation.as_ref().map_or(0, |c| c.depth);
         let event = to_wit(&input, &plugin.account_id);
         let state = HostState {
@@ -166,60 +171,46 @@ impl PluginRuntime {
                 allowed_hosts: plugin.allowed_hosts.clone(),
                 net: app.net_policy.clone(),
                 timeout: outgoing_timeout(&limits),
-                denials: denials.clone(),
+                denials: io.denials,
             },
             table: Default::default(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
             call: CallContext {
                 app,
-                rt,
                 plugin: plugin.clone(),
                 limits,
                 event_id: input.event.id.clone(),
                 account_id: plugin.account_id.clone(),
                 depth,
                 sends: 0,
-                logs: Vec::new(),
-                log_bytes: 0,
+                logs,
             },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-
-        let outcome = plugin.pre.instantiate(&mut store).and_then(|instance| {
+        store.epoch_deadline_async_yield_and_update(1);
+        let outcome = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
                 .wasmhook_plugin_handler()
                 .call_handle(&mut store, &event)
-        });
-        let result = match outcome {
+                .await
+        }
+        .await;
+        match outcome {
             Ok(Ok(decision)) => decide(decision, limits.replace_bytes),
             Ok(Err(e)) => Err(InvokeError::new(e.message, e.retryable)),
             Err(trap) => Err(explain(&trap, store.data().limiter.hit, &limits)),
-        };
-
-        let mut call = store.into_data().call;
-        for denial in denials.lock().expect("denials lock").drain(..) {
-            call.log("warn", denial);
         }
-        for (pipe, level) in [(stdout, "info"), (stderr, "warn")] {
-            let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                call.log(level, line.to_string());
-            }
-        }
-        if let Err(e) = &result {
-            // Failures are always recorded, even past the log budget.
-            call.logs.push(PluginLogLine {
-                at: now_ms(),
-                level: "error".into(),
-                event_id: Some(call.event_id.clone()),
-                message: e.message.clone(),
-            });
-        }
-        (result, call.logs)
     }
+}
+
+/// Where an invocation's stdout, stderr and refused requests go; read after it ends.
+#[derive(Clone)]
+struct Io {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    denials: super::host::Denials,
 }
 
 fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, InvokeError> {

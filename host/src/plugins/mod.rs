@@ -3,8 +3,8 @@
 //! One [`Engine`] for the process; a [`Linker`] built once with WASI 0.2, outgoing
 //! `wasi:http` and our host interfaces; a pre-instantiated component per plugin version
 //! (compiled once at upload, its artifact stored so a restart does not compile again); and
-//! a fresh `Store` and instance per event, run on a blocking thread under a memory limit and
-//! an epoch deadline.
+//! a fresh `Store` and instance per event, run on the async runtime under a memory limit, yielding
+//! at every epoch tick so other tasks keep being served, and cancelled at its deadline.
 
 mod artifacts;
 pub mod bindings;
@@ -49,8 +49,8 @@ impl PluginRuntime {
     ) -> wasmtime::Result<PluginRuntime> {
         let engine = engine::new(instances)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
