@@ -92,6 +92,7 @@ pub fn write(load: &Path, criterion: &Path, analysis: &Path, out: &Path) -> anyh
         let group = format!("plugin_{name}");
         let host = median_us(criterion, &group, "host_path");
         let floor = median_us(criterion, &group, "bare_wasmtime");
+        let floor_async = median_us(criterion, &group, "bare_wasmtime_async");
         let native = median_us(criterion, &group, "native");
         if name == "pii-redactor" {
             pii = host.zip(floor);
@@ -99,19 +100,23 @@ pub fn write(load: &Path, criterion: &Path, analysis: &Path, out: &Path) -> anyh
         let ratio = |a: Option<f64>, b: Option<f64>| f(a.zip(b).map(|(a, b)| a / b), 2);
         writeln!(
             md,
-            "| {name} | {} µs | {} µs | {} µs | {}× | {}× |",
+            "| {name} | {} µs | {} µs | {} µs | {} µs | {}× | {}× | {}× |",
             f(host, 2),
             f(floor, 2),
+            f(floor_async, 2),
             f(native, 3),
             ratio(host, floor),
+            ratio(host, floor_async),
             ratio(host, native)
         )?;
     }
     writeln!(
         md,
-        "\nHost path: `PluginRuntime::invoke` as the delivery engine calls it (hop to a blocking thread, fresh \
-         store and instance from the pre-instantiated component, handler, decision, log write). Floor: the same \
-         component with the same engine settings, instantiated and called in a loop with no-op host functions. \
+        "\nHost path: `PluginRuntime::invoke` as the delivery engine calls it (fresh store and instance from the \
+         pre-instantiated component, WASI and wasi:http contexts, limits, handler, decision, log hand-off). Floors: \
+         the same component with the same engine settings, instantiated and called in a loop with no-op host \
+         functions, with synchronous bindings (the fastest wasmtime call) and with async bindings (what the host \
+         uses, so that plugins yield to other tasks). \
          Native: the plugin's Rust code called directly with the SDK's in-memory host. auto-reply's host path \
          includes its `send-message`, i.e. a durable commit of the reply message and event.\n"
     )?;
