@@ -73,7 +73,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     // Every delivery in flight may hold one plugin instance; the margin covers uploads' checks.
     let instances = config.delivery_concurrency as u32 + 64;
     let plugins = Arc::new(
-        PluginRuntime::new(&config.data_dir, instances, metrics.clone())
+        PluginRuntime::new(&config.data_dir, instances, metrics.clone(), store.clone())
             .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e:#}"))?,
     );
     let loaded = plugins.load_all(&store).await.context("loading plugins")?;

@@ -84,9 +84,9 @@ pub fn write(load: &Path, criterion: &Path, analysis: &Path, out: &Path) -> anyh
     writeln!(md, "## Plugin invocation (criterion, median per event)\n")?;
     writeln!(
         md,
-        "| plugin | host path | bare wasmtime (floor) | native | host ÷ floor | host ÷ native |"
+        "| plugin | host path | floor: bare wasmtime, sync | floor: bare wasmtime, async | native | host ÷ sync floor | host ÷ async floor | host ÷ native |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     let mut pii = None;
     for name in ["noop", "pii-redactor", "auto-reply"] {
         let group = format!("plugin_{name}");

@@ -100,13 +100,6 @@ async fn the_readme_walkthrough_builds_a_plugin_that_replies() {
         "Thanks for writing! A human will answer soon."
     );
     assert_eq!(reply["payload"]["conversation_id"], "c1");
-    let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
-    assert!(
-        logs["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["message"] == "replied in c1"),
-        "{logs}"
-    );
+    s.logs_with(&key, id, |l| l["message"] == "replied in c1")
+        .await;
 }

@@ -54,15 +54,10 @@ async fn round_trip(file: &str, seen_by: &str) {
     assert_eq!(data["text"], "hello", "{data}");
     assert_eq!(data["seen_by"], seen_by, "{data}");
     assert_eq!(data["greeting"], "hi from the config", "{data}");
-    let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
-    assert!(
-        logs["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["event_id"] == e["id"] && l["level"] == "info"),
-        "{logs}"
-    );
+    s.logs_with(&key, id, |l| {
+        l["event_id"] == e["id"] && l["level"] == "info"
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -208,15 +208,10 @@ async fn send_message_floods_are_capped() {
         .filter(|e| e["causation"]["plugin_id"] == id.as_str())
         .count();
     assert_eq!(sent, 5, "the default send-message limit is 5 per event");
-    let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
-    assert!(
-        logs["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["message"].as_str().unwrap().contains("limit of 5")),
-        "{logs}"
-    );
+    s.logs_with(&key, &id, |l| {
+        l["message"].as_str().unwrap().contains("limit of 5")
+    })
+    .await;
     innocent_still_flows(&s, &key, &r).await;
 }
 
@@ -271,14 +266,13 @@ async fn outgoing_http_reaches_only_allowed_hosts() {
     let (_, attempt) = first_attempt(&s, &key, denied["id"].as_str().unwrap()).await;
     assert_eq!(attempt["error_kind"], "plugin", "{attempt}");
     assert!(target.received().is_empty(), "deny by default");
-    let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
-    assert!(
-        logs["data"].as_array().unwrap().iter().any(|l| l["message"]
+    s.logs_with(&key, &id, |l| {
+        l["message"]
             .as_str()
             .unwrap()
-            .contains("not in the plugin's allowed_hosts")),
-        "{logs}"
-    );
+            .contains("not in the plugin's allowed_hosts")
+    })
+    .await;
 
     let (status, _) = s
         .patch(

@@ -134,15 +134,8 @@ impl PluginRuntime {
             }
             std::mem::take(&mut buf.lines)
         };
-        if !lines.is_empty() {
-            // Logs are diagnostics, not part of the delivery: written off the hot path.
-            let (store, id) = (app.store.clone(), plugin_id.to_string());
-            tokio::spawn(async move {
-                if let Err(e) = store.append_plugin_logs(id.clone(), lines).await {
-                    tracing::warn!(plugin = %id, error = %e, "storing plugin logs failed");
-                }
-            });
-        }
+        // Logs are diagnostics, not part of the delivery: written in batches, off the hot path.
+        self.logs.send(plugin_id, lines);
         result
     }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod host;
 pub mod invoke;
 pub mod limits;
+pub mod logsink;
 pub mod outgoing;
 pub mod registry;
 
@@ -38,6 +39,7 @@ pub struct PluginRuntime {
     dir: PathBuf,
     engine_hash: String,
     metrics: Arc<Metrics>,
+    logs: logsink::LogSink,
 }
 
 impl PluginRuntime {
@@ -46,6 +48,7 @@ impl PluginRuntime {
         data_dir: &std::path::Path,
         instances: u32,
         metrics: Arc<Metrics>,
+        store: crate::store::Store,
     ) -> wasmtime::Result<PluginRuntime> {
         let engine = engine::new(instances)?;
         let mut linker = Linker::new(&engine);
@@ -63,6 +66,7 @@ impl PluginRuntime {
             dir: data_dir.join("plugins"),
             engine_hash,
             metrics,
+            logs: logsink::LogSink::start(store),
         })
     }
 }

@@ -342,25 +342,22 @@ impl Store {
         .await
     }
 
-    /// Appends log lines of one invocation and trims old ones.
+    /// Appends log lines (per plugin) in one transaction and trims old ones.
     pub async fn append_plugin_logs(
         &self,
-        plugin_id: String,
-        lines: Vec<PluginLogLine>,
+        batch: Vec<(String, Vec<PluginLogLine>)>,
     ) -> Result<(), StoreError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
         self.write(move |tx| {
-            let mut stmt = tx.prepare_cached(
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO plugin_logs (plugin_id, event_id, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for l in &lines {
-                stmt.execute(params![plugin_id, l.event_id, l.level, l.message, l.at])?;
+            let mut trim = tx.prepare_cached("DELETE FROM plugin_logs WHERE plugin_id = ?1 AND seq <= ?2")?;
+            for (plugin_id, lines) in &batch {
+                for l in lines {
+                    insert.execute(params![plugin_id, l.event_id, l.level, l.message, l.at])?;
+                }
+                trim.execute(params![plugin_id, tx.last_insert_rowid() - KEEP_LOG_LINES * 4])?;
             }
-            let last = tx.last_insert_rowid();
-            tx.prepare_cached("DELETE FROM plugin_logs WHERE plugin_id = ?1 AND seq <= ?2")?
-                .execute(params![plugin_id, last - KEEP_LOG_LINES * 4])?;
             Ok(())
         })
         .await

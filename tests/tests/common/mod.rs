@@ -215,6 +215,26 @@ impl TestServer {
         patched
     }
 
+    /// A plugin's log lines, once one of them satisfies `wanted` (logs are written in batches).
+    pub async fn logs_with(
+        &self,
+        key: &str,
+        plugin_id: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let path = format!("/v1/plugins/{plugin_id}/logs?limit=1000");
+        eventually(
+            &format!("a matching log line of {plugin_id}"),
+            Duration::from_secs(15),
+            || async {
+                let (_, logs) = self.get(&path, key).await;
+                let lines = logs["data"].as_array().cloned().unwrap_or_default();
+                lines.iter().any(&wanted).then_some(lines)
+            },
+        )
+        .await
+    }
+
     /// Posts one event; returns its JSON.
     pub async fn event(&self, key: &str, body: Value) -> Value {
         let (status, e) = self.post("/v1/events", key, body).await;
