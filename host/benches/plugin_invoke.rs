@@ -180,6 +180,7 @@ fn bench_plugin(
             config: config.clone(),
             allowed_hosts: vec![],
             limits: PluginLimits::default(),
+            log_level: Default::default(),
             version: 1,
             created_at: now_ms(),
             updated_at: now_ms(),

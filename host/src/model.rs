@@ -327,6 +327,27 @@ pub struct PluginLimits {
     pub replace_bytes: Option<u32>,
 }
 
+/// How severe a plugin log line is; a plugin keeps lines at its `log_level` and above.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Very detailed diagnostics.
+    Trace,
+    /// Diagnostics.
+    Debug,
+    /// Normal operation (the default level kept).
+    #[default]
+    Info,
+    /// Something unexpected.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+str_enum!(LogLevel { Trace => "trace", Debug => "debug", Info => "info", Warn => "warn", Error => "error" });
+
 /// An uploaded plugin.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Plugin {
@@ -343,6 +364,8 @@ pub struct Plugin {
     pub allowed_hosts: Vec<String>,
     /// Limit overrides.
     pub limits: PluginLimits,
+    /// Lines below this level are not kept (default `info`).
+    pub log_level: LogLevel,
     /// The version new events run on.
     pub version: u32,
     /// Creation time.

@@ -297,6 +297,14 @@ async fn outgoing_http_reaches_only_allowed_hosts() {
 async fn logs_carry_the_event_id_and_capture_stdout_and_stderr() {
     let (s, key, _r) = setup().await;
     let id = hostile(&s, &key, "log", json!({})).await;
+    let (status, _) = s
+        .patch(
+            &format!("/v1/plugins/{id}"),
+            &key,
+            json!({"log_level": "trace"}),
+        )
+        .await;
+    assert_eq!(status, 200);
     let e = s
         .event(&key, json!({"type": "hostile.log", "payload": {}}))
         .await;
@@ -444,4 +452,27 @@ async fn plugin_errors_are_failed_attempts_retried_only_when_retryable() {
         );
     }
     assert!(out.received().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn lines_below_the_plugin_log_level_are_not_kept() {
+    let (s, key, _r) = setup().await;
+    let id = hostile(&s, &key, "log", json!({})).await;
+    s.event(&key, json!({"type": "hostile.log", "payload": {}}))
+        .await;
+    let lines = s
+        .logs_with(&key, &id, |l| l["message"] == "hostile: error")
+        .await;
+    let kept: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        kept.contains(&"hostile: info") && kept.contains(&"hostile: warn"),
+        "{kept:?}"
+    );
+    assert!(
+        !kept.contains(&"hostile: debug") && !kept.contains(&"hostile: trace"),
+        "info is the default level: {kept:?}"
+    );
 }

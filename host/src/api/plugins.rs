@@ -19,7 +19,7 @@ use super::{ListResponse, PageQuery, with_status};
 use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
-use crate::model::{Plugin, PluginLimits, PluginLogLine, PluginVersion};
+use crate::model::{LogLevel, Plugin, PluginLimits, PluginLogLine, PluginVersion};
 use crate::plugins::limits;
 use crate::state::AppState;
 
@@ -58,6 +58,8 @@ struct UpdatePlugin {
     allowed_hosts: Option<Vec<String>>,
     /// Limit overrides (replaces all overrides).
     limits: Option<PluginLimits>,
+    /// Keep log lines at this level and above: `trace`, `debug`, `info` (default), `warn`, `error`.
+    log_level: Option<LogLevel>,
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -143,6 +145,7 @@ async fn upload(
         config,
         allowed_hosts,
         limits: PluginLimits::default(),
+        log_level: LogLevel::default(),
         version: 1,
         created_at: now,
         updated_at: now,
@@ -226,6 +229,9 @@ async fn update(
             }
             if let Some(l) = req.limits {
                 p.limits = l;
+            }
+            if let Some(l) = req.log_level {
+                p.log_level = l;
             }
             p.updated_at = now_ms();
         })

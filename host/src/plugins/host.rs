@@ -17,7 +17,7 @@ use super::registry::LoadedPlugin;
 use crate::clock::now_ms;
 use crate::events::caused_by;
 use crate::messages::{self, Origin};
-use crate::model::PluginLogLine;
+use crate::model::{LogLevel as ModelLevel, PluginLogLine};
 use crate::state::AppState;
 use crate::store::plugins::{KvLimits, KvRefusal};
 
@@ -27,6 +27,7 @@ const MAX_KEY_BYTES: usize = 512;
 /// a deadline cancelled the invocation are kept.
 pub struct LogBuffer {
     event_id: String,
+    min_level: ModelLevel,
     budget: usize,
     used: usize,
     /// The lines so far.
@@ -35,9 +36,10 @@ pub struct LogBuffer {
 
 impl LogBuffer {
     /// An empty buffer for one invocation.
-    pub fn new(event_id: String, budget: usize) -> LogBuffer {
+    pub fn new(event_id: String, budget: usize, min_level: ModelLevel) -> LogBuffer {
         LogBuffer {
             event_id,
+            min_level,
             budget,
             used: 0,
             lines: Vec::new(),
@@ -45,8 +47,8 @@ impl LogBuffer {
     }
 
     /// Adds a line; past the budget, lines are cut and then dropped.
-    pub fn push(&mut self, level: &str, message: String) {
-        if self.used >= self.budget {
+    pub fn push(&mut self, level: ModelLevel, message: String) {
+        if level < self.min_level || self.used >= self.budget {
             return;
         }
         let room = self.budget - self.used;
@@ -64,10 +66,10 @@ impl LogBuffer {
     }
 
     /// Adds a line whatever the budget (failures are always recorded).
-    pub fn push_always(&mut self, level: &str, message: String) {
+    pub fn push_always(&mut self, level: ModelLevel, message: String) {
         self.lines.push(PluginLogLine {
             at: now_ms(),
-            level: level.to_string(),
+            level: level.as_str().to_string(),
             event_id: Some(self.event_id.clone()),
             message,
         });
@@ -90,7 +92,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn log(&self, level: &str, message: String) {
+    fn log(&self, level: ModelLevel, message: String) {
         self.logs
             .lock()
             .expect("log buffer lock")
@@ -139,7 +141,7 @@ impl host::Host for HostState {
         if c.sends >= c.limits.send_messages {
             let limit = c.limits.send_messages;
             c.log(
-                "warn",
+                ModelLevel::Warn,
                 format!("send-message refused: the limit of {limit} per event is reached"),
             );
             return Err(SendError::LimitExceeded(limit));
@@ -156,11 +158,11 @@ impl host::Host for HostState {
 
     async fn log(&mut self, level: LogLevel, message: String) {
         let level = match level {
-            LogLevel::Trace => "trace",
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
+            LogLevel::Trace => ModelLevel::Trace,
+            LogLevel::Debug => ModelLevel::Debug,
+            LogLevel::Info => ModelLevel::Info,
+            LogLevel::Warn => ModelLevel::Warn,
+            LogLevel::Error => ModelLevel::Error,
         };
         self.call.log(level, message);
     }

@@ -17,7 +17,7 @@ use super::outgoing::HttpPolicy;
 use super::registry::LoadedPlugin;
 use crate::clock::rfc3339;
 use crate::events::{MAX_DEPTH, json_depth};
-use crate::model::Event;
+use crate::model::{Event, LogLevel};
 use crate::state::AppState;
 
 /// What a plugin decided.
@@ -101,6 +101,7 @@ impl PluginRuntime {
         let logs: Logs = Arc::new(Mutex::new(LogBuffer::new(
             input.event.id.clone(),
             limits.log_bytes,
+            plugin.log_level,
         )));
         let io = Io {
             stdout: MemoryOutputPipe::new(limits.log_bytes),
@@ -121,16 +122,16 @@ impl PluginRuntime {
         let lines = {
             let mut buf = logs.lock().expect("log buffer lock");
             for denial in io.denials.lock().expect("denials lock").drain(..) {
-                buf.push("warn", denial);
+                buf.push(LogLevel::Warn, denial);
             }
-            for (pipe, level) in [(&io.stdout, "info"), (&io.stderr, "warn")] {
+            for (pipe, level) in [(&io.stdout, LogLevel::Info), (&io.stderr, LogLevel::Warn)] {
                 let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     buf.push(level, line.to_string());
                 }
             }
             if let Err(e) = &result {
-                buf.push_always("error", e.message.clone());
+                buf.push_always(LogLevel::Error, e.message.clone());
             }
             std::mem::take(&mut buf.lines)
         };

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use super::bindings::PluginPre;
 use super::host::HostState;
 use super::limits::Limits;
-use crate::model::Plugin;
+use crate::model::{LogLevel, Plugin};
 
 /// A plugin version ready to instantiate, with the settings it runs under.
 pub struct LoadedPlugin {
@@ -25,6 +25,8 @@ pub struct LoadedPlugin {
     pub allowed_hosts: Arc<Vec<String>>,
     /// Limits in force.
     pub limits: Limits,
+    /// Lines below this level are not kept.
+    pub log_level: LogLevel,
 }
 
 impl LoadedPlugin {
@@ -37,6 +39,7 @@ impl LoadedPlugin {
             config: plugin.config.clone(),
             allowed_hosts: Arc::new(plugin.allowed_hosts.clone()),
             limits: Limits::resolve(&plugin.limits),
+            log_level: plugin.log_level,
         }
     }
 }
@@ -61,7 +64,7 @@ impl Registry {
             .insert(loaded.id.clone(), Arc::new(loaded));
     }
 
-    /// Applies new settings (config, hosts, limits) to the loaded version.
+    /// Applies new settings (config, hosts, limits, log level) to the loaded version.
     pub fn update_settings(&self, plugin: &Plugin) {
         let mut map = self.plugins.write().expect("registry lock");
         if let Some(old) = map.get(&plugin.id) {

@@ -5,6 +5,7 @@ use rusqlite_migration::{M, Migrations};
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_plugins.sql")),
+    M::up(include_str!("migrations/0003_plugin_log_level.sql")),
 ];
 
 /// The ordered list of schema migrations.

@@ -3,9 +3,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{OptionalRow, Page, Store, StoreError};
-use crate::model::{Plugin, PluginLogLine, PluginVersion};
+use crate::model::{LogLevel, Plugin, PluginLogLine, PluginVersion};
 
-const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at";
+const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level";
 const VERSION_COLUMNS: &str =
     "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
 /// Log lines kept per plugin; older ones are trimmed.
@@ -19,6 +19,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
     let config: String = r.get(4)?;
     let hosts: String = r.get(5)?;
     let limits: String = r.get(6)?;
+    let log_level: String = r.get(10)?;
     Ok((
         r.get(0)?,
         Plugin {
@@ -31,6 +32,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
             version: r.get(7)?,
             created_at: r.get(8)?,
             updated_at: r.get(9)?,
+            log_level: LogLevel::parse(&log_level).ok_or_else(|| corrupt("log_level"))?,
         },
     ))
 }
@@ -93,7 +95,7 @@ impl Store {
     ) -> Result<Plugin, StoreError> {
         self.write(move |tx| {
             tx.prepare_cached(&format!(
-                "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 &COLUMNS["rowid, ".len()..]
             ))?
             .execute(params![
@@ -105,7 +107,8 @@ impl Store {
                 json(&plugin.limits),
                 plugin.version,
                 plugin.created_at,
-                plugin.updated_at
+                plugin.updated_at,
+                plugin.log_level.as_str()
             ])?;
             insert_version(tx, &plugin.id, &version)?;
             Ok(plugin)
@@ -165,8 +168,9 @@ impl Store {
             let mut p = get_in(tx, &account_id, &id)?;
             change(&mut p);
             tx.execute(
-                "UPDATE plugins SET name = ?2, config = ?3, allowed_hosts = ?4, limits = ?5, updated_at = ?6 WHERE id = ?1",
-                params![p.id, p.name, json(&p.config), json(&p.allowed_hosts), json(&p.limits), p.updated_at],
+                "UPDATE plugins SET name = ?2, config = ?3, allowed_hosts = ?4, limits = ?5, updated_at = ?6, log_level = ?7
+                 WHERE id = ?1",
+                params![p.id, p.name, json(&p.config), json(&p.allowed_hosts), json(&p.limits), p.updated_at, p.log_level.as_str()],
             )?;
             Ok(p)
         })
