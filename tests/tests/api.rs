@@ -557,15 +557,7 @@ async fn operability_endpoints_answer() {
         s.call(Method::GET, "/readyz", None, None).await,
         (200, json!({"status": "ready"}))
     );
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("wasmhook_events_ingested_total 1"),
         "{metrics}"

@@ -611,15 +611,7 @@ async fn delivery_metrics_are_exported() {
     s.subscribe(&key, json!({"url": r.url.clone()})).await;
     let e = s.event(&key, json!({"type": "a", "payload": {}})).await;
     settled(&s, &key, e["id"].as_str().unwrap(), "succeeded").await;
-    let m = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.metrics().await;
     assert!(
         m.contains("wasmhook_deliveries_total{outcome=\"succeeded\"} 1"),
         "{m}"

@@ -144,15 +144,7 @@ async fn plugins_are_managed_and_survive_a_restart_without_recompiling() {
     assert_eq!(versions["data"][0]["sha256"].as_str().unwrap().len(), 64);
 
     s.restart().await;
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("wasmhook_plugin_compilations_total 0"),
         "restart loaded stored artifacts:\n{metrics}"

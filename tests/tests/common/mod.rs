@@ -235,6 +235,18 @@ impl TestServer {
         .await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Posts one event; returns its JSON.
     pub async fn event(&self, key: &str, body: Value) -> Value {
         let (status, e) = self.post("/v1/events", key, body).await;
