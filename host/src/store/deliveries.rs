@@ -4,6 +4,8 @@
 //! A claim moves `next_attempt_at` to the end of the lease, so a delivery whose worker died
 //! simply becomes due again when the lease runs out; nothing has to sweep for orphans.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, Transaction, params};
 
 use super::events::NewEvent;
@@ -154,24 +156,52 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError> {
         self.write(move |tx| {
+            let lease_until = now + lease_ms;
             let mut stmt = tx.prepare_cached(
                 "UPDATE deliveries SET next_attempt_at = ?2, lease_until = ?2
                  WHERE seq IN (SELECT seq FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1
                                ORDER BY next_attempt_at LIMIT ?3)
-                 RETURNING seq, event_seq, subscription_seq",
+                 RETURNING seq, id, event_seq, subscription_seq, attempts, last_error, created_at, updated_at",
             )?;
             let claimed = stmt
-                .query_map(params![now, now + lease_ms, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                .query_map(params![now, lease_until, limit as i64], |r| {
+                    Ok((
+                        Delivery {
+                            seq: r.get(0)?,
+                            id: r.get(1)?,
+                            event_id: String::new(),
+                            subscription_id: String::new(),
+                            status: DeliveryStatus::Pending,
+                            attempts: r.get(4)?,
+                            next_attempt_at: Some(lease_until),
+                            last_error: r.get(5)?,
+                            created_at: r.get(6)?,
+                            updated_at: r.get(7)?,
+                        },
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
+            // One event fans out to many subscriptions and one subscription gets many events:
+            // read each once per claim.
+            let mut events: HashMap<i64, Event> = HashMap::new();
+            let mut subscriptions: HashMap<i64, Subscription> = HashMap::new();
             let mut out = Vec::with_capacity(claimed.len());
-            for (seq, event_seq, sub_seq) in claimed {
-                let delivery = tx.prepare_cached(&format!("SELECT {COLUMNS} {FROM} WHERE d.seq = ?1"))?
-                    .query_row([seq], row)
-                    .found()?;
-                let event = super::events::get_by_seq(tx, event_seq)?;
-                let subscription = super::subscriptions::get_by_seq(tx, sub_seq)?;
+            for (mut delivery, event_seq, sub_seq) in claimed {
+                let event = match events.get(&event_seq) {
+                    Some(e) => e.clone(),
+                    None => events.entry(event_seq).or_insert(super::events::get_by_seq(tx, event_seq)?).clone(),
+                };
+                let subscription = match subscriptions.get(&sub_seq) {
+                    Some(s) => s.clone(),
+                    None => subscriptions
+                        .entry(sub_seq)
+                        .or_insert(super::subscriptions::get_by_seq(tx, sub_seq)?)
+                        .clone(),
+                };
+                delivery.event_id = event.id.clone();
+                delivery.subscription_id = subscription.id.clone();
                 out.push(Claimed { delivery, event, subscription });
             }
             Ok(out)
