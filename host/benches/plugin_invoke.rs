@@ -201,8 +201,8 @@ fn bench_plugin(
     group.bench_function("host_path", |b| {
         b.to_async(&rt).iter(|| {
             let input = Input {
-                event: event.clone(),
-                subscription_id: "sub".into(),
+                event: &event,
+                subscription_id: "sub",
                 attempt: 1,
             };
             let (state, plugin_id) = (&state, &plugin_id);
@@ -212,9 +212,9 @@ fn bench_plugin(
 
     let engine = wasmhook::plugins::engine::new(16).unwrap();
     let wit = to_wit(
-        &Input {
-            event: event.clone(),
-            subscription_id: "sub".into(),
+        Input {
+            event: &event,
+            subscription_id: "sub",
             attempt: 1,
         },
         "acc",

@@ -15,7 +15,50 @@ pub fn now_ms() -> i64 {
 }
 
 /// Formats Unix milliseconds as RFC 3339 in UTC with millisecond precision.
+///
+/// Every event delivered and every timestamp in a response goes through here, so the common
+/// case (years 1970 to 9999) is formatted by hand into a fixed buffer; anything else takes the
+/// general path.
 pub fn rfc3339(ms: i64) -> String {
+    const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    if !(0..=MAX_MS).contains(&ms) {
+        return rfc3339_general(ms);
+    }
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (secs, millis) = (ms_of_day / 1000, ms_of_day % 1000);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, secs / 3600);
+    put(14, 2, secs / 60 % 60);
+    put(17, 2, secs % 60);
+    put(20, 3, millis);
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn rfc3339_general(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     t.format(format_description!(
@@ -63,6 +106,20 @@ mod tests {
         assert_eq!(ms, 1_614_265_330_123);
         assert_eq!(text, "2021-02-25T15:02:10.123Z");
         assert!(parse_rfc3339("yesterday").is_none());
+    }
+
+    #[test]
+    fn hand_formatting_matches_the_general_path() {
+        let mut ms: i64 = 0;
+        // Steps of five days less a few ms visit every month, leap days and centuries.
+        while ms <= 253_402_300_799_999 {
+            assert_eq!(rfc3339(ms), rfc3339_general(ms), "at {ms}");
+            ms += 431_999_977;
+        }
+        for ms in [0, 951_782_400_000, 4_107_542_399_999, 253_402_300_799_999] {
+            assert_eq!(rfc3339(ms), rfc3339_general(ms));
+        }
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -18,20 +18,27 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_DEPTH: usize = 128;
 
 /// The nesting depth of valid JSON text (brackets outside strings).
+///
+/// Runs on every event ingested and every payload a plugin returns, so strings, most of a
+/// typical payload, are skipped with `memchr` rather than walked byte by byte.
 pub fn json_depth(json: &str) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in json.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
+    let b = json.as_bytes();
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while let Some(&c) = b.get(i) {
+        i += 1;
+        match c {
+            b'"' => loop {
+                let Some(rest) = b.get(i..) else { return max };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    // An escape: skip it and the escaped byte.
+                    Some(at) if rest[at] == b'\\' => i += at + 2,
+                    Some(at) => {
+                        i += at + 1;
+                        break;
+                    }
+                    None => return max,
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 max = max.max(depth);
@@ -252,6 +259,9 @@ mod tests {
             json_depth(&format!("{}{}", "[".repeat(200), "]".repeat(200))),
             200
         );
+        assert_eq!(json_depth(r#"[{"k\"":"\\"},["\u005b"]]"#), 2);
+        assert_eq!(json_depth(r#"["unterminated\"#), 1);
+        assert_eq!(json_depth(""), 0);
     }
 
     #[test]

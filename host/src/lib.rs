@@ -78,7 +78,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     );
     let loaded = plugins.load_all(&store).await.context("loading plugins")?;
     tracing::info!(plugins = loaded, "plugins loaded");
-    Ok(AppState {
+    Ok(AppState::new(state::Shared {
         store,
         config: Arc::new(config),
         keys: Default::default(),
@@ -88,7 +88,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         dispatcher_wake: Default::default(),
         http,
         plugins,
-    })
+    }))
 }
 
 /// The admin token: from the options, else from the data dir, else generated, stored

@@ -11,9 +11,28 @@ use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::store::Store;
 
-/// Shared server state; cheap to clone.
+/// Shared server state: one pointer, so a clone (per request, per invocation) is one atomic
+/// increment rather than one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of the server state.
+pub struct Shared {
     /// The database.
     pub store: Store,
     /// Options the server was started with.

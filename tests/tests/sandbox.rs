@@ -137,7 +137,94 @@ async fn a_plugin_blocked_in_a_host_call_still_meets_its_deadline() {
             .contains("deadline exceeded after 300ms"),
         "{attempt}"
     );
+    // What it logged before the deadline is kept, next to why it stopped.
+    let logs = eventually("log lines", WAIT, || async {
+        let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
+        let lines = logs["data"].as_array().unwrap().clone();
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await;
+    let messages: Vec<&str> = logs.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(
+        messages.contains(&"hostile: going to sleep"),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("deadline exceeded")),
+        "{messages:?}"
+    );
     innocent_still_flows(&s, &key, &r).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_output_is_cut_at_the_log_budget_and_the_plugin_goes_on() {
+    let (s, key, r) = setup().await;
+    // 400 KiB of stdout against a 16 KiB log budget.
+    let id = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "print-flood"}, "limits": {"log_bytes": 16384}}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"url": format!("{}/flood", r.url), "transform_plugin_id": id, "event_types": ["hostile.flood"]}),
+    )
+    .await;
+    let ids: Vec<String> = send_events(&s, &key, "hostile.flood", 2).await;
+    for id in &ids {
+        let (d, attempt) = first_attempt(&s, &key, id).await;
+        assert_eq!(d["status"], "succeeded", "{attempt}");
+    }
+    assert_eq!(r.at("/flood").len(), 2);
+    let (_, logs) = s
+        .get(&format!("/v1/plugins/{id}/logs?limit=1000"), &key)
+        .await;
+    let lines = logs["data"].as_array().unwrap();
+    let bytes: usize = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().len())
+        .sum();
+    assert!(
+        bytes <= 2 * (16384 + 100),
+        "{bytes} bytes of log lines kept"
+    );
+    for event_id in &ids {
+        let of_event: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["event_id"] == *event_id)
+            .collect();
+        // Each event's own output, cut at the budget: a context reused between events
+        // carries nothing over.
+        let printed = of_event
+            .iter()
+            .filter(|l| l["message"].as_str().unwrap().starts_with("xxx"))
+            .count();
+        assert!(
+            (100..=170).contains(&printed),
+            "{printed} lines for {event_id}"
+        );
+        assert!(
+            of_event.iter().any(|l| l["message"]
+                .as_str()
+                .unwrap()
+                .contains("more bytes of output dropped")),
+            "{of_event:?}"
+        );
+    }
+    innocent_still_flows(&s, &key, &r).await;
+}
+
+async fn send_events(s: &TestServer, key: &str, event_type: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let e = s
+            .event(key, json!({"type": event_type, "payload": {}}))
+            .await;
+        ids.push(e["id"].as_str().unwrap().to_string());
+    }
+    ids
 }
 
 #[tokio::test]

@@ -45,10 +45,10 @@ impl<'a> Subscriber<'a> {
     }
 }
 
-fn plugin_input(work: &Claimed) -> Input {
+fn plugin_input(work: &Claimed) -> Input<'_> {
     Input {
-        event: work.event.clone(),
-        subscription_id: work.subscription.id.clone(),
+        event: &work.event,
+        subscription_id: &work.subscription.id,
         attempt: work.delivery.attempts + 1,
     }
 }

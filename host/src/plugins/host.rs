@@ -23,8 +23,7 @@ use crate::store::plugins::{KvLimits, KvRefusal};
 
 const MAX_KEY_BYTES: usize = 512;
 
-/// An invocation's log lines, within its byte budget. Shared, so that the lines written before
-/// a deadline cancelled the invocation are kept.
+/// An invocation's log lines, within its byte budget.
 pub struct LogBuffer {
     event_id: String,
     min_level: ModelLevel,
@@ -44,6 +43,11 @@ impl LogBuffer {
             used: 0,
             lines: Vec::new(),
         }
+    }
+
+    /// The event being handled.
+    pub fn event_id(&self) -> &str {
+        &self.event_id
     }
 
     /// Adds a line; past the budget, lines are cut and then dropped.
@@ -76,28 +80,15 @@ impl LogBuffer {
     }
 }
 
-/// A log buffer shared between the store and the invocation that owns it.
-pub type Logs = Arc<Mutex<LogBuffer>>;
-
 /// Everything one invocation's host calls need.
 pub struct CallContext {
     pub(crate) app: AppState,
     pub(crate) plugin: Arc<LoadedPlugin>,
     pub(crate) limits: Limits,
-    pub(crate) event_id: String,
-    pub(crate) account_id: String,
     pub(crate) depth: u32,
     pub(crate) sends: u32,
-    pub(crate) logs: Logs,
-}
-
-impl CallContext {
-    fn log(&self, level: ModelLevel, message: String) {
-        self.logs
-            .lock()
-            .expect("log buffer lock")
-            .push(level, message);
-    }
+    /// The invocation's log lines; it also knows the event.
+    pub(crate) logs: LogBuffer,
 }
 
 /// The data of one plugin store.
@@ -140,15 +131,15 @@ impl host::Host for HostState {
         let c = &mut self.call;
         if c.sends >= c.limits.send_messages {
             let limit = c.limits.send_messages;
-            c.log(
+            c.logs.push(
                 ModelLevel::Warn,
                 format!("send-message refused: the limit of {limit} per event is reached"),
             );
             return Err(SendError::LimitExceeded(limit));
         }
         c.sends += 1;
-        let origin = Origin::Plugin(caused_by(&c.plugin.id, &c.event_id, c.depth));
-        match messages::send(&c.app, &c.account_id, conversation_id, text, origin).await {
+        let origin = Origin::Plugin(caused_by(&c.plugin.id, c.logs.event_id(), c.depth));
+        match messages::send(&c.app, &c.plugin.account_id, conversation_id, text, origin).await {
             Ok(message) => Ok(message.id),
             Err(messages::SendError::UnknownConversation(_)) => Err(SendError::UnknownConversation),
             Err(messages::SendError::Invalid(m)) => Err(SendError::Invalid(m)),
@@ -164,7 +155,7 @@ impl host::Host for HostState {
             LogLevel::Warn => ModelLevel::Warn,
             LogLevel::Error => ModelLevel::Error,
         };
-        self.call.log(level, message);
+        self.call.logs.push(level, message);
     }
 
     async fn config_get(&mut self, key: String) -> Option<String> {

@@ -1,20 +1,18 @@
 //! One invocation: a fresh store and instance for one event, the handler call, and what came
 //! of it (a decision, or a failure with a reason a person can act on).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use wasmtime::{Store, Trap};
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::PluginRuntime;
 use super::bindings::types;
-use super::host::{CallContext, HostState, LogBuffer, Logs, outgoing_timeout};
+use super::context::Context;
+use super::host::{CallContext, Denials, HostState, LogBuffer, outgoing_timeout};
 use super::limits::MemoryLimiter;
 use super::outgoing::HttpPolicy;
-use super::registry::LoadedPlugin;
 use crate::clock::rfc3339;
 use crate::events::{MAX_DEPTH, json_depth};
 use crate::model::{Event, LogLevel};
@@ -49,19 +47,20 @@ impl InvokeError {
     }
 }
 
-/// The event as a plugin receives it.
-pub struct Input {
+/// The event as a plugin receives it; borrowed, because it is copied once, into the WIT types.
+#[derive(Clone, Copy)]
+pub struct Input<'a> {
     /// The event.
-    pub event: Event,
+    pub event: &'a Event,
     /// The subscription it arrives through.
-    pub subscription_id: String,
+    pub subscription_id: &'a str,
     /// 1 for a first attempt.
     pub attempt: u32,
 }
 
 /// The event as the WIT types carry it into the plugin.
-pub fn to_wit(input: &Input, account_id: &str) -> types::Event {
-    let e = &input.event;
+pub fn to_wit(input: Input<'_>, account_id: &str) -> types::Event {
+    let e = input.event;
     types::Event {
         id: e.id.clone(),
         event_type: e.event_type.clone(),
@@ -69,7 +68,7 @@ pub fn to_wit(input: &Input, account_id: &str) -> types::Event {
         received_at: rfc3339(e.received_at),
         payload: e.payload.get().to_string(),
         account_id: account_id.to_string(),
-        subscription_id: input.subscription_id.clone(),
+        subscription_id: input.subscription_id.to_string(),
         attempt: input.attempt,
         causation: e.causation.as_ref().map(|c| types::Causation {
             plugin_id: c.plugin_id.clone(),
@@ -83,13 +82,14 @@ impl PluginRuntime {
     /// Runs `plugin_id` on one event and stores its log lines.
     ///
     /// The plugin runs on the async runtime and yields at every epoch tick, so a busy plugin
-    /// shares its thread with other tasks; at the deadline the invocation is dropped, which
-    /// stops the guest wherever it is, in wasm or in a host call.
+    /// shares its thread with other tasks; at the deadline the call is dropped, which stops
+    /// the guest wherever it is, in wasm or in a host call. The store outlives the call, so
+    /// what the plugin logged before its deadline is kept.
     pub async fn invoke(
         self: &Arc<Self>,
         app: &AppState,
         plugin_id: &str,
-        input: Input,
+        input: Input<'_>,
     ) -> Result<Decision, InvokeError> {
         let Some(plugin) = self.registry.get(plugin_id) else {
             return Err(InvokeError::new(
@@ -98,113 +98,83 @@ impl PluginRuntime {
             ));
         };
         let limits = plugin.limits;
-        let logs: Logs = Arc::new(Mutex::new(LogBuffer::new(
-            input.event.id.clone(),
-            limits.log_bytes,
-            plugin.log_level,
-        )));
-        let io = Io {
-            stdout: MemoryOutputPipe::new(limits.log_bytes),
-            stderr: MemoryOutputPipe::new(limits.log_bytes),
-            denials: Arc::new(Mutex::new(Vec::new())),
-        };
-        let run = self.run(app.clone(), plugin, input, logs.clone(), io.clone());
-        let result = match tokio::time::timeout(limits.deadline, run).await {
-            Ok(result) => result,
-            Err(_) => Err(InvokeError::new(
-                format!(
-                    "deadline exceeded after {}",
-                    humantime::format_duration(limits.deadline)
-                ),
-                true,
-            )),
-        };
-        let lines = {
-            let mut buf = logs.lock().expect("log buffer lock");
-            for denial in io.denials.lock().expect("denials lock").drain(..) {
-                buf.push(LogLevel::Warn, denial);
-            }
-            for (pipe, level) in [(&io.stdout, LogLevel::Info), (&io.stderr, LogLevel::Warn)] {
-                let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    buf.push(level, line.to_string());
-                }
-            }
-            if let Err(e) = &result {
-                buf.push_always(LogLevel::Error, e.message.clone());
-            }
-            std::mem::take(&mut buf.lines)
-        };
-        // Logs are diagnostics, not part of the delivery: written in batches, off the hot path.
-        self.logs.send(plugin_id, lines);
-        result
-    }
-
-    async fn run(
-        &self,
-        app: AppState,
-        plugin: Arc<LoadedPlugin>,
-        input: Input,
-        logs: Logs,
-        io: Io,
-    ) -> Result<Decision, InvokeError> {
-        let limits = plugin.limits;
-        let wasi = WasiCtxBuilder::new()
-            .stdout(io.stdout)
-            .stderr(io.stderr)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let depth = input.event.causation.as_ref().map_or(0, |c| c.depth);
-        let event = to_wit(&input, &plugin.account_id);
+        let event = to_wit(input, &plugin.account_id);
+        let context = plugin.contexts.take();
+        let (stdout, stderr) = (context.stdout, context.stderr);
+        let denials = Denials::default();
         let state = HostState {
-            wasi,
+            wasi: context.wasi,
             http: WasiHttpCtx::new(),
             http_policy: HttpPolicy {
                 allowed_hosts: plugin.allowed_hosts.clone(),
                 net: app.net_policy.clone(),
                 timeout: outgoing_timeout(&limits),
-                denials: io.denials,
+                denials: denials.clone(),
             },
             table: Default::default(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
             call: CallContext {
-                app,
+                app: app.clone(),
                 plugin: plugin.clone(),
                 limits,
-                event_id: input.event.id.clone(),
-                account_id: plugin.account_id.clone(),
-                depth,
+                depth: input.event.causation.as_ref().map_or(0, |c| c.depth),
                 sends: 0,
-                logs,
+                logs: LogBuffer::new(event.id.clone(), limits.log_bytes, plugin.log_level),
             },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_async_yield_and_update(1);
-        let outcome = async {
+        let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
                 .wasmhook_plugin_handler()
                 .call_handle(&mut store, &event)
                 .await
+        };
+        let result = match tokio::time::timeout(limits.deadline, call).await {
+            Ok(Ok(Ok(decision))) => decide(decision, limits.replace_bytes),
+            Ok(Ok(Err(e))) => Err(InvokeError::new(e.message, e.retryable)),
+            Ok(Err(trap)) => Err(explain(&trap, store.data().limiter.hit, &limits)),
+            Err(_) => Err(deadline_exceeded(&limits)),
+        };
+        let state = store.into_data();
+        let mut logs = state.call.logs;
+        for denial in denials.lock().expect("denials lock").drain(..) {
+            logs.push(LogLevel::Warn, denial);
         }
-        .await;
-        match outcome {
-            Ok(Ok(decision)) => decide(decision, limits.replace_bytes),
-            Ok(Err(e)) => Err(InvokeError::new(e.message, e.retryable)),
-            Err(trap) => Err(explain(&trap, store.data().limiter.hit, &limits)),
+        for (capture, level) in [(&stdout, LogLevel::Info), (&stderr, LogLevel::Warn)] {
+            let (bytes, dropped) = capture.take();
+            let text = String::from_utf8_lossy(&bytes);
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                logs.push(level, line.to_string());
+            }
+            if dropped > 0 {
+                logs.push(level, format!("[{dropped} more bytes of output dropped]"));
+            }
         }
+        plugin.contexts.give_back(Context {
+            wasi: state.wasi,
+            stdout,
+            stderr,
+        });
+        if let Err(e) = &result {
+            logs.push_always(LogLevel::Error, e.message.clone());
+        }
+        // Logs are diagnostics, not part of the delivery: written in batches, off the hot path.
+        self.logs.send(plugin_id, logs.lines);
+        result
     }
 }
 
-/// Where an invocation's stdout, stderr and refused requests go; read after it ends.
-#[derive(Clone)]
-struct Io {
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
-    denials: super::host::Denials,
+fn deadline_exceeded(limits: &super::limits::Limits) -> InvokeError {
+    InvokeError::new(
+        format!(
+            "deadline exceeded after {}",
+            humantime::format_duration(limits.deadline)
+        ),
+        true,
+    )
 }
 
 fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, InvokeError> {
@@ -244,13 +214,7 @@ fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limi
         );
     }
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => InvokeError::new(
-            format!(
-                "deadline exceeded after {}",
-                humantime::format_duration(limits.deadline)
-            ),
-            true,
-        ),
+        Some(Trap::Interrupt) => deadline_exceeded(limits),
         Some(Trap::StackOverflow) => InvokeError::new("stack overflow", false),
         Some(Trap::UnreachableCodeReached) => InvokeError::new(
             "plugin trapped: unreachable executed (a panic or abort in the plugin)",

@@ -8,6 +8,8 @@
 
 mod artifacts;
 pub mod bindings;
+mod capture;
+mod context;
 pub mod engine;
 pub mod host;
 pub mod invoke;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use super::bindings::PluginPre;
+use super::context::Pool;
 use super::host::HostState;
 use super::limits::Limits;
 use crate::model::{LogLevel, Plugin};
@@ -27,10 +28,13 @@ pub struct LoadedPlugin {
     pub limits: Limits,
     /// Lines below this level are not kept.
     pub log_level: LogLevel,
+    /// WASI contexts kept between its invocations.
+    pub(crate) contexts: Pool,
 }
 
 impl LoadedPlugin {
     pub(crate) fn new(plugin: &Plugin, pre: PluginPre<HostState>) -> LoadedPlugin {
+        let limits = Limits::resolve(&plugin.limits);
         LoadedPlugin {
             id: plugin.id.clone(),
             account_id: plugin.account_id.clone(),
@@ -38,8 +42,9 @@ impl LoadedPlugin {
             pre,
             config: plugin.config.clone(),
             allowed_hosts: Arc::new(plugin.allowed_hosts.clone()),
-            limits: Limits::resolve(&plugin.limits),
+            limits,
             log_level: plugin.log_level,
+            contexts: Pool::new(limits.log_bytes),
         }
     }
 }

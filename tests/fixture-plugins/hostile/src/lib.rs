@@ -67,7 +67,16 @@ impl Plugin for Hostile {
                 Ok(Decision::Keep)
             }
             "kv-flood" => kv_flood(config::get_or("count", 100_000u32)?),
+            "print-flood" => {
+                let line = "x".repeat(99);
+                for _ in 0..config::get_or("lines", 4096u32)? {
+                    println!("{line}");
+                }
+                log::info("hostile: still running after the flood");
+                Ok(Decision::Keep)
+            }
             "sleep" => {
+                log::info("hostile: going to sleep");
                 std::thread::sleep(std::time::Duration::from_millis(config::get_or(
                     "ms", 10_000u64,
                 )?));
