@@ -64,27 +64,29 @@ impl WasiView for Floor {
     }
 }
 
+/// `$db` marks the functions that are async in the host's bindings (those that touch the
+/// database); `$plain` the others.
 macro_rules! floor_host {
-    ($m:path, $($async:ident)?) => {
+    ($m:path, $($db:ident)?; $($plain:ident)?) => {
         use $m as b;
         impl b::wasmhook::plugin::types::Host for Floor {}
         impl b::wasmhook::plugin::host::Host for Floor {
-            $($async)? fn send_message(&mut self, _: String, _: String) -> Result<String, b::wasmhook::plugin::types::SendError> {
+            $($db)? fn send_message(&mut self, _: String, _: String) -> Result<String, b::wasmhook::plugin::types::SendError> {
                 Ok("m".into())
             }
-            $($async)? fn log(&mut self, _: b::wasmhook::plugin::types::LogLevel, _: String) {}
-            $($async)? fn config_get(&mut self, key: String) -> Option<String> {
+            $($plain)? fn log(&mut self, _: b::wasmhook::plugin::types::LogLevel, _: String) {}
+            $($plain)? fn config_get(&mut self, key: String) -> Option<String> {
                 self.config.get(&key).cloned()
             }
         }
         impl b::wasmhook::plugin::kv::Host for Floor {
-            $($async)? fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, b::wasmhook::plugin::types::KvError> {
+            $($db)? fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, b::wasmhook::plugin::types::KvError> {
                 Ok(None)
             }
-            $($async)? fn set(&mut self, _: String, _: Vec<u8>) -> Result<(), b::wasmhook::plugin::types::KvError> {
+            $($db)? fn set(&mut self, _: String, _: Vec<u8>) -> Result<(), b::wasmhook::plugin::types::KvError> {
                 Ok(())
             }
-            $($async)? fn delete(&mut self, _: String) -> Result<(), b::wasmhook::plugin::types::KvError> {
+            $($db)? fn delete(&mut self, _: String) -> Result<(), b::wasmhook::plugin::types::KvError> {
                 Ok(())
             }
         }
@@ -93,12 +95,12 @@ macro_rules! floor_host {
 
 mod floor_sync_impl {
     use super::Floor;
-    floor_host!(super::sync_floor,);
+    floor_host!(super::sync_floor, ;);
 }
 
 mod floor_async_impl {
     use super::Floor;
-    floor_host!(wasmhook::plugins::bindings, async);
+    floor_host!(wasmhook::plugins::bindings, async;);
 }
 
 fn floor_pre_sync(engine: &wasmtime::Engine, path: &str) -> sync_floor::PluginPre<Floor> {

@@ -209,6 +209,23 @@ async fn a_transform_replaces_what_is_sent_and_signed_or_drops_it() {
         text.contains("[email]") && text.contains("[card]"),
         "{text}"
     );
+    // Deeply nested payloads pass through the redactor (built with a small stack) intact.
+    let mut deep = json!(7);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    s.event(
+        &key,
+        json!({"type": "message:created", "payload": {"text": "x@y.io", "deep": deep.clone()}}),
+    )
+    .await;
+    let got = eventually("deep redacted delivery", WAIT, || async {
+        r.at("/redacted")
+            .into_iter()
+            .find(|g| g.json()["data"]["deep"].is_array())
+    })
+    .await;
+    assert_eq!(got.json()["data"], json!({"text": "[email]", "deep": deep}));
 
     let router = s.plugin(&key, "router", wasm::ROUTER, json!({"config": {"rules": r#"[{"type": "message:*", "field": "/source", "equals": "facebook", "action": "drop"}]"#}})).await;
     s.subscribe(

@@ -178,10 +178,24 @@ async fn a_flood_of_output_is_cut_at_the_log_budget_and_the_plugin_goes_on() {
         assert_eq!(d["status"], "succeeded", "{attempt}");
     }
     assert_eq!(r.at("/flood").len(), 2);
-    let (_, logs) = s
-        .get(&format!("/v1/plugins/{id}/logs?limit=1000"), &key)
-        .await;
-    let lines = logs["data"].as_array().unwrap();
+    // Log lines are written in batches shortly after each invocation.
+    let lines = eventually("both events' log lines", WAIT, || async {
+        let (_, logs) = s
+            .get(&format!("/v1/plugins/{id}/logs?limit=1000"), &key)
+            .await;
+        let lines = logs["data"].as_array().unwrap().clone();
+        let dropped = lines
+            .iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("more bytes of output dropped")
+            })
+            .count();
+        (dropped == 2).then_some(lines)
+    })
+    .await;
     let bytes: usize = lines
         .iter()
         .map(|l| l["message"].as_str().unwrap().len())

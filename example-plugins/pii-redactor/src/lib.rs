@@ -6,10 +6,12 @@
 //! (7–15 digits, optionally with a leading `+` and spaces, dashes or parentheses; as
 //! `[phone]`). Digits inside words (`ID12345678`) and ISO-shaped dates (`2025-01-31`) are left
 //! alone. It returns `replace` with the masked payload, or `keep` when nothing was masked. The
-//! replaced payload keeps every other field; its keys come out in sorted order.
+//! replaced payload is the original text with only the masked strings changed: every other
+//! field, the key order and the formatting stay as they were.
 //!
 //! Hand-written scanners rather than the `regex` crate keep the component small and its
-//! instantiation cheap; see `scan`.
+//! instantiation cheap (see `scan`); the payload is not parsed into a tree, only the
+//! configured fields are decoded (see `fields`).
 //!
 //! # Configuration
 //! | key | default | meaning |
@@ -19,6 +21,7 @@
 //!
 //! Fields that are missing or are not strings are skipped; every event type is scanned.
 
+pub mod fields;
 pub mod scan;
 
 use wasmhook_plugin_sdk::config::{self, ConfigError};
@@ -38,36 +41,36 @@ impl Plugin for PiiRedactor {
             })?,
         };
         let fields = config::get("fields").unwrap_or_else(|| "text,body".to_string());
-        let mut payload = event.payload_json()?;
-        let masked = redact_fields(&redactor, &mut payload, &fields);
-        if masked == 0 {
-            return Ok(Decision::Keep);
+        match redact_fields(&redactor, &event.payload, &fields) {
+            None => Ok(Decision::Keep),
+            Some((payload, masked)) => {
+                wasmhook_plugin_sdk::debug!("masked {masked} field(s) of event {}", event.id);
+                Ok(Decision::Replace(payload))
+            }
         }
-        wasmhook_plugin_sdk::debug!("masked {masked} field(s) of event {}", event.id);
-        Decision::replace_json(&payload)
     }
 }
 
 export_plugin!(PiiRedactor);
 
-/// Masks the string values of `fields` (comma-separated keys or JSON pointers) in `payload`.
-/// Returns how many fields changed.
-pub fn redact_fields(redactor: &Redactor, payload: &mut serde_json::Value, fields: &str) -> usize {
-    let mut changed = 0;
+/// Masks the string values of `fields` (comma-separated keys or JSON pointers) in the JSON
+/// text `payload`. Returns the new payload and how many fields changed, or `None` if none did.
+pub fn redact_fields(redactor: &Redactor, payload: &str, fields: &str) -> Option<(String, usize)> {
+    let parsed = fields::Payload::new(payload);
+    let mut edits: Vec<(fields::Span, String)> = Vec::new();
     for field in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        let target = if field.starts_with('/') {
-            payload.pointer_mut(field)
-        } else {
-            payload.get_mut(field)
-        };
-        if let Some(serde_json::Value::String(text)) = target
-            && let Some(masked) = redactor.redact(text)
+        if let Some((span, text)) = parsed.find_string(field)
+            && !edits.iter().any(|(s, _)| *s == span)
+            && let Some(masked) = redactor.redact(&text)
         {
-            *text = masked;
-            changed += 1;
+            edits.push((span, masked));
         }
     }
-    changed
+    if edits.is_empty() {
+        return None;
+    }
+    let changed = edits.len();
+    Some((fields::splice(payload, edits), changed))
 }
 
 #[cfg(test)]
@@ -99,6 +102,21 @@ mod tests {
             "only configured fields are touched"
         );
         assert_eq!(p["id"], "m1");
+    }
+
+    #[test]
+    fn everything_but_the_masked_strings_stays_byte_for_byte() {
+        let mut event = Event::new("message:created", json!({}));
+        event.payload =
+            r#"{"z": 1.50, "text": "to x@y.io", "a": [1, 2], "also": "/text"}"#.to_string();
+        testing::set_config("fields", "text, /text");
+        match PiiRedactor::handle(event).unwrap() {
+            Decision::Replace(p) => assert_eq!(
+                p,
+                r#"{"z": 1.50, "text": "to [email]", "a": [1, 2], "also": "/text"}"#
+            ),
+            other => panic!("expected replace, got {other:?}"),
+        }
     }
 
     #[test]

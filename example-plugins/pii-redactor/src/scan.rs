@@ -107,6 +107,11 @@ pub fn mask_emails(text: &str) -> Cow<'_, str> {
             end -= 1;
         }
         if start < at && is_domain(&text[at + 1..end]) {
+            // Masks are no longer than what they replace (barring a tiny address), so one
+            // allocation of the text's size usually holds the whole result.
+            if out.capacity() == 0 {
+                out.reserve(text.len());
+            }
             out.push_str(&text[copied..start]);
             out.push_str(EMAIL);
             copied = end;
@@ -181,6 +186,9 @@ pub fn mask_numbers(text: &str, phones: bool, cards: bool) -> Cow<'_, str> {
         });
         match found {
             Some((mask, end)) => {
+                if out.capacity() == 0 {
+                    out.reserve(text.len());
+                }
                 out.push_str(&text[copied..i]);
                 out.push_str(mask);
                 copied = end;

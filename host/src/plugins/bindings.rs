@@ -1,11 +1,15 @@
 //! The one `bindgen!` of the host: Rust types and traits for the WIT world in `wit/`.
 
-// Async on both sides: a plugin runs on the async runtime and yields at every epoch tick, and
-// host calls that touch the database await it instead of blocking a thread.
+// Exports are async: a plugin runs on the async runtime and yields at every epoch tick. Imports
+// that touch the database are async and await it instead of blocking a thread; the others
+// (`log`, `config-get`) are plain calls, several times cheaper than an async host call.
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
-    imports: { default: async },
+    imports: {
+        "wasmhook:plugin/host.send-message": async,
+        "wasmhook:plugin/kv": async,
+    },
     exports: { default: async },
 });
 

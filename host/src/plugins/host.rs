@@ -147,7 +147,7 @@ impl host::Host for HostState {
         }
     }
 
-    async fn log(&mut self, level: LogLevel, message: String) {
+    fn log(&mut self, level: LogLevel, message: String) {
         let level = match level {
             LogLevel::Trace => ModelLevel::Trace,
             LogLevel::Debug => ModelLevel::Debug,
@@ -158,7 +158,7 @@ impl host::Host for HostState {
         self.call.logs.push(level, message);
     }
 
-    async fn config_get(&mut self, key: String) -> Option<String> {
+    fn config_get(&mut self, key: String) -> Option<String> {
         self.call.plugin.config.get(&key).cloned()
     }
 }

@@ -10,7 +10,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use super::PluginRuntime;
 use super::bindings::types;
 use super::context::Context;
-use super::host::{CallContext, Denials, HostState, LogBuffer, outgoing_timeout};
+use super::host::{CallContext, HostState, LogBuffer, outgoing_timeout};
 use super::limits::MemoryLimiter;
 use super::outgoing::HttpPolicy;
 use crate::clock::rfc3339;
@@ -101,7 +101,6 @@ impl PluginRuntime {
         let event = to_wit(input, &plugin.account_id);
         let context = plugin.contexts.take();
         let (stdout, stderr) = (context.stdout, context.stderr);
-        let denials = Denials::default();
         let state = HostState {
             wasi: context.wasi,
             http: WasiHttpCtx::new(),
@@ -109,7 +108,7 @@ impl PluginRuntime {
                 allowed_hosts: plugin.allowed_hosts.clone(),
                 net: app.net_policy.clone(),
                 timeout: outgoing_timeout(&limits),
-                denials: denials.clone(),
+                denials: None,
             },
             table: Default::default(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
@@ -140,8 +139,10 @@ impl PluginRuntime {
         };
         let state = store.into_data();
         let mut logs = state.call.logs;
-        for denial in denials.lock().expect("denials lock").drain(..) {
-            logs.push(LogLevel::Warn, denial);
+        if let Some(denials) = &state.http_policy.denials {
+            for denial in denials.lock().expect("denials lock").drain(..) {
+                logs.push(LogLevel::Warn, denial);
+            }
         }
         for (capture, level) in [(&stdout, LogLevel::Info), (&stderr, LogLevel::Warn)] {
             let (bytes, dropped) = capture.take();

@@ -16,7 +16,8 @@ pub struct HttpPolicy {
     pub(crate) allowed_hosts: Arc<Vec<String>>,
     pub(crate) net: Arc<NetPolicy>,
     pub(crate) timeout: Duration,
-    pub(crate) denials: Denials,
+    /// Requests refused, for the log; created by the first request (most plugins make none).
+    pub(crate) denials: Option<Denials>,
 }
 
 /// Whether `host` is on the list: exact names, or `*.example.com` for any subdomain.
@@ -64,7 +65,8 @@ impl WasiHttpHooks for HttpPolicy {
         let allowed = host
             .as_deref()
             .is_some_and(|h| host_allowed(&self.allowed_hosts, h));
-        let (net, denials, timeout) = (self.net.clone(), self.denials.clone(), self.timeout);
+        let denials = self.denials.get_or_insert_with(Denials::default).clone();
+        let (net, timeout) = (self.net.clone(), self.timeout);
         Box::new(async move {
             let Some(host) = host else {
                 return Err(Error::HttpRequestUriInvalid);
