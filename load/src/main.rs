@@ -52,6 +52,12 @@ enum Command {
         /// Hand-written analysis appended to the report.
         #[arg(long, default_value = "load/analysis.md")]
         analysis: PathBuf,
+        /// How long the whole suite took, build included (scripts/bench passes it).
+        #[arg(long)]
+        suite_seconds: Option<u64>,
+        /// Whether the suite started from a clean target dir ("clean") or not ("incremental").
+        #[arg(long)]
+        build: Option<String>,
     },
 }
 
@@ -112,6 +118,14 @@ async fn main() -> anyhow::Result<()> {
             criterion,
             out,
             analysis,
-        } => report::write(&load, &criterion, &analysis, &out),
+            suite_seconds,
+            build,
+        } => {
+            let duration = suite_seconds.map(|s| report::SuiteTime {
+                seconds: s,
+                build: build.unwrap_or_else(|| "incremental".into()),
+            });
+            report::write(&load, &criterion, &analysis, &out, duration.as_ref())
+        }
     }
 }
