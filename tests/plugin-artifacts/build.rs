@@ -40,7 +40,8 @@ const PLUGINS: &[(&str, &str, &str)] = &[
 /// It is safe because rustc links wasm with `--stack-first`: overflowing the stack runs below
 /// address 0 and traps cleanly (the `stack-overflow` fixture shows it) instead of corrupting
 /// data. Measured need: pii-redactor parsing a payload at serde_json's nesting limit (128) fits
-/// in 64 KiB but not in 32 KiB, so 256 KiB leaves a 4x margin.
+/// in 64 KiB but not in 32 KiB, so 256 KiB leaves a 4x margin. A plugin may link its own size
+/// from its `build.rs` (pii-redactor: 64 KiB), which takes precedence over this one.
 const STACK_SIZE: u32 = 256 * 1024;
 
 /// Environment variables that configure the outer build and must not reach the nested one.
