@@ -75,6 +75,9 @@ macro_rules! floor_host {
                 Ok("m".into())
             }
             $($plain)? fn log(&mut self, _: b::wasmhook::plugin::types::LogLevel, _: String) {}
+            $($plain)? fn min_log_level(&mut self) -> b::wasmhook::plugin::types::LogLevel {
+                b::wasmhook::plugin::types::LogLevel::Info
+            }
             $($plain)? fn config_get(&mut self, key: String) -> Option<String> {
                 self.config.get(&key).cloned()
             }

@@ -46,6 +46,7 @@
 //! - [`Event`], [`MessageCreated`]: what the host hands in, with typed payload accessors.
 //! - [`Decision`], [`HandlerError`]: what the plugin hands back.
 //! - [`send_message`], [`kv`], [`config`], [`log`]: calls into the host.
+//! - [`arena`]: an optional allocator that makes a fresh instance per event cheaper.
 //! - `testing` (native builds only): the in-memory host behind those calls in unit tests.
 #![deny(missing_docs)]
 
@@ -59,6 +60,7 @@ mod event;
 mod host;
 mod message;
 
+pub mod arena;
 pub mod config;
 pub mod kv;
 pub mod log;

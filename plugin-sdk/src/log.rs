@@ -35,6 +35,12 @@ pub fn log(level: Level, message: &str) {
     backend::log(level, message);
 }
 
+/// Whether a line at `level` is kept, by the plugin's `log_level`. The macros check it before
+/// formatting, so a disabled `debug!` costs a comparison; the host is asked once per event.
+pub fn enabled(level: Level) -> bool {
+    level >= backend::min_log_level()
+}
+
 /// Writes `message` at [`Level::Trace`].
 pub fn trace(message: &str) {
     log(Level::Trace, message);
@@ -63,31 +69,51 @@ pub fn error(message: &str) {
 /// Logs a `format!`-style message at [`Level::Trace`](crate::log::Level::Trace).
 #[macro_export]
 macro_rules! trace {
-    ($($arg:tt)+) => { $crate::log::log($crate::log::Level::Trace, &::std::format!($($arg)+)) };
+    ($($arg:tt)+) => {
+        if $crate::log::enabled($crate::log::Level::Trace) {
+            $crate::log::log($crate::log::Level::Trace, &::std::format!($($arg)+))
+        }
+    };
 }
 
 /// Logs a `format!`-style message at [`Level::Debug`](crate::log::Level::Debug).
 #[macro_export]
 macro_rules! debug {
-    ($($arg:tt)+) => { $crate::log::log($crate::log::Level::Debug, &::std::format!($($arg)+)) };
+    ($($arg:tt)+) => {
+        if $crate::log::enabled($crate::log::Level::Debug) {
+            $crate::log::log($crate::log::Level::Debug, &::std::format!($($arg)+))
+        }
+    };
 }
 
 /// Logs a `format!`-style message at [`Level::Info`](crate::log::Level::Info).
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)+) => { $crate::log::log($crate::log::Level::Info, &::std::format!($($arg)+)) };
+    ($($arg:tt)+) => {
+        if $crate::log::enabled($crate::log::Level::Info) {
+            $crate::log::log($crate::log::Level::Info, &::std::format!($($arg)+))
+        }
+    };
 }
 
 /// Logs a `format!`-style message at [`Level::Warn`](crate::log::Level::Warn).
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)+) => { $crate::log::log($crate::log::Level::Warn, &::std::format!($($arg)+)) };
+    ($($arg:tt)+) => {
+        if $crate::log::enabled($crate::log::Level::Warn) {
+            $crate::log::log($crate::log::Level::Warn, &::std::format!($($arg)+))
+        }
+    };
 }
 
 /// Logs a `format!`-style message at [`Level::Error`](crate::log::Level::Error).
 #[macro_export]
 macro_rules! error {
-    ($($arg:tt)+) => { $crate::log::log($crate::log::Level::Error, &::std::format!($($arg)+)) };
+    ($($arg:tt)+) => {
+        if $crate::log::enabled($crate::log::Level::Error) {
+            $crate::log::log($crate::log::Level::Error, &::std::format!($($arg)+))
+        }
+    };
 }
 
 #[cfg(test)]
@@ -106,5 +132,24 @@ mod tests {
                 (Level::Error, "two 2".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn lines_below_the_level_are_neither_formatted_nor_kept() {
+        struct Counted<'a>(&'a std::cell::Cell<u32>);
+        impl std::fmt::Display for Counted<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.set(self.0.get() + 1);
+                f.write_str("x")
+            }
+        }
+        testing::set_min_log_level(Level::Info);
+        let formatted = std::cell::Cell::new(0);
+        crate::debug!("{}", Counted(&formatted));
+        crate::warn!("{}", Counted(&formatted));
+        debug("kept out by the host too");
+        assert_eq!(formatted.get(), 1);
+        assert_eq!(testing::logs(), vec![(Level::Warn, "x".to_string())]);
+        assert!(!enabled(Level::Debug) && enabled(Level::Info));
     }
 }

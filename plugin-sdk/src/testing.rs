@@ -45,6 +45,8 @@ struct MockHost {
     send_failure: Option<SendError>,
     send_limit: Option<u32>,
     logs: Vec<(Level, String)>,
+    /// `None`: every line is kept.
+    min_log_level: Option<Level>,
 }
 
 thread_local! {
@@ -78,6 +80,12 @@ pub fn sent_messages() -> Vec<SentMessage> {
 /// The log lines written so far, oldest first.
 pub fn logs() -> Vec<(Level, String)> {
     with(|h| h.logs.clone())
+}
+
+/// Keeps only log lines at `level` or above, as the host does for a plugin whose `log_level`
+/// is set.
+pub fn set_min_log_level(level: Level) {
+    with(|h| h.min_log_level = Some(level));
 }
 
 /// The whole key-value store.
@@ -131,7 +139,15 @@ pub(crate) mod imports {
     }
 
     pub(crate) fn log(level: Level, message: &str) {
-        with(|h| h.logs.push((level, message.to_string())));
+        with(|h| {
+            if h.min_log_level.is_none_or(|min| level >= min) {
+                h.logs.push((level, message.to_string()));
+            }
+        });
+    }
+
+    pub(crate) fn min_log_level() -> Level {
+        with(|h| h.min_log_level.unwrap_or(Level::Trace))
     }
 
     pub(crate) fn config_get(key: &str) -> Option<String> {

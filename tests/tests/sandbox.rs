@@ -413,7 +413,7 @@ async fn logs_carry_the_event_id_and_capture_stdout_and_stderr() {
     let logs = eventually("log lines", WAIT, || async {
         let (_, logs) = s.get(&format!("/v1/plugins/{id}/logs"), &key).await;
         let lines = logs["data"].as_array().unwrap().clone();
-        (lines.len() >= 7).then_some(lines)
+        (lines.len() >= 8).then_some(lines)
     })
     .await;
     let find = |text: &str| {
@@ -426,6 +426,7 @@ async fn logs_carry_the_event_id_and_capture_stdout_and_stderr() {
     assert_eq!(find("hostile: error")["level"], "error");
     assert_eq!(find("hostile: stdout")["level"], "info");
     assert_eq!(find("hostile: stderr")["level"], "warn");
+    find("hostile: debug enabled: true");
     assert!(logs.iter().all(|l| l["event_id"] == e["id"]));
 }
 
@@ -575,5 +576,9 @@ async fn lines_below_the_plugin_log_level_are_not_kept() {
     assert!(
         !kept.contains(&"hostile: debug") && !kept.contains(&"hostile: trace"),
         "info is the default level: {kept:?}"
+    );
+    assert!(
+        kept.contains(&"hostile: debug enabled: false"),
+        "the plugin learns the level, so its macros skip formatting: {kept:?}"
     );
 }

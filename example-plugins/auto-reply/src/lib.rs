@@ -62,6 +62,12 @@ impl Plugin for AutoReply {
 
 export_plugin!(AutoReply);
 
+// Per-event allocations are small and die with the instance: see the SDK's `arena`.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: wasmhook_plugin_sdk::arena::EventArena<{ 16 * 1024 }> =
+    wasmhook_plugin_sdk::arena::EventArena::new();
+
 /// The reply to send to a customer's `message` received at `now`, if any.
 pub fn reply_for<'s>(
     settings: &'s Settings,

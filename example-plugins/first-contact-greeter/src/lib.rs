@@ -72,6 +72,12 @@ impl Plugin for FirstContactGreeter {
 
 export_plugin!(FirstContactGreeter);
 
+// Per-event allocations are small and die with the instance: see the SDK's `arena`.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: wasmhook_plugin_sdk::arena::EventArena<{ 16 * 1024 }> =
+    wasmhook_plugin_sdk::arena::EventArena::new();
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

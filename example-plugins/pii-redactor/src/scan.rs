@@ -246,29 +246,27 @@ enum NumberKind {
 
 /// Decides what a candidate (digits and separators, maybe a leading `+` or `(`) is.
 fn classify(candidate: &str) -> Option<NumberKind> {
-    let digits: Vec<u8> = candidate
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .map(|c| c - b'0')
-        .collect();
+    let digits = || candidate.bytes().filter(u8::is_ascii_digit).map(|c| c - b'0');
+    let count = digits().count();
     let card_separators_only = candidate
         .bytes()
         .all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
-    if (13..=19).contains(&digits.len()) && card_separators_only && luhn_valid(&digits) {
+    if (13..=19).contains(&count) && card_separators_only && luhn_sum(digits().rev()).is_multiple_of(10) {
         return Some(NumberKind::Card);
     }
-    (7..=15)
-        .contains(&digits.len())
-        .then_some(NumberKind::Phone)
+    (7..=15).contains(&count).then_some(NumberKind::Phone)
 }
 
 /// The Luhn checksum of card numbers.
 pub fn luhn_valid(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
+    !digits.is_empty() && luhn_sum(digits.iter().rev().copied()).is_multiple_of(10)
+}
+
+/// The Luhn sum of digits given last digit first.
+fn luhn_sum(reversed: impl Iterator<Item = u8>) -> u32 {
+    reversed
         .enumerate()
-        .map(|(i, &d)| {
+        .map(|(i, d)| {
             let d = u32::from(d);
             if i % 2 == 1 {
                 let doubled = d * 2;
@@ -277,8 +275,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
                 d
             }
         })
-        .sum();
-    !digits.is_empty() && sum.is_multiple_of(10)
+        .sum()
 }
 
 #[cfg(test)]

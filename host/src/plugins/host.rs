@@ -158,6 +158,16 @@ impl host::Host for HostState {
         self.call.logs.push(level, message);
     }
 
+    fn min_log_level(&mut self) -> LogLevel {
+        match self.call.plugin.log_level {
+            ModelLevel::Trace => LogLevel::Trace,
+            ModelLevel::Debug => LogLevel::Debug,
+            ModelLevel::Info => LogLevel::Info,
+            ModelLevel::Warn => LogLevel::Warn,
+            ModelLevel::Error => LogLevel::Error,
+        }
+    }
+
     fn config_get(&mut self, key: String) -> Option<String> {
         self.call.plugin.config.get(&key).cloned()
     }

@@ -57,6 +57,9 @@ impl Plugin for Hostile {
             }
             "echo-config" => echo_config(&event),
             "log" => {
+                // What the SDK's macros see of the plugin's log level (asked of the host).
+                let debug = log::enabled(log::Level::Debug);
+                log::error(&format!("hostile: debug enabled: {debug}"));
                 log::trace("hostile: trace");
                 log::debug("hostile: debug");
                 log::info("hostile: info");
@@ -254,6 +257,7 @@ mod tests {
         assert_eq!(
             levels,
             [
+                Level::Error,
                 Level::Trace,
                 Level::Debug,
                 Level::Info,
