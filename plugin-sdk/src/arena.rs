@@ -176,7 +176,11 @@ mod tests {
             assert_eq!(b as usize % 8, 0);
             assert_eq!(arena.offset_of(b), Some(8));
             arena.dealloc(b, layout(8, 8));
-            assert_eq!(arena.used.load(Relaxed), 8, "the latest block is given back");
+            assert_eq!(
+                arena.used.load(Relaxed),
+                8,
+                "the latest block is given back"
+            );
             arena.dealloc(a, layout(3, 1));
             assert_eq!(arena.used.load(Relaxed), 8, "an earlier block is not");
         }
@@ -248,7 +252,11 @@ mod tests {
                         }
                     }
                     for (p, l) in blocks {
-                        assert!(std::slice::from_raw_parts(p, l.size()).iter().all(|&b| b == t));
+                        assert!(
+                            std::slice::from_raw_parts(p, l.size())
+                                .iter()
+                                .all(|&b| b == t)
+                        );
                         ARENA.dealloc(p, l);
                     }
                 })

@@ -86,7 +86,13 @@ pub(crate) mod imports {
         use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
         const UNKNOWN: u8 = u8::MAX;
         static CACHED: AtomicU8 = AtomicU8::new(UNKNOWN);
-        let levels = [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error];
+        let levels = [
+            Level::Trace,
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+        ];
         let cached = CACHED.load(Relaxed);
         if cached != UNKNOWN {
             return levels[usize::from(cached)];

@@ -246,12 +246,20 @@ enum NumberKind {
 
 /// Decides what a candidate (digits and separators, maybe a leading `+` or `(`) is.
 fn classify(candidate: &str) -> Option<NumberKind> {
-    let digits = || candidate.bytes().filter(u8::is_ascii_digit).map(|c| c - b'0');
+    let digits = || {
+        candidate
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .map(|c| c - b'0')
+    };
     let count = digits().count();
     let card_separators_only = candidate
         .bytes()
         .all(|c| c.is_ascii_digit() || c == b' ' || c == b'-');
-    if (13..=19).contains(&count) && card_separators_only && luhn_sum(digits().rev()).is_multiple_of(10) {
+    if (13..=19).contains(&count)
+        && card_separators_only
+        && luhn_sum(digits().rev()).is_multiple_of(10)
+    {
         return Some(NumberKind::Card);
     }
     (7..=15).contains(&count).then_some(NumberKind::Phone)
