@@ -431,6 +431,37 @@ async fn logs_carry_the_event_id_and_capture_stdout_and_stderr() {
 }
 
 #[tokio::test]
+async fn an_allowed_host_that_resolves_to_an_internal_address_is_refused() {
+    // The default network policy (the test server otherwise allows loopback).
+    let s = TestServer::start_with(&["--allow-network", "192.0.2.0/24"]).await;
+    let (_, key) = s.account("A").await;
+    let target = Receiver::start().await;
+    let port = target.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let url = format!("http://localhost:{port}/ping");
+    let id = upload(
+        &s,
+        &key,
+        wasm::HOSTILE,
+        json!({"config": {"mode": "http", "url": url}, "allowed_hosts": ["localhost"]}),
+    )
+    .await;
+    // A subscriber plugin: a URL subscription to loopback would itself be refused here.
+    s.subscribe(&key, json!({"plugin_id": id, "event_types": ["call"]}))
+        .await;
+    let e = s.event(&key, json!({"type": "call", "payload": {}})).await;
+    let (_, attempt) = first_attempt(&s, &key, e["id"].as_str().unwrap()).await;
+    assert_eq!(attempt["error_kind"], "plugin", "{attempt}");
+    s.logs_with(&key, &id, |l| {
+        l["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused by network policy")
+    })
+    .await;
+    assert!(target.received().is_empty(), "nothing reached loopback");
+}
+
+#[tokio::test]
 async fn kv_limits_are_enforced() {
     let (s, key, _r) = setup().await;
     let id = upload(

@@ -10,6 +10,7 @@ mod artifacts;
 pub mod bindings;
 mod capture;
 mod context;
+mod dial;
 pub mod engine;
 pub mod host;
 pub mod invoke;

@@ -1,13 +1,14 @@
 //! Outgoing `wasi:http` from plugins: deny by default, allow only the plugin's
 //! `allowed_hosts`, and apply the same network policy as webhooks to every resolved address.
+//! The request then goes to those checked addresses (`dial`), not to a second lookup.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, default_send_request};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::dial::{self, Target};
 use super::host::Denials;
 use crate::delivery::netpolicy::NetPolicy;
 
@@ -48,25 +49,30 @@ impl WasiHttpHooks for HttpPolicy {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
         _ = fut;
-        let host = request.uri().host().map(str::to_string);
-        let port =
-            request
-                .uri()
-                .port_u16()
-                .unwrap_or(if request.uri().scheme_str() == Some("https") {
-                    443
-                } else {
-                    80
-                });
+        // `[::1]` in a URL is the address `::1`.
+        let host = request
+            .uri()
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string());
+        let tls = request.uri().scheme_str() == Some("https");
+        let port = request
+            .uri()
+            .port_u16()
+            .unwrap_or(if tls { 443 } else { 80 });
         let allowed = host
             .as_deref()
             .is_some_and(|h| host_allowed(&self.allowed_hosts, h));
         let denials = self.denials.get_or_insert_with(Denials::default).clone();
-        let (net, timeout) = (self.net.clone(), self.timeout);
+        let net = self.net.clone();
+        // The plugin may ask for shorter timeouts than its limit, never for longer ones.
+        let limit = |asked: Option<Duration>| asked.map_or(self.timeout, |t| t.min(self.timeout));
+        let connect_timeout = limit(options.and_then(|o| o.connect_timeout));
+        let first_byte_timeout = limit(options.and_then(|o| o.first_byte_timeout));
+        let between_bytes_timeout = limit(options.and_then(|o| o.between_bytes_timeout));
         Box::new(async move {
             let Some(host) = host else {
                 return Err(Error::HttpRequestUriInvalid);
@@ -88,16 +94,15 @@ impl WasiHttpHooks for HttpPolicy {
                 ));
                 return Err(Error::HttpRequestDenied);
             }
-            let options = RequestOptions {
-                connect_timeout: Some(timeout),
-                first_byte_timeout: Some(timeout),
-                between_bytes_timeout: Some(timeout),
+            let target = Target {
+                host: &host,
+                addrs: &addrs,
+                tls: tls.then(dial::tls_config),
+                connect_timeout,
+                first_byte_timeout,
+                between_bytes_timeout,
             };
-            let (res, io) = default_send_request(request, Some(options)).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
-            ))
+            dial::send(request, target).await
         })
     }
 }
