@@ -338,6 +338,8 @@ async fn every_failure_kind_is_recorded() {
         (slow.url.clone(), "timeout"),
         (format!("http://127.0.0.1:{closed}/"), "connect"),
         ("http://no-such-host.invalid/".to_string(), "dns"),
+        // A TLS client hello answered by a plain HTTP server.
+        (slow.url.replacen("http://", "https://", 1), "tls"),
         (redirect.url.clone(), "http_status"),
     ];
     for (url, kind) in cases {

@@ -22,6 +22,15 @@ pub struct PolicyRefused {
     addrs: String,
 }
 
+/// The host name did not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to resolve {host}")]
+pub struct LookupFailed {
+    host: String,
+    #[source]
+    source: std::io::Error,
+}
+
 struct PolicyResolver {
     policy: Arc<NetPolicy>,
 }
@@ -31,7 +40,13 @@ impl Resolve for PolicyResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let all: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(addrs) => addrs.collect(),
+                Err(source) => {
+                    let host = host.clone();
+                    return Err(Box::new(LookupFailed { host, source }) as _);
+                }
+            };
             let permitted: Vec<SocketAddr> = all
                 .iter()
                 .copied()
@@ -106,7 +121,7 @@ impl FailureKind {
     }
 }
 
-/// Classifies a reqwest error by walking its sources.
+/// Classifies a reqwest error by the types in its chain of sources.
 pub fn classify(e: &reqwest::Error) -> (FailureKind, String) {
     let mut chain = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -115,19 +130,14 @@ pub fn classify(e: &reqwest::Error) -> (FailureKind, String) {
         if let Some(p) = err.downcast_ref::<PolicyRefused>() {
             return (FailureKind::NetworkPolicy, p.to_string());
         }
-        let text = err.to_string();
         if kind.is_none() {
-            let lower = text.to_ascii_lowercase();
-            if lower.contains("failed to lookup address") || lower.contains("dns error") {
+            if err.is::<LookupFailed>() {
                 kind = Some(FailureKind::Dns);
-            } else if lower.contains("certificate")
-                || lower.contains("tls")
-                || lower.contains("handshake")
-            {
+            } else if is_tls(err) {
                 kind = Some(FailureKind::Tls);
             }
         }
-        chain.push(text);
+        chain.push(err.to_string());
         source = err.source();
     }
     let message = chain.join(": ");
@@ -141,6 +151,24 @@ pub fn classify(e: &reqwest::Error) -> (FailureKind, String) {
         FailureKind::Other
     };
     (kind, message)
+}
+
+/// A rustls error, bare or inside the `io::Error`s the TLS stream and the connector wrap it in
+/// (their `source()` skips what they wrap, hence `get_ref`).
+fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut err = err;
+    loop {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => err = inner,
+            None => return false,
+        }
+    }
 }
 
 /// Reads at most [`RESPONSE_EXCERPT`] bytes of a response body, lossily as UTF-8.
