@@ -83,29 +83,14 @@ pub(crate) mod imports {
 
     /// Asked once per instance, which is once per event: the level cannot change within one.
     pub(crate) fn min_log_level() -> Level {
-        use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-        const UNKNOWN: u8 = u8::MAX;
-        static CACHED: AtomicU8 = AtomicU8::new(UNKNOWN);
-        let levels = [
-            Level::Trace,
-            Level::Debug,
-            Level::Info,
-            Level::Warn,
-            Level::Error,
-        ];
-        let cached = CACHED.load(Relaxed);
-        if cached != UNKNOWN {
-            return levels[usize::from(cached)];
-        }
-        let level = match host::min_log_level() {
+        static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| match host::min_log_level() {
             wit::LogLevel::Trace => Level::Trace,
             wit::LogLevel::Debug => Level::Debug,
             wit::LogLevel::Info => Level::Info,
             wit::LogLevel::Warn => Level::Warn,
             wit::LogLevel::Error => Level::Error,
-        };
-        CACHED.store(level as u8, Relaxed);
-        level
+        })
     }
 
     pub(crate) fn config_get(key: &str) -> Option<String> {

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Where a field's value lies in the payload text.
@@ -97,8 +97,8 @@ fn child<'a>(value: &'a RawValue, token: &str) -> Option<&'a RawValue> {
             .get(token),
         b'[' => {
             let index: usize = token.parse().ok()?;
-            let items: Items<'a> = serde_json::from_str(value.get()).ok()?;
-            items.0.get(index).copied()
+            let items: Vec<&'a RawValue> = serde_json::from_str(value.get()).ok()?;
+            items.get(index).copied()
         }
         _ => None,
     }
@@ -116,9 +116,6 @@ impl<'a> Members<'a> {
             .find_map(|(k, v)| (k == key).then_some(*v))
     }
 }
-
-/// An array's items, unparsed.
-struct Items<'a>(Vec<&'a RawValue>);
 
 /// An object key: borrowed from the text unless it had escapes to decode.
 struct Key<'a>(Cow<'a, str>);
@@ -159,26 +156,6 @@ impl<'de> de::Deserialize<'de> for Members<'de> {
             }
         }
         d.deserialize_map(V)
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Items<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Items<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON array")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items<'de>, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(Items(items))
-            }
-        }
-        d.deserialize_seq(V)
     }
 }
 

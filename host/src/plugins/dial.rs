@@ -28,7 +28,7 @@ pub type Driver = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
 /// Where and how to send one request.
 pub struct Target<'a> {
-    /// The host name of the request (or an IP literal), for TLS.
+    /// The host name of the request, or an IP address (without brackets), for TLS.
     pub host: &'a str,
     /// The addresses checked for it, tried in order.
     pub addrs: &'a [SocketAddr],
@@ -129,10 +129,9 @@ async fn connect(addrs: &[SocketAddr], limit: Duration) -> Result<TcpStream, Err
 
 /// The name the certificate must carry: the host name, or the IP address of an IP literal.
 fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
+    match host.parse::<IpAddr>() {
         Ok(ip) => Ok(ServerName::from(ip)),
-        Err(_) => ServerName::try_from(bare.to_string()).map_err(Error::InvalidDnsNameError),
+        Err(_) => ServerName::try_from(host.to_string()).map_err(Error::InvalidDnsNameError),
     }
 }
 
@@ -370,7 +369,7 @@ mod tests {
             ServerName::try_from("api.example.com").unwrap()
         );
         assert_eq!(
-            server_name("[::1]").unwrap(),
+            server_name("::1").unwrap(),
             ServerName::from("::1".parse::<IpAddr>().unwrap())
         );
         assert!(matches!(
