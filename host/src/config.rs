@@ -56,6 +56,26 @@ pub struct Config {
     #[arg(long, env = "WASMHOOK_DELIVERY_CONCURRENCY", default_value_t = 64)]
     pub delivery_concurrency: usize,
 
+    /// Attempts in flight at once per subscription, unless the subscription sets
+    /// `max_in_flight`: one slow endpoint holds at most this many delivery slots.
+    #[arg(long, env = "WASMHOOK_SUBSCRIPTION_MAX_IN_FLIGHT", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub subscription_max_in_flight: u32,
+
+    /// Endpoint failures in a row (timeouts, connection errors, 5xx) that trip a subscription's
+    /// circuit breaker: its deliveries pause, then one probe attempt decides.
+    #[arg(long, env = "WASMHOOK_CIRCUIT_BREAKER_THRESHOLD", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub circuit_breaker_threshold: u32,
+
+    /// The first pause of a tripped circuit breaker; it doubles after each failed probe.
+    #[arg(long, env = "WASMHOOK_CIRCUIT_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub circuit_breaker_cooldown: Duration,
+
+    /// The longest pause of a tripped circuit breaker.
+    #[arg(long, env = "WASMHOOK_CIRCUIT_BREAKER_MAX_COOLDOWN", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub circuit_breaker_max_cooldown: Duration,
+
     /// Time limit of one delivery attempt (e.g. `15s`, `500ms`).
     #[arg(long, env = "WASMHOOK_DELIVERY_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub delivery_timeout: Duration,
@@ -140,6 +160,9 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.max_event_bytes, 262_144);
         assert_eq!(c.delivery_concurrency, 64);
+        assert_eq!(c.subscription_max_in_flight, 8);
+        assert_eq!(c.circuit_breaker_threshold, 5);
+        assert_eq!(c.circuit_breaker_cooldown, Duration::from_secs(30));
         assert_eq!(c.retry_schedule.0.len(), 7);
         assert_eq!(c.disable_after, Duration::from_secs(5 * 86_400));
     }

@@ -25,6 +25,15 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of a subscription whose circuit breaker is tripped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    /// Subscription id.
+    pub subscription: String,
+    /// `open` (paused) or `half_open` (a probe may go).
+    pub state: String,
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +49,9 @@ pub struct Metrics {
     pub ingest_to_delivery: Histogram,
     /// Plugin components compiled (not loaded from a stored artifact).
     pub plugin_compilations: Counter,
+    /// Subscriptions whose circuit breaker is tripped: the next probe time (Unix seconds),
+    /// labelled with the breaker's state (refreshed on scrape; closed breakers are not listed).
+    pub circuit_next_probe: Family<CircuitLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,8 +92,15 @@ impl Default for Metrics {
             "Plugin components compiled",
             plugin_compilations.clone(),
         );
+        let circuit_next_probe = Family::<CircuitLabels, Gauge>::default();
+        registry.register(
+            "subscription_circuit_next_probe_timestamp_seconds",
+            "Subscriptions with a tripped circuit breaker: when the next probe may go",
+            circuit_next_probe.clone(),
+        );
         Metrics {
             registry,
+            circuit_next_probe,
             requests,
             events_ingested,
             deliveries,

@@ -84,6 +84,7 @@ macro_rules! str_enum {
 }
 
 str_enum!(Format { Standard => "standard", Papercups => "papercups", Airy => "airy" });
+str_enum!(DeliveryOrdering { None => "none", Conversation => "conversation" });
 str_enum!(SubscriptionStatus {
     Active => "active",
     PendingVerification => "pending_verification",
@@ -95,6 +96,61 @@ str_enum!(DeliveryStatus {
     Failed => "failed",
     Filtered => "filtered",
 });
+
+/// Whether a subscription's deliveries keep the order of their conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOrdering {
+    /// Deliveries are attempted independently, in parallel (the default for URL subscriptions).
+    #[default]
+    None,
+    /// Deliveries of one conversation (the payload's `conversation_id`) are attempted one at a
+    /// time, in the order the events were ingested (the default for plugin subscribers).
+    Conversation,
+}
+
+/// Where a subscription's circuit breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Deliveries flow.
+    Closed,
+    /// The endpoint failed repeatedly: deliveries are paused until `next_probe_at`.
+    Open,
+    /// The pause is over: one probe attempt decides whether deliveries flow again.
+    HalfOpen,
+}
+
+/// A subscription's circuit breaker: after a run of endpoint failures (timeouts, connection
+/// errors, 5xx) its deliveries pause for a growing interval, so a dead endpoint stops using
+/// delivery slots. Nothing is dropped: paused deliveries go out once the endpoint recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Circuit {
+    /// `closed`, `open` or `half_open`.
+    pub state: CircuitState,
+    /// Endpoint failures in a row (reset by a success).
+    pub consecutive_failures: u32,
+    /// While tripped: when the next probe attempt may go.
+    #[serde(with = "opt_ms_as_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_probe_at: Option<i64>,
+}
+
+impl Circuit {
+    /// The breaker as stored (`breaker_until` is set while tripped), seen at `now`.
+    pub fn at(consecutive_failures: u32, breaker_until: Option<i64>, now: i64) -> Circuit {
+        let state = match breaker_until {
+            None => CircuitState::Closed,
+            Some(until) if until > now => CircuitState::Open,
+            Some(_) => CircuitState::HalfOpen,
+        };
+        Circuit {
+            state,
+            consecutive_failures,
+            next_probe_at: breaker_until,
+        }
+    }
+}
 
 /// A subscriber: a URL webhook or a plugin, with the events it wants.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -127,6 +183,13 @@ pub struct Subscription {
     pub verify: bool,
     /// At most this many deliveries a second (excess ones wait).
     pub rate_limit_per_second: Option<u32>,
+    /// At most this many attempts at once; `null` means the server's default
+    /// (`--subscription-max-in-flight`).
+    pub max_in_flight: Option<u32>,
+    /// `conversation`: one delivery at a time per conversation, in ingest order; `none`: no order.
+    pub ordering: DeliveryOrdering,
+    /// The circuit breaker's state.
+    pub circuit: Circuit,
     #[serde(skip)]
     pub(crate) secret: String,
     #[serde(skip)]

@@ -15,12 +15,14 @@ use crate::clock::{new_id, now_ms};
 use crate::delivery::netpolicy::NetPolicy;
 use crate::error::ApiError;
 use crate::events::valid_event_type;
-use crate::model::{Format, Subscription, SubscriptionStatus};
+use crate::model::{Circuit, DeliveryOrdering, Format, Subscription, SubscriptionStatus};
 
 /// How long a rotated-out secret keeps signing deliveries.
 pub const ROTATION_GRACE_MS: i64 = 24 * 3600 * 1000;
 const MAX_URL_LEN: usize = 2048;
 const MAX_HEADERS: usize = 32;
+/// The largest `max_in_flight` a subscription may ask for.
+pub const MAX_IN_FLIGHT: u32 = 1000;
 /// Header names a subscription may not set: wasmhook owns them.
 const RESERVED_HEADERS: &[&str] = &[
     "host",
@@ -165,6 +167,13 @@ pub struct CreateSubscription {
     pub verify: bool,
     /// At most this many deliveries per second; excess deliveries wait.
     pub rate_limit_per_second: Option<u32>,
+    /// At most this many attempts at once (1 to 1000); the server's default
+    /// (`--subscription-max-in-flight`) when absent.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_in_flight: Option<u32>,
+    /// `conversation` (the default for plugin subscribers): one delivery at a time per
+    /// conversation, in ingest order; `none` (the default for URL subscriptions): no order.
+    pub ordering: Option<DeliveryOrdering>,
 }
 
 fn all_types() -> Vec<String> {
@@ -197,11 +206,26 @@ pub struct UpdateSubscription {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub rate_limit_per_second: Option<Option<u32>>,
+    /// New concurrency cap (1 to 1000), or `null` for the server's default.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub max_in_flight: Option<Option<u32>>,
+    /// `conversation` or `none`.
+    pub ordering: Option<DeliveryOrdering>,
 }
 
 /// Whether a subscription in this shape must pass the handshake before receiving events.
 pub fn needs_verification(format: Format, verify: bool, has_url: bool) -> bool {
     has_url && (verify || format == Format::Papercups)
+}
+
+fn validate_max_in_flight(n: Option<u32>) -> Result<(), ApiError> {
+    if n.is_some_and(|n| !(1..=MAX_IN_FLIGHT).contains(&n)) {
+        return Err(ApiError::invalid(format!(
+            "max_in_flight: must be between 1 and {MAX_IN_FLIGHT} (or null for the server's default)"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_rate(rate: Option<u32>) -> Result<(), ApiError> {
@@ -236,10 +260,16 @@ pub fn build(
     validate_event_types(&req.event_types)?;
     validate_headers(&req.headers)?;
     validate_rate(req.rate_limit_per_second)?;
+    validate_max_in_flight(req.max_in_flight)?;
     if req.description.len() > 1024 {
         return Err(ApiError::invalid("description: at most 1024 characters"));
     }
     let now = now_ms();
+    // A reacting plugin relies on seeing a conversation's messages one at a time, in order.
+    let ordering = req.ordering.unwrap_or(match req.plugin_id {
+        Some(_) => DeliveryOrdering::Conversation,
+        None => DeliveryOrdering::None,
+    });
     let status = if needs_verification(req.format, req.verify, req.url.is_some()) {
         SubscriptionStatus::PendingVerification
     } else {
@@ -260,6 +290,9 @@ pub fn build(
         status_reason: None,
         verify: req.verify,
         rate_limit_per_second: req.rate_limit_per_second,
+        max_in_flight: req.max_in_flight,
+        ordering,
+        circuit: Circuit::at(0, None, now),
         secret: new_secret(),
         previous_secret: None,
         previous_secret_expires_at: None,
@@ -283,6 +316,9 @@ pub fn validate_update(req: &UpdateSubscription, policy: &NetPolicy) -> Result<(
     }
     if let Some(rate) = req.rate_limit_per_second {
         validate_rate(rate)?;
+    }
+    if let Some(n) = req.max_in_flight {
+        validate_max_in_flight(n)?;
     }
     if req.status == Some(SubscriptionStatus::PendingVerification) {
         return Err(ApiError::invalid(
@@ -331,6 +367,12 @@ pub fn apply_update(sub: &mut Subscription, req: UpdateSubscription) -> Result<b
     }
     if let Some(r) = req.rate_limit_per_second {
         sub.rate_limit_per_second = r;
+    }
+    if let Some(n) = req.max_in_flight {
+        sub.max_in_flight = n;
+    }
+    if let Some(o) = req.ordering {
+        sub.ordering = o;
     }
     let needs = needs_verification(sub.format, sub.verify, sub.url.is_some());
     let mut verify_now = false;
@@ -440,6 +482,8 @@ mod tests {
             format: Format::Papercups,
             verify: false,
             rate_limit_per_second: None,
+            max_in_flight: None,
+            ordering: None,
         };
         let mut sub = build("acc", req, &NetPolicy::default()).unwrap();
         assert_eq!(sub.status, SubscriptionStatus::PendingVerification);

@@ -97,6 +97,8 @@ async fn subscribe(
             format: Format::Airy,
             verify: false,
             rate_limit_per_second: None,
+            max_in_flight: None,
+            ordering: None,
         },
         &state.net_policy,
     )?;

@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::metrics::CircuitLabels;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,6 +46,25 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, Api
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(depth) = state.store.queue_depth().await {
         state.metrics.queue_depth.set(depth);
+    }
+    if let Ok(tripped) = state.store.tripped_circuits().await {
+        let now = crate::clock::now_ms();
+        state.metrics.circuit_next_probe.clear();
+        for (subscription, circuit) in tripped {
+            let state_label = if circuit.next_probe_at.is_some_and(|t| t > now) {
+                "open"
+            } else {
+                "half_open"
+            };
+            state
+                .metrics
+                .circuit_next_probe
+                .get_or_create(&CircuitLabels {
+                    subscription,
+                    state: state_label.into(),
+                })
+                .set(circuit.next_probe_at.unwrap_or(now) / 1000);
+        }
     }
     (
         StatusCode::OK,

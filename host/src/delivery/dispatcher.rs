@@ -1,9 +1,12 @@
-//! The dispatcher: claims due deliveries with a lease, runs at most `--delivery-concurrency`
-//! at once, and settles each outcome.
+//! The dispatcher: claims due deliveries under the store's scheduling rules (fair rotation,
+//! per-subscription `max_in_flight`, circuit breakers, conversation order: see
+//! `store::claims`), runs at most `--delivery-concurrency` at once, holds each claim's lease
+//! while its attempt runs, and settles each outcome.
 //!
-//! It is woken by the ingest path when new deliveries are due now, and otherwise sleeps until
-//! the earliest pending delivery (capped at one second, so expired leases and retries written
-//! by other paths are never waited on for long).
+//! It is woken by the ingest path when new deliveries are due now and by every settled
+//! attempt (which frees a subscription's slot), and otherwise sleeps until the next retry,
+//! lease expiry or breaker probe (capped at one second, so work written by other paths is
+//! never waited on for long).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +22,11 @@ use super::ratelimit::RateLimiter;
 use super::schedule::next_delay;
 use super::subscriber::deliver;
 use super::{AttemptOutcome, Verdict};
+use crate::breaker::{Policy, Signal};
 use crate::clock::{new_id, now_ms, rfc3339};
 use crate::model::{Attempt, DeliveryStatus, Subscription};
 use crate::state::AppState;
-use crate::store::deliveries::{Claimed, Outcome};
+use crate::store::claims::{ClaimRequest, Claimed, Outcome, Settled};
 use crate::store::events::NewEvent;
 
 const MAX_CLAIM: usize = 256;
@@ -34,12 +38,26 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(run(state, stop))
 }
 
+/// How long a claim holds before it is extended. An attempt may last longer (a plugin's
+/// deadline can exceed the delivery timeout): the lease is extended while it runs, so a
+/// delivery is never started again while an attempt is in flight.
+fn lease(state: &AppState) -> Duration {
+    state.config.delivery_timeout + Duration::from_secs(5)
+}
+
+fn breaker_policy(state: &AppState) -> Policy {
+    Policy {
+        threshold: state.config.circuit_breaker_threshold,
+        cooldown: state.config.circuit_breaker_cooldown,
+        max_cooldown: state.config.circuit_breaker_max_cooldown,
+    }
+}
+
 async fn run(state: AppState, stop: CancellationToken) {
     let concurrency = state.config.delivery_concurrency.max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
     let limiter = Arc::new(RateLimiter::default());
-    // A lease outlives the slowest attempt, so a live worker never loses its delivery.
-    let lease_ms = (state.config.delivery_timeout + Duration::from_secs(5)).as_millis() as i64;
+    let mut cursor = 0;
     while !stop.is_cancelled() {
         let free = slots.available_permits();
         if free == 0 {
@@ -49,8 +67,15 @@ async fn run(state: AppState, stop: CancellationToken) {
             }
             continue;
         }
-        let want = free.min(MAX_CLAIM);
-        let claimed = match state.store.claim_due(now_ms(), lease_ms, want).await {
+        let now = now_ms();
+        let request = ClaimRequest {
+            now,
+            lease_ms: lease(&state).as_millis() as i64,
+            limit: free.min(MAX_CLAIM),
+            default_max_in_flight: state.config.subscription_max_in_flight,
+            after_subscription: cursor,
+        };
+        let claims = match state.store.claim_due(request).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "claiming deliveries failed");
@@ -60,8 +85,8 @@ async fn run(state: AppState, stop: CancellationToken) {
                 }
             }
         };
-        let got = claimed.len();
-        for work in claimed {
+        cursor = claims.cursor;
+        for work in claims.claimed {
             let permit = slots
                 .clone()
                 .acquire_owned()
@@ -72,17 +97,19 @@ async fn run(state: AppState, stop: CancellationToken) {
             tokio::spawn(async move {
                 settle_one(&state, &limiter, work).await;
                 drop(permit);
+                // A settled attempt frees a slot of its subscription (and maybe the next
+                // delivery of its conversation).
+                state.wake_dispatcher();
             });
         }
-        if got == want {
-            continue; // more may be due right now
+        if claims.more {
+            continue;
         }
-        let wait = match state.store.next_due().await {
-            Ok(Some(due)) => {
-                Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
-            }
-            _ => IDLE_POLL,
-        };
+        // Nothing more is claimable now: wait for new work, a settled attempt, or the next
+        // retry, lease expiry or breaker probe (polling at least every second as a backstop).
+        let wait = claims.next_due.map_or(IDLE_POLL, |due| {
+            Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+        });
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = state.dispatcher_wake.notified() => {}
@@ -102,21 +129,63 @@ async fn settle_one(state: &AppState, limiter: &RateLimiter, work: Claimed) {
     {
         let put_off = Outcome {
             delivery_seq: work.delivery.seq,
+            token: work.token,
             attempt: None,
             status: DeliveryStatus::Pending,
             next_attempt_at: Some(slot),
             last_error: None,
+            breaker: None,
         };
         if let Err(e) = state.store.record_outcome(put_off, now).await {
             tracing::error!(error = %e, "deferring a rate-limited delivery failed");
         }
-        state.wake_dispatcher();
         return;
     }
     let started = std::time::Instant::now();
-    let outcome = deliver(state, &work).await;
+    let outcome = attempt_holding_lease(state, &work).await;
     let duration_ms = started.elapsed().as_millis() as i64;
     record(state, &work, now, duration_ms, outcome).await;
+}
+
+/// Makes the attempt, extending the claim's lease while it runs.
+async fn attempt_holding_lease(state: &AppState, work: &Claimed) -> AttemptOutcome {
+    let lease = lease(state);
+    let every = lease / 3;
+    let attempt = deliver(state, work);
+    tokio::pin!(attempt);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            outcome = &mut attempt => return outcome,
+            _ = beat.tick() => {
+                let until = now_ms() + lease.as_millis() as i64;
+                match state.store.extend_lease(work.delivery.seq, work.token, until).await {
+                    Ok(true) => {}
+                    // Its outcome will not be recorded; the current owner's will.
+                    Ok(false) => tracing::warn!(delivery = %work.delivery.id, "lease lost during an attempt"),
+                    Err(e) => tracing::error!(error = %e, delivery = %work.delivery.id, "extending a lease failed"),
+                }
+            }
+        }
+    }
+}
+
+/// What an attempt at a URL says about the endpoint's health, if anything: a plugin's failure
+/// or a refused address says nothing about it.
+fn breaker_signal(sub: &Subscription, outcome: &AttemptOutcome) -> Option<Signal> {
+    sub.url.as_ref()?;
+    match &outcome.verdict {
+        Verdict::Delivered => Some(Signal::Healthy),
+        Verdict::Filtered(_) => None,
+        Verdict::Failed { kind, .. } => match kind.as_str() {
+            "timeout" | "connect" | "dns" | "tls" => Some(Signal::Failing),
+            "http_status" if outcome.status_code.is_some_and(|c| c >= 500) => {
+                Some(Signal::Failing)
+            }
+            "http_status" => Some(Signal::Healthy),
+            _ => None,
+        },
+    }
 }
 
 async fn record(
@@ -127,6 +196,7 @@ async fn record(
     outcome: AttemptOutcome,
 ) {
     let attempts = work.delivery.attempts + 1;
+    let breaker = breaker_signal(&work.subscription, &outcome).map(|s| (breaker_policy(state), s));
     let mut attempt = Attempt {
         attempted_at: started_at,
         duration_ms,
@@ -177,24 +247,30 @@ async fn record(
             }
         }
     };
-    state.metrics.delivery(label);
     let outcome = Outcome {
         delivery_seq: work.delivery.seq,
+        token: work.token,
         attempt: Some(attempt),
         status,
         next_attempt_at,
         last_error,
+        breaker,
     };
     let failing_since = match state.store.record_outcome(outcome, now_ms()).await {
-        Ok(f) => f,
+        Ok(Settled::Recorded { failing_since }) => {
+            state.metrics.delivery(label);
+            failing_since
+        }
+        Ok(Settled::LeaseLost) => {
+            tracing::warn!(delivery = %work.delivery.id, "attempt finished after its lease was lost; its outcome is not recorded");
+            state.metrics.delivery("lease_lost");
+            return;
+        }
         Err(e) => {
             tracing::error!(error = %e, delivery = %work.delivery.id, "recording an attempt failed");
             return;
         }
     };
-    if status == DeliveryStatus::Pending {
-        state.wake_dispatcher();
-    }
     let window = state.config.disable_after.as_millis() as i64;
     if disable.is_none() && failing_since.is_some_and(|since| now_ms() - since >= window) {
         disable = Some(format!(

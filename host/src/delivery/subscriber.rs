@@ -15,7 +15,7 @@ use crate::model::Subscription;
 use crate::plugins::invoke::Input;
 use crate::plugins::{Decision, InvokeError};
 use crate::state::AppState;
-use crate::store::deliveries::Claimed;
+use crate::store::claims::Claimed;
 use serde_json::value::RawValue;
 
 /// Where a subscription's events go.

@@ -4,17 +4,51 @@
 //! A claim moves `next_attempt_at` to the end of the lease, so a delivery whose worker died
 //! simply becomes due again when the lease runs out; nothing has to sweep for orphans.
 
-use std::collections::HashMap;
-
 use rusqlite::{Connection, Transaction, params};
 
+use super::claims::release_next;
 use super::events::NewEvent;
+use super::subscriptions::Match;
 use super::{OptionalRow, Page, Store, StoreError};
 use crate::clock::new_id;
-use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Subscription};
+use crate::model::{Attempt, Causation, Delivery, DeliveryOrdering, DeliveryStatus, Subscription};
 
 /// Plugins are not given events caused deeper than this many plugin hops.
 pub const MAX_PLUGIN_DEPTH: u32 = 8;
+
+const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status,
+        next_attempt_at, last_error, created_at, updated_at, ordering_key)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)";
+const ANY_PENDING_OF_KEY: &str = "SELECT EXISTS (SELECT 1 FROM deliveries
+     WHERE subscription_seq = ?1 AND ordering_key = ?2 AND status = 'pending')";
+
+/// Why a plugin must not be given an event, if it must not: it caused the event, or the event
+/// is too many plugin hops deep.
+fn loop_guard(causation: Option<&Causation>, m: &Match) -> Option<String> {
+    let c = causation?;
+    let involves_plugin = m.plugin_id.is_some() || m.transform_plugin_id.is_some();
+    if m.plugin_id.as_deref() == Some(&c.plugin_id)
+        || m.transform_plugin_id.as_deref() == Some(&c.plugin_id)
+    {
+        Some(format!(
+            "not given to plugin {}: it caused this event",
+            c.plugin_id
+        ))
+    } else if involves_plugin && c.depth > MAX_PLUGIN_DEPTH {
+        Some(format!(
+            "causation depth {} exceeds {MAX_PLUGIN_DEPTH}: not given to plugins",
+            c.depth
+        ))
+    } else {
+        None
+    }
+}
+
+/// Puts a delivery back in the queue: due at ?2, or held (?3) for an ordered conversation's
+/// turn (see `release_next`). Any claim on it is void.
+const REQUEUE: &str = "UPDATE deliveries SET status = 'pending', next_attempt_at = CASE WHEN ?3 THEN NULL ELSE ?2 END,
+        lease_until = NULL, claim_token = NULL, updated_at = ?2
+     WHERE seq = ?1";
 
 /// Creates the deliveries for a freshly inserted event; returns how many are pending.
 pub(crate) fn enqueue_for_event(
@@ -23,76 +57,41 @@ pub(crate) fn enqueue_for_event(
     e: &NewEvent,
 ) -> Result<usize, StoreError> {
     let matches = super::subscriptions::matching(tx, &e.account_id, &e.event_type)?;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status, next_attempt_at, last_error,
-            created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-    )?;
+    let mut insert = tx.prepare_cached(INSERT_DELIVERY)?;
     let mut pending = 0;
-    for (sub_seq, plugin_id, transform_id) in matches {
-        let skip = e.causation.as_ref().and_then(|c| {
-            let involves_plugin = plugin_id.is_some() || transform_id.is_some();
-            if plugin_id.as_deref() == Some(&c.plugin_id)
-                || transform_id.as_deref() == Some(&c.plugin_id)
-            {
-                Some(format!(
-                    "not given to plugin {}: it caused this event",
-                    c.plugin_id
-                ))
-            } else if involves_plugin && c.depth > MAX_PLUGIN_DEPTH {
-                Some(format!(
-                    "causation depth {} exceeds {MAX_PLUGIN_DEPTH}: not given to plugins",
-                    c.depth
-                ))
-            } else {
-                None
-            }
-        });
+    for m in matches {
+        let skip = loop_guard(e.causation.as_ref(), &m);
+        let key = match (m.ordering, &e.conversation) {
+            (DeliveryOrdering::Conversation, Some((conversation_id, _))) => Some(conversation_id),
+            _ => None,
+        };
         let (status, due) = match &skip {
             Some(_) => (DeliveryStatus::Filtered, None),
             None => {
                 pending += 1;
-                (DeliveryStatus::Pending, Some(e.received_at))
+                // Behind an earlier pending delivery of its conversation, it waits its turn.
+                let held = match key {
+                    Some(key) => tx
+                        .prepare_cached(ANY_PENDING_OF_KEY)?
+                        .query_row(params![m.seq, key], |r| r.get(0))?,
+                    None => false,
+                };
+                (DeliveryStatus::Pending, (!held).then_some(e.received_at))
             }
         };
-        stmt.execute(params![
+        insert.execute(params![
             new_id("msg"),
             e.account_id,
             event_seq,
-            sub_seq,
+            m.seq,
             status.as_str(),
             due,
             skip,
-            e.received_at
+            e.received_at,
+            key
         ])?;
     }
     Ok(pending)
-}
-
-/// A delivery claimed for one attempt, with everything needed to make it.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The delivery (its `attempts` counts attempts before this one).
-    pub delivery: Delivery,
-    /// The event to deliver.
-    pub event: Event,
-    /// Where it goes.
-    pub subscription: Subscription,
-}
-
-/// How one attempt ended, to be written back.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The delivery.
-    pub delivery_seq: i64,
-    /// The attempt made (none when the delivery was only put off, e.g. by a rate limit).
-    pub attempt: Option<Attempt>,
-    /// The delivery's new status.
-    pub status: DeliveryStatus,
-    /// When to try next, for a pending delivery.
-    pub next_attempt_at: Option<i64>,
-    /// The failure, if the attempt failed.
-    pub last_error: Option<String>,
 }
 
 const COLUMNS: &str =
@@ -148,122 +147,6 @@ pub struct DeliveryFilter {
 }
 
 impl Store {
-    /// Claims up to `limit` due deliveries for `lease_ms`.
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        self.write(move |tx| {
-            let lease_until = now + lease_ms;
-            let mut stmt = tx.prepare_cached(
-                "UPDATE deliveries SET next_attempt_at = ?2, lease_until = ?2
-                 WHERE seq IN (SELECT seq FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1
-                               ORDER BY next_attempt_at LIMIT ?3)
-                 RETURNING seq, id, event_seq, subscription_seq, attempts, last_error, created_at, updated_at",
-            )?;
-            let claimed = stmt
-                .query_map(params![now, lease_until, limit as i64], |r| {
-                    Ok((
-                        Delivery {
-                            seq: r.get(0)?,
-                            id: r.get(1)?,
-                            event_id: String::new(),
-                            subscription_id: String::new(),
-                            status: DeliveryStatus::Pending,
-                            attempts: r.get(4)?,
-                            next_attempt_at: Some(lease_until),
-                            last_error: r.get(5)?,
-                            created_at: r.get(6)?,
-                            updated_at: r.get(7)?,
-                        },
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            // One event fans out to many subscriptions and one subscription gets many events:
-            // read each once per claim.
-            let mut events: HashMap<i64, Event> = HashMap::new();
-            let mut subscriptions: HashMap<i64, Subscription> = HashMap::new();
-            let mut out = Vec::with_capacity(claimed.len());
-            for (mut delivery, event_seq, sub_seq) in claimed {
-                let event = match events.get(&event_seq) {
-                    Some(e) => e.clone(),
-                    None => events.entry(event_seq).or_insert(super::events::get_by_seq(tx, event_seq)?).clone(),
-                };
-                let subscription = match subscriptions.get(&sub_seq) {
-                    Some(s) => s.clone(),
-                    None => subscriptions
-                        .entry(sub_seq)
-                        .or_insert(super::subscriptions::get_by_seq(tx, sub_seq)?)
-                        .clone(),
-                };
-                delivery.event_id = event.id.clone();
-                delivery.subscription_id = subscription.id.clone();
-                out.push(Claimed { delivery, event, subscription });
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// When the earliest pending delivery is due, if any is pending.
-    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|c| {
-            Ok(c.prepare_cached(
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
-            )?
-            .query_row([], |r| r.get(0))?)
-        })
-        .await
-    }
-
-    /// Writes an attempt's outcome; returns the subscription's `failing_since` afterwards.
-    pub async fn record_outcome(&self, o: Outcome, now: i64) -> Result<Option<i64>, StoreError> {
-        self.write(move |tx| {
-            let sub_seq: i64 = tx
-                .prepare_cached("SELECT subscription_seq FROM deliveries WHERE seq = ?1")?
-                .query_row([o.delivery_seq], |r| r.get(0))
-                .found()?;
-            let counted = o.attempt.is_some() as i64;
-            tx.prepare_cached(
-                "UPDATE deliveries SET status = ?2, next_attempt_at = ?3, lease_until = NULL,
-                    last_error = COALESCE(?4, last_error), attempts = attempts + ?5, updated_at = ?6
-                 WHERE seq = ?1",
-            )?
-            .execute(params![o.delivery_seq, o.status.as_str(), o.next_attempt_at, o.last_error, counted, now])?;
-            if let Some(a) = &o.attempt {
-                tx.prepare_cached(
-                    "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code, error_kind,
-                        error_message, response_body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    o.delivery_seq,
-                    a.attempted_at,
-                    a.duration_ms,
-                    a.status_code,
-                    a.error_kind,
-                    a.error_message,
-                    a.response_body
-                ])?;
-                // A success clears the failure streak; a failure starts it if none is running.
-                let failed = a.error_kind.is_some();
-                tx.prepare_cached(
-                    "UPDATE subscriptions SET failing_since = CASE WHEN ?2 THEN COALESCE(failing_since, ?3) ELSE NULL END
-                     WHERE seq = ?1",
-                )?
-                .execute(params![sub_seq, failed, a.attempted_at])?;
-            }
-            Ok(tx
-                .prepare_cached("SELECT failing_since FROM subscriptions WHERE seq = ?1")?
-                .query_row([sub_seq], |r| r.get(0))?)
-        })
-        .await
-    }
-
     /// Deliveries, newest first.
     pub async fn list_deliveries(
         &self,
@@ -315,7 +198,8 @@ impl Store {
         .await
     }
 
-    /// Makes a delivery due now, whatever its status.
+    /// Makes a delivery due now, whatever its status; one in flight is left to its attempt, and
+    /// one of an ordered conversation takes its turn behind the delivery in flight, if any.
     pub async fn retry_delivery(
         &self,
         account_id: String,
@@ -323,15 +207,24 @@ impl Store {
         now: i64,
     ) -> Result<Delivery, StoreError> {
         self.write(move |tx| {
-            let n = tx.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?3, lease_until = NULL, updated_at = ?3
-                 WHERE id = ?1 AND account_id = ?2",
-                params![id, account_id, now],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
+            let (seq, sub_seq, key, leased_until): (i64, i64, Option<String>, Option<i64>) = tx
+                .prepare_cached(
+                    "SELECT seq, subscription_seq, ordering_key, lease_until FROM deliveries
+                     WHERE id = ?1 AND account_id = ?2",
+                )?
+                .query_row(params![id, account_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .found()?;
+            if !leased_until.is_some_and(|until| until > now) {
+                tx.prepare_cached(REQUEUE)?.execute(params![seq, now, key.is_some()])?;
+                if let Some(key) = &key {
+                    release_next(tx, sub_seq, key, now)?;
+                }
             }
-            Ok(tx.prepare_cached(&format!("SELECT {COLUMNS} {FROM} WHERE d.id = ?1"))?.query_row([&id], row)?)
+            Ok(tx
+                .prepare_cached(&format!("SELECT {COLUMNS} {FROM} WHERE d.seq = ?1"))?
+                .query_row([seq], row)?)
         })
         .await
     }
@@ -346,11 +239,24 @@ impl Store {
     ) -> Result<usize, StoreError> {
         self.write(move |tx| {
             let sub = super::subscriptions::get_in(tx, &account_id, &subscription_id)?;
-            Ok(tx.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?3, lease_until = NULL, updated_at = ?3
-                 WHERE subscription_seq = ?1 AND status = 'failed' AND created_at >= ?2",
-                params![sub.seq, since, now],
-            )?)
+            let failed: Vec<(i64, Option<String>)> = tx
+                .prepare_cached(
+                    "SELECT seq, ordering_key FROM deliveries
+                     WHERE subscription_seq = ?1 AND status = 'failed' AND created_at >= ?2",
+                )?
+                .query_map(params![sub.seq, since], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut requeue = tx.prepare_cached(REQUEUE)?;
+            let mut keys = std::collections::BTreeSet::new();
+            for (seq, key) in &failed {
+                requeue.execute(params![seq, now, key.is_some()])?;
+                keys.extend(key.as_deref());
+            }
+            // Ordered conversations go again one at a time, oldest first.
+            for key in keys {
+                release_next(tx, sub.seq, key, now)?;
+            }
+            Ok(failed.len())
         })
         .await
     }

@@ -6,6 +6,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_plugins.sql")),
     M::up(include_str!("migrations/0003_plugin_log_level.sql")),
+    M::up(include_str!("migrations/0004_scheduling.sql")),
 ];
 
 /// The ordered list of schema migrations.

@@ -9,6 +9,7 @@ mod read_pool;
 mod writer;
 
 pub mod accounts;
+pub mod claims;
 pub mod deliveries;
 pub mod events;
 pub mod messages;

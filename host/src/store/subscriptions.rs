@@ -3,11 +3,13 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{OptionalRow, Page, Store, StoreError};
-use crate::model::{Format, Subscription, SubscriptionStatus};
+use crate::clock::now_ms;
+use crate::model::{Circuit, DeliveryOrdering, Format, Subscription, SubscriptionStatus};
 
 const COLUMNS: &str = "seq, id, account_id, url, plugin_id, transform_plugin_id, description, event_types,
     headers, format, status, status_reason, secret, previous_secret, previous_secret_expires_at, verify,
-    rate_limit_per_second, airy_api_secret, failing_since, created_at, updated_at";
+    rate_limit_per_second, airy_api_secret, failing_since, created_at, updated_at, max_in_flight,
+    ordering, breaker_failures, breaker_until";
 
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
@@ -18,6 +20,7 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
     let headers: String = r.get(8)?;
     let format: String = r.get(9)?;
     let status: String = r.get(10)?;
+    let ordering: String = r.get(22)?;
     Ok(Subscription {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -40,6 +43,9 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
         failing_since: r.get(18)?,
         created_at: r.get(19)?,
         updated_at: r.get(20)?,
+        max_in_flight: r.get(21)?,
+        ordering: DeliveryOrdering::parse(&ordering).ok_or_else(|| corrupt("ordering"))?,
+        circuit: Circuit::at(r.get(23)?, r.get(24)?, now_ms()),
     })
 }
 
@@ -52,8 +58,9 @@ fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> 
         "INSERT INTO subscriptions (id, account_id, url, plugin_id, transform_plugin_id, description,
             event_types, headers, format, status, status_reason, secret, previous_secret,
             previous_secret_expires_at, verify, rate_limit_per_second, airy_api_secret, failing_since,
-            created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+            created_at, updated_at, max_in_flight, ordering)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+            ?21, ?22)",
     )?
     .execute(params![
         s.id,
@@ -76,6 +83,8 @@ fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> 
         s.failing_since,
         s.created_at,
         s.updated_at,
+        s.max_in_flight,
+        s.ordering.as_str(),
     ])?;
     s.seq = tx.last_insert_rowid();
     index_event_types(tx, s)
@@ -86,7 +95,8 @@ fn save(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
         "UPDATE subscriptions SET url = ?2, plugin_id = ?3, transform_plugin_id = ?4, description = ?5,
             event_types = ?6, headers = ?7, format = ?8, status = ?9, status_reason = ?10, secret = ?11,
             previous_secret = ?12, previous_secret_expires_at = ?13, verify = ?14,
-            rate_limit_per_second = ?15, airy_api_secret = ?16, failing_since = ?17, updated_at = ?18
+            rate_limit_per_second = ?15, airy_api_secret = ?16, failing_since = ?17, updated_at = ?18,
+            max_in_flight = ?19, ordering = ?20
          WHERE seq = ?1",
     )?
     .execute(params![
@@ -108,9 +118,19 @@ fn save(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
         s.airy_api_secret,
         s.failing_since,
         s.updated_at,
+        s.max_in_flight,
+        s.ordering.as_str(),
     ])?;
+    if s.ordering == DeliveryOrdering::None {
+        // Deliveries held back behind an earlier one of their conversation go now.
+        tx.prepare_cached(RELEASE_HELD)?.execute(params![s.seq, s.updated_at])?;
+    }
     index_event_types(tx, s)
 }
+
+/// Frees the held deliveries of a subscription that no longer keeps conversation order.
+const RELEASE_HELD: &str = "UPDATE deliveries SET next_attempt_at = COALESCE(next_attempt_at, ?2), ordering_key = NULL
+     WHERE subscription_seq = ?1 AND status = 'pending' AND ordering_key IS NOT NULL";
 
 fn index_event_types(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM subscription_event_types WHERE subscription_seq = ?1")?
@@ -144,8 +164,13 @@ pub(crate) fn get_by_seq(c: &Connection, seq: i64) -> Result<Subscription, Store
     .found()
 }
 
-/// An active subscription that wants an event: (seq, plugin_id, transform_plugin_id).
-pub(crate) type Match = (i64, Option<String>, Option<String>);
+/// An active subscription that wants an event.
+pub(crate) struct Match {
+    pub seq: i64,
+    pub plugin_id: Option<String>,
+    pub transform_plugin_id: Option<String>,
+    pub ordering: DeliveryOrdering,
+}
 
 /// The active subscriptions of `account_id` that want events of `event_type`.
 pub(crate) fn matching(
@@ -154,13 +179,19 @@ pub(crate) fn matching(
     event_type: &str,
 ) -> Result<Vec<Match>, StoreError> {
     let mut stmt = c.prepare_cached(
-        "SELECT DISTINCT s.seq, s.plugin_id, s.transform_plugin_id
+        "SELECT DISTINCT s.seq, s.plugin_id, s.transform_plugin_id, s.ordering
          FROM subscription_event_types t JOIN subscriptions s ON s.seq = t.subscription_seq
          WHERE t.account_id = ?1 AND t.event_type IN (?2, '*') AND s.status = 'active'",
     )?;
     let rows = stmt
         .query_map(params![account_id, event_type], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            let ordering: String = r.get(3)?;
+            Ok(Match {
+                seq: r.get(0)?,
+                plugin_id: r.get(1)?,
+                transform_plugin_id: r.get(2)?,
+                ordering: DeliveryOrdering::parse(&ordering).ok_or_else(|| corrupt("ordering"))?,
+            })
         })?
         .collect::<Result<Vec<Match>, _>>()?;
     Ok(rows)
@@ -246,6 +277,22 @@ impl Store {
             } else {
                 Ok(())
             }
+        })
+        .await
+    }
+
+    /// Subscriptions whose circuit breaker is tripped (open or half-open), by id.
+    pub async fn tripped_circuits(&self) -> Result<Vec<(String, Circuit)>, StoreError> {
+        self.read(|c| {
+            let now = now_ms();
+            let rows = c
+                .prepare_cached(
+                    "SELECT id, breaker_failures, breaker_until FROM subscriptions
+                     WHERE breaker_until IS NOT NULL",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, Circuit::at(r.get(1)?, r.get(2)?, now))))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
         })
         .await
     }

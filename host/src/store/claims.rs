@@ -1,0 +1,649 @@
+//! The claim rules of the outbox: which due deliveries a dispatcher may take now, the lease and
+//! token it takes them with, and how an outcome is written back.
+//!
+//! - **Fair**: subscriptions with due work are visited in rotation from a cursor the dispatcher
+//!   keeps, and each gets at most its `max_in_flight` attempts at once, so one slow endpoint
+//!   holds only its own slots.
+//! - **Circuit breaker**: a tripped subscription is skipped until its pause ends, then allowed
+//!   a single probe.
+//! - **Ordered**: an ordered subscription's later deliveries of one conversation are *held*
+//!   (pending with no due time) until the earlier one leaves `pending`; only the head of each
+//!   conversation is ever due, so the claim itself needs no ordering logic.
+//! - **Fenced**: a claim moves `next_attempt_at` to the end of its lease and stamps a token; an
+//!   outcome or a lease extension counts only with the token of the current claim, so a worker
+//!   that lost its lease (paused past it) cannot overwrite the new owner's result.
+
+use std::collections::HashMap;
+
+use rusqlite::{Transaction, params};
+
+use super::{OptionalRow, Store, StoreError};
+use crate::breaker::{Breaker, Policy, Signal};
+use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Subscription};
+
+/// Subscriptions looked at per claim at most; the rotation continues from there next time.
+const MAX_SCAN: usize = 512;
+
+/// A delivery claimed for one attempt, with everything needed to make it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The delivery (its `attempts` counts attempts before this one).
+    pub delivery: Delivery,
+    /// The event to deliver.
+    pub event: Event,
+    /// Where it goes.
+    pub subscription: Subscription,
+    /// The claim's token: outcomes and lease extensions must present it.
+    pub token: i64,
+}
+
+/// What a dispatcher asks of one claim.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest {
+    /// The current time (Unix ms).
+    pub now: i64,
+    /// How long the claim holds (extended while the attempt runs).
+    pub lease_ms: i64,
+    /// At most this many deliveries.
+    pub limit: usize,
+    /// `max_in_flight` of subscriptions that do not set one.
+    pub default_max_in_flight: u32,
+    /// Rotation cursor: start with the subscriptions after this one.
+    pub after_subscription: i64,
+}
+
+/// What one claim took, and when to look again.
+#[derive(Debug, Default)]
+pub struct Claims {
+    /// The deliveries claimed.
+    pub claimed: Vec<Claimed>,
+    /// Where the next claim's rotation starts.
+    pub cursor: i64,
+    /// More may be claimable right now (the scan stopped early).
+    pub more: bool,
+    /// The earliest time something not claimable now becomes due by itself (a retry, a lease
+    /// running out, a breaker's pause ending). Work held by `max_in_flight` becomes claimable
+    /// when an attempt settles instead.
+    pub next_due: Option<i64>,
+}
+
+/// How one attempt ended, to be written back.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The delivery.
+    pub delivery_seq: i64,
+    /// The token of the claim the attempt was made under.
+    pub token: i64,
+    /// The attempt made (none when the delivery was only put off, e.g. by a rate limit).
+    pub attempt: Option<Attempt>,
+    /// The delivery's new status.
+    pub status: DeliveryStatus,
+    /// When to try next, for a pending delivery.
+    pub next_attempt_at: Option<i64>,
+    /// The failure, if the attempt failed.
+    pub last_error: Option<String>,
+    /// What the attempt said about the endpoint, for the circuit breaker.
+    pub breaker: Option<(Policy, Signal)>,
+}
+
+/// What recording an outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Recorded; the subscription's `failing_since` afterwards.
+    Recorded {
+        /// Start of the subscription's current failure streak, if one is running.
+        failing_since: Option<i64>,
+    },
+    /// The claim was no longer current (its lease ran out and the delivery was claimed again,
+    /// or it was settled otherwise): nothing was written.
+    LeaseLost,
+}
+
+const IN_FLIGHT: &str = "SELECT subscription_seq, COUNT(*) FROM deliveries WHERE lease_until > ?1
+     GROUP BY subscription_seq";
+const NEXT_SUBSCRIPTION_WITH_PENDING: &str =
+    "SELECT MIN(subscription_seq) FROM deliveries WHERE status = 'pending' AND subscription_seq > ?1";
+const SCHEDULING_OF: &str =
+    "SELECT status, max_in_flight, breaker_until FROM subscriptions WHERE seq = ?1";
+const DUE_OF: &str = "SELECT seq FROM deliveries
+     WHERE status = 'pending' AND subscription_seq = ?1 AND next_attempt_at <= ?2
+     ORDER BY next_attempt_at, seq LIMIT ?3";
+const NEXT_DUE_AFTER: &str =
+    "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1";
+const TAKE: &str = "UPDATE deliveries SET next_attempt_at = ?2, lease_until = ?2, claim_token = ?3
+     WHERE seq = ?1
+     RETURNING id, event_seq, subscription_seq, attempts, last_error, created_at, updated_at";
+const EXTEND: &str = "UPDATE deliveries SET next_attempt_at = ?3, lease_until = ?3
+     WHERE seq = ?1 AND claim_token = ?2 AND status = 'pending'";
+const SETTLE: &str = "UPDATE deliveries SET status = ?3, next_attempt_at = ?4, lease_until = NULL, claim_token = NULL,
+        last_error = COALESCE(?5, last_error), attempts = attempts + ?6, updated_at = ?7
+     WHERE seq = ?1 AND claim_token = ?2 AND status = 'pending'
+     RETURNING subscription_seq, ordering_key";
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code, error_kind,
+        error_message, response_body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const FAILURE_STREAK: &str = "UPDATE subscriptions
+     SET failing_since = CASE WHEN ?2 THEN COALESCE(failing_since, ?3) ELSE NULL END
+     WHERE seq = ?1 RETURNING failing_since";
+const BREAKER_OF: &str =
+    "SELECT breaker_failures, breaker_trips, breaker_until FROM subscriptions WHERE seq = ?1";
+const SET_BREAKER: &str = "UPDATE subscriptions SET breaker_failures = ?2, breaker_trips = ?3, breaker_until = ?4
+     WHERE seq = ?1";
+const HEAD_ACTIVE: &str = "SELECT EXISTS (SELECT 1 FROM deliveries
+     WHERE subscription_seq = ?1 AND ordering_key = ?2 AND status = 'pending' AND next_attempt_at IS NOT NULL)";
+const RELEASE_HEAD: &str = "UPDATE deliveries SET next_attempt_at = ?3
+     WHERE seq = (SELECT MIN(seq) FROM deliveries
+                  WHERE subscription_seq = ?1 AND ordering_key = ?2 AND status = 'pending')";
+
+/// Makes the earliest pending delivery of `(subscription, key)` due at `now`, unless one of
+/// them is already active (in flight or waiting for its retry).
+pub(crate) fn release_next(
+    tx: &Transaction<'_>,
+    subscription_seq: i64,
+    key: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let active: bool = tx
+        .prepare_cached(HEAD_ACTIVE)?
+        .query_row(params![subscription_seq, key], |r| r.get(0))?;
+    if !active {
+        tx.prepare_cached(RELEASE_HEAD)?
+            .execute(params![subscription_seq, key, now])?;
+    }
+    Ok(())
+}
+
+/// Picks which deliveries to claim: per subscription in rotation, its due ones up to its free
+/// slots; then interleaved so that every subscription gets one before any gets a second.
+fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), StoreError> {
+    let in_flight: HashMap<i64, u32> = tx
+        .prepare_cached(IN_FLIGHT)?
+        .query_map([r.now], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut next_sub = tx.prepare_cached(NEXT_SUBSCRIPTION_WITH_PENDING)?;
+    let mut scheduling = tx.prepare_cached(SCHEDULING_OF)?;
+    let mut due_of = tx.prepare_cached(DUE_OF)?;
+    let mut out = Claims {
+        cursor: r.after_subscription,
+        ..Claims::default()
+    };
+    let mut per_sub: Vec<(i64, Vec<i64>)> = Vec::new();
+    let (mut at, mut wrapped, mut scanned) = (r.after_subscription, false, 0);
+    let mut scan_stopped_after = None;
+    loop {
+        let Some(sub) = next_sub.query_row([at], |row| row.get::<_, Option<i64>>(0))? else {
+            if wrapped || r.after_subscription <= 0 {
+                break;
+            }
+            (at, wrapped) = (0, true);
+            continue;
+        };
+        if wrapped && sub > r.after_subscription {
+            break;
+        }
+        if scanned == MAX_SCAN {
+            scan_stopped_after = Some(at);
+            break;
+        }
+        at = sub;
+        scanned += 1;
+        let (status, cap, breaker_until): (String, Option<u32>, Option<i64>) = scheduling
+            .query_row([sub], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .found()?;
+        if status != "active" {
+            continue; // paused (disabled, or waiting for verification): nothing is dropped
+        }
+        let cap = match breaker_until {
+            Some(until) if until > r.now => {
+                out.next_due = Some(out.next_due.map_or(until, |d| d.min(until)));
+                continue;
+            }
+            Some(_) => 1, // half-open: one probe
+            None => cap.unwrap_or(r.default_max_in_flight),
+        };
+        let free = cap.saturating_sub(in_flight.get(&sub).copied().unwrap_or(0)) as usize;
+        if free == 0 {
+            continue;
+        }
+        let due: Vec<i64> = due_of
+            .query_map(params![sub, r.now, free.min(r.limit) as i64], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !due.is_empty() {
+            per_sub.push((sub, due));
+        }
+    }
+    // Round robin: every subscription's first due delivery, then every second one, ...
+    let mut picked = Vec::new();
+    let mut last_served = None;
+    'rounds: for round in 0.. {
+        let mut any = false;
+        for (sub, due) in &per_sub {
+            let Some(seq) = due.get(round) else { continue };
+            if picked.len() == r.limit {
+                out.more = true;
+                break 'rounds;
+            }
+            picked.push(*seq);
+            last_served = Some(*sub);
+            any = true;
+        }
+        if !any {
+            break;
+        }
+    }
+    if let Some(stopped) = scan_stopped_after {
+        out.more = true;
+        out.cursor = stopped;
+    } else if let Some(sub) = last_served {
+        out.cursor = sub;
+    }
+    let later: Option<i64> = tx
+        .prepare_cached(NEXT_DUE_AFTER)?
+        .query_row([r.now], |row| row.get(0))?;
+    out.next_due = match (out.next_due, later) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok((picked, out))
+}
+
+impl Store {
+    /// Claims due deliveries under the scheduling rules (see the module docs).
+    pub async fn claim_due(&self, r: ClaimRequest) -> Result<Claims, StoreError> {
+        self.write(move |tx| {
+            let (picked, mut out) = pick(tx, &r)?;
+            let lease_until = r.now + r.lease_ms;
+            let token: i64 = rand::random::<i64>() & i64::MAX;
+            let mut take = tx.prepare_cached(TAKE)?;
+            // One event fans out to many subscriptions and one subscription gets many events:
+            // read each once per claim.
+            let mut events: HashMap<i64, Event> = HashMap::new();
+            let mut subscriptions: HashMap<i64, Subscription> = HashMap::new();
+            for seq in picked {
+                let (mut delivery, event_seq, sub_seq) = take
+                    .query_row(params![seq, lease_until, token], |row| {
+                        Ok((
+                            Delivery {
+                                seq,
+                                id: row.get(0)?,
+                                event_id: String::new(),
+                                subscription_id: String::new(),
+                                status: DeliveryStatus::Pending,
+                                attempts: row.get(3)?,
+                                next_attempt_at: Some(lease_until),
+                                last_error: row.get(4)?,
+                                created_at: row.get(5)?,
+                                updated_at: row.get(6)?,
+                            },
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .found()?;
+                let event = match events.get(&event_seq) {
+                    Some(e) => e.clone(),
+                    None => events
+                        .entry(event_seq)
+                        .or_insert(super::events::get_by_seq(tx, event_seq)?)
+                        .clone(),
+                };
+                let subscription = match subscriptions.get(&sub_seq) {
+                    Some(s) => s.clone(),
+                    None => subscriptions
+                        .entry(sub_seq)
+                        .or_insert(super::subscriptions::get_by_seq(tx, sub_seq)?)
+                        .clone(),
+                };
+                delivery.event_id = event.id.clone();
+                delivery.subscription_id = subscription.id.clone();
+                out.claimed.push(Claimed {
+                    delivery,
+                    event,
+                    subscription,
+                    token,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Extends a claim's lease to `until`; false when the claim is no longer current.
+    pub async fn extend_lease(
+        &self,
+        delivery_seq: i64,
+        token: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            Ok(tx
+                .prepare_cached(EXTEND)?
+                .execute(params![delivery_seq, token, until])?
+                == 1)
+        })
+        .await
+    }
+
+    /// Writes an attempt's outcome, if its claim is still current.
+    pub async fn record_outcome(&self, o: Outcome, now: i64) -> Result<Settled, StoreError> {
+        self.write(move |tx| {
+            let counted = o.attempt.is_some() as i64;
+            let settled: Option<(i64, Option<String>)> = tx
+                .prepare_cached(SETTLE)?
+                .query_row(
+                    params![
+                        o.delivery_seq,
+                        o.token,
+                        o.status.as_str(),
+                        o.next_attempt_at,
+                        o.last_error,
+                        counted,
+                        now
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?;
+            let Some((sub_seq, key)) = settled else {
+                return Ok(Settled::LeaseLost);
+            };
+            if let (Some(key), true) = (&key, o.status != DeliveryStatus::Pending) {
+                release_next(tx, sub_seq, key, now)?;
+            }
+            if let Some((policy, signal)) = o.breaker {
+                let (failures, trips, until) = tx
+                    .prepare_cached(BREAKER_OF)?
+                    .query_row([sub_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                let before = Breaker {
+                    failures,
+                    trips,
+                    until,
+                };
+                let after = policy.after(before, signal, now);
+                if after != before {
+                    tx.prepare_cached(SET_BREAKER)?.execute(params![
+                        sub_seq,
+                        after.failures,
+                        after.trips,
+                        after.until
+                    ])?;
+                }
+            }
+            let Some(a) = &o.attempt else {
+                return Ok(Settled::Recorded {
+                    failing_since: None,
+                });
+            };
+            tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
+                o.delivery_seq,
+                a.attempted_at,
+                a.duration_ms,
+                a.status_code,
+                a.error_kind,
+                a.error_message,
+                a.response_body
+            ])?;
+            // A success clears the failure streak; a failure starts it if none is running.
+            let failed = a.error_kind.is_some();
+            let failing_since = tx
+                .prepare_cached(FAILURE_STREAK)?
+                .query_row(params![sub_seq, failed, a.attempted_at], |r| r.get(0))?;
+            Ok(Settled::Recorded { failing_since })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::breaker::Signal;
+    use crate::events::{EventIn, prepare};
+    use crate::model::{Account, DeliveryOrdering};
+    use crate::store::SyncMode;
+    use crate::store::accounts::NewApiKey;
+    use crate::subscriptions::{CreateSubscription, build};
+
+    const LEASE: i64 = 60_000;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        let account = Account {
+            id: "acc".into(),
+            name: "A".into(),
+            created_at: 0,
+        };
+        let key = NewApiKey {
+            id: "key".into(),
+            hash: [7; 32],
+            prefix: "whk_".into(),
+        };
+        store.create_account(account, key).await.unwrap();
+        (store, dir)
+    }
+
+    async fn subscribe(store: &Store, event_type: &str, ordering: DeliveryOrdering) -> i64 {
+        let req: CreateSubscription = serde_json::from_value(serde_json::json!({
+            "url": "https://example.com/hook",
+            "event_types": [event_type],
+            "ordering": ordering,
+        }))
+        .unwrap();
+        let sub = build("acc", req, &Default::default()).unwrap();
+        store.create_subscription(sub).await.unwrap().seq
+    }
+
+    async fn ingest(store: &Store, event_type: &str, payload: &str) {
+        let e = EventIn {
+            event_type: event_type.into(),
+            payload: RawValue::from_string(payload.into()).unwrap(),
+            id: None,
+            occurred_at: None,
+        };
+        let e = prepare("acc", e, None, 1 << 20, "").unwrap();
+        store.ingest(vec![e]).await.unwrap();
+    }
+
+    fn request(limit: usize, cursor: i64) -> ClaimRequest {
+        ClaimRequest {
+            now: crate::clock::now_ms() + 1,
+            lease_ms: LEASE,
+            limit,
+            default_max_in_flight: 2,
+            after_subscription: cursor,
+        }
+    }
+
+    async fn settle(store: &Store, c: &Claimed, status: DeliveryStatus) -> Settled {
+        let o = Outcome {
+            delivery_seq: c.delivery.seq,
+            token: c.token,
+            attempt: None,
+            status,
+            next_attempt_at: None,
+            last_error: None,
+            breaker: None,
+        };
+        store.record_outcome(o, crate::clock::now_ms()).await.unwrap()
+    }
+
+    fn payloads(claims: &Claims) -> Vec<String> {
+        claims
+            .claimed
+            .iter()
+            .map(|c| c.event.payload.get().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn claims_rotate_among_subscriptions_within_their_caps() {
+        let (store, _dir) = store().await;
+        let a = subscribe(&store, "a", DeliveryOrdering::None).await;
+        let b = subscribe(&store, "b", DeliveryOrdering::None).await;
+        for i in 0..10 {
+            ingest(&store, "a", &format!(r#"{{"i":{i}}}"#)).await;
+        }
+        ingest(&store, "b", r#"{"i":0}"#).await;
+        // A's ten are older, but B gets its turn in the first round, and A no more than its cap.
+        let claims = store.claim_due(request(100, 0)).await.unwrap();
+        let subs: Vec<i64> = claims.claimed.iter().map(|c| c.subscription.seq).collect();
+        assert_eq!(subs, vec![a, b, a]);
+        // A is at its cap: nothing more until one settles.
+        let more = store.claim_due(request(100, claims.cursor)).await.unwrap();
+        assert!(more.claimed.is_empty());
+        assert_eq!(
+            settle(&store, &claims.claimed[0], DeliveryStatus::Succeeded).await,
+            Settled::Recorded {
+                failing_since: None
+            }
+        );
+        let next = store.claim_due(request(100, claims.cursor)).await.unwrap();
+        assert_eq!(payloads(&next), vec![r#"{"i":2}"#]);
+    }
+
+    #[tokio::test]
+    async fn the_cursor_decides_who_goes_first_when_slots_are_scarce() {
+        let (store, _dir) = store().await;
+        let a = subscribe(&store, "a", DeliveryOrdering::None).await;
+        let b = subscribe(&store, "b", DeliveryOrdering::None).await;
+        ingest(&store, "a", "{}").await;
+        ingest(&store, "b", "{}").await;
+        let first = store.claim_due(request(1, 0)).await.unwrap();
+        assert_eq!(first.claimed[0].subscription.seq, a);
+        assert!(first.more);
+        let second = store.claim_due(request(1, first.cursor)).await.unwrap();
+        assert_eq!(second.claimed[0].subscription.seq, b);
+    }
+
+    #[tokio::test]
+    async fn an_ordered_conversation_goes_one_at_a_time_in_ingest_order() {
+        let (store, _dir) = store().await;
+        subscribe(&store, "m", DeliveryOrdering::Conversation).await;
+        for (c, n) in [("x", 0), ("x", 1), ("y", 0), ("x", 2)] {
+            ingest(
+                &store,
+                "m",
+                &format!(r#"{{"conversation_id":"{c}","n":{n}}}"#),
+            )
+            .await;
+        }
+        let claims = store.claim_due(request(100, 0)).await.unwrap();
+        assert_eq!(
+            payloads(&claims),
+            vec![
+                r#"{"conversation_id":"x","n":0}"#,
+                r#"{"conversation_id":"y","n":0}"#
+            ]
+        );
+        // A retry keeps x's head in place; x's next waits.
+        let x0 = &claims.claimed[0];
+        let retry = Outcome {
+            delivery_seq: x0.delivery.seq,
+            token: x0.token,
+            attempt: None,
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(crate::clock::now_ms()),
+            last_error: None,
+            breaker: None,
+        };
+        store
+            .record_outcome(retry, crate::clock::now_ms())
+            .await
+            .unwrap();
+        let again = store.claim_due(request(100, 0)).await.unwrap();
+        assert_eq!(payloads(&again), vec![r#"{"conversation_id":"x","n":0}"#]);
+        // Dead-lettered: the next one of x goes.
+        settle(&store, &again.claimed[0], DeliveryStatus::Failed).await;
+        let next = store.claim_due(request(100, 0)).await.unwrap();
+        assert_eq!(payloads(&next), vec![r#"{"conversation_id":"x","n":1}"#]);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_counts_only_under_the_current_claim() {
+        let (store, _dir) = store().await;
+        subscribe(&store, "a", DeliveryOrdering::None).await;
+        ingest(&store, "a", "{}").await;
+        let mut stale = store.claim_due(request(1, 0)).await.unwrap();
+        let stale = stale.claimed.remove(0);
+        // Its lease runs out and another worker claims it.
+        let mut later = request(1, 0);
+        later.now += LEASE + 1;
+        let current = store.claim_due(later).await.unwrap().claimed.remove(0);
+        assert_ne!(stale.token, current.token);
+        assert!(
+            !store
+                .extend_lease(stale.delivery.seq, stale.token, later.now + LEASE)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            settle(&store, &stale, DeliveryStatus::Succeeded).await,
+            Settled::LeaseLost
+        );
+        assert!(matches!(
+            settle(&store, &current, DeliveryStatus::Failed).await,
+            Settled::Recorded { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_tripped_breaker_skips_the_subscription_until_its_probe() {
+        let (store, _dir) = store().await;
+        subscribe(&store, "a", DeliveryOrdering::None).await;
+        for _ in 0..3 {
+            ingest(&store, "a", "{}").await;
+        }
+        let policy = Policy {
+            threshold: 1,
+            // Shorter than the lease: the straggler below is still in flight at the probe.
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(10),
+        };
+        let claims = store.claim_due(request(100, 0)).await.unwrap();
+        assert_eq!(claims.claimed.len(), 2);
+        let failed = Outcome {
+            delivery_seq: claims.claimed[0].delivery.seq,
+            token: claims.claimed[0].token,
+            attempt: None,
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(crate::clock::now_ms()),
+            last_error: None,
+            breaker: Some((policy, Signal::Failing)),
+        };
+        store
+            .record_outcome(failed, crate::clock::now_ms())
+            .await
+            .unwrap();
+        let paused = store.claim_due(request(100, 0)).await.unwrap();
+        assert!(paused.claimed.is_empty(), "open: nothing is claimed");
+        let probe_at = paused.next_due.unwrap();
+        // At the probe time, exactly one attempt may go (one is still in flight).
+        let mut at_probe = request(100, 0);
+        at_probe.now = probe_at;
+        let probe = store.claim_due(at_probe).await.unwrap();
+        assert_eq!(probe.claimed.len(), 0, "the straggler in flight is the probe's slot");
+        let succeeded = Outcome {
+            delivery_seq: claims.claimed[1].delivery.seq,
+            token: claims.claimed[1].token,
+            attempt: None,
+            status: DeliveryStatus::Succeeded,
+            next_attempt_at: None,
+            last_error: None,
+            breaker: Some((policy, Signal::Healthy)),
+        };
+        store
+            .record_outcome(succeeded, crate::clock::now_ms())
+            .await
+            .unwrap();
+        let closed = store.claim_due(at_probe).await.unwrap();
+        assert_eq!(closed.claimed.len(), 2, "a success closed the breaker");
+    }
+}
