@@ -29,6 +29,21 @@ pub fn message_event() -> Value {
     }})
 }
 
+/// How many conversations [`conversation_event`] spreads its events over.
+pub const CONVERSATIONS: u64 = 1_000;
+
+/// One chat message event in one of [`CONVERSATIONS`] conversations, taken in turn.
+pub fn conversation_event() -> Value {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % CONVERSATIONS;
+    json!({"type": "message:created", "payload": {
+        "conversation_id": format!("conv-{n}"),
+        "text": "Hi, mail me at jane.doe@example.com or call +1 415 555 0100",
+        "sender": {"id": format!("contact-{n}"), "type": "source_contact"},
+        "source": "web"
+    }})
+}
+
 /// A batch of `n` message events.
 pub fn batch(n: usize) -> Value {
     json!({"events": (0..n).map(|_| message_event()).collect::<Vec<_>>()})

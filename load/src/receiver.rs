@@ -1,14 +1,21 @@
 //! A fast receiver on loopback: answers 200 at once and records, per path, how many requests
 //! arrived and how long after the client sent the event (the client writes its send time, in
 //! nanoseconds, into the conversation id `c<ns>`).
+//!
+//! Paths under `/slow/` play a slow endpoint instead: each request is answered after
+//! [`SLOW_RESPONSE`] and only counted apart ([`Receiver::slow_total`]), never in [`Receiver::total`]
+//! or the latencies.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::http::Uri;
+
+/// How long a request to a `/slow/` path takes to be answered.
+pub const SLOW_RESPONSE: Duration = Duration::from_secs(2);
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
@@ -39,6 +46,7 @@ struct PathStats {
 pub struct Receiver {
     pub url: String,
     total: Arc<AtomicU64>,
+    slow: Arc<AtomicU64>,
     paths: Arc<Mutex<HashMap<String, PathStats>>>,
     /// Bodies at paths in this map are only counted when they contain the text.
     require: Arc<Mutex<HashMap<String, String>>>,
@@ -56,7 +64,12 @@ impl Receiver {
         let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
             let r = handle.clone();
             async move {
-                r.record(uri.path(), &body);
+                if uri.path().starts_with("/slow/") {
+                    tokio::time::sleep(SLOW_RESPONSE).await;
+                    r.slow.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    r.record(uri.path(), &body);
+                }
                 ""
             }
         });
@@ -93,9 +106,15 @@ impl Receiver {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// Requests answered at `/slow/` paths so far.
+    pub fn slow_total(&self) -> u64 {
+        self.slow.load(Ordering::Relaxed)
+    }
+
     /// Forgets everything seen.
     pub fn reset(&self) {
         self.total.store(0, Ordering::Relaxed);
+        self.slow.store(0, Ordering::Relaxed);
         self.paths.lock().expect("lock").clear();
     }
 

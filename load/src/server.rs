@@ -24,12 +24,30 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The sum of the values of the lines of a Prometheus text exposition that start with `series`.
+fn sum_of(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+impl Drop for Server {
+    /// A server left behind by a scenario that failed half-way is killed, not left running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     /// Starts the binary on `dir`; returns once `/readyz` answers, with the time that took.
     pub async fn start(bin: &Path, dir: &Path) -> anyhow::Result<(Server, Duration)> {
         let port = free_port()?;
         let started = Instant::now();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .args([
                 "serve",
                 "--listen",
@@ -60,7 +78,14 @@ impl Server {
             {
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "the server did not become ready");
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("the server exited before it was ready: {status}");
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("the server did not become ready");
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let ready = started.elapsed();
@@ -149,6 +174,20 @@ impl Server {
         Ok(acc["api_key"].as_str().unwrap_or_default().to_string())
     }
 
+    /// The sum of the samples of a metric in `/metrics` whose name and labels start with
+    /// `series`, e.g. `wasmhook_deliveries_total{outcome="succeeded"`.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(sum_of(&text, series))
+    }
+
     /// Uploads a plugin with a configuration; returns its id.
     pub async fn plugin(&self, key: &str, path: &str, config: Value) -> anyhow::Result<String> {
         let resp = self
@@ -172,5 +211,22 @@ impl Server {
             .await?;
         anyhow::ensure!(resp.status() == 200, "configure: {}", resp.status());
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_the_samples_of_a_series() {
+        let text = "# HELP wasmhook_deliveries Delivery attempts by outcome\n\
+                    wasmhook_deliveries_total{outcome=\"succeeded\"} 12\n\
+                    wasmhook_deliveries_total{outcome=\"failed\"} 3\n\
+                    wasmhook_events_ingested_total 15\n";
+        let series = "wasmhook_deliveries_total{outcome=\"succeeded\"";
+        assert_eq!(sum_of(text, series), 12.0);
+        assert_eq!(sum_of(text, "wasmhook_deliveries_total"), 15.0);
+        assert_eq!(sum_of(text, "wasmhook_nothing"), 0.0);
     }
 }
