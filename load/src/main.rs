@@ -2,6 +2,7 @@
 //! receiver over loopback, and writes the benchmark report.
 //!
 //! `wasmhook-load run --server target/release/wasmhook --out target/bench/load.json`
+//! `wasmhook-load run --server target/debug/wasmhook --duration 2s --only noisy,ordered`
 //! `wasmhook-load report --load target/bench/load.json --criterion target/criterion --out BENCHMARKS.md`
 
 mod drive;
@@ -40,6 +41,9 @@ enum Command {
         /// Where to write the results (JSON).
         #[arg(long, default_value = "target/bench/load.json")]
         out: PathBuf,
+        /// Run only these scenarios (comma-separated); all of them by default.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+        only: Vec<String>,
     },
     /// Write BENCHMARKS.md from the load results and criterion's estimates.
     Report {
@@ -58,7 +62,42 @@ enum Command {
         /// Whether the suite started from a clean target dir ("clean") or not ("incremental").
         #[arg(long)]
         build: Option<String>,
+        /// The previous report, whose fan-out figures this run is compared with (default: the
+        /// file at --out, read before it is overwritten).
+        #[arg(long)]
+        previous: Option<PathBuf>,
     },
+}
+
+/// The scenario groups `run --only` can name, in the order they run.
+const SCENARIOS: &[&str] = &[
+    "receiver",
+    "ingest",
+    "fanout",
+    "steady",
+    "noisy",
+    "transform",
+    "reacting",
+    "ordered",
+    "startup",
+];
+
+/// Keeps a scenario's row, or a row saying it failed (under the scenario's name, so that its
+/// targets show as not met) and goes on with the next scenario.
+fn keep(rows: &mut Vec<Row>, name: &str, result: anyhow::Result<Row>) {
+    let row = match result {
+        Ok(row) => row,
+        Err(e) => {
+            eprintln!("{name}: failed: {e:#}");
+            Row {
+                scenario: format!("{name} (failed)"),
+                note: format!("failed: {e:#}"),
+                ..Default::default()
+            }
+        }
+    };
+    eprintln!("{}", report::line(&row));
+    rows.push(row);
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -69,7 +108,12 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(n))
 }
 
-async fn run(server: PathBuf, duration: Duration, out: PathBuf) -> anyhow::Result<()> {
+async fn run(
+    server: PathBuf,
+    duration: Duration,
+    out: PathBuf,
+    only: Vec<String>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         server.exists(),
         "{} not found: build it with cargo build --release -p wasmhook",
@@ -81,21 +125,63 @@ async fn run(server: PathBuf, duration: Duration, out: PathBuf) -> anyhow::Resul
         duration,
         receiver,
     };
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut rows: Vec<Row> = Vec::new();
-    let mut push = |row: Row| {
-        eprintln!("{}", report::line(&row));
-        rows.push(row);
-    };
-    push(scenarios::receiver_bound(&ctx).await?);
-    push(scenarios::ingest(&ctx, false).await?);
-    push(scenarios::ingest(&ctx, true).await?);
-    push(scenarios::fanout(&ctx, 1, None, None).await?);
-    push(scenarios::fanout(&ctx, 10, None, None).await?);
-    push(scenarios::fanout(&ctx, 1, None, Some(1000.0)).await?);
-    push(scenarios::fanout(&ctx, 1, Some(wasmhook_plugin_artifacts::PII_REDACTOR), None).await?);
-    push(scenarios::reacting(&ctx, wasmhook_plugin_artifacts::AUTO_REPLY).await?);
-    for row in scenarios::startup_and_idle(&ctx, wasmhook_plugin_artifacts::NOOP).await? {
-        push(row);
+    let rows = &mut rows;
+    if wanted("receiver") {
+        keep(
+            rows,
+            "receiver bound",
+            scenarios::receiver_bound(&ctx).await,
+        );
+    }
+    if wanted("ingest") {
+        keep(
+            rows,
+            "ingest, single events",
+            scenarios::ingest(&ctx, false).await,
+        );
+        keep(
+            rows,
+            "ingest, batches of 100",
+            scenarios::ingest(&ctx, true).await,
+        );
+    }
+    if wanted("fanout") {
+        let r = scenarios::fanout(&ctx, 1, None, None).await;
+        keep(rows, "fan-out to 1 subscription", r);
+        let r = scenarios::fanout(&ctx, 10, None, None).await;
+        keep(rows, "fan-out to 10 subscriptions", r);
+    }
+    if wanted("steady") {
+        let r = scenarios::fanout(&ctx, 1, None, Some(1000.0)).await;
+        keep(rows, "steady 1000 events/s, 1 subscription", r);
+    }
+    if wanted("noisy") {
+        let r = scenarios::noisy_neighbour(&ctx).await;
+        keep(rows, "noisy neighbour", r);
+    }
+    if wanted("transform") {
+        let pii = wasmhook_plugin_artifacts::PII_REDACTOR;
+        let r = scenarios::fanout(&ctx, 1, Some(pii), None).await;
+        keep(rows, "transform plugin (pii-redactor), 1 subscription", r);
+    }
+    if wanted("reacting") {
+        let r = scenarios::reacting(&ctx, wasmhook_plugin_artifacts::AUTO_REPLY).await;
+        keep(rows, "reacting plugin (auto-reply)", r);
+    }
+    if wanted("ordered") {
+        let noop = wasmhook_plugin_artifacts::NOOP;
+        let r = scenarios::ordered(&ctx, noop, "conversation").await;
+        keep(rows, "plugin subscriber, ordered by conversation", r);
+        let r = scenarios::ordered(&ctx, noop, "none").await;
+        keep(rows, "plugin subscriber, unordered", r);
+    }
+    if wanted("startup") {
+        match scenarios::startup_and_idle(&ctx, wasmhook_plugin_artifacts::NOOP).await {
+            Ok(all) => all.into_iter().for_each(|r| keep(rows, "", Ok(r))),
+            Err(e) => keep(rows, "start-up and idle", Err(e)),
+        }
     }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -112,7 +198,8 @@ async fn main() -> anyhow::Result<()> {
             server,
             duration,
             out,
-        } => run(server, duration, out).await,
+            only,
+        } => run(server, duration, out, only).await,
         Command::Report {
             load,
             criterion,
@@ -120,12 +207,21 @@ async fn main() -> anyhow::Result<()> {
             analysis,
             suite_seconds,
             build,
+            previous,
         } => {
             let duration = suite_seconds.map(|s| report::SuiteTime {
                 seconds: s,
                 build: build.unwrap_or_else(|| "incremental".into()),
             });
-            report::write(&load, &criterion, &analysis, &out, duration.as_ref())
+            let previous = previous.unwrap_or_else(|| out.clone());
+            report::write(
+                &load,
+                &criterion,
+                &analysis,
+                &out,
+                &previous,
+                duration.as_ref(),
+            )
         }
     }
 }

@@ -66,6 +66,32 @@ fn find<'a>(rows: &'a [Row], prefix: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.scenario.starts_with(prefix))
 }
 
+/// The deliveries/s of each row of the load table of a previous report, by scenario. Reads the
+/// table whose header starts with `| scenario |` and finds its `deliveries/s` column by name, so
+/// that a report with other columns still reads; anything else yields nothing.
+fn previous_deliveries(md: &str) -> Vec<(String, f64)> {
+    let mut column = None;
+    let mut rows = Vec::new();
+    for line in md.lines().map(str::trim) {
+        if !line.starts_with('|') {
+            column = None;
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if cells.first() == Some(&"scenario") {
+            column = cells.iter().position(|c| *c == "deliveries/s");
+        } else if let Some(c) = column
+            && let Some(v) = cells.get(c).and_then(|v| v.parse::<f64>().ok())
+        {
+            rows.push((cells[0].to_string(), v));
+        }
+    }
+    rows
+}
+
+/// How much lower than the previous run a fan-out figure may be.
+const FANOUT_TOLERANCE: f64 = 0.05;
+
 /// How long the suite took.
 pub struct SuiteTime {
     /// Wall-clock seconds, build included.
@@ -80,9 +106,12 @@ pub fn write(
     criterion: &Path,
     analysis: &Path,
     out: &Path,
+    previous: &Path,
     suite: Option<&SuiteTime>,
 ) -> anyhow::Result<()> {
     let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(load)?)?;
+    // Read before `out` (by default the same file) is overwritten.
+    let before = previous_deliveries(&std::fs::read_to_string(previous).unwrap_or_default());
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     write!(
@@ -236,6 +265,54 @@ pub fn write(
             v < 50.0,
         ));
     }
+    if let Some(r) = find(&rows, "noisy neighbour") {
+        targets.push((
+            "noisy neighbour: the healthy account's p99 ingest-to-delivery < 50 ms (500 events/s beside a slow endpoint with a backlog)"
+                .into(),
+            r.p99_ms.map_or_else(
+                || "– (not all delivered, or not run)".into(),
+                |v| format!("{v:.1} ms"),
+            ),
+            r.p99_ms.is_some_and(|v| v < 50.0),
+        ));
+    }
+    let ordered = find(&rows, "plugin subscriber, ordered");
+    let unordered = find(&rows, "plugin subscriber, unordered");
+    if ordered.is_some() || unordered.is_some() {
+        let rate = |r: Option<&Row>| r.and_then(|r| r.deliveries_per_s);
+        let (o, u) = (rate(ordered), rate(unordered));
+        let ratio = o.zip(u).filter(|(_, u)| *u > 0.0).map(|(o, u)| o / u);
+        targets.push((
+            "ordered plugin subscriber (1,000 conversations): events handled/s ≥ 80% of unordered"
+                .into(),
+            format!("{}/s ÷ {}/s = {}×", f(o, 0), f(u, 0), f(ratio, 2)),
+            ratio.is_some_and(|r| r >= 0.8),
+        ));
+    }
+    let mut fanout_compared = false;
+    for r in rows.iter().filter(|r| r.scenario.starts_with("fan-out")) {
+        let Some((_, prev)) = before.iter().find(|(s, _)| *s == r.scenario) else {
+            continue;
+        };
+        fanout_compared = true;
+        let v = r.deliveries_per_s;
+        targets.push((
+            format!(
+                "{}: deliveries/s no more than {:.0}% below the previous report ({prev:.0}/s)",
+                r.scenario,
+                FANOUT_TOLERANCE * 100.0
+            ),
+            format!(
+                "{}/s ({})",
+                f(v, 0),
+                v.map_or_else(
+                    || "–".into(),
+                    |v| format!("{:+.1}%", (v / prev - 1.0) * 100.0)
+                )
+            ),
+            v.is_some_and(|v| v >= prev * (1.0 - FANOUT_TOLERANCE)),
+        ));
+    }
     if let Some(r) = find(&rows, "start-up, 50 plugins, stored") {
         let v = r.seconds.unwrap_or(f64::MAX);
         targets.push((
@@ -260,6 +337,13 @@ pub fn write(
         writeln!(md, "| {target} | {value} | {met} |")?;
     }
     writeln!(md)?;
+    if rows.iter().any(|r| r.scenario.starts_with("fan-out")) && !fanout_compared {
+        writeln!(
+            md,
+            "No fan-out figures in a previous report ({}) to compare this run's with.\n",
+            previous.display()
+        )?;
+    }
     if let Ok(text) = std::fs::read_to_string(analysis) {
         md.push_str(&text);
     }
@@ -280,4 +364,30 @@ pub fn write(
     std::fs::write(&results, serde_json::to_string_pretty(&json)?)?;
     eprintln!("wrote {}", results.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_deliveries_of_a_previous_report() {
+        let md = "# Benchmarks\n\n\
+                  | scenario | events/s | deliveries/s | p50 ms |\n\
+                  |---|---|---|---|\n\
+                  | receiver bound (direct POST) | – | 65072 | 0.44 |\n\
+                  | fan-out to 1 subscription | 14889 | 14045 | 436.59 |\n\
+                  \n\
+                  | target | this run | met |\n\
+                  |---|---|---|\n\
+                  | fan-out to 1 subscription | 1 | yes |\n";
+        assert_eq!(
+            previous_deliveries(md),
+            vec![
+                ("receiver bound (direct POST)".to_string(), 65072.0),
+                ("fan-out to 1 subscription".to_string(), 14045.0),
+            ]
+        );
+        assert!(previous_deliveries("").is_empty());
+    }
 }

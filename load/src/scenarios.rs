@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::drive::{Plan, batch, drive, message_event};
-use crate::receiver::{Receiver, quantile};
+use crate::drive::{CONVERSATIONS, Plan, batch, conversation_event, drive, message_event};
+use crate::receiver::{Receiver, SLOW_RESPONSE, quantile};
 use crate::server::Server;
 
 /// One measured scenario.
@@ -60,6 +60,45 @@ async fn await_deliveries(r: &Receiver, expected: u64, since: Instant) -> Durati
     done_at
 }
 
+/// Polls `count` every `poll` until it reaches `expected`, makes no progress for `patience`, or
+/// `limit` has passed since `since`. Returns the last count and when it last changed, measured
+/// from `since`. A poll that fails (`None`) counts as no change.
+async fn await_progress(
+    mut count: impl AsyncFnMut() -> Option<u64>,
+    expected: u64,
+    since: Instant,
+    poll: Duration,
+    patience: Duration,
+    limit: Duration,
+) -> (u64, Duration) {
+    let mut last = count().await.unwrap_or(0);
+    let (mut last_change, mut done_at) = (Instant::now(), since.elapsed());
+    while last < expected && last_change.elapsed() < patience && since.elapsed() < limit {
+        tokio::time::sleep(poll).await;
+        if let Some(now) = count().await
+            && now != last
+        {
+            last = now;
+            last_change = Instant::now();
+            done_at = since.elapsed();
+        }
+    }
+    (last, done_at)
+}
+
+/// `n` with a comma between thousands, as the report writes counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn resources(row: &mut Row, server: &Server, cpu_before: f64, wall: Duration) {
     row.peak_rss_mb = server.peak_rss_mb();
     row.cpu_cores = server
@@ -72,6 +111,17 @@ fn latencies(row: &mut Row, r: &Receiver) {
     row.p50_ms = quantile(&l, 0.50);
     row.p95_ms = quantile(&l, 0.95);
     row.p99_ms = quantile(&l, 0.99);
+}
+
+/// Like [`latencies`], with `missing` deliveries that never arrived counted as infinitely late:
+/// a quantile they reach is unknown (`None`), not the quantile of the deliveries that made it.
+fn latencies_with_missing(row: &mut Row, r: &Receiver, missing: u64) {
+    let mut l = r.latencies_ms();
+    l.extend(std::iter::repeat_n(f64::INFINITY, missing as usize));
+    let q = |q| quantile(&l, q).filter(|v: &f64| v.is_finite());
+    row.p50_ms = q(0.50);
+    row.p95_ms = q(0.95);
+    row.p99_ms = q(0.99);
 }
 
 /// The receiver's own bound: the load tool posting straight to it.
@@ -262,6 +312,159 @@ pub async fn reacting(ctx: &Ctx<'_>, auto_reply: &str) -> anyhow::Result<Row> {
     Ok(row)
 }
 
+/// A noisy neighbour. Account A subscribes an endpoint that answers after 2 s (the receiver's
+/// `/slow/` paths) and posts a backlog of 2,000 events; then account B posts 500 events/s for
+/// the duration to a healthy endpoint. The latencies are B's alone: A's slow endpoint must hold
+/// only its own subscription's delivery slots (`max_in_flight`, the server's default), not B's.
+pub async fn noisy_neighbour(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
+    const BACKLOG: usize = 2_000;
+    const RATE: f64 = 500.0;
+    let (server, key_b, _tmp) = fresh(ctx).await?;
+    let key_a = server.account().await?;
+    let url = &ctx.receiver.url;
+    server
+        .post(
+            "/v1/subscriptions",
+            &key_a,
+            json!({"url": format!("{url}/slow/a")}),
+        )
+        .await?;
+    server
+        .post(
+            "/v1/subscriptions",
+            &key_b,
+            json!({"url": format!("{url}/healthy/b")}),
+        )
+        .await?;
+    for _ in 0..BACKLOG / 1000 {
+        server.post("/v1/events/batch", &key_a, batch(1000)).await?;
+    }
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let started = Instant::now();
+    let d = drive(
+        &server.http,
+        format!("{}/v1/events", server.base),
+        Some(key_b),
+        Plan {
+            workers: 16,
+            duration: ctx.duration,
+            rate: Some(RATE),
+        },
+        message_event,
+    )
+    .await;
+    // B's events are due at once; the ones still queued behind A's backlog 30 s after the
+    // last was posted count as never delivered.
+    let limit = d.elapsed + Duration::from_secs(30);
+    let (delivered, done) = await_progress(
+        async || Some(ctx.receiver.total()),
+        d.ok,
+        started,
+        Duration::from_millis(5),
+        Duration::from_secs(10),
+        limit,
+    )
+    .await;
+    let missing = d.ok.saturating_sub(delivered);
+    let slow = ctx.receiver.slow_total();
+    let mut row = Row {
+        scenario: format!(
+            "noisy neighbour: healthy account at {RATE:.0} events/s beside a {} s endpoint with a {}-event backlog",
+            SLOW_RESPONSE.as_secs(),
+            thousands(BACKLOG as u64)
+        ),
+        events_per_s: Some(d.ok as f64 / d.elapsed.as_secs_f64()),
+        deliveries_per_s: Some(delivered as f64 / done.as_secs_f64()),
+        note: format!(
+            "{delivered}/{} of the healthy account's events delivered{}; latency = the healthy account's only; \
+             the slow endpoint answered {slow} of its {} meanwhile",
+            d.ok,
+            if missing > 0 {
+                format!(
+                    " ({missing} not within {:.0} s: unknown quantiles shown as –)",
+                    limit.as_secs_f64()
+                )
+            } else {
+                String::new()
+            },
+            thousands(BACKLOG as u64),
+        ),
+        ..Default::default()
+    };
+    latencies_with_missing(&mut row, &ctx.receiver, missing);
+    resources(&mut row, &server, cpu0, started.elapsed());
+    server.stop().await?;
+    Ok(row)
+}
+
+/// The server's count of successful deliveries (a plugin subscriber's are its handled events).
+const SUCCEEDED: &str = "wasmhook_deliveries_total{outcome=\"succeeded\"";
+
+/// A plugin subscriber (the no-op plugin, so the scheduling is what is measured) receiving
+/// events spread over 1,000 conversations, posted as fast as possible, with the subscription's
+/// `ordering` set to `ordering`: `"conversation"` (one delivery at a time per conversation, in
+/// ingest order) or `"none"`. Completion is read from the server's succeeded-deliveries counter.
+pub async fn ordered(ctx: &Ctx<'_>, noop: &str, ordering: &str) -> anyhow::Result<Row> {
+    let (server, key, _tmp) = fresh(ctx).await?;
+    let plugin = server.plugin(&key, noop, json!({})).await?;
+    let sub = server
+        .post(
+            "/v1/subscriptions",
+            &key,
+            json!({"plugin_id": plugin, "event_types": ["message:created"], "ordering": ordering}),
+        )
+        .await?;
+    if let Some(got) = sub.get("ordering") {
+        anyhow::ensure!(got == ordering, "asked for ordering {ordering}, got {got}");
+    }
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let started = Instant::now();
+    let d = drive(
+        &server.http,
+        format!("{}/v1/events", server.base),
+        Some(key),
+        Plan {
+            workers: 32,
+            duration: ctx.duration,
+            rate: None,
+        },
+        conversation_event,
+    )
+    .await;
+    let (processed, done) = await_progress(
+        async || server.metric(SUCCEEDED).await.ok().map(|v| v as u64),
+        d.ok,
+        started,
+        Duration::from_millis(20),
+        Duration::from_secs(10),
+        Duration::MAX,
+    )
+    .await;
+    let mut row = Row {
+        scenario: match ordering {
+            "none" => format!(
+                "plugin subscriber, unordered (no-op, {} conversations)",
+                thousands(CONVERSATIONS)
+            ),
+            _ => format!(
+                "plugin subscriber, ordered by conversation (no-op, {} conversations)",
+                thousands(CONVERSATIONS)
+            ),
+        },
+        events_per_s: Some(d.ok as f64 / d.elapsed.as_secs_f64()),
+        deliveries_per_s: Some(processed as f64 / done.as_secs_f64()),
+        note: format!(
+            "{processed}/{} events handled by the plugin; deliveries/s = events handled per second, \
+             first post to last handled; \"ordering\": \"{ordering}\"",
+            d.ok
+        ),
+        ..Default::default()
+    };
+    resources(&mut row, &server, cpu0, started.elapsed());
+    server.stop().await?;
+    Ok(row)
+}
+
 /// Start-up with 50 stored plugins, from stored artifacts and forced to recompile; then the
 /// idle memory of that server with 1,000 subscriptions.
 pub async fn startup_and_idle(ctx: &Ctx<'_>, plugin: &str) -> anyhow::Result<Vec<Row>> {
@@ -313,4 +516,16 @@ pub async fn startup_and_idle(ctx: &Ctx<'_>, plugin: &str) -> anyhow::Result<Vec
             ..Default::default()
         },
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_thousands_with_commas() {
+        assert_eq!(thousands(7), "7");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
 }
