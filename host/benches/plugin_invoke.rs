@@ -92,6 +92,12 @@ macro_rules! floor_host {
             $($db)? fn delete(&mut self, _: String) -> Result<(), b::wasmhook::plugin::types::KvError> {
                 Ok(())
             }
+            $($db)? fn increment(&mut self, _: String, delta: i64) -> Result<i64, b::wasmhook::plugin::types::IncrementError> {
+                Ok(delta)
+            }
+            $($db)? fn set_if(&mut self, _: String, _: Option<Vec<u8>>, _: Vec<u8>) -> Result<bool, b::wasmhook::plugin::types::KvError> {
+                Ok(true)
+            }
         }
     };
 }

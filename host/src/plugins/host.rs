@@ -1,5 +1,6 @@
 //! What a plugin instance sees of the host: the per-invocation store data and the host
-//! functions of the WIT (`send-message`, `log`, `config-get`, the key-value store), plus WASI
+//! functions of the WIT (`send-message`, `log`, `config-get`, the key-value store with its
+//! atomic `increment` and `set-if`), plus WASI
 //! and an outgoing `wasi:http` that only reaches the plugin's allowed hosts.
 
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::types::{KvError, LogLevel, SendError};
+use super::bindings::types::{IncrementError, KvError, LogLevel, SendError};
 use super::bindings::{host, kv, types};
 use super::limits::{Limits, MemoryLimiter};
 use super::outgoing::HttpPolicy;
@@ -181,6 +182,24 @@ fn check_key(key: &str) -> Result<(), KvError> {
     }
 }
 
+fn kv_limits(limits: &Limits) -> KvLimits {
+    KvLimits {
+        value_bytes: limits.kv_value_bytes,
+        keys: limits.kv_keys,
+    }
+}
+
+fn kv_refusal(refusal: KvRefusal) -> KvError {
+    match refusal {
+        KvRefusal::TooManyKeys(n) => KvError::TooManyKeys(n),
+        KvRefusal::ValueTooLarge(n) => KvError::ValueTooLarge(n as u64),
+        // Only `increment` is refused for these, and it reports them in its own error type.
+        KvRefusal::NotANumber | KvRefusal::Overflow => {
+            KvError::Unavailable(format!("unexpected refusal {refusal:?}"))
+        }
+    }
+}
+
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
@@ -198,18 +217,14 @@ impl kv::Host for HostState {
         if value.len() > c.limits.kv_value_bytes {
             return Err(KvError::ValueTooLarge(c.limits.kv_value_bytes as u64));
         }
-        let limits = KvLimits {
-            value_bytes: c.limits.kv_value_bytes,
-            keys: c.limits.kv_keys,
-        };
         match c
             .app
             .store
-            .kv_set(c.plugin.id.clone(), key, value, limits)
+            .kv_set(c.plugin.id.clone(), key, value, kv_limits(&c.limits))
             .await
         {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(KvRefusal::TooManyKeys(n))) => Err(KvError::TooManyKeys(n)),
+            Ok(Err(refusal)) => Err(kv_refusal(refusal)),
             Err(e) => Err(KvError::Unavailable(e.to_string())),
         }
     }
@@ -222,6 +237,52 @@ impl kv::Host for HostState {
             .kv_delete(c.plugin.id.clone(), key)
             .await
             .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, IncrementError> {
+        check_key(&key).map_err(IncrementError::Kv)?;
+        let c = &self.call;
+        match c
+            .app
+            .store
+            .kv_increment(c.plugin.id.clone(), key, delta, kv_limits(&c.limits))
+            .await
+        {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(KvRefusal::NotANumber)) => Err(IncrementError::NotANumber),
+            Ok(Err(KvRefusal::Overflow)) => Err(IncrementError::Overflow),
+            Ok(Err(refusal)) => Err(IncrementError::Kv(kv_refusal(refusal))),
+            Err(e) => Err(IncrementError::Kv(KvError::Unavailable(e.to_string()))),
+        }
+    }
+
+    async fn set_if(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, KvError> {
+        check_key(&key)?;
+        let c = &self.call;
+        if value.len() > c.limits.kv_value_bytes {
+            return Err(KvError::ValueTooLarge(c.limits.kv_value_bytes as u64));
+        }
+        match c
+            .app
+            .store
+            .kv_set_if(
+                c.plugin.id.clone(),
+                key,
+                expected,
+                value,
+                kv_limits(&c.limits),
+            )
+            .await
+        {
+            Ok(Ok(stored)) => Ok(stored),
+            Ok(Err(refusal)) => Err(kv_refusal(refusal)),
+            Err(e) => Err(KvError::Unavailable(e.to_string())),
+        }
     }
 }
 

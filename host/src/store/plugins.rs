@@ -84,6 +84,50 @@ pub struct KvLimits {
 pub enum KvRefusal {
     /// The plugin already has this many keys.
     TooManyKeys(u32),
+    /// The value to write is larger than this limit (in bytes).
+    ValueTooLarge(usize),
+    /// `increment` found a value that is not the decimal text of an `i64`.
+    NotANumber,
+    /// `increment`'s result does not fit in an `i64`.
+    Overflow,
+}
+
+/// The value under `key`, read inside a write so that what follows acts on it atomically.
+fn kv_value(tx: &Connection, plugin_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT value FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?
+        .query_row(params![plugin_id, key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Refuses a new key when the plugin already has its maximum number of keys.
+fn kv_room_for_new_key(
+    tx: &Connection,
+    plugin_id: &str,
+    limits: KvLimits,
+) -> Result<Result<(), KvRefusal>, StoreError> {
+    let count: u32 = tx
+        .prepare_cached("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = ?1")?
+        .query_row([plugin_id], |r| r.get(0))?;
+    Ok(if count >= limits.keys {
+        Err(KvRefusal::TooManyKeys(limits.keys))
+    } else {
+        Ok(())
+    })
+}
+
+fn kv_put(tx: &Connection, plugin_id: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO plugin_kv (plugin_id, key, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![plugin_id, key, value])?;
+    Ok(())
+}
+
+/// A counter's value: the decimal text of an `i64` (an optional sign, then ASCII digits).
+fn parse_counter(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 impl Store {
@@ -318,20 +362,78 @@ impl Store {
                 .prepare_cached("SELECT 1 FROM plugin_kv WHERE plugin_id = ?1 AND key = ?2")?
                 .query_row(params![plugin_id, key], |r| r.get(0))
                 .optional()?;
-            if exists.is_none() {
-                let count: u32 = tx
-                    .prepare_cached("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = ?1")?
-                    .query_row([&plugin_id], |r| r.get(0))?;
-                if count >= limits.keys {
-                    return Ok(Err(KvRefusal::TooManyKeys(limits.keys)));
-                }
+            if exists.is_none()
+                && let Err(refused) = kv_room_for_new_key(tx, &plugin_id, limits)?
+            {
+                return Ok(Err(refused));
             }
-            tx.prepare_cached(
-                "INSERT INTO plugin_kv (plugin_id, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (plugin_id, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![plugin_id, key, value])?;
+            kv_put(tx, &plugin_id, &key, &value)?;
             Ok(Ok(()))
+        })
+        .await
+    }
+
+    /// Adds `delta` to the counter under `key` (stored as decimal text; a missing key counts as
+    /// 0) and returns the new value. The read and the write are one operation of the single
+    /// writer, so concurrent increments never lose an update.
+    pub async fn kv_increment(
+        &self,
+        plugin_id: String,
+        key: String,
+        delta: i64,
+        limits: KvLimits,
+    ) -> Result<Result<i64, KvRefusal>, StoreError> {
+        self.write(move |tx| {
+            let current = kv_value(tx, &plugin_id, &key)?;
+            let old = match current.as_deref() {
+                None => 0,
+                Some(bytes) => match parse_counter(bytes) {
+                    Some(n) => n,
+                    None => return Ok(Err(KvRefusal::NotANumber)),
+                },
+            };
+            let Some(new) = old.checked_add(delta) else {
+                return Ok(Err(KvRefusal::Overflow));
+            };
+            let text = new.to_string();
+            if text.len() > limits.value_bytes {
+                return Ok(Err(KvRefusal::ValueTooLarge(limits.value_bytes)));
+            }
+            if current.is_none()
+                && let Err(refused) = kv_room_for_new_key(tx, &plugin_id, limits)?
+            {
+                return Ok(Err(refused));
+            }
+            kv_put(tx, &plugin_id, &key, text.as_bytes())?;
+            Ok(Ok(new))
+        })
+        .await
+    }
+
+    /// Writes `value` under `key` only if the current value is `expected` (`None`: only if the
+    /// key is absent); returns whether it wrote. The value's size is checked by the caller, as
+    /// for [`Store::kv_set`]. Compare and write are one operation of the
+    /// single writer, so of concurrent calls expecting the same value at most one succeeds.
+    pub async fn kv_set_if(
+        &self,
+        plugin_id: String,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        limits: KvLimits,
+    ) -> Result<Result<bool, KvRefusal>, StoreError> {
+        self.write(move |tx| {
+            let current = kv_value(tx, &plugin_id, &key)?;
+            if current != expected {
+                return Ok(Ok(false));
+            }
+            if current.is_none()
+                && let Err(refused) = kv_room_for_new_key(tx, &plugin_id, limits)?
+            {
+                return Ok(Err(refused));
+            }
+            kv_put(tx, &plugin_id, &key, &value)?;
+            Ok(Ok(true))
         })
         .await
     }
