@@ -117,4 +117,20 @@ pub(crate) mod imports {
     pub(crate) fn kv_delete(key: &str) -> Result<(), KvError> {
         kv::delete(key).map_err(kv_error)
     }
+
+    pub(crate) fn kv_increment(key: &str, delta: i64) -> Result<i64, KvError> {
+        kv::increment(key, delta).map_err(|e| match e {
+            wit::IncrementError::Kv(e) => kv_error(e),
+            wit::IncrementError::NotANumber => KvError::NotANumber,
+            wit::IncrementError::Overflow => KvError::Overflow,
+        })
+    }
+
+    pub(crate) fn kv_set_if(
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError> {
+        kv::set_if(key, expected, value).map_err(kv_error)
+    }
 }

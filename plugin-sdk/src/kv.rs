@@ -9,6 +9,24 @@
 //! kv::delete("greeted/c1").unwrap();
 //! assert_eq!(kv::get("greeted/c1").unwrap(), None);
 //! ```
+//!
+//! # State that must not race
+//! Instances handling different events run at the same time (unless the subscription delivers
+//! a conversation's events one at a time), so a [`get`] followed by a [`set`] can interleave with
+//! another instance doing the same. [`increment`] and [`set_if`] read and write in one atomic
+//! step instead:
+//!
+//! ```
+//! use wasmhook_plugin_sdk::kv;
+//! // A counter: concurrent increments are never lost.
+//! assert_eq!(kv::increment("messages/c1", 1).unwrap(), 1);
+//! assert_eq!(kv::increment("messages/c1", 2).unwrap(), 3);
+//! // A claim: of several instances, exactly one gets `true` and does the work.
+//! assert!(kv::set_if("claimed/c1", None, b"evt_1").unwrap());
+//! assert!(!kv::set_if("claimed/c1", None, b"evt_2").unwrap());
+//! // A compare-and-swap: replaces the value only if it is still the one read.
+//! assert!(kv::set_if("claimed/c1", Some(b"evt_1"), b"done").unwrap());
+//! ```
 
 use std::fmt;
 
@@ -30,6 +48,38 @@ pub fn set(key: &str, value: impl AsRef<[u8]>) -> Result<(), KvError> {
 /// Removes `key`; removing a missing key is not an error.
 pub fn delete(key: &str) -> Result<(), KvError> {
     backend::kv_delete(key)
+}
+
+/// Adds `delta` (which may be negative) to the integer under `key` and returns the new value,
+/// atomically: concurrent increments are never lost.
+///
+/// The integer is stored as its decimal text (`b"42"`), so [`get_json::<i64>`](get_json) reads
+/// it and a value written with [`set_json`] of an integer can be incremented. A missing key
+/// counts as 0. Fails with [`KvError::NotANumber`] when the stored value is not such text and
+/// with [`KvError::Overflow`] when the result does not fit in an `i64`; nothing is written then.
+pub fn increment(key: &str, delta: i64) -> Result<i64, KvError> {
+    backend::kv_increment(key, delta)
+}
+
+/// Stores `value` under `key` only if the current value is `expected` (`None`: only if `key` is
+/// absent), atomically; returns whether it stored (compare-and-swap).
+///
+/// Of several instances calling `set_if(key, None, ...)` at the same time, exactly one gets
+/// `true`. A differing current value is `Ok(false)`, not an error. The limits are those of
+/// [`set`].
+pub fn set_if(
+    key: &str,
+    expected: Option<&[u8]>,
+    value: impl AsRef<[u8]>,
+) -> Result<bool, KvError> {
+    backend::kv_set_if(key, expected, value.as_ref())
+}
+
+/// Stores `value` as JSON under `key` only if `key` is absent; returns whether it stored.
+/// [`set_if`] with `None`, for claiming work with a JSON record.
+pub fn set_json_if_absent<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<bool, KvError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| KvError::Json(e.to_string()))?;
+    set_if(key, None, bytes)
 }
 
 /// The value under `key` deserialized from JSON, if any.
@@ -59,6 +109,10 @@ pub enum KvError {
     TooManyKeys(u32),
     /// The host's store failed; retrying later may work.
     Unavailable(String),
+    /// [`increment`] found a value that is not the decimal text of an `i64`.
+    NotANumber,
+    /// [`increment`]'s result does not fit in an `i64`.
+    Overflow,
     /// [`get_json`] found a value that is not JSON of the expected shape, or [`set_json`] could
     /// not serialize the value. Raised by this SDK, not by the host.
     Json(String),
@@ -78,6 +132,8 @@ impl fmt::Display for KvError {
             KvError::InvalidKey => write!(f, "kv: key is empty or longer than 512 bytes"),
             KvError::TooManyKeys(max) => write!(f, "kv: already storing the maximum of {max} keys"),
             KvError::Unavailable(why) => write!(f, "kv: store unavailable: {why}"),
+            KvError::NotANumber => write!(f, "kv: the value to increment is not an integer"),
+            KvError::Overflow => write!(f, "kv: the increment overflows a 64-bit integer"),
             KvError::Json(why) => write!(f, "kv: value is not the expected JSON: {why}"),
         }
     }
@@ -118,5 +174,47 @@ mod tests {
     fn mock_checks_keys_like_the_host() {
         assert_eq!(set("", b"x"), Err(KvError::InvalidKey));
         assert_eq!(set(&"k".repeat(513), b"x"), Err(KvError::InvalidKey));
+        assert_eq!(increment("", 1), Err(KvError::InvalidKey));
+        assert_eq!(set_if("", None, b"x"), Err(KvError::InvalidKey));
+    }
+
+    #[test]
+    fn increment_counts_in_decimal_text_and_never_wraps() {
+        assert_eq!(increment("n", 5), Ok(5));
+        assert_eq!(increment("n", -7), Ok(-2));
+        assert_eq!(get("n").unwrap().as_deref(), Some(&b"-2"[..]));
+        set_json("n", &40).unwrap();
+        assert_eq!(increment("n", 2), Ok(42));
+        assert_eq!(get_json::<i64>("n"), Ok(Some(42)));
+        set("big", i64::MAX.to_string()).unwrap();
+        assert_eq!(increment("big", 1), Err(KvError::Overflow));
+        assert_eq!(increment("big", -1), Ok(i64::MAX - 1));
+        set("text", "forty").unwrap();
+        assert_eq!(increment("text", 1), Err(KvError::NotANumber));
+        assert_eq!(get("text").unwrap().as_deref(), Some(&b"forty"[..]));
+        assert!(!HandlerError::from(KvError::NotANumber).is_retryable());
+    }
+
+    #[test]
+    fn set_if_swaps_only_the_expected_value() {
+        assert_eq!(
+            set_if("k", Some(b"a"), b"b"),
+            Ok(false),
+            "absent is not `a`"
+        );
+        assert_eq!(get("k"), Ok(None));
+        assert_eq!(set_if("k", None, b"a"), Ok(true));
+        assert_eq!(set_if("k", None, b"b"), Ok(false), "present");
+        assert_eq!(set_if("k", Some(b"x"), b"b"), Ok(false), "differs");
+        assert_eq!(set_if("k", Some(b"a"), b"b"), Ok(true));
+        assert_eq!(get("k").unwrap().as_deref(), Some(&b"b"[..]));
+        assert_eq!(set_json_if_absent("j", &["evt_1"]), Ok(true));
+        assert_eq!(set_json_if_absent("j", &["evt_2"]), Ok(false));
+        assert_eq!(get_json::<Vec<String>>("j"), Ok(Some(vec!["evt_1".into()])));
+        testing::set_kv_value_limit(1);
+        assert_eq!(
+            set_if("k", Some(b"b"), b"cc"),
+            Err(KvError::ValueTooLarge(1))
+        );
     }
 }

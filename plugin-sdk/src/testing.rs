@@ -17,7 +17,9 @@
 //!
 //! The mock enforces what it can cheaply imitate: kv key length, the empty-text rejection of
 //! `send-message`, and, when set, a send limit ([`set_send_limit`]) and a value size limit
-//! ([`set_kv_value_limit`]).
+//! ([`set_kv_value_limit`]). Its `kv::increment` and `kv::set_if` behave as the host's (decimal
+//! text, no wrapping, compare-and-swap); a test host serves one thread, so to test a plugin
+//! against a race, put the state the other instance would have left into the store first.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -103,7 +105,8 @@ pub fn set_send_limit(limit: u32) {
     with(|h| h.send_limit = Some(limit));
 }
 
-/// Makes [`crate::kv::set`] fail with [`KvError::ValueTooLarge`] for values over `bytes`.
+/// Makes [`crate::kv::set`], [`crate::kv::set_if`] and [`crate::kv::increment`] fail with
+/// [`KvError::ValueTooLarge`] for values over `bytes`.
 pub fn set_kv_value_limit(bytes: u64) {
     with(|h| h.kv_value_limit = Some(bytes));
 }
@@ -171,12 +174,17 @@ pub(crate) mod imports {
         })
     }
 
+    fn check_value_size(h: &MockHost, value: &[u8]) -> Result<(), KvError> {
+        match h.kv_value_limit {
+            Some(limit) if value.len() as u64 > limit => Err(KvError::ValueTooLarge(limit)),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn kv_set(key: &str, value: &[u8]) -> Result<(), KvError> {
         with(|h| {
             check(h, key)?;
-            if let Some(limit) = h.kv_value_limit.filter(|&limit| value.len() as u64 > limit) {
-                return Err(KvError::ValueTooLarge(limit));
-            }
+            check_value_size(h, value)?;
             h.kv.insert(key.to_string(), value.to_vec());
             Ok(())
         })
@@ -187,6 +195,40 @@ pub(crate) mod imports {
             check(h, key)?;
             h.kv.remove(key);
             Ok(())
+        })
+    }
+
+    pub(crate) fn kv_increment(key: &str, delta: i64) -> Result<i64, KvError> {
+        with(|h| {
+            check(h, key)?;
+            let old = match h.kv.get(key) {
+                None => 0,
+                Some(bytes) => std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|text| text.parse::<i64>().ok())
+                    .ok_or(KvError::NotANumber)?,
+            };
+            let new = old.checked_add(delta).ok_or(KvError::Overflow)?;
+            let text = new.to_string();
+            check_value_size(h, text.as_bytes())?;
+            h.kv.insert(key.to_string(), text.into_bytes());
+            Ok(new)
+        })
+    }
+
+    pub(crate) fn kv_set_if(
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError> {
+        with(|h| {
+            check(h, key)?;
+            check_value_size(h, value)?;
+            if h.kv.get(key).map(Vec::as_slice) != expected {
+                return Ok(false);
+            }
+            h.kv.insert(key.to_string(), value.to_vec());
+            Ok(true)
         })
     }
 }
