@@ -32,6 +32,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ),
     ("NOOP", "noop", "tests/fixture-plugins/noop"),
     ("HOSTILE", "hostile", "tests/fixture-plugins/hostile"),
+    ("OLD_WIT", "old-wit", "tests/fixture-plugins/old-wit"),
 ];
 
 /// Size of the guests' shadow stack (the part of linear memory Rust uses as its call stack),

@@ -14,6 +14,8 @@
 //! | `echo-config` | returns `replace` with `{"config": <config "value" or null>, "kv": {"counter": n}, "event": {...}}`; `n` counts the calls in this mode, kept in kv key `echo-counter` |
 //! | `log` | logs one line at each level (`hostile: <level>`), prints `hostile: stdout` / `hostile: stderr`; returns `keep` |
 //! | `kv-flood` | sets kv keys `flood/0`, `flood/1`, … (up to `count`, default 100000) until one fails; returns `replace` with `{"written": n, "error": "<kv error>" or null}` |
+//! | `kv-atomics` | runs a fixed script of `kv` calls (`increment` up to overflow and on a non-number, `set-if` as claim and as compare-and-swap, `get`); returns `replace` with `{"results": [[<call>, {"ok": <result>} or {"error": "<kv error>"}], …]}` |
+//! | `kv-count` | `increment`s kv key `count` by 1; returns `replace` with `{"count": <new value>}` |
 //! | `sleep` | sleeps `ms` milliseconds (default 10000) in a blocking WASI clock wait; returns `keep` |
 //! | `retryable-error` / `fatal-error` | returns a handler error with that retryability and message `hostile: <mode>` |
 //! | `drop` | returns `drop` |
@@ -70,6 +72,8 @@ impl Plugin for Hostile {
                 Ok(Decision::Keep)
             }
             "kv-flood" => kv_flood(config::get_or("count", 100_000u32)?),
+            "kv-atomics" => kv_atomics(),
+            "kv-count" => Decision::replace_json(&json!({ "count": kv::increment("count", 1)? })),
             "print-flood" => {
                 let line = "x".repeat(99);
                 for _ in 0..config::get_or("lines", 4096u32)? {
@@ -182,6 +186,32 @@ fn kv_flood(count: u32) -> Result<Decision, HandlerError> {
     Decision::replace_json(&json!({ "written": written, "error": error.map(|e| e.to_string()) }))
 }
 
+fn kv_atomics() -> Result<Decision, HandlerError> {
+    fn outcome<T: Into<Value>>(r: Result<T, KvError>) -> Value {
+        match r {
+            Ok(v) => json!({ "ok": v.into() }),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
+    }
+    let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
+    #[rustfmt::skip]
+    let results = [
+        ("increment n 5", outcome(kv::increment("n", 5))),
+        ("increment n -2", outcome(kv::increment("n", -2))),
+        ("get n", outcome(kv::get("n").map(text))),
+        ("increment max i64::MAX", outcome(kv::increment("max", i64::MAX))),
+        ("increment max 1", outcome(kv::increment("max", 1))),
+        ("set text abc", outcome(kv::set("text", "abc").map(|()| Value::Null))),
+        ("increment text 1", outcome(kv::increment("text", 1))),
+        ("set-if claim none a", outcome(kv::set_if("claim", None, "a"))),
+        ("set-if claim none b", outcome(kv::set_if("claim", None, "b"))),
+        ("set-if claim x b", outcome(kv::set_if("claim", Some(b"x"), "b"))),
+        ("set-if claim a b", outcome(kv::set_if("claim", Some(b"a"), "b"))),
+        ("get claim", outcome(kv::get("claim").map(text))),
+    ];
+    Decision::replace_json(&json!({ "results": results }))
+}
+
 #[cfg(test)]
 mod tests {
     use wasmhook_plugin_sdk::log::Level;
@@ -275,6 +305,40 @@ mod tests {
         testing::fail_kv_with(KvError::TooManyKeys(3));
         let p = replaced(Hostile::handle(Event::new("x", json!({}))).unwrap());
         assert_eq!(p["written"], 0);
+    }
+
+    #[test]
+    fn kv_atomics_runs_its_script() {
+        let p = replaced(run("kv-atomics").unwrap());
+        let results: Vec<Value> = p["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[1].clone())
+            .collect();
+        assert_eq!(
+            results,
+            [
+                json!({"ok": 5}),
+                json!({"ok": 3}),
+                json!({"ok": "3"}),
+                json!({"ok": i64::MAX}),
+                json!({"error": "kv: the increment overflows a 64-bit integer"}),
+                json!({"ok": null}),
+                json!({"error": "kv: the value to increment is not an integer"}),
+                json!({"ok": true}),
+                json!({"ok": false}),
+                json!({"ok": false}),
+                json!({"ok": true}),
+                json!({"ok": "b"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn kv_count_increments() {
+        replaced(run("kv-count").unwrap());
+        assert_eq!(replaced(run("kv-count").unwrap()), json!({"count": 2}));
     }
 
     #[test]
