@@ -172,6 +172,8 @@ async fn a_circuit_breaker_pauses_a_failing_endpoint_and_drops_nothing() {
         "3",
         "--circuit-breaker-cooldown",
         "700ms",
+        "--circuit-breaker-max-cooldown",
+        "10s",
         "--retry-schedule",
         "10ms,10ms,10ms,10ms,10ms,10ms,10ms,10ms,10ms,10ms,10ms,10ms",
         "--subscription-max-in-flight",

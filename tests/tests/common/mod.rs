@@ -21,9 +21,13 @@ pub use receiver::{Received, Receiver};
 /// The admin token every test server uses.
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
-/// Options for every test server: fast retries, loopback allowed.
+/// Options for every test server: fast retries and circuit-breaker pauses, loopback allowed.
 pub fn default_args() -> Vec<String> {
     [
+        "--circuit-breaker-cooldown",
+        "20ms",
+        "--circuit-breaker-max-cooldown",
+        "100ms",
         "--admin-token",
         ADMIN,
         "--allow-network",
