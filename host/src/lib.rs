@@ -9,6 +9,7 @@ pub mod auth;
 pub mod breaker;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod error;
 pub mod events;

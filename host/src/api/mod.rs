@@ -68,10 +68,12 @@ pub fn app(state: AppState) -> Router {
             "/openapi.json",
             axum::routing::get(move || async move { Json(openapi.clone()) }),
         )
+        .merge(crate::console::router(&state))
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(config.max_event_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn(crate::console::security_headers))
         .with_state(state)
 }
 

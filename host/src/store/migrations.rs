@@ -7,6 +7,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0002_plugins.sql")),
     M::up(include_str!("migrations/0003_plugin_log_level.sql")),
     M::up(include_str!("migrations/0004_scheduling.sql")),
+    M::up(include_str!("migrations/0005_console_sessions.sql")),
 ];
 
 /// The ordered list of schema migrations.

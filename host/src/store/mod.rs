@@ -14,6 +14,7 @@ pub mod deliveries;
 pub mod events;
 pub mod messages;
 pub mod plugins;
+pub mod sessions;
 pub mod subscriptions;
 
 use std::path::Path;

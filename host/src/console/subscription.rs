@@ -1,0 +1,7 @@
+//! TODO
+use axum::Router;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+}
