@@ -21,7 +21,12 @@ pub fn router() -> Router<AppState> {
         .route("/console/admin/accounts", post(create))
 }
 
-async fn page(state: &AppState, csrf: &str, created: Option<Markup>, error: Option<String>) -> Page {
+async fn page(
+    state: &AppState,
+    csrf: &str,
+    created: Option<Markup>,
+    error: Option<String>,
+) -> Page {
     let accounts = state.store.list_accounts().await?;
     Ok(layout::page(
         csrf,
@@ -65,8 +70,13 @@ async fn list(State(state): State<AppState>, admin: AdminSigned) -> Page {
 async fn create(State(state): State<AppState>, admin: AdminSigned, form: Fields) -> Page {
     let name = form.text("name").unwrap_or_default();
     if name.is_empty() || name.len() > 200 {
-        let mut r: Response =
-            page(&state, &admin.csrf, None, Some("Name: 1 to 200 characters.".into())).await?;
+        let mut r: Response = page(
+            &state,
+            &admin.csrf,
+            None,
+            Some("Name: 1 to 200 characters.".into()),
+        )
+        .await?;
         *r.status_mut() = http::StatusCode::BAD_REQUEST;
         return Ok(r);
     }

@@ -63,6 +63,9 @@ pub fn router() -> Router<AppState> {
 mod tests {
     #[test]
     fn the_script_stays_small() {
-        assert!(super::JS.len() < 100 * 1024, "the console ships under 100 KB of JavaScript");
+        assert!(
+            super::JS.len() < 100 * 1024,
+            "the console ships under 100 KB of JavaScript"
+        );
     }
 }

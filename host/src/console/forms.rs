@@ -52,6 +52,26 @@ impl Fields {
     }
 }
 
+/// A time typed in a form: RFC 3339, or a `datetime-local` value (`2026-11-01T09:30`, seconds
+/// optional), read as UTC. Unix ms.
+pub fn parse_time(input: &str) -> Option<i64> {
+    let input = input.trim();
+    if let Some((_, ms)) = crate::clock::parse_rfc3339(input) {
+        return Some(ms);
+    }
+    let with_seconds = match input.len() {
+        16 => format!("{input}:00Z"),
+        19 => format!("{input}Z"),
+        _ => return None,
+    };
+    crate::clock::parse_rfc3339(&with_seconds).map(|(_, ms)| ms)
+}
+
+/// The `datetime-local` text of a time (UTC, to the minute).
+pub fn time_input(ms: i64) -> String {
+    crate::clock::rfc3339(ms)[..16].to_string()
+}
+
 /// The first value of `name` in a form body.
 pub fn form_field(body: &[u8], name: &str) -> Option<String> {
     url::form_urlencoded::parse(body)
@@ -64,8 +84,10 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ConsoleError::Api(ApiError::invalid(format!("the form could not be read: {e}")))
-                .into_response()
+            ConsoleError::Api(ApiError::invalid(format!(
+                "the form could not be read: {e}"
+            )))
+            .into_response()
         })?;
         Ok(Fields::parse(&bytes))
     }
@@ -83,5 +105,17 @@ mod tests {
         assert_eq!(f.text("empty"), None);
         assert!(f.checked("on") && !f.checked("off"));
         assert_eq!(form_field(b"a=1&csrf=tok", "csrf").as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn times_are_read_as_utc() {
+        let ms = parse_time("2026-11-01T09:30").unwrap();
+        assert_eq!(crate::clock::rfc3339(ms), "2026-11-01T09:30:00.000Z");
+        assert_eq!(
+            parse_time("2026-11-01T09:30:00+01:00"),
+            parse_time("2026-11-01T08:30")
+        );
+        assert_eq!(time_input(ms), "2026-11-01T09:30");
+        assert_eq!(parse_time("yesterday"), None);
     }
 }

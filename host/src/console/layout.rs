@@ -145,3 +145,21 @@ pub fn short(text: &str, max: usize) -> String {
         None => text.to_string(),
     }
 }
+
+/// Percent-encodes one path segment (ids clients choose may hold any allowed character).
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encodes a query value.
+pub fn q(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

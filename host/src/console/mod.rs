@@ -15,7 +15,9 @@
 
 mod accounts;
 mod assets;
+mod check;
 mod events;
+mod examples;
 mod forms;
 mod integrations;
 mod layout;

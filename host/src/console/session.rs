@@ -234,7 +234,12 @@ async fn sign_in_page(headers: HeaderMap, uri: http::Uri) -> Response {
     sign_in_form(&uri, &headers, None, StatusCode::OK)
 }
 
-fn sign_in_form(uri: &http::Uri, headers: &HeaderMap, error: Option<&str>, status: StatusCode) -> Response {
+fn sign_in_form(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let token = random_token(24);
     let body = layout::bare(
         "Sign in",
@@ -255,7 +260,13 @@ fn sign_in_form(uri: &http::Uri, headers: &HeaderMap, error: Option<&str>, statu
     let mut response = (status, body).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(SIGN_IN_COOKIE, &token, "/console/sign-in", 3600, over_https(uri, headers)),
+        set_cookie(
+            SIGN_IN_COOKIE,
+            &token,
+            "/console/sign-in",
+            3600,
+            over_https(uri, headers),
+        ),
     );
     response
 }
@@ -268,21 +279,22 @@ async fn sign_in(
 ) -> Result<Response, super::ConsoleError> {
     let key = form.get("key").unwrap_or_default().trim().to_string();
     let key_hash = hash(&key);
-    let (account_id, api_key_id) = if !key.is_empty() && same_hash(&key_hash, &state.admin_token_hash) {
-        (None, None)
-    } else {
-        match state.store.api_key_by_hash(key_hash).await? {
-            Some((key_id, account)) => (Some(account), Some(key_id)),
-            None => {
-                return Ok(sign_in_form(
-                    &uri,
-                    &headers,
-                    Some("That key is not a valid API key or admin token (or it was revoked)."),
-                    StatusCode::UNAUTHORIZED,
-                ));
+    let (account_id, api_key_id) =
+        if !key.is_empty() && same_hash(&key_hash, &state.admin_token_hash) {
+            (None, None)
+        } else {
+            match state.store.api_key_by_hash(key_hash).await? {
+                Some((key_id, account)) => (Some(account), Some(key_id)),
+                None => {
+                    return Ok(sign_in_form(
+                        &uri,
+                        &headers,
+                        Some("That key is not a valid API key or admin token (or it was revoked)."),
+                        StatusCode::UNAUTHORIZED,
+                    ));
+                }
             }
-        }
-    };
+        };
     let token = random_token(32);
     let now = now_ms();
     let admin = account_id.is_none();
@@ -298,10 +310,17 @@ async fn sign_in(
         })
         .await?;
     let secure = over_https(&uri, &headers);
-    let mut response = Redirect::to(if admin { "/console/admin" } else { "/console" }).into_response();
+    let mut response =
+        Redirect::to(if admin { "/console/admin" } else { "/console" }).into_response();
     let h = response.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(COOKIE, &token, "/", SESSION_MS / 1000, secure));
-    h.append(header::SET_COOKIE, set_cookie(SIGN_IN_COOKIE, "", "/console/sign-in", 0, secure));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(COOKIE, &token, "/", SESSION_MS / 1000, secure),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(SIGN_IN_COOKIE, "", "/console/sign-in", 0, secure),
+    );
     Ok(response)
 }
 
@@ -312,7 +331,10 @@ async fn sign_out(
     req: Request,
 ) -> Result<Response, super::ConsoleError> {
     if let Some(session) = req.extensions().get::<Session>() {
-        state.store.delete_console_session(session.token_hash).await?;
+        state
+            .store
+            .delete_console_session(session.token_hash)
+            .await?;
     }
     let mut response = Redirect::to("/console/sign-in").into_response();
     response.headers_mut().append(

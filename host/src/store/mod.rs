@@ -16,6 +16,7 @@ pub mod messages;
 pub mod plugins;
 pub mod sessions;
 pub mod subscriptions;
+pub mod summaries;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -133,7 +133,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((found_key.as_str(), found_account.as_str()), (key_id.as_str(), "acc_1"));
+        assert_eq!(
+            (found_key.as_str(), found_account.as_str()),
+            (key_id.as_str(), "acc_1")
+        );
         let new = |hash: [u8; 32], account: Option<&str>, key: Option<&str>| NewConsoleSession {
             token_hash: hash,
             account_id: account.map(str::to_string),
@@ -150,22 +153,47 @@ mod tests {
             .create_console_session(new([2; 32], None, None))
             .await
             .unwrap();
-        let one = store.console_session([1; 32], 1_500).await.unwrap().unwrap();
+        let one = store
+            .console_session([1; 32], 1_500)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(one.account_id.as_deref(), Some("acc_1"));
         assert_eq!(one.csrf_token, "csrf");
-        assert!(store.console_session([1; 32], 2_000).await.unwrap().is_none(), "expired");
-        let admin = store.console_session([2; 32], 1_500).await.unwrap().unwrap();
+        assert!(
+            store
+                .console_session([1; 32], 2_000)
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+        let admin = store
+            .console_session([2; 32], 1_500)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(admin.account_id, None);
         store
             .revoke_api_key("acc_1".into(), key_id, 1_600)
             .await
             .unwrap();
         assert!(
-            store.console_session([1; 32], 1_700).await.unwrap().is_none(),
+            store
+                .console_session([1; 32], 1_700)
+                .await
+                .unwrap()
+                .is_none(),
             "revoking the key ends its sessions"
         );
         store.delete_console_session([2; 32]).await.unwrap();
-        assert!(store.console_session([2; 32], 1_500).await.unwrap().is_none());
+        assert!(
+            store
+                .console_session([2; 32], 1_500)
+                .await
+                .unwrap()
+                .is_none()
+        );
         store.close().await;
     }
 }

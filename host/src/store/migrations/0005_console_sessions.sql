@@ -21,3 +21,5 @@ CREATE INDEX events_account_received ON events(account_id, received_at);
 -- (Payloads are always JSON objects: ingest checks them.)
 CREATE INDEX events_conversation
     ON events(account_id, CAST(json_extract(payload, '$.conversation_id') AS TEXT));
+-- The events a plugin emitted while handling an event (the event page's causation chain).
+CREATE INDEX events_caused ON events(account_id, cause_event_id) WHERE cause_event_id IS NOT NULL;

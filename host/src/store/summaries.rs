@@ -1,0 +1,379 @@
+//! Read-side queries for the web console's lists and overview: each list is one paged query on
+//! an index (see migration 0005), each summary one query per page, never one per row.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, params};
+
+use super::{OptionalRow, Page, Store, StoreError};
+use crate::model::{Delivery, DeliveryStatus, Event};
+
+/// The delivery columns, in the order [`delivery_row`] reads them.
+const DELIVERY: &str =
+    "d.seq, d.id, e.id, s.id, d.status, d.attempts, d.next_attempt_at, d.last_error,
+    d.created_at, d.updated_at";
+const DELIVERY_FROM: &str = "FROM deliveries d JOIN events e ON e.seq = d.event_seq
+    JOIN subscriptions s ON s.seq = d.subscription_seq";
+/// The event columns, in the order `events::row` reads them.
+const EVENT: &str = "seq, id, type, payload, occurred_at, received_at, cause_plugin_id, cause_event_id, cause_depth";
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = r.get(4)?;
+    Ok(Delivery {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        event_id: r.get(2)?,
+        subscription_id: r.get(3)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        last_error: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+fn subscription_seq(c: &Connection, account_id: &str, id: &str) -> Result<i64, StoreError> {
+    c.prepare_cached("SELECT seq FROM subscriptions WHERE id = ?1 AND account_id = ?2")?
+        .query_row(params![id, account_id], |r| r.get(0))
+        .found()
+}
+
+/// What the event list filters on; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct EventSearch {
+    /// Only this type.
+    pub event_type: Option<String>,
+    /// Only this event id.
+    pub event_id: Option<String>,
+    /// Only events whose payload's `conversation_id` is this.
+    pub conversation_id: Option<String>,
+    /// Received at or after (Unix ms).
+    pub from: Option<i64>,
+    /// Received before (Unix ms).
+    pub to: Option<i64>,
+}
+
+/// Who a delivery goes to, for a list of deliveries of one event.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The subscription's URL, if a URL subscription.
+    pub url: Option<String>,
+    /// Its subscriber plugin, if a plugin subscription.
+    pub plugin_id: Option<String>,
+    /// Its transform plugin.
+    pub transform_plugin_id: Option<String>,
+}
+
+/// What the overview shows of an account.
+#[derive(Debug, Clone, Default)]
+pub struct Overview {
+    /// Deliveries waiting for an attempt.
+    pub queue_depth: i64,
+    /// Deliveries changed in the last hour, by status.
+    pub last_hour: Vec<(DeliveryStatus, i64)>,
+    /// Subscriptions whose deliveries all fail: (id, url or plugin, failing since).
+    pub failing: Vec<(String, String, i64)>,
+    /// Plugins with error lines since the window's start: (id, name, count).
+    pub plugin_errors: Vec<(String, String, i64)>,
+}
+
+/// A plugin's place in the account: subscriptions that use it and its recent error lines.
+#[derive(Debug, Clone, Default)]
+pub struct PluginUse {
+    /// Subscriptions with it as subscriber: ids.
+    pub subscriber_of: Vec<String>,
+    /// Subscriptions with it as transform: ids.
+    pub transform_of: Vec<String>,
+    /// Error lines (failures included) since the window's start.
+    pub errors: i64,
+}
+
+impl Store {
+    /// A subscription's deliveries, newest first, optionally in one status.
+    pub async fn subscription_deliveries(
+        &self,
+        account_id: String,
+        subscription_id: String,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<Page<Delivery>, StoreError> {
+        self.read(move |c| {
+            let sub = subscription_seq(c, &account_id, &subscription_id)?;
+            let cursor = cursor.unwrap_or(i64::MAX);
+            let limit = limit as i64 + 1;
+            let rows = match status {
+                Some(status) => c
+                    .prepare_cached(&format!(
+                        "SELECT {DELIVERY} {DELIVERY_FROM} WHERE d.subscription_seq = ?1 AND d.status = ?2
+                           AND d.seq < ?3 ORDER BY d.seq DESC LIMIT ?4"
+                    ))?
+                    .query_map(params![sub, status.as_str(), cursor, limit], |r| {
+                        delivery_row(r).map(|d| (d.seq, d))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {DELIVERY} {DELIVERY_FROM} WHERE d.subscription_seq = ?1
+                           AND d.seq < ?2 ORDER BY d.seq DESC LIMIT ?3"
+                    ))?
+                    .query_map(params![sub, cursor, limit], |r| {
+                        delivery_row(r).map(|d| (d.seq, d))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            Ok(Page::from_rows(rows, limit as usize - 1))
+        })
+        .await
+    }
+
+    /// The newest delivery of each of these subscriptions of the account.
+    pub async fn latest_deliveries(
+        &self,
+        account_id: String,
+        subscription_ids: Vec<String>,
+    ) -> Result<HashMap<String, Delivery>, StoreError> {
+        self.read(move |c| {
+            let ids = serde_json::to_string(&subscription_ids).expect("strings serialize");
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY} {DELIVERY_FROM}
+                     WHERE s.account_id = ?1 AND s.id IN (SELECT value FROM json_each(?2))
+                       AND d.seq = (SELECT MAX(seq) FROM deliveries WHERE subscription_seq = s.seq)"
+                ))?
+                .query_map(params![account_id, ids], delivery_row)?
+                .map(|d| d.map(|d| (d.subscription_id.clone(), d)))
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// How many of a subscription's deliveries failed (dead letters) created since `since`: what
+    /// `recover_deliveries` would requeue.
+    pub async fn count_failed_since(
+        &self,
+        account_id: String,
+        subscription_id: String,
+        since: i64,
+    ) -> Result<i64, StoreError> {
+        self.read(move |c| {
+            let sub = subscription_seq(c, &account_id, &subscription_id)?;
+            Ok(c.prepare_cached(
+                "SELECT COUNT(*) FROM deliveries
+                 WHERE subscription_seq = ?1 AND status = 'failed' AND created_at >= ?2",
+            )?
+            .query_row(params![sub, since], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    /// An event's deliveries, with where each goes.
+    pub async fn event_deliveries(
+        &self,
+        account_id: String,
+        event_id: String,
+    ) -> Result<Vec<(Delivery, Target)>, StoreError> {
+        self.read(move |c| {
+            let event_seq: i64 = c
+                .prepare_cached("SELECT seq FROM events WHERE account_id = ?1 AND id = ?2")?
+                .query_row(params![account_id, event_id], |r| r.get(0))
+                .found()?;
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY}, s.url, s.plugin_id, s.transform_plugin_id {DELIVERY_FROM}
+                     WHERE d.event_seq = ?1 ORDER BY d.seq"
+                ))?
+                .query_map([event_seq], |r| {
+                    Ok((
+                        delivery_row(r)?,
+                        Target {
+                            url: r.get(10)?,
+                            plugin_id: r.get(11)?,
+                            transform_plugin_id: r.get(12)?,
+                        },
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The account's events matching `search`, newest first.
+    pub async fn search_events(
+        &self,
+        account_id: String,
+        search: EventSearch,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<Page<Event>, StoreError> {
+        self.read(move |c| {
+            // Each filter is a fixed clause; the planner picks the index of the most selective
+            // one (event id, conversation, type, time).
+            let mut sql = format!("SELECT {EVENT} FROM events WHERE account_id = ?1 AND seq < ?2");
+            if search.event_id.is_some() {
+                sql.push_str(" AND id = ?3");
+            }
+            if search.conversation_id.is_some() {
+                sql.push_str(" AND CAST(json_extract(payload, '$.conversation_id') AS TEXT) = ?4");
+            }
+            if search.event_type.is_some() {
+                sql.push_str(" AND type = ?5");
+            }
+            if search.from.is_some() {
+                sql.push_str(" AND received_at >= ?6");
+            }
+            if search.to.is_some() {
+                sql.push_str(" AND received_at < ?7");
+            }
+            sql.push_str(" ORDER BY seq DESC LIMIT ?8");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        account_id,
+                        cursor.unwrap_or(i64::MAX),
+                        search.event_id,
+                        search.conversation_id,
+                        search.event_type,
+                        search.from,
+                        search.to,
+                        limit as i64 + 1
+                    ],
+                    |r| super::events::row(r).map(|e| (e.seq, e)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(rows, limit))
+        })
+        .await
+    }
+
+    /// The events a plugin emitted while handling `event_id` (the other end of causation).
+    pub async fn caused_events(
+        &self,
+        account_id: String,
+        event_id: String,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT} FROM events WHERE account_id = ?1 AND cause_event_id = ?2
+                     ORDER BY seq LIMIT ?3"
+                ))?
+                .query_map(
+                    params![account_id, event_id, limit as i64],
+                    super::events::row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The overview of an account at `now`: the last hour's deliveries, plugin errors since
+    /// `errors_since`.
+    pub async fn overview(
+        &self,
+        account_id: String,
+        now: i64,
+        errors_since: i64,
+    ) -> Result<Overview, StoreError> {
+        self.read(move |c| {
+            let queue_depth = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM deliveries d JOIN subscriptions s ON s.seq = d.subscription_seq
+                     WHERE s.account_id = ?1 AND d.status = 'pending'",
+                )?
+                .query_row([&account_id], |r| r.get(0))?;
+            let last_hour = c
+                .prepare_cached(
+                    "SELECT status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND updated_at >= ?2
+                     GROUP BY status ORDER BY status",
+                )?
+                .query_map(params![account_id, now - 3_600_000], |r| {
+                    let status: String = r.get(0)?;
+                    Ok((
+                        DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+                        r.get(1)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let failing = c
+                .prepare_cached(
+                    "SELECT id, COALESCE(url, plugin_id, ''), failing_since FROM subscriptions
+                     WHERE account_id = ?1 AND failing_since IS NOT NULL AND status != 'disabled'
+                     ORDER BY failing_since LIMIT 50",
+                )?
+                .query_map([&account_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let plugin_errors = c
+                .prepare_cached(
+                    "SELECT p.id, p.name, COUNT(l.seq) FROM plugins p
+                     JOIN plugin_logs l ON l.plugin_id = p.id AND l.level = 'error' AND l.at >= ?2
+                     WHERE p.account_id = ?1 GROUP BY p.id ORDER BY COUNT(l.seq) DESC LIMIT 50",
+                )?
+                .query_map(params![account_id, errors_since], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Overview {
+                queue_depth,
+                last_hour,
+                failing,
+                plugin_errors,
+            })
+        })
+        .await
+    }
+
+    /// For each plugin of the account: the subscriptions using it and its error lines since
+    /// `errors_since`.
+    pub async fn plugin_uses(
+        &self,
+        account_id: String,
+        errors_since: i64,
+    ) -> Result<HashMap<String, PluginUse>, StoreError> {
+        self.read(move |c| {
+            let mut uses: HashMap<String, PluginUse> = HashMap::new();
+            let subs = c
+                .prepare_cached(
+                    "SELECT id, plugin_id, transform_plugin_id FROM subscriptions
+                     WHERE account_id = ?1 AND (plugin_id IS NOT NULL OR transform_plugin_id IS NOT NULL)",
+                )?
+                .query_map([&account_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            for (id, subscriber, transform) in subs {
+                if let Some(p) = subscriber {
+                    uses.entry(p).or_default().subscriber_of.push(id.clone());
+                }
+                if let Some(p) = transform {
+                    uses.entry(p).or_default().transform_of.push(id);
+                }
+            }
+            let errors = c
+                .prepare_cached(
+                    "SELECT p.id, COUNT(l.seq) FROM plugins p
+                     JOIN plugin_logs l ON l.plugin_id = p.id AND l.level = 'error' AND l.at >= ?2
+                     WHERE p.account_id = ?1 GROUP BY p.id",
+                )?
+                .query_map(params![account_id, errors_since], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            for (id, n) in errors {
+                uses.entry(id).or_default().errors = n;
+            }
+            Ok(uses)
+        })
+        .await
+    }
+}

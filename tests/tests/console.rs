@@ -1,0 +1,421 @@
+//! The web console: fast handler tests (security headers, session cookies, CSRF, tenancy) and
+//! the browser flows, each a real headless Chromium driven by `tests/browser/*.mjs` against the
+//! real server and a real receiver (see `tests/browser/README.md`).
+
+mod common;
+
+use common::{ADMIN, Receiver, TestServer, eventually};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::json;
+use std::time::Duration;
+
+/// A browser-like client of the console: a session cookie and the page's CSRF token.
+struct Console {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of `name=...` in a page (an input's value or a meta's content).
+fn attr_after(html: &str, marker: &str) -> Option<String> {
+    let at = html.find(marker)? + marker.len();
+    let rest = &html[at..];
+    let end = rest.find('"')?;
+    Some(rest[..end].to_string())
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+async fn sign_in_response(s: &TestServer, key: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+    let http = client();
+    let page = http.get(s.url("/console/sign-in")).send().await.unwrap();
+    let form_cookie = cookie_value(page.headers()[SET_COOKIE].to_str().unwrap());
+    let html = page.text().await.unwrap();
+    let token = attr_after(&html, "name=\"sign_in_token\" value=\"").unwrap();
+    let mut req = http
+        .post(s.url("/console/sign-in"))
+        .header(COOKIE, form_cookie)
+        .form(&[("sign_in_token", token.as_str()), ("key", key)]);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+impl Console {
+    async fn sign_in(s: &TestServer, key: &str) -> Console {
+        let resp = sign_in_response(s, key, &[]).await;
+        assert_eq!(resp.status(), 303, "signed in");
+        let cookie = resp
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .find(|v| v.starts_with("wasmhook_session="))
+            .map(cookie_value)
+            .expect("a session cookie");
+        let mut c = Console {
+            http: client(),
+            base: s.base.clone(),
+            cookie,
+            csrf: String::new(),
+        };
+        let landing = resp.headers()[LOCATION].to_str().unwrap().to_string();
+        let (_, html) = c.get(&landing).await;
+        c.csrf =
+            attr_after(&html, "name=\"csrf-token\" content=\"").expect("the page's CSRF token");
+        c
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Posts a form with this session's CSRF token; returns status and `Location` or body.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut all: Vec<(&str, &str)> = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_raw(path, &all).await
+    }
+
+    async fn post_raw(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header(COOKIE, &self.cookie)
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.text().await.unwrap();
+        (status, location.unwrap_or(body))
+    }
+}
+
+#[tokio::test]
+async fn every_response_has_the_security_headers() {
+    let s = TestServer::start().await;
+    let http = client();
+    for path in [
+        "/",
+        "/console",
+        "/console/sign-in",
+        "/console/assets/console.js",
+        "/console/assets/console.css",
+        "/v1/events",
+        "/healthz",
+        "/no-such-route",
+    ] {
+        let resp = http.get(s.url(path)).send().await.unwrap();
+        let h = resp.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert!(h.contains_key("referrer-policy"), "{path}");
+    }
+    let js = http
+        .get(s.url("/console/assets/console.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        js.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(
+        js.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+    assert!(
+        js.bytes().await.unwrap().len() < 100 * 1024,
+        "under 100 KB of script"
+    );
+    let css = http
+        .get(s.url("/console/assets/console.css"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        css.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    // `/` leads to the console, which asks to sign in.
+    let root = http.get(s.url("/")).send().await.unwrap();
+    assert_eq!(root.headers()[LOCATION], "/console");
+    let console = http.get(s.url("/console")).send().await.unwrap();
+    assert_eq!(console.headers()[LOCATION], "/console/sign-in");
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_session() {
+    let s = TestServer::start().await;
+    let (_, key) = s.account("A").await;
+
+    let resp = sign_in_response(&s, &key, &[]).await;
+    let cookie = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("wasmhook_session="))
+        .unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    let behind_tls = sign_in_response(&s, &key, &[("x-forwarded-proto", "https")]).await;
+    assert!(
+        behind_tls.headers().get_all(SET_COOKIE).iter().any(|v| v
+            .to_str()
+            .unwrap()
+            .starts_with("wasmhook_session=")
+            && v.to_str().unwrap().contains("; Secure")),
+        "behind a TLS proxy the cookie is Secure"
+    );
+
+    // A wrong key is refused and gets no session.
+    let wrong = sign_in_response(&s, "whk_not-a-key", &[]).await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.unwrap().contains("not a valid API key"));
+
+    let c = Console::sign_in(&s, &key).await;
+    let (status, html) = c.get("/console/integrations").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Add webhook URL"));
+    let (status, to) = c.post("/console/sign-out", &[]).await;
+    assert_eq!((status, to.as_str()), (303, "/console/sign-in"));
+    let (status, _) = c.get("/console/integrations").await;
+    assert_eq!(status, 303, "the old cookie no longer opens the console");
+
+    // Revoking the key a session was made with ends that session.
+    let c = Console::sign_in(&s, &key).await;
+    let (_, account) = s.get("/v1/subscriptions", &key).await;
+    assert_eq!(account["data"], json!([]));
+    let (_, keys) = s
+        .get(
+            &format!("/v1/accounts/{}/api-keys", account_id(&s, "A").await),
+            ADMIN,
+        )
+        .await;
+    let key_id = keys["data"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) = s
+        .delete(
+            &format!(
+                "/v1/accounts/{}/api-keys/{key_id}",
+                account_id(&s, "A").await
+            ),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = c.get("/console/integrations").await;
+    assert_eq!(status, 303);
+}
+
+async fn account_id(s: &TestServer, name: &str) -> String {
+    let (_, list) = s.get("/v1/accounts", ADMIN).await;
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn every_post_needs_the_sessions_csrf_token() {
+    let s = TestServer::start().await;
+    let (_, key) = s.account("A").await;
+    let c = Console::sign_in(&s, &key).await;
+    let form = [
+        ("url", "http://127.0.0.1:9/hook"),
+        ("event_type", "message:created"),
+        ("format", "standard"),
+    ];
+    let (status, body) = c.post_raw("/console/integrations", &form).await;
+    assert_eq!(status, 403, "no token");
+    assert!(body.contains("CSRF"), "{body}");
+    let mut wrong = vec![("csrf", "forged")];
+    wrong.extend_from_slice(&form);
+    let (status, _) = c.post_raw("/console/integrations", &wrong).await;
+    assert_eq!(status, 403, "a wrong token");
+    // Another session's token does not count either.
+    let other = Console::sign_in(&s, &key).await;
+    let mut foreign = vec![("csrf", other.csrf.as_str())];
+    foreign.extend_from_slice(&form);
+    let (status, _) = c.post_raw("/console/integrations", &foreign).await;
+    assert_eq!(status, 403, "another session's token");
+    let (_, subs) = s.get("/v1/subscriptions", &key).await;
+    assert_eq!(subs["data"], json!([]), "nothing was created");
+
+    let (status, to) = c.post("/console/integrations", &form).await;
+    assert_eq!(
+        (status, to.as_str()),
+        (303, "/console/integrations?done=created")
+    );
+    let (_, subs) = s.get("/v1/subscriptions", &key).await;
+    assert_eq!(subs["data"].as_array().unwrap().len(), 1);
+
+    // Without a session a POST goes to the sign-in form; the sign-in form needs its own token.
+    let anonymous = client()
+        .post(s.url("/console/integrations"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 303);
+    let forged_sign_in = client()
+        .post(s.url("/console/sign-in"))
+        .form(&[("key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged_sign_in.status(), 403);
+}
+
+#[tokio::test]
+async fn another_accounts_resources_are_not_found() {
+    let s = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let (_, key_a) = s.account("A").await;
+    let (_, key_b) = s.account("B").await;
+    let sub = s
+        .subscribe(
+            &key_b,
+            json!({"url": format!("{}/b", receiver.url), "event_types": ["*"]}),
+        )
+        .await;
+    let sub_id = sub["id"].as_str().unwrap();
+    let event = s
+        .event(
+            &key_b,
+            json!({"type": "message:created", "id": "b-secret-event", "payload": {"text": "hi"}}),
+        )
+        .await;
+    let delivery = eventually("B's delivery", Duration::from_secs(10), || async {
+        let (_, list) = s.get("/v1/events/b-secret-event/deliveries", &key_b).await;
+        list["data"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    let plugin = s
+        .plugin(
+            &key_b,
+            "b-plugin",
+            wasmhook_plugin_artifacts::NOOP,
+            serde_json::Value::Null,
+        )
+        .await;
+    let plugin_id = plugin["id"].as_str().unwrap();
+    assert_eq!(event["id"], "b-secret-event");
+
+    let a = Console::sign_in(&s, &key_a).await;
+    for path in [
+        format!("/console/subscriptions/{sub_id}"),
+        format!("/console/deliveries/{delivery}"),
+        "/console/events/b-secret-event".to_string(),
+        format!("/console/plugins/{plugin_id}"),
+        format!("/console/subscriptions/{sub_id}/recover?since=2020-01-01T00:00"),
+    ] {
+        let (status, html) = a.get(&path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(!html.contains(sub_id) || path.contains(sub_id), "{path}");
+    }
+    for path in [
+        format!("/console/subscriptions/{sub_id}/delete"),
+        format!("/console/subscriptions/{sub_id}/secret"),
+        format!("/console/subscriptions/{sub_id}/secret/rotate"),
+        format!("/console/deliveries/{delivery}/retry"),
+        format!("/console/plugins/{plugin_id}/delete"),
+    ] {
+        let (status, _) = a.post(&path, &[]).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) = s.get(&format!("/v1/subscriptions/{sub_id}"), &key_b).await;
+    assert_eq!(status, 200, "B's subscription is untouched");
+    // A's lists do not show B's things.
+    for path in [
+        "/console/integrations",
+        "/console/events",
+        "/console/plugins",
+    ] {
+        let (status, html) = a.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            !html.contains(sub_id) && !html.contains("b-secret-event") && !html.contains(plugin_id),
+            "{path}"
+        );
+    }
+    // An account session does not open the admin's page.
+    let (status, _) = a.get("/console/admin").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_admin_creates_an_account_and_sees_its_key_once() {
+    let s = TestServer::start().await;
+    let admin = Console::sign_in(&s, ADMIN).await;
+    let (status, html) = admin.get("/console/admin").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Create an account"));
+    let (status, html) = admin
+        .post(
+            "/console/admin/accounts",
+            &[("name", "Acme <b>support</b>")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let key = attr_after(&html, "data-test=\"new-api-key\">")
+        .map(|k| k.split('<').next().unwrap().to_string())
+        .unwrap_or_default();
+    let key = if key.is_empty() {
+        let at = html.find("whk_").expect("the new key is shown");
+        html[at..].split('<').next().unwrap().to_string()
+    } else {
+        key
+    };
+    assert!(
+        html.contains("Acme &lt;b&gt;support&lt;/b&gt;"),
+        "names are text"
+    );
+    let (status, _) = s.get("/v1/subscriptions", &key).await;
+    assert_eq!(status, 200, "the key shown works");
+    let (_, again) = admin.get("/console/admin").await;
+    assert!(!again.contains(&key), "the key is not shown again");
+    // The admin does not see account pages.
+    let (status, _) = admin.get("/console/integrations").await;
+    assert_eq!(status, 303);
+}
