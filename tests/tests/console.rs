@@ -2,6 +2,8 @@
 //! the browser flows, each a real headless Chromium driven by `tests/browser/*.mjs` against the
 //! real server and a real receiver (see `tests/browser/README.md`).
 
+#[path = "console/browser.rs"]
+mod browser;
 mod common;
 
 use common::{ADMIN, Receiver, TestServer, eventually};
@@ -418,4 +420,73 @@ async fn the_admin_creates_an_account_and_sees_its_key_once() {
     // The admin does not see account pages.
     let (status, _) = admin.get("/console/integrations").await;
     assert_eq!(status, 303);
+}
+
+/// A receiver that passes the `webhook:verify` handshake by echoing the challenge, and answers
+/// 200 to everything else.
+fn echo_challenge(receiver: &Receiver) {
+    receiver.respond(|r, _| {
+        use axum::response::IntoResponse;
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        if body["event"] == "webhook:verify" {
+            body["payload"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+                .into_response()
+        } else {
+            "ok".into_response()
+        }
+    });
+}
+
+/// Issue 12, line 15: the seed's flow in a real browser, and its failing case.
+#[tokio::test]
+async fn browser_adds_a_webhook_that_is_verified_and_receives_an_event() {
+    if !browser::available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let (_, key) = s.account("Acme").await;
+    let good = Receiver::start().await;
+    echo_challenge(&good);
+    let bad = Receiver::start().await; // answers 200 "" : no challenge
+    let reported = browser::run(
+        "add-webhook",
+        &[
+            ("BASE", s.base.clone()),
+            ("KEY", key.clone()),
+            ("GOOD_URL", format!("{}/hooks/good", good.url)),
+            ("BAD_URL", format!("{}/hooks/bad", bad.url)),
+        ],
+    )
+    .await;
+
+    // What the browser did, checked through the API.
+    let (_, good_sub) = s
+        .get(&format!("/v1/subscriptions/{}", reported.str("good")), &key)
+        .await;
+    assert_eq!(good_sub["status"], "active", "{good_sub}");
+    assert_eq!(good_sub["event_types"], json!(["message:created"]));
+    let delivered: Vec<_> = good
+        .at("/hooks/good")
+        .into_iter()
+        .filter(|r| r.json()["data"]["text"] == "Hello from the API")
+        .collect();
+    assert_eq!(delivered.len(), 1, "the event reached the receiver once");
+    let (_, bad_sub) = s
+        .get(&format!("/v1/subscriptions/{}", reported.str("bad")), &key)
+        .await;
+    assert_eq!(bad_sub["status"], "pending_verification", "{bad_sub}");
+    assert_eq!(
+        bad_sub["status_reason"].as_str().unwrap(),
+        reported.str("reason"),
+        "the page showed the stored reason"
+    );
+    assert!(
+        bad.received()
+            .iter()
+            .all(|r| r.json()["event"] == "webhook:verify" || r.json()["type"] == "webhook:test"),
+        "nothing but handshakes and checks reached the receiver that does not echo"
+    );
 }
