@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -94,13 +94,7 @@ async fn run(state: AppState, stop: CancellationToken) {
                 .expect("the semaphore is never closed");
             let state = state.clone();
             let limiter = limiter.clone();
-            tokio::spawn(async move {
-                settle_one(&state, &limiter, work).await;
-                drop(permit);
-                // A settled attempt frees a slot of its subscription (and maybe the next
-                // delivery of its conversation).
-                state.wake_dispatcher();
-            });
+            tokio::spawn(async move { settle_one(&state, &limiter, work, permit).await });
         }
         if claims.more {
             continue;
@@ -122,7 +116,14 @@ async fn run(state: AppState, stop: CancellationToken) {
     let _ = tokio::time::timeout(grace, slots.acquire_many(concurrency as u32)).await;
 }
 
-async fn settle_one(state: &AppState, limiter: &RateLimiter, work: Claimed) {
+/// Makes one attempt and records it; `permit` is the delivery slot it holds, given back as
+/// soon as the outcome is queued for the store.
+async fn settle_one(
+    state: &AppState,
+    limiter: &RateLimiter,
+    work: Claimed,
+    permit: OwnedSemaphorePermit,
+) {
     let now = now_ms();
     if let Some(rate) = work.subscription.rate_limit_per_second
         && let Some(slot) = limiter.admit(work.subscription.seq, work.delivery.seq, rate, now)
@@ -139,12 +140,14 @@ async fn settle_one(state: &AppState, limiter: &RateLimiter, work: Claimed) {
         if let Err(e) = state.store.record_outcome(put_off, now).await {
             tracing::error!(error = %e, "deferring a rate-limited delivery failed");
         }
+        drop(permit);
+        state.wake_dispatcher();
         return;
     }
     let started = std::time::Instant::now();
     let outcome = attempt_holding_lease(state, &work).await;
     let duration_ms = started.elapsed().as_millis() as i64;
-    record(state, &work, now, duration_ms, outcome).await;
+    record(state, &work, now, duration_ms, outcome, permit).await;
 }
 
 /// Makes the attempt, extending the claim's lease while it runs.
@@ -194,6 +197,7 @@ async fn record(
     started_at: i64,
     duration_ms: i64,
     outcome: AttemptOutcome,
+    permit: OwnedSemaphorePermit,
 ) {
     let attempts = work.delivery.attempts + 1;
     let breaker = breaker_signal(&work.subscription, &outcome).map(|s| (breaker_policy(state), s));
@@ -256,7 +260,18 @@ async fn record(
         last_error,
         breaker,
     };
-    let failing_since = match state.store.record_outcome(outcome, now_ms()).await {
+    let committed = match state.store.queue_outcome(outcome, now_ms()).await {
+        Ok(committed) => committed,
+        Err(e) => {
+            tracing::error!(error = %e, delivery = %work.delivery.id, "recording an attempt failed");
+            return;
+        }
+    };
+    // Claims queued from now on see this outcome: the subscription's slot (and the next
+    // delivery of an ordered conversation) is free now, not once the disk has it.
+    drop(permit);
+    state.wake_dispatcher();
+    let failing_since = match committed.await {
         Ok(Settled::Recorded { failing_since }) => {
             state.metrics.delivery(label);
             failing_since

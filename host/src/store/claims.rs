@@ -326,75 +326,88 @@ impl Store {
 
     /// Writes an attempt's outcome, if its claim is still current.
     pub async fn record_outcome(&self, o: Outcome, now: i64) -> Result<Settled, StoreError> {
-        self.write(move |tx| {
-            let counted = o.attempt.is_some() as i64;
-            let settled: Option<(i64, Option<String>)> = tx
-                .prepare_cached(SETTLE)?
-                .query_row(
-                    params![
-                        o.delivery_seq,
-                        o.token,
-                        o.status.as_str(),
-                        o.next_attempt_at,
-                        o.last_error,
-                        counted,
-                        now
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
-            let Some((sub_seq, key)) = settled else {
-                return Ok(Settled::LeaseLost);
-            };
-            if let (Some(key), true) = (&key, o.status != DeliveryStatus::Pending) {
-                release_next(tx, sub_seq, key, now)?;
-            }
-            if let Some((policy, signal)) = o.breaker {
-                let (failures, trips, until) = tx
-                    .prepare_cached(BREAKER_OF)?
-                    .query_row([sub_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                let before = Breaker {
-                    failures,
-                    trips,
-                    until,
-                };
-                let after = policy.after(before, signal, now);
-                if after != before {
-                    tx.prepare_cached(SET_BREAKER)?.execute(params![
-                        sub_seq,
-                        after.failures,
-                        after.trips,
-                        after.until
-                    ])?;
-                }
-            }
-            let Some(a) = &o.attempt else {
-                return Ok(Settled::Recorded {
-                    failing_since: None,
-                });
-            };
-            tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
-                o.delivery_seq,
-                a.attempted_at,
-                a.duration_ms,
-                a.status_code,
-                a.error_kind,
-                a.error_message,
-                a.response_body
-            ])?;
-            // A success clears the failure streak; a failure starts it if none is running.
-            let failed = a.error_kind.is_some();
-            let failing_since = tx
-                .prepare_cached(FAILURE_STREAK)?
-                .query_row(params![sub_seq, failed, a.attempted_at], |r| r.get(0))?;
-            Ok(Settled::Recorded { failing_since })
-        })
-        .await
+        self.queue_outcome(o, now).await?.await
     }
+
+    /// Queues an attempt's outcome and returns once it is queued: a claim made afterwards sees
+    /// it (its slot is free, its conversation's next delivery released) without waiting for
+    /// the disk. The returned future gives what was recorded after COMMIT.
+    pub async fn queue_outcome(
+        &self,
+        o: Outcome,
+        now: i64,
+    ) -> Result<impl Future<Output = Result<Settled, StoreError>> + use<>, StoreError> {
+        self.submit(move |tx| settle(tx, o, now)).await
+    }
+}
+
+/// Writes an outcome under its claim token (see [`Store::record_outcome`]).
+fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreError> {
+    let counted = o.attempt.is_some() as i64;
+    let settled: Option<(i64, Option<String>)> = tx
+        .prepare_cached(SETTLE)?
+        .query_row(
+            params![
+                o.delivery_seq,
+                o.token,
+                o.status.as_str(),
+                o.next_attempt_at,
+                o.last_error,
+                counted,
+                now
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let Some((sub_seq, key)) = settled else {
+        return Ok(Settled::LeaseLost);
+    };
+    if let (Some(key), true) = (&key, o.status != DeliveryStatus::Pending) {
+        release_next(tx, sub_seq, key, now)?;
+    }
+    if let Some((policy, signal)) = o.breaker {
+        let (failures, trips, until) = tx
+            .prepare_cached(BREAKER_OF)?
+            .query_row([sub_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let before = Breaker {
+            failures,
+            trips,
+            until,
+        };
+        let after = policy.after(before, signal, now);
+        if after != before {
+            tx.prepare_cached(SET_BREAKER)?.execute(params![
+                sub_seq,
+                after.failures,
+                after.trips,
+                after.until
+            ])?;
+        }
+    }
+    let Some(a) = &o.attempt else {
+        return Ok(Settled::Recorded {
+            failing_since: None,
+        });
+    };
+    tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
+        o.delivery_seq,
+        a.attempted_at,
+        a.duration_ms,
+        a.status_code,
+        a.error_kind,
+        a.error_message,
+        a.response_body
+    ])?;
+    // A success clears the failure streak; a failure starts it if none is running.
+    let failed = a.error_kind.is_some();
+    let failing_since = tx
+        .prepare_cached(FAILURE_STREAK)?
+        .query_row(params![sub_seq, failed, a.attempted_at], |r| r.get(0))?;
+    Ok(Settled::Recorded { failing_since })
 }
 
 #[cfg(test)]

@@ -116,6 +116,19 @@ impl Store {
         self.writer.write(work).await
     }
 
+    /// Queues `work` like [`Store::write`] and returns once it is queued (later writes are
+    /// applied after it); the returned future gives its result after COMMIT.
+    pub(crate) async fn submit<F, R>(
+        &self,
+        work: F,
+    ) -> Result<impl Future<Output = Result<R, StoreError>> + use<F, R>, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.writer.submit(work).await
+    }
+
     pub(crate) async fn read<F, R>(&self, work: F) -> Result<R, StoreError>
     where
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,

@@ -84,6 +84,20 @@ impl Writer {
         F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
+        self.submit(work).await?.await
+    }
+
+    /// Queues `work` for the next group transaction and returns once it is queued: every write
+    /// queued later is applied after it (in the same or a later transaction). The returned
+    /// future gives its result after COMMIT.
+    pub(crate) async fn submit<F, R>(
+        &self,
+        work: F,
+    ) -> Result<impl Future<Output = Result<R, StoreError>> + use<F, R>, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let op = Box::new(TypedOp {
             work: Some(work),
@@ -94,7 +108,7 @@ impl Writer {
             .send(Msg::Op(op))
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// Asks the thread to stop once the writes queued so far are committed.
