@@ -82,6 +82,14 @@ pub mod ms_as_rfc3339 {
     pub fn serialize<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::rfc3339(*ms))
     }
+
+    /// Deserializes an RFC 3339 string as milliseconds (clients read the API with it).
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        super::parse_rfc3339(&text)
+            .map(|(_, ms)| ms)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text:?}")))
+    }
 }
 
 /// Serde helper: optional Unix milliseconds as RFC 3339 or null.
@@ -92,6 +100,17 @@ pub mod opt_ms_as_rfc3339 {
             Some(ms) => s.serialize_str(&super::rfc3339(*ms)),
             None => s.serialize_none(),
         }
+    }
+
+    /// Deserializes an RFC 3339 string or null as optional milliseconds.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let text = <Option<std::borrow::Cow<'de, str>> as serde::Deserialize>::deserialize(d)?;
+        text.map(|text| {
+            super::parse_rfc3339(&text)
+                .map(|(_, ms)| ms)
+                .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text:?}")))
+        })
+        .transpose()
     }
 }
 

@@ -1,6 +1,6 @@
 //! The ingest path: validating posted events and storing them with their deliveries.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -71,7 +71,7 @@ fn valid_client_id(id: &str) -> bool {
 }
 
 /// An event as posted by a client.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventIn {
     /// Event type, e.g. `message:created` (`event` is accepted too, as Papercups names it).
@@ -81,8 +81,10 @@ pub struct EventIn {
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     /// Your id for the event; posting the same id again returns the first event.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// When it happened (RFC 3339); defaults to now.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub occurred_at: Option<String>,
 }
 

@@ -7,12 +7,14 @@
 pub mod api;
 pub mod auth;
 pub mod breaker;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod error;
 pub mod events;
+pub mod examples;
 pub mod messages;
 pub mod metrics;
 pub mod model;

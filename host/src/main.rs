@@ -1,25 +1,12 @@
-//! The `wasmhook` command.
+//! The `wasmhook` command: `serve` runs the server; every other subcommand is the command line
+//! ([`wasmhook::cli`]).
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use wasmhook::cli::{Cli, Command};
 use wasmhook::config::{Config, LogFormat};
-
-#[derive(Parser)]
-#[command(
-    name = "wasmhook",
-    version,
-    about = "Durable, signed webhooks and WebAssembly plugins for chat events"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the server.
-    Serve(Config),
-}
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("WASMHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -56,14 +43,26 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    wasmhook::run(config, listener, shutdown_signal()).await
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
     match cli.command {
-        Command::Serve(config) => {
-            init_logging(config.log_format);
-            let listener = tokio::net::TcpListener::bind(config.listen).await?;
-            wasmhook::run(config, listener, shutdown_signal()).await
-        }
+        Command::Serve(config) => match runtime.block_on(serve(*config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        },
+        command => runtime.block_on(wasmhook::cli::run(command, cli.global)),
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Times are Unix milliseconds inside the server and RFC 3339 on the wire; fields that must
 //! never leave the server (internal sequence numbers, secrets) are skipped when serializing.
+//! The records deserialize too, from what the API sends: the command line (`crate::cli`) reads
+//! responses into these same types, so it cannot drift from the API.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use utoipa::ToSchema;
 use crate::clock::{ms_as_rfc3339, opt_ms_as_rfc3339};
 
 /// A tenant: everything else belongs to exactly one account.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Account {
     /// Account id (`acc_...`).
     pub id: String,
@@ -25,7 +27,7 @@ pub struct Account {
 }
 
 /// An API key's metadata; the key itself is only ever shown when issued.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiKeyInfo {
     /// Key id (`key_...`), used to revoke it.
     pub id: String,
@@ -110,7 +112,7 @@ pub enum DeliveryOrdering {
 }
 
 /// Where a subscription's circuit breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     /// Deliveries flow.
@@ -124,7 +126,7 @@ pub enum CircuitState {
 /// A subscription's circuit breaker: after a run of endpoint failures (timeouts, connection
 /// errors, 5xx) its deliveries pause for a growing interval, so a dead endpoint stops using
 /// delivery slots. Nothing is dropped: paused deliveries go out once the endpoint recovers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Circuit {
     /// `closed`, `open` or `half_open`.
     pub state: CircuitState,
@@ -153,7 +155,7 @@ impl Circuit {
 }
 
 /// A subscriber: a URL webhook or a plugin, with the events it wants.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Subscription {
     #[serde(skip)]
     pub(crate) seq: i64,
@@ -225,7 +227,7 @@ impl Subscription {
 }
 
 /// Which plugin emitted an event, when one did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Causation {
     /// The plugin that emitted the event.
     pub plugin_id: String,
@@ -236,7 +238,7 @@ pub struct Causation {
 }
 
 /// A stored event.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Event {
     #[serde(skip)]
     pub(crate) seq: i64,
@@ -274,7 +276,7 @@ pub enum DeliveryStatus {
 }
 
 /// One event on its way to one subscription.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Delivery {
     #[serde(skip)]
     pub(crate) seq: i64,
@@ -305,7 +307,7 @@ pub struct Delivery {
 }
 
 /// One try at a delivery.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     /// When it started.
     #[serde(with = "ms_as_rfc3339")]
@@ -334,7 +336,7 @@ pub struct Sender {
 }
 
 /// A message sent through the API or by a plugin.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Message {
     /// Message id (a UUID, as Airy uses).
     pub id: String,
@@ -412,7 +414,7 @@ pub enum LogLevel {
 str_enum!(LogLevel { Trace => "trace", Debug => "debug", Info => "info", Warn => "warn", Error => "error" });
 
 /// An uploaded plugin.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Plugin {
     /// Plugin id (`plg_...`).
     pub id: String,
@@ -442,7 +444,7 @@ pub struct Plugin {
 }
 
 /// One uploaded version of a plugin's component.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PluginVersion {
     /// Version number, from 1.
     pub version: u32,
@@ -463,7 +465,7 @@ pub struct PluginVersion {
 }
 
 /// A line of a plugin's log.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PluginLogLine {
     /// When it was written.
     #[serde(with = "ms_as_rfc3339")]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::{new_id, now_ms};
@@ -141,7 +141,7 @@ pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 }
 
 /// Body of `POST /v1/subscriptions`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
     /// Where to POST deliveries. Exactly one of `url` and `plugin_id`.
@@ -180,37 +180,49 @@ fn all_types() -> Vec<String> {
     vec!["*".to_string()]
 }
 
-/// Body of `PATCH /v1/subscriptions/{id}`: only the fields given change.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// Body of `PATCH /v1/subscriptions/{id}`: only the fields given change. Absent fields are not
+/// serialized, so a client's `Some(None)` sends `null` (clear) and `None` leaves a field as is.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscription {
     /// New URL (requires verification again where verification applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// New description.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// New event types.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub event_types: Option<Vec<String>>,
     /// New headers (replaces the whole map).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
     /// New format.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
     /// `active` to (re-)enable, `disabled` to pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<SubscriptionStatus>,
     /// Turn the handshake requirement on or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<bool>,
     /// New transform plugin, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub transform_plugin_id: Option<Option<String>>,
     /// New rate limit, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_second: Option<Option<u32>>,
     /// New concurrency cap (1 to 1000), or `null` for the server's default.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<Option<u32>>,
     /// `conversation` or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ordering: Option<DeliveryOrdering>,
 }
 

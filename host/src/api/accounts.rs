@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Admin, AdminOrAccount};
+use super::auth::{AccountId, Admin, AdminOrAccount};
 use super::extract::ApiJson;
 use super::{ListResponse, with_status};
 use crate::auth::new_api_key;
@@ -23,32 +23,56 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_account, list_accounts))
         .routes(routes!(create_key, list_keys))
         .routes(routes!(revoke_key))
+        .routes(routes!(own_account))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// Body of `POST /v1/accounts`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAccount {
+pub struct CreateAccount {
     /// Display name, 1 to 200 characters.
-    name: String,
+    pub name: String,
 }
 
 /// A new account and its first API key (shown only here).
-#[derive(Debug, Serialize, ToSchema)]
-struct CreatedAccount {
-    id: String,
-    name: String,
-    api_key: String,
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedAccount {
+    /// Account id (`acc_...`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The first API key (`whk_...`).
+    pub api_key: String,
+    /// Creation time.
     #[schema(value_type = String, format = DateTime)]
     #[serde(with = "crate::clock::ms_as_rfc3339")]
-    created_at: i64,
+    pub created_at: i64,
 }
 
 /// A new API key (shown only here).
-#[derive(Debug, Serialize, ToSchema)]
-struct CreatedKey {
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key's metadata.
     #[serde(flatten)]
-    info: ApiKeyInfo,
-    api_key: String,
+    pub info: ApiKeyInfo,
+    /// The key (`whk_...`).
+    pub api_key: String,
+}
+
+/// The account the API key belongs to (what `wasmhook whoami` shows).
+#[utoipa::path(get, path = "/v1/account", tag = "accounts", security(("api_key" = [])),
+    responses((status = 200, body = Account), (status = 401, body = ErrorBody)))]
+async fn own_account(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+) -> Result<Json<Account>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .get_account(account)
+            .await
+            .or_not_found("account")?,
+    ))
 }
 
 /// Create an account (admin).

@@ -20,6 +20,7 @@ use crate::store::deliveries::DeliveryFilter;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(for_account))
         .routes(routes!(for_subscription))
         .routes(routes!(for_event))
         .routes(routes!(get_one))
@@ -40,12 +41,13 @@ struct DeliveryQuery {
 }
 
 /// A delivery with every attempt made.
-#[derive(Debug, Serialize, ToSchema)]
-struct DeliveryDetail {
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryDetail {
+    /// The delivery.
     #[serde(flatten)]
-    delivery: Delivery,
+    pub delivery: Delivery,
     /// Attempts, oldest first.
-    attempt_log: Vec<Attempt>,
+    pub attempt_log: Vec<Attempt>,
 }
 
 async fn list(
@@ -70,6 +72,18 @@ async fn list(
             .await?
             .into(),
     ))
+}
+
+/// The account's deliveries, newest first.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries",
+    params(DeliveryQuery), security(("api_key" = [])),
+    responses((status = 200, body = ListResponse<Delivery>), (status = 400, body = ErrorBody)))]
+async fn for_account(
+    State(state): State<AppState>,
+    AccountId(account): AccountId,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> Result<Json<ListResponse<Delivery>>, ApiError> {
+    list(&state, account, DeliveryFilter::default(), q).await
 }
 
 /// A subscription's deliveries, newest first.
@@ -165,23 +179,63 @@ async fn retry(
 }
 
 /// Body of `POST /v1/subscriptions/{id}/recover`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RecoverRequest {
+pub struct RecoverRequest {
     /// Requeue failed deliveries created at or after this time (RFC 3339).
-    since: String,
+    pub since: String,
+    /// Only count them: nothing is requeued (`recovered` is how many would be).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
-/// How many deliveries were requeued.
-#[derive(Debug, Serialize, ToSchema)]
-struct RecoverResponse {
-    recovered: usize,
+/// How many deliveries were requeued (or, with `dry_run`, would be).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecoverResponse {
+    /// Failed deliveries requeued (with `dry_run`: that would be requeued).
+    pub recovered: usize,
+    /// Whether this was a dry run.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
-/// Requeue a subscription's failed deliveries since a time.
+/// How many of a subscription's failed deliveries were created since `since`: what a recovery
+/// would requeue. Read page by page, newest first, until one is older.
+async fn count_failed_since(
+    state: &AppState,
+    account: String,
+    subscription_id: String,
+    since: i64,
+) -> Result<usize, ApiError> {
+    state
+        .store
+        .get_subscription(account.clone(), subscription_id.clone())
+        .await
+        .or_not_found("subscription")?;
+    let (mut count, mut cursor) = (0, None);
+    loop {
+        let filter = DeliveryFilter {
+            subscription_id: Some(subscription_id.clone()),
+            status: Some(DeliveryStatus::Failed),
+            ..Default::default()
+        };
+        let page = state
+            .store
+            .list_deliveries(account.clone(), filter, 250, cursor)
+            .await?;
+        let recent = page.items.iter().filter(|d| d.created_at >= since).count();
+        count += recent;
+        match page.next_cursor {
+            Some(next) if recent == page.items.len() => cursor = Some(next),
+            _ => return Ok(count),
+        }
+    }
+}
+
+/// Requeue a subscription's failed deliveries since a time; with `dry_run`, only count them.
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/recover", tag = "deliveries", request_body = RecoverRequest,
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
-    responses((status = 202, body = RecoverResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 202, body = RecoverResponse), (status = 200, body = RecoverResponse, description = "dry run: nothing requeued"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn recover(
     State(state): State<AppState>,
     AccountId(account): AccountId,
@@ -190,6 +244,16 @@ async fn recover(
 ) -> Result<Response, ApiError> {
     let (_, since) = parse_rfc3339(&req.since)
         .ok_or_else(|| ApiError::invalid("since: not an RFC 3339 timestamp"))?;
+    if req.dry_run {
+        let recovered = count_failed_since(&state, account, id, since).await?;
+        return Ok(with_status(
+            StatusCode::OK,
+            RecoverResponse {
+                recovered,
+                dry_run: true,
+            },
+        ));
+    }
     let recovered = state
         .store
         .recover_deliveries(account, id, since, now_ms())
@@ -198,6 +262,9 @@ async fn recover(
     state.wake_dispatcher();
     Ok(with_status(
         StatusCode::ACCEPTED,
-        RecoverResponse { recovered },
+        RecoverResponse {
+            recovered,
+            dry_run: false,
+        },
     ))
 }

@@ -1,18 +1,19 @@
 //! The HTTP API: one module per resource, each ending in `router()`; [`app`] merges them.
 //!
 //! Handlers parse, authenticate and call services or the store's typed functions; no SQL and
-//! no wasm here.
+//! no wasm here. The request and response types (DTOs) are public and both serialize and
+//! deserialize: the command line (`crate::cli`) sends and reads these same types.
 
-mod accounts;
+pub mod accounts;
 mod airy;
 pub mod auth;
-mod deliveries;
-mod events;
+pub mod deliveries;
+pub mod events;
 pub mod extract;
 mod messages;
 mod ops;
-mod plugins;
-mod subscriptions;
+pub mod plugins;
+pub mod subscriptions;
 
 use std::time::Instant;
 
@@ -138,7 +139,7 @@ impl PageQuery {
 }
 
 /// A page of a listing.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ListResponse<T> {
     /// The items, newest first.
     pub data: Vec<T>,

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -47,19 +47,24 @@ struct UploadQuery {
 }
 
 /// Body of `PATCH /v1/plugins/{id}`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdatePlugin {
+pub struct UpdatePlugin {
     /// New name.
-    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// New configuration (replaces the whole map).
-    config: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, String>>,
     /// Hosts outgoing `wasi:http` may reach: names, or `*.example.com`.
-    allowed_hosts: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
     /// Limit overrides (replaces all overrides).
-    limits: Option<PluginLimits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PluginLimits>,
     /// Keep log lines at this level and above: `trace`, `debug`, `info` (default), `warn`, `error`.
-    log_level: Option<LogLevel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {

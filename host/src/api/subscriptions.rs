@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,23 +29,24 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A subscription as created: with its signing secret, shown here and by `GET .../secret`.
-#[derive(Debug, Serialize, ToSchema)]
-struct CreatedSubscription {
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedSubscription {
+    /// The subscription.
     #[serde(flatten)]
-    subscription: Subscription,
+    pub subscription: Subscription,
     /// The signing secret (`whsec_...`).
-    secret: String,
+    pub secret: String,
 }
 
 /// The signing secret of a subscription.
-#[derive(Debug, Serialize, ToSchema)]
-struct SecretResponse {
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SecretResponse {
     /// The current secret (`whsec_...`).
-    secret: String,
+    pub secret: String,
     /// Until when the previous secret also signs deliveries (after a rotation), else null.
     #[serde(with = "opt_ms_as_rfc3339")]
     #[schema(value_type = Option<String>, format = DateTime)]
-    previous_secret_expires_at: Option<i64>,
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 /// Refuses references to plugins the account does not have.

@@ -82,6 +82,16 @@ impl Store {
         .await
     }
 
+    /// One account.
+    pub async fn get_account(&self, id: String) -> Result<Account, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, name, created_at FROM accounts WHERE id = ?1")?
+                .query_row([id], account_row)
+                .found()?)
+        })
+        .await
+    }
+
     /// Issues another key for an existing account.
     pub async fn add_api_key(
         &self,

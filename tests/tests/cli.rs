@@ -1,0 +1,689 @@
+//! The `wasmhook` command line, run as the real binary against a real server: profiles and
+//! keys, subscriptions, sending and following events, deliveries and their recovery, plugins,
+//! output modes, errors, help and completions. Each test is a person's terminal: its own HOME
+//! and config directory, the binary started as a process.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use common::{Receiver, TestServer, eventually, wasmhook_bin};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+/// What a command did.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A terminal: a HOME of its own, the binary, and a server to talk to.
+struct Term {
+    home: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Term {
+    fn new() -> Term {
+        let home = tempfile::tempdir().unwrap();
+        let env = vec![
+            ("HOME".into(), home.path().display().to_string()),
+            (
+                "XDG_CONFIG_HOME".into(),
+                home.path().join("xdg").display().to_string(),
+            ),
+        ];
+        Term { home, env }
+    }
+
+    /// The profiles file `login` writes.
+    fn config_file(&self) -> PathBuf {
+        self.home.path().join("xdg/wasmhook/config.toml")
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.into(), value.into()));
+    }
+
+    fn unset(&mut self, name: &str) {
+        self.env.retain(|(k, _)| k != name);
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut cmd = tokio::process::Command::new(wasmhook_bin());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("the wasmhook binary starts");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).await.unwrap();
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("wasmhook {args:?} did not finish within 60 s"))
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `wasmhook args...`.
+    async fn run(&self, args: &[&str]) -> Out {
+        self.run_with(args, None).await
+    }
+
+    /// Runs a command that must succeed.
+    async fn ok(&self, args: &[&str]) -> Out {
+        let out = self.run(args).await;
+        assert_eq!(out.code, 0, "wasmhook {args:?} failed: {out:?}");
+        out
+    }
+
+    /// Runs a command with `-o json` that must succeed; returns its JSON.
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        self.ok(&args).await.json()
+    }
+
+    /// Runs a command that must fail; returns what it printed.
+    async fn fails(&self, args: &[&str]) -> Out {
+        let out = self.run(args).await;
+        assert_eq!(out.code, 1, "wasmhook {args:?} should fail with 1: {out:?}");
+        out
+    }
+
+    /// `wasmhook login` against `s` with `key`.
+    async fn login(&self, s: &TestServer, key: &str) {
+        self.ok(&["login", "--url", &s.base, "--api-key", key])
+            .await;
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_stores_a_private_profile_and_whoami_checks_the_key() {
+    let s = TestServer::start().await;
+    let (acc_a, key_a) = s.account("Acme support").await;
+    let (acc_b, key_b) = s.account("Beta").await;
+    let mut term = Term::new();
+
+    // Not logged in yet.
+    let out = term.fails(&["whoami"]).await;
+    assert!(out.stderr.contains("not logged in"), "{out:?}");
+
+    // A wrong key is refused with the API's message, and nothing is stored.
+    let out = term
+        .fails(&["login", "--url", &s.base, "--api-key", "whk_wrong"])
+        .await;
+    assert_eq!(out.stderr.trim(), "error: invalid or revoked API key");
+    assert!(!term.config_file().exists());
+
+    let out = term
+        .ok(&["login", "--url", &s.base, "--api-key", &key_a])
+        .await;
+    assert!(out.stdout.contains("Acme support"), "{out:?}");
+    let text = std::fs::read_to_string(term.config_file()).unwrap();
+    assert!(text.contains(&key_a) && text.contains(&s.base), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(term.config_file())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the profile file is private");
+    }
+
+    let me = term.json(&["whoami"]).await;
+    assert_eq!(me["id"], acc_a.as_str());
+    assert_eq!(me["name"], "Acme support");
+    let table = term.ok(&["whoami"]).await.stdout;
+    assert!(table.starts_with("ACCOUNT"), "{table}");
+    assert!(table.contains(&acc_a) && table.contains(&s.base), "{table}");
+
+    // A second profile; --profile and WASMHOOK_PROFILE choose it.
+    term.ok(&[
+        "login",
+        "--profile",
+        "beta",
+        "--url",
+        &s.base,
+        "--api-key",
+        &key_b,
+    ])
+    .await;
+    assert_eq!(
+        term.json(&["whoami", "--profile", "beta"]).await["id"],
+        acc_b.as_str()
+    );
+    assert_eq!(term.json(&["whoami"]).await["id"], acc_a.as_str());
+    term.set("WASMHOOK_PROFILE", "beta");
+    assert_eq!(term.json(&["whoami"]).await["id"], acc_b.as_str());
+    term.unset("WASMHOOK_PROFILE");
+    let out = term.fails(&["whoami", "--profile", "nope"]).await;
+    assert!(out.stderr.contains("no profile \"nope\""), "{out:?}");
+
+    // The environment overrides the stored profile's key, and its URL.
+    term.set("WASMHOOK_API_KEY", &key_b);
+    assert_eq!(term.json(&["whoami"]).await["id"], acc_b.as_str());
+    term.set("WASMHOOK_URL", "http://127.0.0.1:1");
+    let out = term.fails(&["whoami"]).await;
+    assert!(
+        out.stderr.contains("cannot reach http://127.0.0.1:1"),
+        "{out:?}"
+    );
+
+    // Without any profile file, the environment alone is enough; without XDG_CONFIG_HOME the
+    // profile goes to ~/.config/wasmhook.
+    let mut bare = Term::new();
+    bare.unset("XDG_CONFIG_HOME");
+    bare.set("WASMHOOK_URL", &s.base);
+    bare.set("WASMHOOK_API_KEY", &key_a);
+    assert_eq!(bare.json(&["whoami"]).await["id"], acc_a.as_str());
+    bare.unset("WASMHOOK_URL");
+    bare.unset("WASMHOOK_API_KEY");
+    bare.login(&s, &key_b).await;
+    assert!(
+        bare.home
+            .path()
+            .join(".config/wasmhook/config.toml")
+            .exists()
+    );
+    assert_eq!(bare.json(&["whoami"]).await["id"], acc_b.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_print_the_api_message_and_exit_non_zero() {
+    let s = TestServer::start().await;
+    let (_, key) = s.account("A").await;
+    let term = Term::new();
+    term.login(&s, &key).await;
+
+    let out = term.fails(&["sub", "get", "sub_missing"]).await;
+    assert_eq!(out.stderr.trim(), "error: subscription not found");
+    assert_eq!(out.stdout, "");
+    let out = term
+        .fails(&["sub", "get", "sub_missing", "-o", "json"])
+        .await;
+    let body: Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"code": "not_found", "message": "subscription not found"}})
+    );
+    // Validation errors are the server's own.
+    let out = term
+        .fails(&["sub", "create", "https://example.com/h", "-e", "Not A Type"])
+        .await;
+    assert!(out.stderr.contains("event_types[0]"), "{out:?}");
+    // Usage errors are clap's, with exit code 2.
+    let out = term.run(&["sub", "create"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_has_help_with_an_example_and_completions_exist() {
+    let term = Term::new();
+    for path in [
+        &["login"][..],
+        &["whoami"],
+        &["sub"],
+        &["sub", "create"],
+        &["sub", "list"],
+        &["sub", "get"],
+        &["sub", "enable"],
+        &["sub", "disable"],
+        &["sub", "delete"],
+        &["sub", "secret"],
+        &["send"],
+        &["events", "list"],
+        &["events", "get"],
+        &["deliveries", "list"],
+        &["deliveries", "get"],
+        &["retry"],
+        &["recover"],
+        &["plugin", "push"],
+        &["plugin", "list"],
+        &["plugin", "config"],
+        &["plugin", "logs"],
+        &["plugin", "attach"],
+        &["completion"],
+    ] {
+        let mut args = path.to_vec();
+        args.push("--help");
+        let out = term.ok(&args).await;
+        assert!(
+            out.stdout.contains("Example") && out.stdout.contains("wasmhook "),
+            "{path:?} --help has no example: {}",
+            out.stdout
+        );
+    }
+    for (shell, marker) in [
+        ("bash", "complete"),
+        ("zsh", "#compdef"),
+        ("fish", "complete -c wasmhook"),
+    ] {
+        let out = term.ok(&["completion", shell]).await;
+        assert!(out.stdout.contains(marker), "{shell}: {}", out.stdout);
+        assert!(out.stdout.contains("deliveries"), "{shell}");
+    }
+}
+
+/// A receiver that passes the `webhook:verify` handshake and answers 200 otherwise.
+fn echo_challenges(r: &Receiver) {
+    r.respond(|req, _| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        if body["event"] == "webhook:verify" {
+            body["payload"]
+                .as_str()
+                .unwrap()
+                .to_string()
+                .into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_are_managed_from_the_command_line() {
+    let s = TestServer::start().await;
+    let r = Receiver::start().await;
+    echo_challenges(&r);
+    let (_, key) = s.account("A").await;
+    let term = Term::new();
+    term.login(&s, &key).await;
+    let url = format!("{}/hooks", r.url);
+
+    let created = term
+        .json(&[
+            "sub",
+            "create",
+            &url,
+            "-e",
+            "message:created,conversation:created",
+            "-H",
+            "X-Team=support",
+            "-H",
+            "X-Env=dev",
+            "--format",
+            "papercups",
+        ])
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        created["event_types"],
+        json!(["message:created", "conversation:created"])
+    );
+    assert_eq!(
+        created["headers"],
+        json!({"X-Env": "dev", "X-Team": "support"})
+    );
+    assert_eq!(created["format"], "papercups");
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    // The command waited for the handshake papercups requires.
+    assert_eq!(created["status"], "active", "{created}");
+
+    // --verify on a receiver that does not echo: the reason is shown.
+    let r2 = Receiver::start().await;
+    let failing = term
+        .json(&[
+            "sub",
+            "create",
+            &r2.url,
+            "-e",
+            "message:created",
+            "--verify",
+        ])
+        .await;
+    assert_eq!(failing["status"], "pending_verification");
+    assert!(
+        failing["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("challenge"),
+        "{failing}"
+    );
+
+    let list = term.json(&["sub", "list"]).await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&id.as_str()));
+    let table = term.ok(&["sub", "list"]).await.stdout;
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&id) && table.contains(&url), "{table}");
+
+    let got = term.json(&["sub", "get", &id]).await;
+    assert_eq!(got["id"], id.as_str());
+    assert!(got.get("secret").is_none(), "get does not show the secret");
+    assert!(
+        term.ok(&["sub", "get", &id])
+            .await
+            .stdout
+            .contains("X-Team=support")
+    );
+
+    assert_eq!(
+        term.json(&["sub", "disable", &id]).await["status"],
+        "disabled"
+    );
+    // Enabling a papercups subscription runs the handshake again; it passes.
+    assert_eq!(term.json(&["sub", "enable", &id]).await["status"], "active");
+
+    let secret = term.json(&["sub", "secret", &id]).await;
+    assert_eq!(secret["secret"], created["secret"]);
+    assert_eq!(secret["previous_secret_expires_at"], Value::Null);
+    assert_eq!(
+        term.ok(&["sub", "secret", &id]).await.stdout.trim(),
+        created["secret"].as_str().unwrap()
+    );
+    let rotated = term.json(&["sub", "secret", &id, "--rotate"]).await;
+    assert_ne!(rotated["secret"], created["secret"]);
+    assert!(rotated["previous_secret_expires_at"].is_string());
+
+    term.ok(&["sub", "delete", &id]).await;
+    let out = term.fails(&["sub", "get", &id]).await;
+    assert!(out.stderr.contains("subscription not found"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_follows_deliveries_and_failed_ones_are_retried_and_recovered() {
+    let s = TestServer::start().await;
+    let r = Receiver::start().await;
+    r.status(500);
+    let (_, key) = s.account("A").await;
+    let term = Term::new();
+    term.login(&s, &key).await;
+    let sub = term
+        .json(&["sub", "create", &r.url, "-e", "message:created"])
+        .await;
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+
+    // Every attempt fails (10ms, 20ms, 40ms retries): send prints the event id first, each
+    // change of the delivery, and fails.
+    let out = term.fails(&["send", "message:created", "--example"]).await;
+    let mut lines = out.stdout.lines();
+    let event_id = lines.next().unwrap().to_string();
+    assert!(event_id.starts_with("evt_"), "{out:?}");
+    let rest: Vec<&str> = lines.collect();
+    assert!(
+        rest.last().unwrap().contains("failed after 4 attempts"),
+        "{out:?}"
+    );
+    assert!(rest.iter().all(|l| l.contains(&sub_id)), "{out:?}");
+    assert_eq!(out.stderr.trim(), "1 delivery failed");
+    assert_eq!(r.received().len(), 4);
+    // What was sent is the shared example payload.
+    assert_eq!(
+        r.received()[0].json()["data"],
+        wasmhook::examples::payload("message:created")
+    );
+
+    let event = term.json(&["events", "get", &event_id]).await;
+    assert_eq!(event["type"], "message:created");
+    let listed = term
+        .json(&["events", "list", "--type", "message:created"])
+        .await;
+    assert_eq!(listed["data"][0]["id"], event_id.as_str());
+
+    let failed = term
+        .json(&["deliveries", "list", "--status", "failed"])
+        .await;
+    assert_eq!(failed["data"].as_array().unwrap().len(), 1);
+    let delivery_id = failed["data"][0]["id"].as_str().unwrap().to_string();
+    let by_sub = term
+        .json(&["deliveries", "list", "--sub", &sub_id, "--status", "failed"])
+        .await;
+    assert_eq!(by_sub["data"][0]["id"], delivery_id.as_str());
+    assert_eq!(
+        term.json(&[
+            "deliveries",
+            "list",
+            "--sub",
+            &sub_id,
+            "--status",
+            "succeeded"
+        ])
+        .await["data"],
+        json!([])
+    );
+    let detail = term.json(&["deliveries", "get", &delivery_id]).await;
+    let log = detail["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 4);
+    assert!(log.iter().all(|a| a["status_code"] == 500));
+    let table = term.ok(&["deliveries", "get", &delivery_id]).await.stdout;
+    assert!(table.contains("status        failed"), "{table}");
+    assert_eq!(table.matches("http_status").count(), 4, "{table}");
+
+    // The endpoint recovers; a retry by hand succeeds.
+    r.status(200);
+    let retried = term.json(&["retry", &delivery_id]).await;
+    assert_eq!(retried["id"], delivery_id.as_str());
+    eventually(
+        "the retried delivery succeeds",
+        Duration::from_secs(10),
+        || async {
+            let d = term.json(&["deliveries", "get", &delivery_id]).await;
+            (d["status"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+
+    // Two more that fail, then recover: the count first, nothing without --yes.
+    r.status(500);
+    for _ in 0..2 {
+        term.fails(&["send", "message:created", "--example"]).await;
+    }
+    r.status(200);
+    let count = term
+        .json(&["recover", &sub_id, "--since", "1h", "--dry-run"])
+        .await;
+    assert_eq!(count, json!({"recovered": 2, "dry_run": true}));
+    let out = term.fails(&["recover", &sub_id, "--since", "1h"]).await;
+    assert!(out.stdout.contains("2 failed deliveries"), "{out:?}");
+    assert!(out.stderr.contains("pass --yes"), "{out:?}");
+    let done = term
+        .json(&["recover", &sub_id, "--since", "1h", "--yes"])
+        .await;
+    assert_eq!(done, json!({"recovered": 2, "dry_run": false}));
+    eventually(
+        "recovered deliveries succeed",
+        Duration::from_secs(10),
+        || async {
+            let d = term
+                .json(&[
+                    "deliveries",
+                    "list",
+                    "--sub",
+                    &sub_id,
+                    "--status",
+                    "succeeded",
+                ])
+                .await;
+            (d["data"].as_array().unwrap().len() == 3).then_some(())
+        },
+    )
+    .await;
+
+    // --data @file, --data - and --no-wait; the follow ends once delivered.
+    let file = term.home.path().join("event.json");
+    std::fs::write(&file, r#"{"conversation_id": "c1", "body": "from a file"}"#).unwrap();
+    let at_file = format!("@{}", path_str(&file));
+    let sent = term
+        .json(&["send", "message:created", "--data", &at_file])
+        .await;
+    assert_eq!(sent["event"]["payload"]["body"], "from a file");
+    assert_eq!(sent["deliveries"][0]["status"], "succeeded");
+    let out = term
+        .run_with(
+            &["send", "message:created", "--data", "-", "--no-wait"],
+            Some(r#"{"body": "from stdin"}"#),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.stdout.trim();
+    assert!(id.starts_with("evt_") && !id.contains('\n'), "{out:?}");
+    assert_eq!(
+        term.json(&["events", "get", id]).await["payload"]["body"],
+        "from stdin"
+    );
+    let out = term
+        .fails(&["send", "message:created", "--data", "[1]"])
+        .await;
+    assert!(
+        out.stderr.contains("payload: must be a JSON object"),
+        "{out:?}"
+    );
+    let out = term.fails(&["send", "thing:done", "--example"]).await;
+    assert!(out.stderr.contains("no example"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_are_pushed_configured_attached_and_their_logs_read() {
+    let s = TestServer::start().await;
+    let r = Receiver::start().await;
+    let (_, key) = s.account("A").await;
+    let term = Term::new();
+    term.login(&s, &key).await;
+    let wasm = wasmhook_plugin_artifacts::AUTO_REPLY;
+
+    let created = term
+        .json(&["plugin", "push", wasm, "--name", "auto-reply"])
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["version"], 1);
+    // The same name again: a new version of the same plugin.
+    let again = term
+        .json(&["plugin", "push", wasm, "--name", "auto-reply"])
+        .await;
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["version"], 2);
+    let out = term
+        .ok(&["plugin", "push", wasm, "--name", "auto-reply"])
+        .await;
+    assert!(
+        out.stdout.contains("Uploaded version 3 of auto-reply"),
+        "{out:?}"
+    );
+    // Not a component: the upload's own reason.
+    let not_wasm = term.home.path().join("x.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let out = term
+        .fails(&["plugin", "push", path_str(&not_wasm), "--name", "bad"])
+        .await;
+    assert!(out.stderr.contains("not a WebAssembly binary"), "{out:?}");
+
+    let list = term.json(&["plugin", "list"]).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert!(
+        term.ok(&["plugin", "list"])
+            .await
+            .stdout
+            .contains("auto-reply")
+    );
+
+    let configured = term
+        .json(&[
+            "plugin",
+            "config",
+            &id,
+            "reply_text=Thanks, we are on it",
+            "keywords=help",
+        ])
+        .await;
+    assert_eq!(
+        configured["config"],
+        json!({"reply_text": "Thanks, we are on it", "keywords": "help"})
+    );
+    let configured = term
+        .json(&["plugin", "config", &id, "--unset", "keywords"])
+        .await;
+    assert_eq!(
+        configured["config"],
+        json!({"reply_text": "Thanks, we are on it"})
+    );
+
+    // As a subscriber of message:created.
+    let sub = term
+        .json(&["plugin", "attach", &id, "--events", "message:created"])
+        .await;
+    assert_eq!(sub["plugin_id"], id.as_str());
+    assert_eq!(sub["event_types"], json!(["message:created"]));
+    // As the transform of a URL subscription.
+    let url_sub = term
+        .json(&["sub", "create", &r.url, "-e", "message:created"])
+        .await;
+    let url_sub_id = url_sub["id"].as_str().unwrap();
+    let attached = term
+        .json(&["plugin", "attach", &id, "--sub", url_sub_id])
+        .await;
+    assert_eq!(attached["transform_plugin_id"], id.as_str());
+    let sub_on_plugin = term
+        .json(&[
+            "sub",
+            "create",
+            "--plugin",
+            &id,
+            "-e",
+            "conversation:created",
+        ])
+        .await;
+    assert_eq!(sub_on_plugin["plugin_id"], id.as_str());
+    let out = term.run(&["plugin", "attach", &id]).await;
+    assert_eq!(out.code, 2, "attach needs --sub or --events: {out:?}");
+
+    // A customer message: the plugin replies (and logs it).
+    term.ok(&[
+        "send",
+        "message:created",
+        "--data",
+        r#"{"conversation_id": "c1", "text": "help please", "sender": {"id": "u1", "type": "source_contact"}}"#,
+    ])
+    .await;
+    let logs = eventually("a plugin log line", Duration::from_secs(15), || async {
+        let logs = term.json(&["plugin", "logs", &id]).await;
+        (!logs["data"].as_array().unwrap().is_empty()).then_some(logs)
+    })
+    .await;
+    assert!(logs["data"][0]["message"].is_string(), "{logs}");
+    let text = term.ok(&["plugin", "logs", &id]).await.stdout;
+    assert!(
+        text.contains(logs["data"][0]["message"].as_str().unwrap()),
+        "{text}"
+    );
+}
