@@ -490,3 +490,68 @@ async fn browser_adds_a_webhook_that_is_verified_and_receives_an_event() {
         "nothing but handshakes and checks reached the receiver that does not echo"
     );
 }
+
+/// A receiver that answers every request with the body it received (so the attempt log, which
+/// keeps the first 4 KiB of each answer, shows what was sent).
+fn echo_body(receiver: &Receiver) {
+    receiver.respond(|r, _| {
+        use axum::response::IntoResponse;
+        String::from_utf8_lossy(&r.body)
+            .into_owned()
+            .into_response()
+    });
+}
+
+/// Issue 12, lines 9, 10 and 15: uploads (refused ones show the reason), attaching a transform,
+/// Send test event, the redacted payload in the attempt log.
+#[tokio::test]
+async fn browser_uploads_pii_redactor_attaches_it_and_sees_the_redacted_test_event() {
+    if !browser::available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let (_, key) = s.account("Acme").await;
+    let receiver = Receiver::start().await;
+    echo_body(&receiver);
+    let webhook = s
+        .subscribe(
+            &key,
+            json!({"url": format!("{}/redacted", receiver.url), "event_types": ["message:created"]}),
+        )
+        .await;
+    let webhook_id = webhook["id"].as_str().unwrap().to_string();
+    let reported = browser::run(
+        "plugins",
+        &[
+            ("BASE", s.base.clone()),
+            ("KEY", key.clone()),
+            ("WEBHOOK_ID", webhook_id.clone()),
+            (
+                "PII_REDACTOR_WASM",
+                wasmhook_plugin_artifacts::PII_REDACTOR.to_string(),
+            ),
+        ],
+    )
+    .await;
+    let plugin_id = reported.str("plugin");
+    let (_, plugins) = s.get("/v1/plugins", &key).await;
+    let plugins = plugins["data"].as_array().unwrap();
+    assert_eq!(
+        plugins.len(),
+        1,
+        "the refused uploads stored nothing: {plugins:?}"
+    );
+    assert_eq!(plugins[0]["name"], "pii-redactor");
+    assert_eq!(plugins[0]["id"], plugin_id);
+    let (_, sub) = s
+        .get(&format!("/v1/subscriptions/{webhook_id}"), &key)
+        .await;
+    assert_eq!(sub["transform_plugin_id"], plugin_id);
+    let got = receiver.at("/redacted");
+    assert_eq!(got.len(), 1);
+    let text = got[0].json()["data"]["text"].as_str().unwrap().to_string();
+    assert!(
+        text.contains("[email]") && !text.contains("jane.doe@"),
+        "{text}"
+    );
+}

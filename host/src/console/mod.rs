@@ -22,6 +22,7 @@ mod forms;
 mod integrations;
 mod layout;
 mod overview;
+mod plugin_test;
 mod plugins;
 pub mod session;
 mod subscription;

@@ -1,0 +1,64 @@
+// Issue 12, lines 9-10 and 15: upload pii-redactor by the file picker → attach it as the
+// transform of a webhook → Send test event → the redacted payload is visible in the attempt log
+// (the test receiver answers with the body it received, and the attempt log keeps the first
+// 4 KiB of each answer); uploads that are not components show the API's reason inline.
+import { run, signIn, env, result, until } from "./lib.mjs";
+
+const PII = env("PII_REDACTOR_WASM");
+const WEBHOOK = env("WEBHOOK_ID");
+
+run("plugins", async (page, { step }) => {
+  await step("sign in", () => signIn(page, env("KEY")));
+
+  await step("upload garbage: the reason is shown", async () => {
+    await page.getByRole("link", { name: "Plugins" }).click();
+    await page.getByLabel("Name").fill("garbage");
+    await page.getByLabel("WebAssembly component (.wasm)").setInputFiles({
+      name: "garbage.wasm", mimeType: "application/wasm", buffer: Buffer.from("this is not wasm"),
+    });
+    await page.locator("[data-test=upload-error]").getByText("not a WebAssembly binary").waitFor();
+  });
+  await step("upload a core module: the reason says to build a component", async () => {
+    await page.getByLabel("WebAssembly component (.wasm)").setInputFiles({
+      name: "core.wasm", mimeType: "application/wasm",
+      buffer: Buffer.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]),
+    });
+    await page.locator("[data-test=upload-error]").getByText("wasm32-wasip2").waitFor();
+  });
+
+  const pluginId = await step("upload pii-redactor with the file picker", async () => {
+    await page.getByLabel("Name").fill("pii-redactor");
+    await page.getByLabel("WebAssembly component (.wasm)").setInputFiles(PII);
+    await page.waitForURL("**/console/plugins/plg_*?done=uploaded", { timeout: 60_000 });
+    await page.locator("[data-test=plugin-version]").getByText("v1").waitFor();
+    return page.url().match(/plugins\/(plg_[^?]+)/)[1];
+  });
+  result({ plugin: pluginId });
+
+  await step("attach it as the webhook's transform", async () => {
+    await page.getByLabel("As the transform of a webhook").selectOption(WEBHOOK);
+    await page.getByRole("button", { name: "Attach as transform" }).click();
+    await page.waitForURL("**?done=transform");
+    await page.locator("[data-test=plugin-attached]").getByText(WEBHOOK).waitFor();
+  });
+
+  await step("Send test event from the subscription's page", async () => {
+    await page.locator("[data-test=plugin-attached]").getByRole("link", { name: WEBHOOK }).click();
+    await page.getByLabel("Event type").selectOption("message:created");
+    await page.getByRole("button", { name: "Send test event" }).click();
+    await page.waitForURL("**/test/test_*");
+  });
+
+  await step("the redacted payload is visible in the attempt log", async () => {
+    // The page follows the delivery by itself until it settles.
+    await page.locator("[data-test=test-delivery][data-settled=true]").waitFor({ timeout: 30_000 });
+    const response = page.locator("[data-test=attempt-response]").first();
+    const text = await response.innerText();
+    if (!text.includes("[email]") || !text.includes("[phone]")) {
+      throw new Error(`the attempt log does not show the redacted payload: ${text}`);
+    }
+    if (text.includes("jane.doe@example.com")) throw new Error("the e-mail address was sent");
+    const sent = await page.locator("[data-test=test-event-payload]").innerText();
+    if (!sent.includes("jane.doe@example.com")) throw new Error("the original payload is not shown");
+  });
+});
