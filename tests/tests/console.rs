@@ -555,3 +555,137 @@ async fn browser_uploads_pii_redactor_attaches_it_and_sees_the_redacted_test_eve
         "{text}"
     );
 }
+
+const XSS_SCRIPT: &str = "<script>window.__pwned=true;alert(1)</script>";
+const XSS_IMG: &str = "\"><img src=x onerror=\"window.__pwned=true;alert(2)\">";
+const XSS_LINK: &str = "javascript:alert(3)";
+
+async fn has_stream(s: &TestServer) -> bool {
+    let (_, doc) = s
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    doc["paths"].get("/v1/stream").is_some()
+}
+
+/// Issue 12, line 3: hostile text in every place the console shows outside data.
+#[tokio::test]
+async fn browser_shows_hostile_text_as_text_on_every_screen() {
+    if !browser::available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let (_, key) = s.account("Acme").await;
+    let receiver = Receiver::start().await;
+    receiver.respond(|_, _| {
+        use axum::response::IntoResponse;
+        "<img src=x onerror=alert(4)><script>window.__pwned=true;alert(5)</script>".into_response()
+    });
+    let url = format!("{}/x?q={XSS_SCRIPT}&r={XSS_IMG}&s={XSS_LINK}", receiver.url);
+    let sub = s
+        .subscribe(
+            &key,
+            json!({"url": url, "event_types": ["message:created"],
+                   "headers": {"X-Evil": format!("{XSS_SCRIPT}{XSS_IMG}")}}),
+        )
+        .await;
+    let hostile_url =
+        "<script>window.__pwned=true;alert(6)</script>\"><img src=x onerror=alert(7)>";
+    let plugin = s
+        .plugin(
+            &key,
+            "<script>alert(8)</script>",
+            wasmhook_plugin_artifacts::HOSTILE,
+            json!({"config": {"mode": "http", "url": hostile_url}}),
+        )
+        .await;
+    let plugin_id = plugin["id"].as_str().unwrap().to_string();
+    let plugin_sub = s
+        .subscribe(
+            &key,
+            json!({"plugin_id": plugin_id, "event_types": ["message:created"]}),
+        )
+        .await;
+    s.event(
+        &key,
+        json!({"type": "message:created", "id": "javascript:alert",
+               "payload": {"text": XSS_SCRIPT, "html": XSS_IMG, "link": XSS_LINK,
+                           "conversation_id": XSS_IMG}}),
+    )
+    .await;
+    let (delivery, plugin_delivery) = eventually(
+        "both deliveries settled",
+        Duration::from_secs(20),
+        || async {
+            let (_, list) = s.get("/v1/events/javascript:alert/deliveries", &key).await;
+            let list = list["data"].as_array()?.clone();
+            let of = |sub: &serde_json::Value| {
+                list.iter()
+                    .find(|d| d["subscription_id"] == sub["id"] && d["attempts"].as_u64() > Some(0))
+                    .map(|d| d["id"].as_str().unwrap().to_string())
+            };
+            Some((of(&sub)?, of(&plugin_sub)?))
+        },
+    )
+    .await;
+    s.logs_with(&key, &plugin_id, |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("alert(7)"))
+    })
+    .await;
+    let live = if has_stream(&s).await { "1" } else { "0" };
+    browser::run(
+        "xss",
+        &[
+            ("BASE", s.base.clone()),
+            ("KEY", key.clone()),
+            ("SUB_ID", sub["id"].as_str().unwrap().to_string()),
+            ("DELIVERY_ID", delivery),
+            ("PLUGIN_DELIVERY_ID", plugin_delivery),
+            ("EVENT_ID", "javascript:alert".to_string()),
+            ("PLUGIN_ID", plugin_id),
+            ("LIVE", live.to_string()),
+        ],
+    )
+    .await;
+}
+
+/// Issue 12, line 2, in a browser: the CSRF token is required, another account's page is a 404.
+#[tokio::test]
+async fn browser_cannot_post_without_the_token_or_open_another_accounts_subscription() {
+    if !browser::available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let (_, key) = s.account("A").await;
+    let (_, other_key) = s.account("B").await;
+    let mine = s
+        .subscribe(
+            &key,
+            json!({"url": "http://127.0.0.1:9/mine", "event_types": ["*"]}),
+        )
+        .await;
+    let theirs = s
+        .subscribe(
+            &other_key,
+            json!({"url": "http://127.0.0.1:9/theirs", "event_types": ["*"]}),
+        )
+        .await;
+    browser::run(
+        "csrf",
+        &[
+            ("BASE", s.base.clone()),
+            ("KEY", key.clone()),
+            ("SUB_ID", mine["id"].as_str().unwrap().to_string()),
+            ("OTHER_SUB_ID", theirs["id"].as_str().unwrap().to_string()),
+        ],
+    )
+    .await;
+    let (status, _) = s
+        .get(
+            &format!("/v1/subscriptions/{}", mine["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(status, 200, "the forged deletes did nothing");
+}
