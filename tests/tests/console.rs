@@ -689,3 +689,54 @@ async fn browser_cannot_post_without_the_token_or_open_another_accounts_subscrip
         .await;
     assert_eq!(status, 200, "the forged deletes did nothing");
 }
+
+/// Issue 12, line 12: keys created (shown once), listed and revoked; the Airy webhook shown as
+/// the subscription it is.
+#[tokio::test]
+async fn api_keys_are_created_once_listed_and_revoked_and_the_airy_webhook_is_a_subscription() {
+    let s = TestServer::start().await;
+    let (_, key) = s.account("A").await;
+    let c = Console::sign_in(&s, &key).await;
+    let (status, html) = c.post("/console/api-keys", &[]).await;
+    assert_eq!(status, 200);
+    let marker = "data-test=\"new-api-key\">";
+    let at = html.find(marker).expect("the new key is shown") + marker.len();
+    let new_key = html[at..].split('<').next().unwrap().to_string();
+    assert!(new_key.starts_with("whk_"), "{new_key}");
+    let (status, _) = s.get("/v1/subscriptions", &new_key).await;
+    assert_eq!(status, 200);
+    let (_, html) = c.get("/console/api-keys").await;
+    assert!(!html.contains(&new_key), "shown once");
+    assert_eq!(html.matches("data-test=\"key-row\"").count(), 2);
+    let key_id = html
+        .match_indices("data-test=\"key-row\" data-id=\"")
+        .map(|(i, m)| html[i + m.len()..].split('"').next().unwrap().to_string())
+        .find(|id| html.contains(&format!("/console/api-keys/{id}/revoke")))
+        .unwrap();
+    // Revoke the other key (the one this session was not made with).
+    let (_, keys) = s.get("/v1/subscriptions", &new_key).await;
+    assert!(keys["data"].is_array());
+    let (status, _) = c
+        .post(&format!("/console/api-keys/{key_id}/revoke"), &[])
+        .await;
+    assert_eq!(status, 303);
+    let (a, _) = s.get("/v1/subscriptions", &new_key).await;
+    let (b, _) = s.get("/v1/subscriptions", &key).await;
+    assert!(a == 401 || b == 401, "one key stopped working ({a}, {b})");
+
+    let c = Console::sign_in(&s, if a == 401 { &key } else { &new_key }).await;
+    let live_key = if a == 401 { &key } else { &new_key };
+    let (_, html) = c.get("/console/api-keys").await;
+    assert!(html.contains("data-test=\"airy-none\""));
+    let (status, _) = s
+        .post(
+            "/webhooks.subscribe",
+            live_key,
+            json!({"url": "http://127.0.0.1:9/airy"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, html) = c.get("/console/api-keys").await;
+    assert!(html.contains("data-test=\"airy-webhook\""), "{html}");
+    assert!(html.contains("<code>airy</code>"));
+}

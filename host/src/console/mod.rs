@@ -20,6 +20,7 @@ mod events;
 mod examples;
 mod forms;
 mod integrations;
+mod keys;
 mod layout;
 mod overview;
 mod plugin_test;
@@ -55,6 +56,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(accounts::router())
         .merge(overview::router())
         .merge(integrations::router())
+        .merge(keys::router())
         .merge(subscription::router())
         .merge(events::router())
         .merge(plugins::router(&state.config))
