@@ -740,3 +740,153 @@ async fn api_keys_are_created_once_listed_and_revoked_and_the_airy_webhook_is_a_
     assert!(html.contains("data-test=\"airy-webhook\""), "{html}");
     assert!(html.contains("<code>airy</code>"));
 }
+
+/// Takes the README's screenshots into `docs/` (run by hand:
+/// `cargo test -p wasmhook-tests --test console docs_screenshots -- --ignored`).
+#[tokio::test]
+#[ignore]
+async fn docs_screenshots() {
+    assert!(browser::available(), "the screenshots need the browser");
+    let s = TestServer::start().await;
+    let (_, key) = s.account("Acme support").await;
+    let good = Receiver::start().await;
+    echo_challenge(&good);
+    let bad = Receiver::start().await;
+    bad.status(404);
+    let pii = s
+        .plugin(
+            &key,
+            "pii-redactor",
+            wasmhook_plugin_artifacts::PII_REDACTOR,
+            serde_json::Value::Null,
+        )
+        .await;
+    let pii_id = pii["id"].as_str().unwrap().to_string();
+    s.subscribe(
+        &key,
+        json!({"url": format!("{}/webhooks/support", good.url),
+        "event_types": ["message:created", "conversation:created"], "verify": true,
+        "transform_plugin_id": pii_id}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"url": format!("{}/papercups/webhook", good.url), "format": "papercups",
+        "event_types": ["*"]}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"url": format!("{}/old-endpoint", bad.url), "verify": true,
+        "event_types": ["conversation:updated"]}),
+    )
+    .await;
+    s.subscribe(
+        &key,
+        json!({"url": format!("{}/crm", good.url), "event_types": ["conversation:updated"]}),
+    )
+    .await;
+    for i in 0..3 {
+        s.event(
+            &key,
+            json!({"type": "message:created", "payload": {"conversation_id": "c-1",
+            "text": format!("Hello {i}, mail me at a@b.example")}}),
+        )
+        .await;
+        s.event(&key, json!({"type": "conversation:updated", "payload": {"conversation_id": "c-1", "status": "open"}}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    std::fs::create_dir_all(&out).unwrap();
+    browser::run(
+        "screenshots",
+        &[
+            ("BASE", s.base.clone()),
+            ("KEY", key.clone()),
+            ("OUT_DIR", out.display().to_string()),
+            ("PLUGIN_ID", pii_id),
+            ("VIEWPORT_WIDTH", "1100".to_string()),
+            ("NARROW", std::env::var("NARROW").unwrap_or_default()),
+        ],
+    )
+    .await;
+}
+
+/// Issue 12, lines 7 and 8: filters, the event page (payload, causation, deliveries), Live.
+#[tokio::test]
+async fn browser_filters_events_follows_causation_and_sees_new_ones_live() {
+    if !browser::available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let (_, key) = s.account("Acme").await;
+    let receiver = Receiver::start().await;
+    let sub = s
+        .subscribe(
+            &key,
+            json!({"url": format!("{}/all", receiver.url), "event_types": ["*"]}),
+        )
+        .await;
+    let plugin = s
+        .plugin(
+            &key,
+            "auto-reply",
+            wasmhook_plugin_artifacts::AUTO_REPLY,
+            serde_json::Value::Null,
+        )
+        .await;
+    let plugin_id = plugin["id"].as_str().unwrap().to_string();
+    s.subscribe(
+        &key,
+        json!({"plugin_id": plugin_id, "event_types": ["message:created"]}),
+    )
+    .await;
+    s.event(&key, json!({"type": "message:created", "id": "customer-message-1", "payload": {
+        "conversation_id": "conv-a", "text": "Hello?", "sender": {"id": "u1", "type": "source_contact"}}}))
+        .await;
+    for (t, conv) in [
+        ("conversation:created", "conv-b"),
+        ("conversation:updated", "conv-b"),
+        ("conversation:updated", "conv-c"),
+    ] {
+        s.event(
+            &key,
+            json!({"type": t, "payload": {"conversation_id": conv}}),
+        )
+        .await;
+    }
+    let reply = eventually("the plugin's reply", Duration::from_secs(20), || async {
+        let (_, list) = s.get("/v1/events?type=message:created", &key).await;
+        list["data"]
+            .as_array()?
+            .iter()
+            .find(|e| e["causation"].is_object())
+            .cloned()
+    })
+    .await;
+    let live = if has_stream(&s).await { "1" } else { "0" };
+    let reported = browser::run(
+        "events",
+        &[
+            ("BASE", s.base.clone()),
+            ("KEY", key.clone()),
+            ("PLUGIN_ID", plugin_id.clone()),
+            ("SUB_ID", sub["id"].as_str().unwrap().to_string()),
+            ("LIVE", live.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(reported.str("reply"), reply["id"].as_str().unwrap());
+    assert_eq!(reply["causation"]["event_id"], "customer-message-1");
+    assert_eq!(reply["causation"]["plugin_id"], plugin_id);
+    if live == "1" {
+        let ms = reported.0["live_ms"].as_u64().unwrap();
+        assert!(
+            ms < 1000,
+            "a new event appeared {ms} ms after it was posted"
+        );
+        let (status, _) = s.get("/v1/events/live-1", &key).await;
+        assert_eq!(status, 200);
+    }
+}

@@ -170,9 +170,9 @@ fn table(subs: &[Subscription], latest: &HashMap<String, Delivery>, csrf: &str) 
                     tbody {
                         @for sub in subs {
                             tr data-test="subscription-row" data-id=(sub.id) {
-                                td.wrap data-label="Target" {
+                                td.wrap.target data-label="Target" {
                                     (target(sub))
-                                    div { a href={ "/console/subscriptions/" (seg(&sub.id)) } data-test="open-subscription" { (sub.id) } }
+                                    div.small { a href={ "/console/subscriptions/" (seg(&sub.id)) } data-test="open-subscription" { (sub.id) } }
                                 }
                                 td data-label="Event types" data-test="sub-event-types" { (sub.event_types.join(", ")) }
                                 td data-label="Format" data-test="sub-format" {
