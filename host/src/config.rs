@@ -102,6 +102,12 @@ pub struct Config {
     )]
     pub allow_network: Vec<IpNet>,
 
+    /// Webhook checks (`POST /v1/webhook-checks`) an account may run per minute; a burst of this
+    /// many is allowed, then one more every `60 s / N`.
+    #[arg(long, env = "WASMHOOK_WEBHOOK_CHECKS_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_checks_per_minute: u32,
+
     /// Largest accepted plugin upload, in bytes.
     #[arg(long, env = "WASMHOOK_MAX_PLUGIN_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_plugin_bytes: usize,
@@ -165,5 +171,6 @@ mod tests {
         assert_eq!(c.circuit_breaker_cooldown, Duration::from_secs(30));
         assert_eq!(c.retry_schedule.0.len(), 7);
         assert_eq!(c.disable_after, Duration::from_secs(5 * 86_400));
+        assert_eq!(c.webhook_checks_per_minute, 10);
     }
 }

@@ -40,6 +40,14 @@ pub enum ApiError {
     /// The body's content type is not accepted.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The caller used up its quota for this endpoint; `Retry-After` says when to come back.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was exceeded.
+        message: String,
+        /// When a new request will be accepted.
+        retry_after: std::time::Duration,
+    },
     /// The server is shutting down or the database is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -68,6 +76,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -102,7 +111,16 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            // Whole seconds, rounded up: coming back at the stated time always succeeds.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(secs.max(1)),
+            );
+        }
+        response
     }
 }
 

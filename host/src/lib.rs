@@ -22,6 +22,7 @@ pub mod plugins;
 pub mod state;
 pub mod store;
 pub mod subscriptions;
+pub mod throttle;
 
 use std::future::Future;
 use std::path::Path;
@@ -82,6 +83,10 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     );
     let loaded = plugins.load_all(&store).await.context("loading plugins")?;
     tracing::info!(plugins = loaded, "plugins loaded");
+    let webhook_checks = throttle::TokenBuckets::new(
+        config.webhook_checks_per_minute,
+        std::time::Duration::from_secs(60),
+    );
     Ok(AppState::new(state::Shared {
         store,
         config: Arc::new(config),
@@ -92,6 +97,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         dispatcher_wake: Default::default(),
         http,
         plugins,
+        webhook_checks,
     }))
 }
 

@@ -10,6 +10,7 @@ use crate::delivery::netpolicy::NetPolicy;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::store::Store;
+use crate::throttle::TokenBuckets;
 
 /// Shared server state: one pointer, so a clone (per request, per invocation) is one atomic
 /// increment rather than one per part.
@@ -51,6 +52,8 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// The WebAssembly plugin runtime.
     pub plugins: Arc<PluginRuntime>,
+    /// Webhook checks left per account.
+    pub webhook_checks: TokenBuckets,
 }
 
 impl AppState {

@@ -51,6 +51,28 @@ pub fn new_secret() -> String {
 /// Checks a delivery URL: http(s), at most 2048 characters, a host, and, when the host is a
 /// literal address, one the network policy permits.
 pub fn validate_url(raw: &str, policy: &NetPolicy) -> Result<(), ApiError> {
+    let literal: Option<IpAddr> = match parse_url(raw)?.host() {
+        Some(url::Host::Ipv4(v4)) => Some(v4.into()),
+        Some(url::Host::Ipv6(v6)) => Some(v6.into()),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && !policy.permits(ip)
+    {
+        return Err(ApiError::BadRequest {
+            code: "url_not_allowed",
+            message: format!(
+                "url: {ip} is an internal address, refused by the network policy \
+                     (an operator can open it with --allow-network)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the shape of a delivery URL (http(s), at most 2048 characters, a host, no
+/// credentials), not where it points.
+pub fn parse_url(raw: &str) -> Result<url::Url, ApiError> {
     if raw.len() > MAX_URL_LEN {
         return Err(ApiError::invalid(format!(
             "url: longer than {MAX_URL_LEN} characters"
@@ -65,24 +87,10 @@ pub fn validate_url(raw: &str, policy: &NetPolicy) -> Result<(), ApiError> {
             "url: credentials in the URL are not accepted; use headers",
         ));
     }
-    let literal: Option<IpAddr> = match url.host() {
-        None => return Err(ApiError::invalid("url: a host is required")),
-        Some(url::Host::Ipv4(v4)) => Some(v4.into()),
-        Some(url::Host::Ipv6(v6)) => Some(v6.into()),
-        Some(url::Host::Domain(_)) => None,
-    };
-    if let Some(ip) = literal
-        && !policy.permits(ip)
-    {
-        return Err(ApiError::BadRequest {
-            code: "url_not_allowed",
-            message: format!(
-                "url: {ip} is an internal address, refused by the network policy \
-                     (an operator can open it with --allow-network)"
-            ),
-        });
+    if url.host().is_none() {
+        return Err(ApiError::invalid("url: a host is required"));
     }
-    Ok(())
+    Ok(url)
 }
 
 /// Checks an event-type filter: non-empty, each a valid type or `*`.

@@ -14,6 +14,7 @@ mod messages;
 mod ops;
 pub mod plugins;
 pub mod subscriptions;
+mod webhook_checks;
 
 use std::time::Instant;
 
@@ -62,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .merge(messages::router())
         .merge(airy::router())
         .merge(plugins::router(&config))
+        .merge(webhook_checks::router())
         .merge(ops::router())
         .split_for_parts();
     router

@@ -1,6 +1,7 @@
 //! The delivery engine: claims due deliveries from the outbox, hands each to its subscriber,
 //! and settles the outcome (attempt log, retry schedule, dead letters, auto-disable).
 
+pub mod check;
 pub mod dispatcher;
 pub mod formats;
 pub mod http;
