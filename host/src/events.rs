@@ -168,9 +168,23 @@ pub fn prepare(
     })
 }
 
-/// Stores events (all or none), counts them and wakes the dispatcher.
+/// Stores events (all or none), counts them, publishes them to the live feed and wakes the
+/// dispatcher.
 pub async fn ingest(state: &AppState, events: Vec<NewEvent>) -> Result<Vec<Ingested>, ApiError> {
+    // The stored events do not name their account; keep it for those someone watches live.
+    let watched: Vec<Option<String>> = events
+        .iter()
+        .map(|e| {
+            let account = &e.account_id;
+            state.live.is_listened_to(account).then(|| account.clone())
+        })
+        .collect();
     let stored = state.store.ingest(events).await?;
+    for (i, account) in stored.iter().zip(&watched) {
+        if let (false, Some(account)) = (i.replayed, account) {
+            state.live.event(account, &i.event);
+        }
+    }
     let fresh = stored.iter().filter(|i| !i.replayed).count();
     state.metrics.events_ingested.inc_by(fresh as u64);
     if stored.iter().any(|i| i.deliveries > 0) {

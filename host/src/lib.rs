@@ -14,6 +14,7 @@ pub mod console;
 pub mod delivery;
 pub mod error;
 pub mod events;
+pub mod live;
 pub mod examples;
 pub mod messages;
 pub mod metrics;
@@ -50,6 +51,12 @@ pub async fn run(
     let stop_delivery = CancellationToken::new();
     let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
     tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
+    // Streams never end by themselves: the feed closes them, so the shutdown can finish.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close();
+    };
     let app = api::app(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -75,11 +82,18 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let net_policy = Arc::new(NetPolicy::new(config.allow_network.clone()));
     let http = delivery::http::client(net_policy.clone(), config.delivery_timeout);
     let metrics: Arc<metrics::Metrics> = Default::default();
+    let live: Arc<live::LiveFeed> = Default::default();
     // Every delivery in flight may hold one plugin instance; the margin covers uploads' checks.
     let instances = config.delivery_concurrency as u32 + 64;
     let plugins = Arc::new(
-        PluginRuntime::new(&config.data_dir, instances, metrics.clone(), store.clone())
-            .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e:#}"))?,
+        PluginRuntime::new(
+            &config.data_dir,
+            instances,
+            metrics.clone(),
+            store.clone(),
+            live.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e:#}"))?,
     );
     let loaded = plugins.load_all(&store).await.context("loading plugins")?;
     tracing::info!(plugins = loaded, "plugins loaded");
@@ -97,6 +111,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         dispatcher_wake: Default::default(),
         http,
         plugins,
+        live,
         webhook_checks,
     }))
 }

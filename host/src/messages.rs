@@ -132,6 +132,7 @@ pub async fn send(
         Ok((message, ingested)) => {
             state.metrics.events_ingested.inc();
             if ingested.deliveries > 0 {
+            state.live.event(account_id, &ingested.event);
                 state.wake_dispatcher();
             }
             Ok(message)

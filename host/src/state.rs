@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 use crate::auth::KeyCache;
 use crate::config::Config;
 use crate::delivery::netpolicy::NetPolicy;
+use crate::live::LiveFeed;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::store::Store;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// The WebAssembly plugin runtime.
     pub plugins: Arc<PluginRuntime>,
+    /// What happens as it happens, for `/v1/stream`; published to after each commit.
+    pub live: Arc<LiveFeed>,
     /// Webhook checks left per account.
     pub webhook_checks: TokenBuckets,
 }

@@ -5,6 +5,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::auth::{hash, same_hash};
+use crate::clock::now_ms;
+use crate::console::session::{COOKIE, cookie};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -47,6 +49,37 @@ impl FromRequestParts<AppState> for AccountId {
                 Ok(AccountId(account))
             }
             None => Err(ApiError::Unauthorized("invalid or revoked API key".into())),
+        }
+    }
+}
+
+/// The account of a request that only reads: an API key, or else the web console's session
+/// cookie, so the console's `EventSource` (which cannot send headers) can read `/v1/stream`.
+///
+/// Only for GET endpoints: the cookie is `SameSite=Strict` and no CORS headers are sent, so
+/// another site can neither send it nor read the answer, but a cookie-authenticated request
+/// that changed something would need the console's CSRF check.
+pub struct ReadingAccount(pub String);
+
+impl FromRequestParts<AppState> for ReadingAccount {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = AccountId::from_request_parts(parts, state).await;
+        let (Err(refused), Some(token)) = (&key, cookie(&parts.headers, COOKIE)) else {
+            return key.map(|AccountId(a)| ReadingAccount(a));
+        };
+        // An API key that was given but is wrong stays refused; only its absence defers to the cookie.
+        if parts.headers.contains_key(http::header::AUTHORIZATION) {
+            return Err(ApiError::Unauthorized(refused.to_string()));
+        }
+        match state.store.console_session(hash(token), now_ms()).await? {
+            Some(session) => session.account_id.map(ReadingAccount).ok_or_else(|| {
+                ApiError::Unauthorized("an admin session has no account to read".into())
+            }),
+            None => Err(ApiError::Unauthorized(
+                "the console session has expired; sign in again".into(),
+            )),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod extract;
 mod messages;
 mod ops;
 pub mod plugins;
+mod stream;
 pub mod subscriptions;
 mod webhook_checks;
 
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .merge(airy::router())
         .merge(plugins::router(&config))
         .merge(webhook_checks::router())
+        .merge(stream::router())
         .merge(ops::router())
         .split_for_parts();
     router

@@ -24,6 +24,7 @@ use super::subscriber::deliver;
 use super::{AttemptOutcome, Verdict};
 use crate::breaker::{Policy, Signal};
 use crate::clock::{new_id, now_ms, rfc3339};
+use crate::live::AttemptSettled;
 use crate::model::{Attempt, DeliveryStatus, Subscription};
 use crate::state::AppState;
 use crate::store::claims::{ClaimRequest, Claimed, Outcome, Settled};
@@ -182,9 +183,7 @@ fn breaker_signal(sub: &Subscription, outcome: &AttemptOutcome) -> Option<Signal
         Verdict::Filtered(_) => None,
         Verdict::Failed { kind, .. } => match kind.as_str() {
             "timeout" | "connect" | "dns" | "tls" => Some(Signal::Failing),
-            "http_status" if outcome.status_code.is_some_and(|c| c >= 500) => {
-                Some(Signal::Failing)
-            }
+            "http_status" if outcome.status_code.is_some_and(|c| c >= 500) => Some(Signal::Failing),
             "http_status" => Some(Signal::Healthy),
             _ => None,
         },
@@ -251,6 +250,23 @@ async fn record(
             }
         }
     };
+    // Kept for the live feed, only when someone watches this account.
+    let account = &work.subscription.account_id;
+    let settled = state.live.is_listened_to(account).then(|| AttemptSettled {
+        delivery_id: work.delivery.id.clone(),
+        event_id: work.event.id.clone(),
+        event_type: work.event.event_type.clone(),
+        subscription_id: work.subscription.id.clone(),
+        attempt: attempts,
+        status,
+        outcome: label.to_string(),
+        status_code: attempt.status_code,
+        error_kind: attempt.error_kind.clone(),
+        error_message: attempt.error_message.clone(),
+        duration_ms,
+        attempted_at: started_at,
+        next_attempt_at,
+    });
     let outcome = Outcome {
         delivery_seq: work.delivery.seq,
         token: work.token,
@@ -274,6 +290,12 @@ async fn record(
     let failing_since = match committed.await {
         Ok(Settled::Recorded { failing_since }) => {
             state.metrics.delivery(label);
+            if let Some(settled) = settled {
+                let sub = &work.subscription;
+                let plugins = [&sub.plugin_id, &sub.transform_plugin_id];
+                let plugins = plugins.into_iter().flatten().cloned().collect();
+                state.live.attempt(account, &settled, plugins);
+            }
             failing_since
         }
         Ok(Settled::LeaseLost) => {
@@ -328,12 +350,13 @@ async fn disable_subscription(state: &AppState, sub: &Subscription, reason: Stri
         .disable_subscription(sub.seq, reason.clone(), build, now)
         .await
     {
-        Ok(true) => {
+        Ok(Some(event)) => {
             tracing::warn!(subscription = %sub.id, %reason, "subscription disabled");
+            state.live.event(&sub.account_id, &event);
             state.metrics.events_ingested.inc();
             state.wake_dispatcher();
         }
-        Ok(false) => {}
+        Ok(None) => {}
         Err(e) => {
             tracing::error!(error = %e, subscription = %sub.id, "disabling a subscription failed")
         }

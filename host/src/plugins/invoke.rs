@@ -163,7 +163,7 @@ impl PluginRuntime {
             logs.push_always(LogLevel::Error, e.message.clone());
         }
         // Logs are diagnostics, not part of the delivery: written in batches, off the hot path.
-        self.logs.send(plugin_id, logs.lines);
+        self.logs.send(&plugin.account_id, plugin_id, logs.lines);
         result
     }
 }

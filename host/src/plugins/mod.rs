@@ -52,6 +52,7 @@ impl PluginRuntime {
         instances: u32,
         metrics: Arc<Metrics>,
         store: crate::store::Store,
+        live: Arc<crate::live::LiveFeed>,
     ) -> wasmtime::Result<PluginRuntime> {
         let engine = engine::new(instances)?;
         let mut linker = Linker::new(&engine);
@@ -69,7 +70,7 @@ impl PluginRuntime {
             dir: data_dir.join("plugins"),
             engine_hash,
             metrics,
-            logs: logsink::LogSink::start(store),
+            logs: logsink::LogSink::start(store, live),
         })
     }
 }

@@ -11,7 +11,9 @@ use super::events::NewEvent;
 use super::subscriptions::Match;
 use super::{OptionalRow, Page, Store, StoreError};
 use crate::clock::new_id;
-use crate::model::{Attempt, Causation, Delivery, DeliveryOrdering, DeliveryStatus, Subscription};
+use crate::model::{
+    Attempt, Causation, Delivery, DeliveryOrdering, DeliveryStatus, Event, Subscription,
+};
 
 /// Plugins are not given events caused deeper than this many plugin hops.
 pub const MAX_PLUGIN_DEPTH: u32 = 8;
@@ -261,25 +263,25 @@ impl Store {
         .await
     }
 
-    /// Disables a subscription (if not already) and records `event` in the same transaction.
+    /// Disables a subscription (if not already) and records `event` in the same transaction;
+    /// returns the event recorded, or `None` when it was disabled already.
     pub async fn disable_subscription(
         &self,
         subscription_seq: i64,
         reason: String,
         event: impl FnOnce(&Subscription) -> NewEvent + Send + 'static,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Event>, StoreError> {
         self.write(move |tx| {
             let sub = super::subscriptions::get_by_seq(tx, subscription_seq)?;
             if sub.status == crate::model::SubscriptionStatus::Disabled {
-                return Ok(false);
+                return Ok(None);
             }
             tx.execute(
                 "UPDATE subscriptions SET status = 'disabled', status_reason = ?2, updated_at = ?3 WHERE seq = ?1",
                 params![subscription_seq, reason, now],
             )?;
-            super::events::insert(tx, event(&sub))?;
-            Ok(true)
+            Ok(Some(super::events::insert(tx, event(&sub))?.event))
         })
         .await
     }
