@@ -1,11 +1,17 @@
 //! Per-event cost of a plugin through the host's real invocation path, next to two baselines
 //! measured in the same run: the same logic compiled natively, and the bare floor (the same
 //! component instantiated and called by a minimal wasmtime loop with nothing of wasmhook).
+//! `host_path` runs with the server's own `PluginServices` (store, messages, log writer);
+//! `host_path_stub_services` runs the same runtime without any server, its host calls answered
+//! by a stub `PluginServices`: the runtime's own cost.
 //!
 //! Run with `cargo bench -p wasmhook --bench plugin_invoke` (or `scripts/bench`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -15,9 +21,14 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use wasmhook::clock::{new_id, now_ms, rfc3339};
-use wasmhook::model::{Plugin, PluginLimits};
+use wasmhook::delivery::netpolicy::NetPolicy;
+use wasmhook::model::{Plugin, PluginLimits, PluginLogLine};
+use wasmhook::plugins::PluginRuntime;
 use wasmhook::plugins::bindings::{self, PluginPre};
 use wasmhook::plugins::invoke::{Input, to_wit};
+use wasmhook::plugins::services::{
+    KvLimits, KvResult, Outgoing, PluginServices, SendRefusal, Unavailable,
+};
 use wasmhook::store::events::NewEvent;
 use wasmhook_plugin_artifacts as artifacts;
 use wasmhook_plugin_sdk::Plugin as _;
@@ -110,6 +121,39 @@ mod floor_sync_impl {
 mod floor_async_impl {
     use super::Floor;
     floor_host!(wasmhook::plugins::bindings, async;);
+}
+
+/// The stub services of `host_path_stub_services`: the floors' no-op answers, through the trait.
+struct StubServices;
+
+#[async_trait]
+impl PluginServices for StubServices {
+    async fn send_message(&self, _: Outgoing) -> Result<String, SendRefusal> {
+        Ok("m".into())
+    }
+    async fn kv_get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+        Ok(None)
+    }
+    async fn kv_set(&self, _: &str, _: &str, _: Vec<u8>, _: KvLimits) -> KvResult<()> {
+        Ok(Ok(()))
+    }
+    async fn kv_delete(&self, _: &str, _: &str) -> Result<(), Unavailable> {
+        Ok(())
+    }
+    async fn kv_increment(&self, _: &str, _: &str, delta: i64, _: KvLimits) -> KvResult<i64> {
+        Ok(Ok(delta))
+    }
+    async fn kv_set_if(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<Vec<u8>>,
+        _: Vec<u8>,
+        _: KvLimits,
+    ) -> KvResult<bool> {
+        Ok(Ok(true))
+    }
+    fn plugin_logs(&self, _: &str, _: &str, _: Vec<PluginLogLine>) {}
 }
 
 fn floor_pre_sync(engine: &wasmtime::Engine, path: &str) -> sync_floor::PluginPre<Floor> {
@@ -217,7 +261,56 @@ fn bench_plugin(
                 attempt: 1,
             };
             let (state, plugin_id) = (&state, &plugin_id);
-            async move { state.plugins.invoke(state, plugin_id, input).await.unwrap() }
+            async move {
+                state
+                    .plugins
+                    .invoke(state.plugin_services(), plugin_id, input)
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+
+    // The same runtime with no server: a plugin compiled apart, a stub behind the trait.
+    let runtime = PluginRuntime::new(
+        &tmp.path().join("no-server"),
+        16,
+        Default::default(),
+        Arc::new(NetPolicy::new(vec![])),
+    )
+    .unwrap();
+    let alone = Plugin {
+        id: new_id("plg"),
+        account_id: "acc".into(),
+        name: name.into(),
+        config: config.clone(),
+        allowed_hosts: vec![],
+        limits: PluginLimits::default(),
+        log_level: Default::default(),
+        version: 1,
+        created_at: now_ms(),
+        updated_at: now_ms(),
+    };
+    let alone = Arc::new(
+        runtime
+            .load_local(&alone, &std::fs::read(path).unwrap())
+            .unwrap(),
+    );
+    let stub: Arc<dyn PluginServices> = Arc::new(StubServices);
+    group.bench_function("host_path_stub_services", |b| {
+        b.to_async(&rt).iter(|| {
+            let input = Input {
+                event: &event,
+                subscription_id: "sub",
+                attempt: 1,
+            };
+            let (runtime, alone, stub) = (&runtime, &alone, &stub);
+            async move {
+                runtime
+                    .invoke_loaded(stub.clone(), alone.clone(), input)
+                    .await
+                    .unwrap()
+            }
         })
     });
 

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::ApiError;
 use crate::model::{Causation, Message, Sender};
-use crate::state::AppState;
+use crate::state::Shared;
 use crate::store::StoreError;
 use crate::store::events::NewEvent;
 
@@ -56,27 +56,29 @@ impl From<SendError> for ApiError {
     }
 }
 
+/// Checks a message before anything is stored: the reason is for the sender.
+pub fn validate(conversation_id: &str, text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("text: must not be empty".into());
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(format!("text: longer than {MAX_TEXT_BYTES} bytes"));
+    }
+    if conversation_id.is_empty() || conversation_id.len() > 256 {
+        return Err("conversation_id: 1 to 256 characters".into());
+    }
+    Ok(())
+}
+
 /// Stores a message and its `message:created` event, and wakes delivery.
 pub async fn send(
-    state: &AppState,
+    state: &Shared,
     account_id: &str,
     conversation_id: String,
     text: String,
     origin: Origin,
 ) -> Result<Message, SendError> {
-    if text.trim().is_empty() {
-        return Err(SendError::Invalid("text: must not be empty".into()));
-    }
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(SendError::Invalid(format!(
-            "text: longer than {MAX_TEXT_BYTES} bytes"
-        )));
-    }
-    if conversation_id.is_empty() || conversation_id.len() > 256 {
-        return Err(SendError::Invalid(
-            "conversation_id: 1 to 256 characters".into(),
-        ));
-    }
+    validate(&conversation_id, &text).map_err(SendError::Invalid)?;
     let account = account_id.to_string();
     let conv_id = conversation_id.clone();
     let result = state
@@ -132,7 +134,6 @@ pub async fn send(
         Ok((message, ingested)) => {
             state.metrics.events_ingested.inc();
             if ingested.deliveries > 0 {
-            state.live.event(account_id, &ingested.event);
                 state.wake_dispatcher();
             }
             Ok(message)

@@ -7,11 +7,10 @@ use tokio::sync::Notify;
 use crate::auth::KeyCache;
 use crate::config::Config;
 use crate::delivery::netpolicy::NetPolicy;
-use crate::live::LiveFeed;
 use crate::metrics::Metrics;
-use crate::plugins::PluginRuntime;
+use crate::plugins::logsink::LogSink;
+use crate::plugins::{PluginRuntime, PluginServices};
 use crate::store::Store;
-use crate::throttle::TokenBuckets;
 
 /// Shared server state: one pointer, so a clone (per request, per invocation) is one atomic
 /// increment rather than one per part.
@@ -22,6 +21,12 @@ impl AppState {
     /// Wraps the parts.
     pub fn new(shared: Shared) -> AppState {
         AppState(Arc::new(shared))
+    }
+
+    /// The server as the plugin runtime sees it (`crate::plugin_services`): one pointer, so an
+    /// invocation costs one atomic increment.
+    pub fn plugin_services(&self) -> Arc<dyn PluginServices> {
+        self.0.clone()
     }
 }
 
@@ -53,13 +58,11 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// The WebAssembly plugin runtime.
     pub plugins: Arc<PluginRuntime>,
-    /// What happens as it happens, for `/v1/stream`; published to after each commit.
-    pub live: Arc<LiveFeed>,
-    /// Webhook checks left per account.
-    pub webhook_checks: TokenBuckets,
+    /// Where plugins' log lines are written, in batches.
+    pub plugin_logs: LogSink,
 }
 
-impl AppState {
+impl Shared {
     /// Tells the dispatcher that new deliveries are due, so it does not wait for its next poll.
     pub fn wake_dispatcher(&self) {
         self.dispatcher_wake.notify_one();

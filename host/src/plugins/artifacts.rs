@@ -147,6 +147,14 @@ impl PluginRuntime {
         Ok((pre, v))
     }
 
+    /// Validates and compiles a component to run here only: nothing is stored or registered
+    /// (a run without a server, benchmarks). Blocking: compiling takes a while.
+    pub fn load_local(&self, plugin: &Plugin, wasm: &[u8]) -> Result<LoadedPlugin, PluginError> {
+        check_header(wasm)?;
+        let component = self.compile(wasm)?;
+        Ok(LoadedPlugin::new(plugin, self.pre(&component)?))
+    }
+
     /// Uploads a new plugin.
     pub async fn create(
         self: &Arc<Self>,

@@ -2,6 +2,9 @@
 //! functions of the WIT (`send-message`, `log`, `config-get`, the key-value store with its
 //! atomic `increment` and `set-if`), plus WASI
 //! and an outgoing `wasi:http` that only reaches the plugin's allowed hosts.
+//!
+//! The limits are checked here; what leaves the sandbox goes through [`PluginServices`], never
+//! to the server's state directly.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,12 +18,12 @@ use super::bindings::{host, kv, types};
 use super::limits::{Limits, MemoryLimiter};
 use super::outgoing::HttpPolicy;
 use super::registry::LoadedPlugin;
+use super::services::{
+    HttpRequest, KvLimits, KvRefusal, Outgoing, PluginServices, SendRefusal, Unavailable,
+};
 use crate::clock::now_ms;
 use crate::events::caused_by;
-use crate::messages::{self, Origin};
 use crate::model::{LogLevel as ModelLevel, PluginLogLine};
-use crate::state::AppState;
-use crate::store::plugins::{KvLimits, KvRefusal};
 
 const MAX_KEY_BYTES: usize = 512;
 
@@ -83,7 +86,7 @@ impl LogBuffer {
 
 /// Everything one invocation's host calls need.
 pub struct CallContext {
-    pub(crate) app: AppState,
+    pub(crate) services: Arc<dyn PluginServices>,
     pub(crate) plugin: Arc<LoadedPlugin>,
     pub(crate) limits: Limits,
     pub(crate) depth: u32,
@@ -139,12 +142,17 @@ impl host::Host for HostState {
             return Err(SendError::LimitExceeded(limit));
         }
         c.sends += 1;
-        let origin = Origin::Plugin(caused_by(&c.plugin.id, c.logs.event_id(), c.depth));
-        match messages::send(&c.app, &c.plugin.account_id, conversation_id, text, origin).await {
-            Ok(message) => Ok(message.id),
-            Err(messages::SendError::UnknownConversation(_)) => Err(SendError::UnknownConversation),
-            Err(messages::SendError::Invalid(m)) => Err(SendError::Invalid(m)),
-            Err(messages::SendError::Store(e)) => Err(SendError::Unavailable(e.to_string())),
+        let message = Outgoing {
+            account_id: c.plugin.account_id.clone(),
+            conversation_id,
+            text,
+            causation: caused_by(&c.plugin.id, c.logs.event_id(), c.depth),
+        };
+        match c.services.send_message(message).await {
+            Ok(id) => Ok(id),
+            Err(SendRefusal::UnknownConversation) => Err(SendError::UnknownConversation),
+            Err(SendRefusal::Invalid(m)) => Err(SendError::Invalid(m)),
+            Err(SendRefusal::Unavailable(e)) => Err(SendError::Unavailable(e.0)),
         }
     }
 
@@ -189,6 +197,10 @@ fn kv_limits(limits: &Limits) -> KvLimits {
     }
 }
 
+fn unavailable(e: Unavailable) -> KvError {
+    KvError::Unavailable(e.0)
+}
+
 fn kv_refusal(refusal: KvRefusal) -> KvError {
     match refusal {
         KvRefusal::TooManyKeys(n) => KvError::TooManyKeys(n),
@@ -204,11 +216,10 @@ impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_key(&key)?;
         let c = &self.call;
-        c.app
-            .store
-            .kv_get(c.plugin.id.clone(), key)
+        c.services
+            .kv_get(&c.plugin.id, &key)
             .await
-            .map_err(|e| KvError::Unavailable(e.to_string()))
+            .map_err(unavailable)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
@@ -218,41 +229,38 @@ impl kv::Host for HostState {
             return Err(KvError::ValueTooLarge(c.limits.kv_value_bytes as u64));
         }
         match c
-            .app
-            .store
-            .kv_set(c.plugin.id.clone(), key, value, kv_limits(&c.limits))
+            .services
+            .kv_set(&c.plugin.id, &key, value, kv_limits(&c.limits))
             .await
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(refusal)) => Err(kv_refusal(refusal)),
-            Err(e) => Err(KvError::Unavailable(e.to_string())),
+            Err(e) => Err(unavailable(e)),
         }
     }
 
     async fn delete(&mut self, key: String) -> Result<(), KvError> {
         check_key(&key)?;
         let c = &self.call;
-        c.app
-            .store
-            .kv_delete(c.plugin.id.clone(), key)
+        c.services
+            .kv_delete(&c.plugin.id, &key)
             .await
-            .map_err(|e| KvError::Unavailable(e.to_string()))
+            .map_err(unavailable)
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, IncrementError> {
         check_key(&key).map_err(IncrementError::Kv)?;
         let c = &self.call;
         match c
-            .app
-            .store
-            .kv_increment(c.plugin.id.clone(), key, delta, kv_limits(&c.limits))
+            .services
+            .kv_increment(&c.plugin.id, &key, delta, kv_limits(&c.limits))
             .await
         {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(KvRefusal::NotANumber)) => Err(IncrementError::NotANumber),
             Ok(Err(KvRefusal::Overflow)) => Err(IncrementError::Overflow),
             Ok(Err(refusal)) => Err(IncrementError::Kv(kv_refusal(refusal))),
-            Err(e) => Err(IncrementError::Kv(KvError::Unavailable(e.to_string()))),
+            Err(e) => Err(IncrementError::Kv(unavailable(e))),
         }
     }
 
@@ -268,26 +276,29 @@ impl kv::Host for HostState {
             return Err(KvError::ValueTooLarge(c.limits.kv_value_bytes as u64));
         }
         match c
-            .app
-            .store
-            .kv_set_if(
-                c.plugin.id.clone(),
-                key,
-                expected,
-                value,
-                kv_limits(&c.limits),
-            )
+            .services
+            .kv_set_if(&c.plugin.id, &key, expected, value, kv_limits(&c.limits))
             .await
         {
             Ok(Ok(stored)) => Ok(stored),
             Ok(Err(refusal)) => Err(kv_refusal(refusal)),
-            Err(e) => Err(KvError::Unavailable(e.to_string())),
+            Err(e) => Err(unavailable(e)),
         }
     }
 }
 
-/// Outgoing HTTP requests made by this invocation that the policy refused, for the log.
-pub type Denials = Arc<Mutex<Vec<String>>>;
+/// What this invocation's outgoing HTTP requests came to: every request, and the refusals
+/// worded for the log.
+#[derive(Default)]
+pub struct HttpCalls {
+    /// Refused requests, as log lines.
+    pub denials: Vec<String>,
+    /// Every request, refused or not.
+    pub requests: Vec<HttpRequest>,
+}
+
+/// Shared with the `wasi:http` hooks; created by the first request (most plugins make none).
+pub type HttpLog = Arc<Mutex<HttpCalls>>;
 
 /// Timeouts of outgoing requests: never longer than the invocation may run.
 pub fn outgoing_timeout(limits: &Limits) -> Duration {

@@ -13,10 +13,11 @@ use super::context::Context;
 use super::host::{CallContext, HostState, LogBuffer, outgoing_timeout};
 use super::limits::MemoryLimiter;
 use super::outgoing::HttpPolicy;
+use super::registry::LoadedPlugin;
+use super::services::PluginServices;
 use crate::clock::rfc3339;
 use crate::events::{MAX_DEPTH, json_depth};
 use crate::model::{Event, LogLevel};
-use crate::state::AppState;
 
 /// What a plugin decided.
 #[derive(Debug, Clone)]
@@ -32,15 +33,49 @@ pub enum Decision {
 /// A failed invocation.
 #[derive(Debug, Clone)]
 pub struct InvokeError {
+    /// What kind of failure.
+    pub kind: FailureKind,
     /// Why, e.g. "deadline exceeded after 1s" or the plugin's own message.
     pub message: String,
     /// Whether retrying may help.
     pub retryable: bool,
 }
 
+/// The kinds of failed invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The handler returned an error.
+    Handler,
+    /// The plugin trapped: a panic, an abort, a stack overflow.
+    Trap,
+    /// It ran past its deadline.
+    Deadline,
+    /// It passed a limit: memory, or the size of its replacement payload.
+    Limit,
+    /// Its replacement payload is not a JSON object.
+    InvalidOutput,
+    /// The plugin is not loaded (deleted meanwhile).
+    NotLoaded,
+}
+
+impl FailureKind {
+    /// The kind's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Handler => "handler",
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Limit => "limit",
+            FailureKind::InvalidOutput => "invalid_output",
+            FailureKind::NotLoaded => "not_loaded",
+        }
+    }
+}
+
 impl InvokeError {
-    fn new(message: impl Into<String>, retryable: bool) -> InvokeError {
+    fn new(kind: FailureKind, message: impl Into<String>, retryable: bool) -> InvokeError {
         InvokeError {
+            kind,
             message: message.into(),
             retryable,
         }
@@ -79,24 +114,36 @@ pub fn to_wit(input: Input<'_>, account_id: &str) -> types::Event {
 }
 
 impl PluginRuntime {
-    /// Runs `plugin_id` on one event and stores its log lines.
-    ///
-    /// The plugin runs on the async runtime and yields at every epoch tick, so a busy plugin
-    /// shares its thread with other tasks; at the deadline the call is dropped, which stops
-    /// the guest wherever it is, in wasm or in a host call. The store outlives the call, so
-    /// what the plugin logged before its deadline is kept.
+    /// Runs the loaded version of `plugin_id` on one event; its host calls and log lines go to
+    /// `services`.
     pub async fn invoke(
-        self: &Arc<Self>,
-        app: &AppState,
+        &self,
+        services: Arc<dyn PluginServices>,
         plugin_id: &str,
         input: Input<'_>,
     ) -> Result<Decision, InvokeError> {
         let Some(plugin) = self.registry.get(plugin_id) else {
             return Err(InvokeError::new(
+                FailureKind::NotLoaded,
                 format!("plugin {plugin_id} is not loaded (deleted?)"),
                 false,
             ));
         };
+        self.invoke_loaded(services, plugin, input).await
+    }
+
+    /// Runs `plugin` (a registered version, or one loaded apart for a dry run) on one event.
+    ///
+    /// The plugin runs on the async runtime and yields at every epoch tick, so a busy plugin
+    /// shares its thread with other tasks; at the deadline the call is dropped, which stops
+    /// the guest wherever it is, in wasm or in a host call. The store outlives the call, so
+    /// what the plugin logged before its deadline is kept.
+    pub async fn invoke_loaded(
+        &self,
+        services: Arc<dyn PluginServices>,
+        plugin: Arc<LoadedPlugin>,
+        input: Input<'_>,
+    ) -> Result<Decision, InvokeError> {
         let limits = plugin.limits;
         let event = to_wit(input, &plugin.account_id);
         let context = plugin.contexts.take();
@@ -106,14 +153,14 @@ impl PluginRuntime {
             http: WasiHttpCtx::new(),
             http_policy: HttpPolicy {
                 allowed_hosts: plugin.allowed_hosts.clone(),
-                net: app.net_policy.clone(),
+                net: self.net_policy.clone(),
                 timeout: outgoing_timeout(&limits),
-                denials: None,
+                calls: None,
             },
             table: Default::default(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
             call: CallContext {
-                app: app.clone(),
+                services,
                 plugin: plugin.clone(),
                 limits,
                 depth: input.event.causation.as_ref().map_or(0, |c| c.depth),
@@ -133,16 +180,23 @@ impl PluginRuntime {
         };
         let result = match tokio::time::timeout(limits.deadline, call).await {
             Ok(Ok(Ok(decision))) => decide(decision, limits.replace_bytes),
-            Ok(Ok(Err(e))) => Err(InvokeError::new(e.message, e.retryable)),
+            Ok(Ok(Err(e))) => Err(InvokeError::new(
+                FailureKind::Handler,
+                e.message,
+                e.retryable,
+            )),
             Ok(Err(trap)) => Err(explain(&trap, store.data().limiter.hit, &limits)),
             Err(_) => Err(deadline_exceeded(&limits)),
         };
         let state = store.into_data();
+        let services = state.call.services;
         let mut logs = state.call.logs;
-        if let Some(denials) = &state.http_policy.denials {
-            for denial in denials.lock().expect("denials lock").drain(..) {
+        if let Some(calls) = &state.http_policy.calls {
+            let calls = std::mem::take(&mut *calls.lock().expect("http calls lock"));
+            for denial in calls.denials {
                 logs.push(LogLevel::Warn, denial);
             }
+            services.http_requests(calls.requests);
         }
         for (capture, level) in [(&stdout, LogLevel::Info), (&stderr, LogLevel::Warn)] {
             let (bytes, dropped) = capture.take();
@@ -162,14 +216,14 @@ impl PluginRuntime {
         if let Err(e) = &result {
             logs.push_always(LogLevel::Error, e.message.clone());
         }
-        // Logs are diagnostics, not part of the delivery: written in batches, off the hot path.
-        self.logs.send(&plugin.account_id, plugin_id, logs.lines);
+        services.plugin_logs(&plugin.account_id, &plugin.id, logs.lines);
         result
     }
 }
 
 fn deadline_exceeded(limits: &super::limits::Limits) -> InvokeError {
     InvokeError::new(
+        FailureKind::Deadline,
         format!(
             "deadline exceeded after {}",
             humantime::format_duration(limits.deadline)
@@ -185,6 +239,7 @@ fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, Invok
         types::Decision::Replace(payload) => {
             if payload.len() > max_bytes {
                 return Err(InvokeError::new(
+                    FailureKind::Limit,
                     format!(
                         "replace payload of {} bytes exceeds the limit of {max_bytes} bytes",
                         payload.len()
@@ -193,10 +248,15 @@ fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, Invok
                 ));
             }
             let raw = RawValue::from_string(payload).map_err(|e| {
-                InvokeError::new(format!("replace payload is not valid JSON: {e}"), false)
+                InvokeError::new(
+                    FailureKind::InvalidOutput,
+                    format!("replace payload is not valid JSON: {e}"),
+                    false,
+                )
             })?;
             if !raw.get().starts_with('{') || json_depth(raw.get()) > MAX_DEPTH {
                 return Err(InvokeError::new(
+                    FailureKind::InvalidOutput,
                     "replace payload must be a JSON object",
                     false,
                 ));
@@ -210,18 +270,20 @@ fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, Invok
 fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limits) -> InvokeError {
     if memory_hit {
         return InvokeError::new(
+            FailureKind::Limit,
             format!("memory limit {} MiB exceeded", limits.memory_bytes >> 20),
             false,
         );
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => deadline_exceeded(limits),
-        Some(Trap::StackOverflow) => InvokeError::new("stack overflow", false),
+        Some(Trap::StackOverflow) => InvokeError::new(FailureKind::Trap, "stack overflow", false),
         Some(Trap::UnreachableCodeReached) => InvokeError::new(
+            FailureKind::Trap,
             "plugin trapped: unreachable executed (a panic or abort in the plugin)",
             false,
         ),
-        Some(trap) => InvokeError::new(format!("plugin trapped: {trap}"), false),
-        None => InvokeError::new(format!("plugin failed: {err:#}"), false),
+        Some(trap) => InvokeError::new(FailureKind::Trap, format!("plugin trapped: {trap}"), false),
+        None => InvokeError::new(FailureKind::Trap, format!("plugin failed: {err:#}"), false),
     }
 }

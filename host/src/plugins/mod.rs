@@ -5,12 +5,17 @@
 //! (compiled once at upload, its artifact stored so a restart does not compile again); and
 //! a fresh `Store` and instance per event, run on the async runtime under a memory limit, yielding
 //! at every epoch tick so other tasks keep being served, and cancelled at its deadline.
+//!
+//! The runtime reaches the rest of the server only through [`PluginServices`] (send-message,
+//! the key-value store, where log lines go), which the caller of an invocation passes in: the
+//! server's store-backed one for deliveries, a capturing [`dry_run::DryRun`] for test runs.
 
 mod artifacts;
 pub mod bindings;
 mod capture;
 mod context;
 mod dial;
+pub mod dry_run;
 pub mod engine;
 pub mod host;
 pub mod invoke;
@@ -18,6 +23,7 @@ pub mod limits;
 pub mod logsink;
 pub mod outgoing;
 pub mod registry;
+pub mod services;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,8 +32,10 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use artifacts::PluginError;
-pub use invoke::{Decision, InvokeError};
+pub use invoke::{Decision, FailureKind, InvokeError};
+pub use services::PluginServices;
 
+use crate::delivery::netpolicy::NetPolicy;
 use crate::metrics::Metrics;
 use bindings::Plugin as PluginWorld;
 use host::HostState;
@@ -42,17 +50,21 @@ pub struct PluginRuntime {
     dir: PathBuf,
     engine_hash: String,
     metrics: Arc<Metrics>,
-    logs: logsink::LogSink,
+    /// Which addresses outgoing `wasi:http` may reach.
+    net_policy: Arc<NetPolicy>,
+    /// Dry runs at once: they take instances from the same pool as deliveries.
+    dry_runs: tokio::sync::Semaphore,
 }
 
 impl PluginRuntime {
     /// Builds the engine and linker; compiled artifacts live under `data_dir/plugins`.
+    /// `instances` bounds the instances alive at once; [`dry_run::DRY_RUNS`] of them may be
+    /// dry runs.
     pub fn new(
         data_dir: &std::path::Path,
         instances: u32,
         metrics: Arc<Metrics>,
-        store: crate::store::Store,
-        live: Arc<crate::live::LiveFeed>,
+        net_policy: Arc<NetPolicy>,
     ) -> wasmtime::Result<PluginRuntime> {
         let engine = engine::new(instances)?;
         let mut linker = Linker::new(&engine);
@@ -70,7 +82,8 @@ impl PluginRuntime {
             dir: data_dir.join("plugins"),
             engine_hash,
             metrics,
-            logs: logsink::LogSink::start(store, live),
+            net_policy,
+            dry_runs: tokio::sync::Semaphore::new(dry_run::DRY_RUNS),
         })
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::dial::{self, Target};
-use super::host::Denials;
+use super::host::HttpLog;
+use super::services::HttpRequest;
 use crate::delivery::netpolicy::NetPolicy;
 
 /// The per-invocation HTTP policy, installed as the `wasi:http` hooks.
@@ -17,8 +18,9 @@ pub struct HttpPolicy {
     pub(crate) allowed_hosts: Arc<Vec<String>>,
     pub(crate) net: Arc<NetPolicy>,
     pub(crate) timeout: Duration,
-    /// Requests refused, for the log; created by the first request (most plugins make none).
-    pub(crate) denials: Option<Denials>,
+    /// Requests made and refused, for the log and the dry run; created by the first request
+    /// (most plugins make none).
+    pub(crate) calls: Option<HttpLog>,
 }
 
 /// Whether `host` is on the list: exact names, or `*.example.com` for any subdomain.
@@ -53,6 +55,8 @@ impl WasiHttpHooks for HttpPolicy {
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
         _ = fut;
+        let request_method = request.method().to_string();
+        let request_url = request.uri().to_string();
         // `[::1]` in a URL is the address `::1`.
         let host = request
             .uri()
@@ -66,7 +70,19 @@ impl WasiHttpHooks for HttpPolicy {
         let allowed = host
             .as_deref()
             .is_some_and(|h| host_allowed(&self.allowed_hosts, h));
-        let denials = self.denials.get_or_insert_with(Denials::default).clone();
+        let calls = self.calls.get_or_insert_with(HttpLog::default).clone();
+        let record = move |status: Option<u16>, error: Option<String>, denial: bool| {
+            let mut calls = calls.lock().expect("http calls lock");
+            if denial && let Some(e) = &error {
+                calls.denials.push(e.clone());
+            }
+            calls.requests.push(HttpRequest {
+                method: request_method,
+                url: request_url,
+                status,
+                error,
+            });
+        };
         let net = self.net.clone();
         // The plugin may ask for shorter timeouts than its limit, never for longer ones.
         let limit = |asked: Option<Duration>| asked.map_or(self.timeout, |t| t.min(self.timeout));
@@ -75,23 +91,32 @@ impl WasiHttpHooks for HttpPolicy {
         let between_bytes_timeout = limit(options.and_then(|o| o.between_bytes_timeout));
         Box::new(async move {
             let Some(host) = host else {
+                record(None, Some("the URL has no host".into()), false);
                 return Err(Error::HttpRequestUriInvalid);
             };
             if !allowed {
-                denials.lock().expect("denials lock").push(format!(
-                    "outgoing HTTP to {host} refused: not in the plugin's allowed_hosts"
-                ));
+                let refusal =
+                    format!("outgoing HTTP to {host} refused: not in the plugin's allowed_hosts");
+                record(None, Some(refusal), true);
                 return Err(Error::HttpRequestDenied);
             }
             // Resolve first and refuse internal addresses, as for webhooks.
             let addrs: Vec<_> = match tokio::net::lookup_host((host.as_str(), port)).await {
                 Ok(a) => a.collect(),
-                Err(_) => return Err(Error::DnsTimeout),
+                Err(e) => {
+                    record(
+                        None,
+                        Some(format!("DNS lookup of {host} failed: {e}")),
+                        false,
+                    );
+                    return Err(Error::DnsTimeout);
+                }
             };
             if addrs.is_empty() || addrs.iter().any(|a| !net.permits(a.ip())) {
-                denials.lock().expect("denials lock").push(format!(
+                let refusal = format!(
                     "outgoing HTTP to {host} refused by network policy: it resolves to an internal address"
-                ));
+                );
+                record(None, Some(refusal), true);
                 return Err(Error::HttpRequestDenied);
             }
             let target = Target {
@@ -102,7 +127,12 @@ impl WasiHttpHooks for HttpPolicy {
                 first_byte_timeout,
                 between_bytes_timeout,
             };
-            dial::send(request, target).await
+            let sent = dial::send(request, target).await;
+            match &sent {
+                Ok((response, _)) => record(Some(response.status().as_u16()), None, false),
+                Err(e) => record(None, Some(e.to_string()), false),
+            }
+            sent
         })
     }
 }

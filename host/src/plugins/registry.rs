@@ -47,6 +47,24 @@ impl LoadedPlugin {
             contexts: Pool::new(limits.log_bytes),
         }
     }
+
+    /// This version with `overrides` merged over its configuration: for one dry run, never
+    /// registered.
+    pub fn with_config(&self, overrides: BTreeMap<String, String>) -> LoadedPlugin {
+        let mut config = self.config.clone();
+        config.extend(overrides);
+        LoadedPlugin {
+            id: self.id.clone(),
+            account_id: self.account_id.clone(),
+            version: self.version,
+            pre: self.pre.clone(),
+            config,
+            allowed_hosts: self.allowed_hosts.clone(),
+            limits: self.limits,
+            log_level: self.log_level,
+            contexts: Pool::new(self.limits.log_bytes),
+        }
+    }
 }
 
 /// The loaded plugins.

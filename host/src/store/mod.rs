@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod claims;
 pub mod deliveries;
 pub mod events;
+pub mod kv;
 pub mod messages;
 pub mod plugins;
 pub mod sessions;

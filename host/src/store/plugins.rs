@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{OptionalRow, Page, Store, StoreError};
+use super::{OptionalRow, Page, Store, StoreError, kv};
 use crate::model::{LogLevel, Plugin, PluginLogLine, PluginVersion};
 
 const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level";
@@ -70,27 +70,7 @@ fn insert_version(c: &Connection, plugin_id: &str, v: &PluginVersion) -> Result<
     Ok(())
 }
 
-/// A key-value operation's limits, checked inside the write.
-#[derive(Debug, Clone, Copy)]
-pub struct KvLimits {
-    /// Largest value.
-    pub value_bytes: usize,
-    /// Most keys.
-    pub keys: u32,
-}
-
-/// Why a key-value write was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvRefusal {
-    /// The plugin already has this many keys.
-    TooManyKeys(u32),
-    /// The value to write is larger than this limit (in bytes).
-    ValueTooLarge(usize),
-    /// `increment` found a value that is not the decimal text of an `i64`.
-    NotANumber,
-    /// `increment`'s result does not fit in an `i64`.
-    Overflow,
-}
+pub use super::kv::{KvLimits, KvRefusal};
 
 /// The value under `key`, read inside a write so that what follows acts on it atomically.
 fn kv_value(tx: &Connection, plugin_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -106,14 +86,14 @@ fn kv_room_for_new_key(
     plugin_id: &str,
     limits: KvLimits,
 ) -> Result<Result<(), KvRefusal>, StoreError> {
-    let count: u32 = tx
-        .prepare_cached("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = ?1")?
-        .query_row([plugin_id], |r| r.get(0))?;
-    Ok(if count >= limits.keys {
-        Err(KvRefusal::TooManyKeys(limits.keys))
-    } else {
-        Ok(())
-    })
+    Ok(kv::room_for_new_key(kv_count(tx, plugin_id)?, limits))
+}
+
+fn kv_count(c: &Connection, plugin_id: &str) -> Result<u32, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT COUNT(*) FROM plugin_kv WHERE plugin_id = ?1")?
+            .query_row([plugin_id], |r| r.get(0))?,
+    )
 }
 
 fn kv_put(tx: &Connection, plugin_id: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -123,11 +103,6 @@ fn kv_put(tx: &Connection, plugin_id: &str, key: &str, value: &[u8]) -> Result<(
     )?
     .execute(params![plugin_id, key, value])?;
     Ok(())
-}
-
-/// A counter's value: the decimal text of an `i64` (an optional sign, then ASCII digits).
-fn parse_counter(bytes: &[u8]) -> Option<i64> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 impl Store {
@@ -349,6 +324,11 @@ impl Store {
         .await
     }
 
+    /// How many keys a plugin's store holds.
+    pub async fn kv_key_count(&self, plugin_id: String) -> Result<u32, StoreError> {
+        self.read(move |c| kv_count(c, &plugin_id)).await
+    }
+
     /// Writes a key, refusing a new key beyond the plugin's key limit.
     pub async fn kv_set(
         &self,
@@ -385,20 +365,10 @@ impl Store {
     ) -> Result<Result<i64, KvRefusal>, StoreError> {
         self.write(move |tx| {
             let current = kv_value(tx, &plugin_id, &key)?;
-            let old = match current.as_deref() {
-                None => 0,
-                Some(bytes) => match parse_counter(bytes) {
-                    Some(n) => n,
-                    None => return Ok(Err(KvRefusal::NotANumber)),
-                },
+            let (new, text) = match kv::increment(current.as_deref(), delta, limits) {
+                Ok(next) => next,
+                Err(refused) => return Ok(Err(refused)),
             };
-            let Some(new) = old.checked_add(delta) else {
-                return Ok(Err(KvRefusal::Overflow));
-            };
-            let text = new.to_string();
-            if text.len() > limits.value_bytes {
-                return Ok(Err(KvRefusal::ValueTooLarge(limits.value_bytes)));
-            }
             if current.is_none()
                 && let Err(refused) = kv_room_for_new_key(tx, &plugin_id, limits)?
             {
