@@ -667,6 +667,7 @@ async fn plugins_are_pushed_configured_attached_and_their_logs_read() {
     let out = term.run(&["plugin", "attach", &id]).await;
     assert_eq!(out.code, 2, "attach needs --sub or --events: {out:?}");
 
+
     // A customer message: the plugin replies (and logs it).
     term.ok(&[
         "send",
@@ -685,5 +686,214 @@ async fn plugins_are_pushed_configured_attached_and_their_logs_read() {
     assert!(
         text.contains(logs["data"][0]["message"].as_str().unwrap()),
         "{text}"
+    );
+}
+
+_what_was_sent_what_came_back_and_why_it_failed() {
+    let s = TestServer::start().await;
+    let r = Receiver::start().await;
+    echo_challenges(&r);
+    let (_, key) = s.account("A").await;
+    let term = Term::new();
+    term.login(&s, &key).await;
+    let url = format!("{}/papercups", r.url);
+
+    let out = term.ok(&["verify", &url, "--format", "papercups"]).await;
+    assert!(
+        out.stdout.contains("Sent the webhook:verify handshake:"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains(&format!("POST {url}")), "{out:?}");
+    assert!(
+        out.stdout.contains("\"event\":\"webhook:verify\""),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("Received HTTP 200"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("OK: subscribing this URL would succeed."),
+        "{out:?}"
+    );
+
+    let report = term.json(&["verify", &url, "-H", "X-Team=support"]).await;
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["mode"], "test_delivery");
+    assert_eq!(report["request"]["headers"]["X-Team"], "support");
+    let got = r.at("/papercups").pop().unwrap();
+    assert_eq!(got.header("x-team"), Some("support"));
+
+    // A failing endpoint: its answer, and the reason, and exit 1.
+    r.respond(|_, _| (StatusCode::NOT_FOUND, "no such hook").into_response());
+    let out = term.fails(&["verify", &url]).await;
+    assert!(out.stdout.contains("Received HTTP 404"), "{out:?}");
+    assert!(out.stdout.contains("no such hook"), "{out:?}");
+    assert!(out.stdout.contains("FAILED (http_status)"), "{out:?}");
+    assert!(out.stderr.starts_with("check failed: "), "{out:?}");
+    // The handshake against an endpoint that answers without the challenge.
+    let out = term.run(&["verify", &url, "--verify", "-o", "json"]).await;
+    assert_eq!(out.code, 1);
+    let report = out.json();
+    assert_eq!(report["mode"], "verification");
+    assert_eq!(report["ok"], false);
+    assert!(report["reason"].is_string(), "{report}");
+}
+
+/// A TCP proxy in front of the server whose open connections can be cut, to see a client
+/// reconnect.
+struct Proxy {
+    url: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(task);
+            }
+        });
+        Proxy { url, conns }
+    }
+
+    /// Drops every open connection.
+    fn cut(&self) {
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// A running `wasmhook tail` whose output lines are read as they come.
+struct Tail {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    errors: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+}
+
+impl Tail {
+    async fn start(term: &Term, args: &[&str]) -> Tail {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(wasmhook_bin())
+            .arg("tail")
+            .args(args)
+            .env_clear()
+            .envs(term.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let errors = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut tail = Tail {
+            child,
+            lines,
+            errors,
+        };
+        tail.stderr_until("connected to").await;
+        tail
+    }
+
+    async fn stderr_until(&mut self, text: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), self.errors.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no stderr line with {text:?} within 20 s"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("tail exited before printing {text:?}"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    async fn next(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .unwrap()
+            .expect("tail still running")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_streams_events_attempts_and_logs_and_reconnects() {
+    let s = TestServer::start().await;
+    let r = Receiver::start().await;
+    let (_, key) = s.account("A").await;
+    let proxy = Proxy::start(&s.base).await;
+    let mut term = Term::new();
+    term.set("WASMHOOK_URL", &proxy.url);
+    term.set("WASMHOOK_API_KEY", &key);
+    let sub = term
+        .json(&["sub", "create", &r.url, "-e", "message:created"])
+        .await;
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+
+    let mut tail = Tail::start(&term, &[]).await;
+    let event = s
+        .event(
+            &key,
+            json!({"type": "message:created", "payload": {"text": "hi"}}),
+        )
+        .await;
+    let id = event["id"].as_str().unwrap();
+    let line = tail.next().await;
+    assert!(
+        line.contains(&format!("event    message:created {id}")),
+        "{line}"
+    );
+    assert!(line.contains(r#"{"text":"hi"}"#), "{line}");
+    let line = tail.next().await;
+    assert!(line.contains("attempt  message:created msg_"), "{line}");
+    assert!(
+        line.contains(&format!("-> {sub_id}  #1 succeeded HTTP 200")),
+        "{line}"
+    );
+
+    // The connection drops: tail says so, reconnects, and goes on.
+    proxy.cut();
+    tail.stderr_until("reconnecting").await;
+    tail.stderr_until("connected to").await;
+    s.event(
+        &key,
+        json!({"type": "conversation:created", "payload": {"c": 1}}),
+    )
+    .await;
+    let line = tail.next().await;
+    assert!(line.contains("event    conversation:created"), "{line}");
+    tail.child.kill().await.unwrap();
+
+    // Filters, and JSON lines: only this type's events and attempts.
+    let mut tail = Tail::start(&term, &["--type", "conversation:created", "-o", "json"]).await;
+    s.event(&key, json!({"type": "message:created", "payload": {}}))
+        .await;
+    s.event(
+        &key,
+        json!({"type": "conversation:created", "payload": {"n": 2}}),
+    )
+    .await;
+    let first: Value = serde_json::from_str(&tail.next().await).unwrap();
+    assert_eq!(first["kind"], "event");
+    assert_eq!(first["data"]["type"], "conversation:created");
+    assert_eq!(first["data"]["payload"], json!({"n": 2}));
+    tail.child.kill().await.unwrap();
+
+    // A refusal that retrying cannot fix ends it with the API's message.
+    let out = term.fails(&["tail", "--sub", "sub_nope"]).await;
+    assert!(
+        out.stderr.contains("error: subscription not found"),
+        "{out:?}"
     );
 }

@@ -15,7 +15,7 @@ mod ops;
 pub mod plugins;
 mod stream;
 pub mod subscriptions;
-mod webhook_checks;
+pub mod webhook_checks;
 
 use std::time::Instant;
 

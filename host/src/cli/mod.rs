@@ -15,6 +15,8 @@ mod output;
 mod plugins;
 mod profile;
 mod subs;
+mod tail;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -103,6 +105,18 @@ pub enum Command {
         after_help = "Examples:\n  wasmhook recover sub_... --since 2h --dry-run\n  wasmhook recover sub_... --since 2026-11-01T00:00:00Z --yes"
     )]
     Recover(deliveries::RecoverArgs),
+    /// Try a webhook URL before subscribing it: the handshake or a signed test delivery, with
+    /// what was sent, what came back and why it failed.
+    #[command(
+        after_help = "Examples:\n  wasmhook verify https://example.com/hook\n  wasmhook verify https://example.com/papercups --format papercups"
+    )]
+    Verify(verify::VerifyArgs),
+    /// Print what happens in the account as it happens (events, delivery attempts, plugin log
+    /// lines), one line each, until Ctrl-C; reconnects by itself.
+    #[command(
+        after_help = "Examples:\n  wasmhook tail\n  wasmhook tail --sub sub_... --type message:created\n  wasmhook tail --plugin plg_... -o json"
+    )]
+    Tail(tail::TailArgs),
     /// Manage plugins on a server, and build, check and run them locally.
     #[command(
         subcommand,
@@ -253,6 +267,8 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<(), CliError> {
         Command::Retry(args) => deliveries::retry(args, ctx).await,
         Command::Recover(args) => deliveries::recover(args, ctx).await,
         Command::Plugin(cmd) => plugins::run(cmd, ctx).await,
+        Command::Verify(args) => verify::verify(args, ctx).await,
+        Command::Tail(args) => tail::tail(args, ctx).await,
         Command::Completion(args) => {
             let shell = match args.shell {
                 Shell::Bash => clap_complete::Shell::Bash,
