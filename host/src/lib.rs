@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod examples;
+pub mod live;
 pub mod messages;
 pub mod metrics;
 pub mod model;
@@ -23,6 +24,7 @@ pub mod plugins;
 pub mod state;
 pub mod store;
 pub mod subscriptions;
+pub mod throttle;
 
 use std::future::Future;
 use std::path::Path;
@@ -50,6 +52,12 @@ pub async fn run(
     let stop_delivery = CancellationToken::new();
     let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
     tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
+    // Streams never end by themselves: the feed closes them, so the shutdown can finish.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close();
+    };
     let app = api::app(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -75,6 +83,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let net_policy = Arc::new(NetPolicy::new(config.allow_network.clone()));
     let http = delivery::http::client(net_policy.clone(), config.delivery_timeout);
     let metrics: Arc<metrics::Metrics> = Default::default();
+    let live: Arc<live::LiveFeed> = Default::default();
     // Every delivery in flight may hold one plugin instance; the margin covers uploads' checks
     // and test runs (at most `plugins::dry_run::DRY_RUNS` at once).
     let instances = config.delivery_concurrency as u32 + 64;
@@ -87,9 +96,13 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         )
         .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e:#}"))?,
     );
-    let plugin_logs = plugins::logsink::LogSink::start(store.clone());
+    let plugin_logs = plugins::logsink::LogSink::start(store.clone(), live.clone());
     let loaded = plugins.load_all(&store).await.context("loading plugins")?;
     tracing::info!(plugins = loaded, "plugins loaded");
+    let webhook_checks = throttle::TokenBuckets::new(
+        config.webhook_checks_per_minute,
+        std::time::Duration::from_secs(60),
+    );
     Ok(AppState::new(state::Shared {
         store,
         config: Arc::new(config),
@@ -101,6 +114,8 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         http,
         plugins,
         plugin_logs,
+        live,
+        webhook_checks,
     }))
 }
 

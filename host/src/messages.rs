@@ -132,6 +132,7 @@ pub async fn send(
         .await;
     match result {
         Ok((message, ingested)) => {
+            state.live.event(account_id, &ingested.event);
             state.metrics.events_ingested.inc();
             if ingested.deliveries > 0 {
                 state.wake_dispatcher();

@@ -91,9 +91,9 @@ impl PluginServices for Shared {
             .map_err(unavailable)
     }
 
-    fn plugin_logs(&self, _account_id: &str, plugin_id: &str, lines: Vec<PluginLogLine>) {
+    fn plugin_logs(&self, account_id: &str, plugin_id: &str, lines: Vec<PluginLogLine>) {
         // Logs are diagnostics, not part of the delivery: written in batches, off the hot path.
-        self.plugin_logs.send(plugin_id, lines);
+        self.plugin_logs.send(account_id, plugin_id, lines);
     }
 }
 

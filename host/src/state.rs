@@ -7,10 +7,12 @@ use tokio::sync::Notify;
 use crate::auth::KeyCache;
 use crate::config::Config;
 use crate::delivery::netpolicy::NetPolicy;
+use crate::live::LiveFeed;
 use crate::metrics::Metrics;
 use crate::plugins::logsink::LogSink;
 use crate::plugins::{PluginRuntime, PluginServices};
 use crate::store::Store;
+use crate::throttle::TokenBuckets;
 
 /// Shared server state: one pointer, so a clone (per request, per invocation) is one atomic
 /// increment rather than one per part.
@@ -60,6 +62,10 @@ pub struct Shared {
     pub plugins: Arc<PluginRuntime>,
     /// Where plugins' log lines are written, in batches.
     pub plugin_logs: LogSink,
+    /// What happens as it happens, for `/v1/stream`; published to after each commit.
+    pub live: Arc<LiveFeed>,
+    /// Webhook checks left per account.
+    pub webhook_checks: TokenBuckets,
 }
 
 impl Shared {

@@ -1,9 +1,10 @@
 //! Subscribers: the one place that knows what delivering to a URL (or a plugin) means.
 //! The dispatcher only sees [`deliver`].
 
+use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
-use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::formats::{BodyInput, render};
 use super::http::{FailureKind, classify, excerpt, literal_refused};
@@ -131,6 +132,55 @@ pub async fn post(
     msg_id: &str,
     body: Vec<u8>,
 ) -> AttemptOutcome {
+    let now = now_ms();
+    let headers = signed_headers(
+        &sub.headers,
+        &sub.signing_secrets(now),
+        sub.airy_api_secret.as_deref(),
+        msg_id,
+        now / 1000,
+        &body,
+    );
+    send(state, url, &headers, body).await
+}
+
+/// The headers of a delivery request, in the order they are sent: `content-type`, the custom
+/// headers, then `webhook-id`, `webhook-timestamp`, `webhook-signature` (one signature per
+/// secret in force) and, for an Airy webhook, `x-airy-content-signature`. `user-agent` is the
+/// client's own ([`USER_AGENT`](super::http::USER_AGENT)).
+pub fn signed_headers(
+    custom: &BTreeMap<String, String>,
+    secrets: &[&str],
+    airy_api_secret: Option<&str>,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    headers.extend(custom.iter().map(|(n, v)| (n.clone(), v.clone())));
+    headers.push(("webhook-id".into(), msg_id.to_string()));
+    headers.push(("webhook-timestamp".into(), timestamp.to_string()));
+    headers.push((
+        "webhook-signature".into(),
+        signature_header(secrets, msg_id, timestamp, body),
+    ));
+    if let Some(api_secret) = airy_api_secret {
+        headers.push((
+            "x-airy-content-signature".into(),
+            airy_signature(api_secret, body),
+        ));
+    }
+    headers
+}
+
+/// POSTs `body` with `headers` to `url` under the network policy and the delivery timeout;
+/// classifies the result.
+pub async fn send(
+    state: &AppState,
+    url: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> AttemptOutcome {
     let url = match reqwest::Url::parse(url) {
         Ok(u) => u,
         Err(e) => return AttemptOutcome::failed("config", format!("invalid url: {e}"), false),
@@ -138,32 +188,15 @@ pub async fn post(
     if let Some(refused) = literal_refused(&url, &state.net_policy) {
         return AttemptOutcome::failed(FailureKind::NetworkPolicy.as_str(), refused, true);
     }
-    let now = now_ms();
-    let timestamp = now / 1000;
-    let mut req = state
-        .http
-        .post(url)
-        .header(CONTENT_TYPE, "application/json");
-    for (name, value) in &sub.headers {
+    let mut req = state.http.post(url);
+    for (name, value) in headers {
+        // Custom headers were validated when saved; anything unsendable is left out.
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
             req = req.header(n, v);
         }
-    }
-    req = req
-        .header("webhook-id", msg_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            signature_header(&sub.signing_secrets(now), msg_id, timestamp, &body),
-        );
-    if let Some(api_secret) = &sub.airy_api_secret {
-        req = req.header(
-            "x-airy-content-signature",
-            airy_signature(api_secret, &body),
-        );
     }
     let started = Instant::now();
     let resp = match req.body(body).send().await {
