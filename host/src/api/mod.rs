@@ -12,6 +12,7 @@ pub mod events;
 pub mod extract;
 mod messages;
 mod ops;
+pub mod plugin_test_runs;
 pub mod plugins;
 mod stream;
 pub mod subscriptions;
@@ -64,6 +65,7 @@ pub fn app(state: AppState) -> Router {
         .merge(messages::router())
         .merge(airy::router())
         .merge(plugins::router(&config))
+        .merge(plugin_test_runs::router())
         .merge(webhook_checks::router())
         .merge(stream::router())
         .merge(ops::router())

@@ -74,7 +74,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub(super) fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if config.len() > 256 {
         return Err(ApiError::invalid("config: at most 256 keys"));
     }
