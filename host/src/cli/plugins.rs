@@ -10,6 +10,7 @@ use reqwest::Method;
 use super::output::{Table, or_dash, print_json, time};
 use super::{CliError, Client, Ctx, key_value};
 use crate::api::ListResponse;
+use crate::api::plugin_test_runs::{TestRunIn, TestRunOut};
 use crate::api::plugins::UpdatePlugin;
 use crate::api::subscriptions::CreatedSubscription;
 use crate::model::{Plugin, PluginLogLine, Subscription};
@@ -39,6 +40,28 @@ pub enum PluginCommand {
         after_help = "Examples:\n  wasmhook plugin logs plg_...\n  wasmhook plugin logs plg_... --follow"
     )]
     Logs(LogsArgs),
+    /// Validate a component the way an upload would, and show its imports and exports (no server).
+    #[command(
+        after_help = "Example:\n  wasmhook plugin check target/wasm32-wasip2/release/my_plugin.wasm"
+    )]
+    Check(super::local::CheckArgs),
+    /// Run a component on one event without a server: decision, payload, logs, and every host
+    /// call (send-message, kv, outgoing HTTP) captured. Exit 1 when the plugin fails.
+    #[command(
+        after_help = "Examples:\n  wasmhook plugin run my_plugin.wasm --example message:created --config greeting=hi\n  wasmhook plugin run my_plugin.wasm --event @event.json --kv @state.json --allow-host api.example.com\n  wasmhook plugin run my_plugin.wasm --example message:created --loop 1000"
+    )]
+    Run(super::run::RunArgs),
+    /// Run a plugin on the server on one event without side effects (the server's dry run):
+    /// send-message and kv writes are captured, not performed. Exit 1 when the plugin fails.
+    #[command(
+        after_help = "Examples:\n  wasmhook plugin test plg_... --example message:created\n  wasmhook plugin test plg_... --event @event.json --config greeting=hi"
+    )]
+    Test(TestArgs),
+    /// Make a plugin project that builds out of the box (Rust, Python or JavaScript).
+    #[command(
+        after_help = "Examples:\n  wasmhook plugin new reply-bot --lang rust\n  wasmhook plugin new tagger --lang python --dir ~/plugins\n  wasmhook plugin new tagger-js --lang js"
+    )]
+    New(super::scaffold::NewArgs),
     /// Use a plugin: as the transform of a URL subscription, or as a subscriber of event types.
     #[command(
         after_help = "Examples:\n  wasmhook plugin attach plg_... --sub sub_...\n  wasmhook plugin attach plg_... --events message:created"
@@ -89,6 +112,23 @@ pub struct LogsArgs {
     follow: bool,
 }
 
+/// Arguments of `plugin test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Plugin id (`plg_...`).
+    id: String,
+    /// The event, as posted to `POST /v1/events` (`{"type", "payload"}`): JSON, `@event.json`,
+    /// or `-` for stdin.
+    #[arg(long, conflicts_with = "example", required_unless_present = "example")]
+    event: Option<String>,
+    /// Run on the example event of a known type.
+    #[arg(long, value_name = "TYPE")]
+    example: Option<String>,
+    /// Configuration for this run only, merged over the plugin's (repeatable).
+    #[arg(long = "config", value_parser = key_value)]
+    config: Vec<(String, String)>,
+}
+
 /// Arguments of `plugin attach`.
 #[derive(Debug, Args)]
 pub struct AttachArgs {
@@ -108,8 +148,18 @@ pub struct AttachArgs {
 
 /// Runs a `plugin` subcommand.
 pub async fn run(cmd: PluginCommand, ctx: &Ctx) -> Result<(), CliError> {
+    // Local commands need no server (nor a profile).
+    let cmd = match cmd {
+        PluginCommand::Check(args) => return super::local::check(args, ctx).await,
+        PluginCommand::New(args) => return super::scaffold::new(args, ctx),
+        PluginCommand::Run(args) => return super::run::run(args, ctx).await,
+        other => other,
+    };
     let client = ctx.client()?;
     match cmd {
+        PluginCommand::Check(_) | PluginCommand::New(_) | PluginCommand::Run(_) => {
+            unreachable!("handled above")
+        }
         PluginCommand::Push(args) => push(args, &client, ctx).await,
         PluginCommand::List => {
             let page: ListResponse<Plugin> = client.get("/v1/plugins?limit=250").await?;
@@ -153,6 +203,21 @@ pub async fn run(cmd: PluginCommand, ctx: &Ctx) -> Result<(), CliError> {
         }
         PluginCommand::Logs(args) => logs(args, &client, ctx).await,
         PluginCommand::Attach(args) => attach(args, &client, ctx).await,
+        PluginCommand::Test(args) => {
+            let req = TestRunIn {
+                event: super::run::posted_event(args.event.as_deref(), args.example.as_deref())?,
+                config: args.config.into_iter().collect(),
+            };
+            let out: TestRunOut = client
+                .post(&format!("/v1/plugins/{}/test", args.id), &req)
+                .await?;
+            if ctx.json() {
+                print_json(&out);
+            } else {
+                super::run::print_run(&out, None, None);
+            }
+            super::run::failed(&out)
+        }
     }
 }
 

@@ -87,7 +87,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl PluginRuntime {
-    fn pre(&self, component: &Component) -> Result<PluginPre<HostState>, PluginError> {
+    pub(super) fn pre(&self, component: &Component) -> Result<PluginPre<HostState>, PluginError> {
         // Imports first: an unknown import is the more fundamental mismatch to report.
         let instance_pre = self
             .linker
@@ -102,7 +102,7 @@ impl PluginRuntime {
         PluginPre::new(instance_pre).map_err(|e| PluginError::Incompatible(format!("{e:#}")))
     }
 
-    fn compile(&self, wasm: &[u8]) -> Result<Component, PluginError> {
+    pub(super) fn compile(&self, wasm: &[u8]) -> Result<Component, PluginError> {
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
         self.metrics.plugin_compilations.inc();

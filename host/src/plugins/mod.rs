@@ -18,6 +18,7 @@ mod dial;
 pub mod dry_run;
 pub mod engine;
 pub mod host;
+pub mod inspect;
 pub mod invoke;
 pub mod limits;
 pub mod logsink;

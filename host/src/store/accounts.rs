@@ -85,9 +85,9 @@ impl Store {
     /// One account.
     pub async fn get_account(&self, id: String) -> Result<Account, StoreError> {
         self.read(move |c| {
-            Ok(c.prepare_cached("SELECT id, name, created_at FROM accounts WHERE id = ?1")?
+            c.prepare_cached("SELECT id, name, created_at FROM accounts WHERE id = ?1")?
                 .query_row([id], account_row)
-                .found()?)
+                .found()
         })
         .await
     }
