@@ -68,7 +68,7 @@ run("events", async (page, { step }) => {
   }
   const latency = await step("Live shows a new event within a second", async () => {
     await page.goto(`${BASE}/console/events`);
-    await page.getByLabel("Live").check();
+    await page.getByLabel("Live", { exact: true }).check();
     await page.locator("#events-live-status").getByText("Live:").waitFor();
     const started = Date.now();
     const posted = api("POST", "/v1/events", { type: "conversation:created", id: "live-1", payload: { conversation_id: "conv-live" } });
@@ -79,7 +79,7 @@ run("events", async (page, { step }) => {
   });
   await step("Live on a subscription's page shows the attempt", async () => {
     await page.goto(`${BASE}/console/subscriptions/${env("SUB_ID")}`);
-    await page.getByLabel("Live").check();
+    await page.getByLabel("Live", { exact: true }).check();
     await page.locator("#deliveries-live-status").getByText("Live:").waitFor();
     await api("POST", "/v1/events", { type: "message:created", id: "live-2", payload: { conversation_id: "conv-live", text: "hi" } });
     const row = page.locator("tr.fresh", { has: page.getByRole("link", { name: "live-2" }) });

@@ -24,7 +24,7 @@ export async function run(name, flow) {
     headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    viewport: { width: Number(process.env.VIEWPORT_WIDTH || 1280), height: 900 },
+    viewport: { width: Number(process.env.VIEWPORT_WIDTH || 1280), height: Number(process.env.VIEWPORT_HEIGHT || 900) },
   });
   context.setDefaultTimeout(STEP_TIMEOUT);
   const page = context.pages()[0] || (await context.newPage());

@@ -16,7 +16,7 @@ run("screenshots", async (page, { step }) => {
       await page.setViewportSize({ width: 375, height: 800 });
       await page.reload();
       await page.screenshot({ path: `${OUT}/console-integrations-375.png`, fullPage: false });
-      await page.setViewportSize({ width: 1100, height: 760 });
+      await page.setViewportSize({ width: 1280, height: 760 });
     });
   }
   if (process.env.PLUGIN_ID) {

@@ -806,7 +806,8 @@ async fn docs_screenshots() {
             ("KEY", key.clone()),
             ("OUT_DIR", out.display().to_string()),
             ("PLUGIN_ID", pii_id),
-            ("VIEWPORT_WIDTH", "1100".to_string()),
+            ("VIEWPORT_WIDTH", "1280".to_string()),
+            ("VIEWPORT_HEIGHT", "660".to_string()),
             ("NARROW", std::env::var("NARROW").unwrap_or_default()),
         ],
     )

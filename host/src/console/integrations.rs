@@ -130,6 +130,11 @@ async fn list(State(state): State<AppState>, s: Signed, Query(q): Query<ListQuer
         .store
         .latest_deliveries(s.account.clone(), ids)
         .await?;
+    let names: HashMap<String, String> = account_plugins(&state, &s.account)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
     let pending = page
         .items
         .iter()
@@ -146,7 +151,7 @@ async fn list(State(state): State<AppState>, s: Signed, Query(q): Query<ListQuer
             p.hint { "Every subscription of this account: URL webhooks (the Airy webhook is the one with format airy) and plugin subscribers." }
             // While a handshake runs, the table follows it (the script re-reads this region).
             div #subscriptions data-poll=[pending.then_some("1000")] {
-                (table(&page.items, &latest, &s.csrf))
+                (table(&page.items, &latest, &names, &s.csrf))
             }
             @if let Some(c) = page.next_cursor {
                 p.pager { a href={ "/console/integrations?cursor=" (c) } data-test="next-page" { "Older subscriptions →" } }
@@ -156,7 +161,12 @@ async fn list(State(state): State<AppState>, s: Signed, Query(q): Query<ListQuer
     .into_response())
 }
 
-fn table(subs: &[Subscription], latest: &HashMap<String, Delivery>, csrf: &str) -> Markup {
+fn table(
+    subs: &[Subscription],
+    latest: &HashMap<String, Delivery>,
+    names: &HashMap<String, String>,
+    csrf: &str,
+) -> Markup {
     html! {
         @if subs.is_empty() {
             p data-test="no-subscriptions" { "No subscriptions yet. Add a webhook URL to receive events." }
@@ -181,7 +191,7 @@ fn table(subs: &[Subscription], latest: &HashMap<String, Delivery>, csrf: &str) 
                                 }
                                 td data-label="Transform" {
                                     @match &sub.transform_plugin_id {
-                                        Some(p) => a href={ "/console/plugins/" (seg(p)) } data-test="sub-transform" { (p) },
+                                        Some(p) => a href={ "/console/plugins/" (seg(p)) } data-test="sub-transform" { (names.get(p).unwrap_or(p)) },
                                         None => "—",
                                     }
                                 }
