@@ -35,6 +35,17 @@ run("plugins", async (page, { step }) => {
   });
   result({ plugin: pluginId });
 
+  await step("Test run on the example message: replace, with the diff", async () => {
+    await page.getByLabel("Example type").selectOption("message:created");
+    await page.getByRole("button", { name: "Test run" }).click();
+    await page.locator("[data-test=test-run-result]").waitFor();
+    await page.locator("[data-test=test-run-decision]").getByText("replace").waitFor();
+    const diff = page.locator("[data-test=test-run-diff]");
+    await diff.locator(".diff-add").getByText("[email]").first().waitFor();
+    await diff.locator(".diff-del").getByText("jane.doe@example.com").first().waitFor();
+    await page.getByRole("link", { name: /Back to pii-redactor/ }).click();
+  });
+
   await step("attach it as the webhook's transform", async () => {
     await page.getByLabel("As the transform of a webhook").selectOption(WEBHOOK);
     await page.getByRole("button", { name: "Attach as transform" }).click();

@@ -282,6 +282,18 @@ async fn test_run(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<TestRunIn>,
 ) -> Result<Json<TestRunOut>, ApiError> {
+    run(&state, &account, id, req).await.map(Json)
+}
+
+/// Runs a test of the account's plugin `id` (what `POST /v1/plugins/{id}/test` answers; the web
+/// console's Test run calls it too).
+pub async fn run(
+    state: &AppState,
+    account: &str,
+    id: String,
+    req: TestRunIn,
+) -> Result<TestRunOut, ApiError> {
+    let account = account.to_string();
     let plugin = state
         .store
         .get_plugin(account.clone(), id)
@@ -325,5 +337,5 @@ async fn test_run(
         .dry_run(loaded, base, input)
         .await
         .map_err(|busy| ApiError::Unavailable(busy.to_string()))?;
-    Ok(Json(report.into()))
+    Ok(report.into())
 }

@@ -60,6 +60,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(subscription::router())
         .merge(events::router())
         .merge(plugins::router(&state.config))
+        .merge(plugin_test::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             session::csrf_guard,

@@ -326,6 +326,11 @@ async fn plugin_page(
         .into_iter()
         .filter(|sub| sub.url.is_some())
         .collect();
+    let recent = state
+        .store
+        .search_events(s.account.clone(), Default::default(), 20, None)
+        .await?
+        .items;
     let pid = seg(&plugin.id);
     let csrf = &s.csrf;
     let config_text: String = plugin
@@ -346,7 +351,7 @@ async fn plugin_page(
             }
             dt { "Failures (24 h)" } dd { (uses.errors) }
         }
-        (super::plugin_test::section(&plugin, csrf))
+        (super::plugin_test::section(&plugin, csrf, &recent))
         h2 { "Versions" }
         div.table-wrap {
             table.responsive data-test="plugin-versions" {
