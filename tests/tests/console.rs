@@ -554,6 +554,12 @@ async fn browser_uploads_pii_redactor_attaches_it_and_sees_the_redacted_test_eve
         text.contains("[email]") && !text.contains("jane.doe@"),
         "{text}"
     );
+    let (_, events) = s.get("/v1/events", &key).await;
+    assert_eq!(
+        events["data"].as_array().unwrap().len(),
+        1,
+        "only the test event was stored: the test run stored nothing"
+    );
 }
 
 const XSS_SCRIPT: &str = "<script>window.__pwned=true;alert(1)</script>";
