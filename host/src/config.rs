@@ -108,6 +108,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_checks_per_minute: u32,
 
+    /// How long a `wasmhook listen` subscription outlives its command line's last connection
+    /// (a command line that exits cleanly deletes it at once).
+    #[arg(long, env = "WASMHOOK_LISTEN_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub listen_grace: Duration,
+
     /// Largest accepted plugin upload, in bytes.
     #[arg(long, env = "WASMHOOK_MAX_PLUGIN_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_plugin_bytes: usize,
@@ -172,5 +177,6 @@ mod tests {
         assert_eq!(c.retry_schedule.0.len(), 7);
         assert_eq!(c.disable_after, Duration::from_secs(5 * 86_400));
         assert_eq!(c.webhook_checks_per_minute, 10);
+        assert_eq!(c.listen_grace, Duration::from_secs(60));
     }
 }

@@ -51,6 +51,10 @@ pub async fn run(
     let store = state.store.clone();
     let stop_delivery = CancellationToken::new();
     let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
+    let listener_sweep = tokio::spawn(delivery::listen::sweep(
+        state.clone(),
+        stop_delivery.clone(),
+    ));
     tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
     // Streams never end by themselves: the feed closes them, so the shutdown can finish.
     let live = state.live.clone();
@@ -66,6 +70,7 @@ pub async fn run(
     tracing::info!("shutting down: finishing deliveries in flight");
     stop_delivery.cancel();
     let _ = dispatcher.await;
+    let _ = listener_sweep.await;
     store.close().await;
     tracing::info!("database closed; bye");
     Ok(())
@@ -116,6 +121,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         plugin_logs,
         live,
         webhook_checks,
+        listeners: Default::default(),
     }))
 }
 

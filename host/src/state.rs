@@ -66,6 +66,8 @@ pub struct Shared {
     pub live: Arc<LiveFeed>,
     /// Webhook checks left per account.
     pub webhook_checks: TokenBuckets,
+    /// Command lines connected by `wasmhook listen`, and the attempts waiting for them.
+    pub listeners: Arc<crate::delivery::listen::Listeners>,
 }
 
 impl Shared {

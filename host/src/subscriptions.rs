@@ -313,6 +313,51 @@ pub fn build(
         max_in_flight: req.max_in_flight,
         ordering,
         circuit: Circuit::at(0, None, now),
+        listen_expires_at: None,
+        secret: new_secret(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        airy_api_secret: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// Builds a `wasmhook listen` subscription: no URL or plugin, its deliveries are handed to the
+/// command line connected to it; it is deleted once `expires_at` passes with none connected
+/// (the server's `--listen-grace` after its last connection).
+pub fn build_listener(
+    account_id: &str,
+    event_types: Vec<String>,
+    format: Format,
+    description: String,
+    now: i64,
+    expires_at: i64,
+) -> Result<Subscription, ApiError> {
+    validate_event_types(&event_types)?;
+    if description.len() > 1024 {
+        return Err(ApiError::invalid("description: at most 1024 characters"));
+    }
+    Ok(Subscription {
+        seq: 0,
+        id: new_id("sub"),
+        account_id: account_id.to_string(),
+        url: None,
+        plugin_id: None,
+        transform_plugin_id: None,
+        description,
+        event_types,
+        headers: BTreeMap::new(),
+        format,
+        status: SubscriptionStatus::Active,
+        status_reason: None,
+        verify: false,
+        rate_limit_per_second: None,
+        max_in_flight: None,
+        ordering: DeliveryOrdering::None,
+        circuit: Circuit::at(0, None, now),
+        listen_expires_at: Some(expires_at),
         secret: new_secret(),
         previous_secret: None,
         previous_secret_expires_at: None,
@@ -357,6 +402,11 @@ pub fn apply_update(sub: &mut Subscription, req: UpdateSubscription) -> Result<b
         && (req.url.is_some() || matches!(req.transform_plugin_id, Some(Some(_))))
     {
         return Err("a plugin subscription has no url or transform".into());
+    }
+    if sub.listen_expires_at.is_some()
+        && (req.url.is_some() || matches!(req.transform_plugin_id, Some(Some(_))))
+    {
+        return Err("a `wasmhook listen` subscription has no url or transform".into());
     }
     let url_changed = req
         .url

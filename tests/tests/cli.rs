@@ -1268,9 +1268,15 @@ struct Tail {
 
 impl Tail {
     async fn start(term: &Term, args: &[&str]) -> Tail {
+        let mut all = vec!["tail"];
+        all.extend(args);
+        Tail::spawn(term, &all, "connected to").await
+    }
+
+    /// Starts `wasmhook args...` and waits for a stderr line containing `ready`.
+    async fn spawn(term: &Term, args: &[&str], ready: &str) -> Tail {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(wasmhook_bin())
-            .arg("tail")
             .args(args)
             .env_clear()
             .envs(term.env.iter().map(|(k, v)| (k, v)))
@@ -1286,7 +1292,7 @@ impl Tail {
             lines,
             errors,
         };
-        tail.stderr_until("connected to").await;
+        tail.stderr_until(ready).await;
         tail
     }
 
@@ -1467,4 +1473,174 @@ async fn the_readme_command_line_examples_run() {
         }
     }
     assert!(cwd.path().join("reply-bot/Cargo.toml").exists());
+}
+
+/// Sends a signal to a child process.
+async fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("still running").to_string();
+    let ok = tokio::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .await
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Verifies a Standard Webhooks signature as a receiver would.
+fn signature_ok(secret: &str, got: &common::Received) -> bool {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    let (id, ts) = (
+        got.header("webhook-id").unwrap(),
+        got.header("webhook-timestamp").unwrap(),
+    );
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&got.body);
+    let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    got.header("webhook-signature")
+        .unwrap()
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_forwards_deliveries_to_a_local_receiver_without_a_tunnel() {
+    // The server may not reach loopback at all: nothing it sends can get to the receiver itself.
+    let s = TestServer::start_with(&["--allow-network", "192.0.2.0/24", "--listen-grace", "300ms"])
+        .await;
+    let r = Receiver::start().await;
+    r.respond(|_, _| (StatusCode::OK, "got it").into_response());
+    let (_, key) = s.account("A").await;
+    let mut term = Term::new();
+    term.set("WASMHOOK_URL", &s.base);
+    term.set("WASMHOOK_API_KEY", &key);
+    let local = format!("{}/hook", r.url);
+    let out = term.fails(&["sub", "create", &local]).await;
+    assert!(
+        out.stderr.contains("refused by the network policy"),
+        "{out:?}"
+    );
+
+    let mut listen = Tail::spawn(
+        &term,
+        &["listen", &local, "-e", "message:created"],
+        "Listening as",
+    )
+    .await;
+    let secret = listen.stderr_until("Signing secret: ").await;
+    let secret = secret
+        .trim_start_matches("Signing secret: ")
+        .trim()
+        .to_string();
+    listen.stderr_until("Connected to").await;
+    let subs = term.json(&["sub", "list"]).await;
+    let sub = subs["data"][0].clone();
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+    assert!(sub["listen_expires_at"].is_string(), "{sub}");
+    assert_eq!(sub["url"], Value::Null);
+
+    // A delivery reaches the local receiver with the body and signed headers a URL gets.
+    let event = s
+        .event(
+            &key,
+            json!({"type": "message:created", "payload": {"text": "hi"}}),
+        )
+        .await;
+    let line = listen.next().await;
+    assert!(
+        line.contains(&format!(
+            "message:created {}",
+            event["id"].as_str().unwrap()
+        )),
+        "{line}"
+    );
+    assert!(line.contains("#1 -> 200"), "{line}");
+    let got = r
+        .at("/hook")
+        .pop()
+        .expect("the local receiver got the delivery");
+    assert_eq!(got.json()["type"], "message:created");
+    assert_eq!(got.json()["data"], json!({"text": "hi"}));
+    assert!(got.header("webhook-id").unwrap().starts_with("msg_"));
+    assert!(got.header("user-agent").unwrap().starts_with("wasmhook/"));
+    assert!(
+        signature_ok(&secret, &got),
+        "the signature verifies with the secret shown"
+    );
+    // The answer is the attempt: status and body excerpt in the attempt log.
+    let delivery_id = got.header("webhook-id").unwrap().to_string();
+    let detail = eventually(
+        "the delivery is recorded",
+        Duration::from_secs(10),
+        || async {
+            let d = term.json(&["deliveries", "get", &delivery_id]).await;
+            (d["status"] == "succeeded").then_some(d)
+        },
+    )
+    .await;
+    assert_eq!(detail["attempt_log"][0]["status_code"], 200);
+    assert_eq!(detail["attempt_log"][0]["response_body"], "got it");
+
+    // A failing local receiver: recorded and retried as usual, until a dead letter.
+    r.respond(|_, _| (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response());
+    s.event(
+        &key,
+        json!({"type": "message:created", "payload": {"n": 2}}),
+    )
+    .await;
+    let failed = eventually(
+        "the failing delivery is dead-lettered",
+        Duration::from_secs(15),
+        || async {
+            let d = term
+                .json(&["deliveries", "list", "--sub", &sub_id, "--status", "failed"])
+                .await;
+            d["data"].as_array().unwrap().first().cloned()
+        },
+    )
+    .await;
+    assert_eq!(failed["attempts"], 4);
+    let detail = term
+        .json(&["deliveries", "get", failed["id"].as_str().unwrap()])
+        .await;
+    assert!(
+        detail["attempt_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status_code"] == 500
+                && a["error_kind"] == "http_status"
+                && a["response_body"] == "boom")
+    );
+
+    // Ctrl-C deletes the temporary subscription.
+    signal(&listen.child, "-INT").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), listen.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let out = term.fails(&["sub", "get", &sub_id]).await;
+    assert!(out.stderr.contains("subscription not found"));
+
+    // A listener that dies goes away after the grace period; meanwhile nothing is lost:
+    // deliveries wait as failed attempts ("listener_offline").
+    let mut listen = Tail::spawn(&term, &["listen", &local], "Listening as").await;
+    listen.stderr_until("Connected to").await;
+    let sub_id = term.json(&["sub", "list"]).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    signal(&listen.child, "-KILL").await;
+    let _ = listen.child.wait().await;
+    eventually(
+        "the dead listener's subscription is deleted",
+        Duration::from_secs(10),
+        || async { (term.run(&["sub", "get", &sub_id]).await.code == 1).then_some(()) },
+    )
+    .await;
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod deliveries;
 pub mod events;
 pub mod extract;
+pub mod listeners;
 mod messages;
 mod ops;
 pub mod plugin_test_runs;
@@ -67,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .merge(plugins::router(&config))
         .merge(plugin_test_runs::router())
         .merge(webhook_checks::router())
+        .merge(listeners::router())
         .merge(stream::router())
         .merge(ops::router())
         .split_for_parts();

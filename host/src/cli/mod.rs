@@ -11,6 +11,7 @@ mod account;
 mod client;
 mod deliveries;
 mod events;
+mod listen;
 mod local;
 mod output;
 mod plugins;
@@ -120,6 +121,13 @@ pub enum Command {
         after_help = "Examples:\n  wasmhook tail\n  wasmhook tail --sub sub_... --type message:created\n  wasmhook tail --plugin plg_... -o json"
     )]
     Tail(tail::TailArgs),
+    /// Receive webhooks on this machine without a tunnel: deliveries come over a connection this
+    /// command opens and are POSTed to the local URL with their signed headers; the answers go
+    /// to the attempt log. Until Ctrl-C (which deletes the temporary subscription).
+    #[command(
+        after_help = "Examples:\n  wasmhook listen http://localhost:3000/webhook\n  wasmhook listen http://localhost:3000/webhook -e message:created,conversation:created --format papercups"
+    )]
+    Listen(listen::ListenArgs),
     /// Manage plugins on a server, and build, check and run them locally.
     #[command(
         subcommand,
@@ -272,6 +280,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<(), CliError> {
         Command::Plugin(cmd) => plugins::run(cmd, ctx).await,
         Command::Verify(args) => verify::verify(args, ctx).await,
         Command::Tail(args) => tail::tail(args, ctx).await,
+        Command::Listen(args) => listen::listen(args, ctx).await,
         Command::Completion(args) => {
             let shell = match args.shell {
                 Shell::Bash => clap_complete::Shell::Bash,

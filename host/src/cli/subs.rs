@@ -249,6 +249,9 @@ async fn set_status(
 }
 
 fn target(sub: &Subscription) -> String {
+    if sub.listen_expires_at.is_some() {
+        return sub.description.clone();
+    }
     match (&sub.url, &sub.plugin_id) {
         (Some(url), _) => url.clone(),
         (None, Some(plugin)) => format!("plugin {plugin}"),

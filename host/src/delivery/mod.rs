@@ -5,6 +5,7 @@ pub mod check;
 pub mod dispatcher;
 pub mod formats;
 pub mod http;
+pub mod listen;
 pub mod netpolicy;
 pub mod ratelimit;
 pub mod schedule;

@@ -8,6 +8,7 @@ use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::formats::{BodyInput, render};
 use super::http::{FailureKind, classify, excerpt, literal_refused};
+use super::listen::{Handoff, handoff_id};
 use super::schedule::parse_retry_after;
 use super::signing::{airy_signature, signature_header};
 use super::{AttemptOutcome, Verdict};
@@ -30,11 +31,17 @@ pub enum Subscriber<'a> {
     },
     /// A plugin that reacts to the event.
     Plugin(&'a str),
+    /// A `wasmhook listen` command line connected to the server (see [`super::listen`]): it
+    /// gets the signed request a URL would, and reports its local receiver's answer.
+    Listener,
 }
 
 impl<'a> Subscriber<'a> {
     /// The subscriber behind a subscription, if it has one it can deliver to.
     pub fn of(sub: &'a Subscription) -> Option<Subscriber<'a>> {
+        if sub.listen_expires_at.is_some() {
+            return Some(Subscriber::Listener);
+        }
         match (&sub.url, &sub.plugin_id) {
             (Some(url), _) => Some(Subscriber::Url {
                 url,
@@ -115,6 +122,39 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
                 },
             );
             post(state, sub, url, &work.delivery.id, body).await
+        }
+        Some(Subscriber::Listener) => {
+            let body = render(
+                sub.format,
+                &BodyInput {
+                    event_id: &event.id,
+                    event_type: &event.event_type,
+                    occurred_at: &event.occurred_at,
+                    payload: &event.payload,
+                },
+            );
+            let now = now_ms();
+            let headers = signed_headers(
+                &sub.headers,
+                &sub.signing_secrets(now),
+                None,
+                &work.delivery.id,
+                now / 1000,
+                &body,
+            );
+            let handoff = Handoff {
+                handoff_id: handoff_id(),
+                delivery_id: work.delivery.id.clone(),
+                event_id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                attempt: work.delivery.attempts + 1,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            state
+                .listeners
+                .hand_off(&sub.id, handoff, state.config.delivery_timeout)
+                .await
         }
         None => AttemptOutcome::failed(
             "config",

@@ -8,6 +8,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0003_plugin_log_level.sql")),
     M::up(include_str!("migrations/0004_scheduling.sql")),
     M::up(include_str!("migrations/0005_console_sessions.sql")),
+    M::up(include_str!("migrations/0006_listeners.sql")),
 ];
 
 /// The ordered list of schema migrations.

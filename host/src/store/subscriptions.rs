@@ -9,7 +9,7 @@ use crate::model::{Circuit, DeliveryOrdering, Format, Subscription, Subscription
 const COLUMNS: &str = "seq, id, account_id, url, plugin_id, transform_plugin_id, description, event_types,
     headers, format, status, status_reason, secret, previous_secret, previous_secret_expires_at, verify,
     rate_limit_per_second, airy_api_secret, failing_since, created_at, updated_at, max_in_flight,
-    ordering, breaker_failures, breaker_until";
+    ordering, breaker_failures, breaker_until, listen_expires_at";
 
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
@@ -46,6 +46,7 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
         max_in_flight: r.get(21)?,
         ordering: DeliveryOrdering::parse(&ordering).ok_or_else(|| corrupt("ordering"))?,
         circuit: Circuit::at(r.get(23)?, r.get(24)?, now_ms()),
+        listen_expires_at: r.get(25)?,
     })
 }
 
@@ -58,9 +59,9 @@ fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> 
         "INSERT INTO subscriptions (id, account_id, url, plugin_id, transform_plugin_id, description,
             event_types, headers, format, status, status_reason, secret, previous_secret,
             previous_secret_expires_at, verify, rate_limit_per_second, airy_api_secret, failing_since,
-            created_at, updated_at, max_in_flight, ordering)
+            created_at, updated_at, max_in_flight, ordering, listen_expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-            ?21, ?22)",
+            ?21, ?22, ?23)",
     )?
     .execute(params![
         s.id,
@@ -85,6 +86,7 @@ fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> 
         s.updated_at,
         s.max_in_flight,
         s.ordering.as_str(),
+        s.listen_expires_at,
     ])?;
     s.seq = tx.last_insert_rowid();
     index_event_types(tx, s)
@@ -277,6 +279,62 @@ impl Store {
             } else {
                 Ok(())
             }
+        })
+        .await
+    }
+
+    /// Moves a listener subscription's expiry (`wasmhook listen`): while its command line is
+    /// connected, and when it leaves.
+    pub async fn touch_listener(
+        &self,
+        account_id: String,
+        id: String,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE subscriptions SET listen_expires_at = ?3
+                 WHERE id = ?1 AND account_id = ?2 AND listen_expires_at IS NOT NULL",
+                params![id, account_id, expires_at],
+            )?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Deletes the listener subscriptions (and their deliveries) whose expiry has passed, except
+    /// those in `connected`, whose expiry moves to `grace` from now; returns the ids deleted.
+    pub async fn delete_expired_listeners(
+        &self,
+        now: i64,
+        connected: Vec<String>,
+        grace: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |tx| {
+            let mut touch = tx.prepare_cached(
+                "UPDATE subscriptions SET listen_expires_at = ?2
+                 WHERE id = ?1 AND listen_expires_at IS NOT NULL",
+            )?;
+            for id in &connected {
+                touch.execute(params![id, now + grace])?;
+            }
+            let expired: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM subscriptions
+                     WHERE listen_expires_at IS NOT NULL AND listen_expires_at < ?1",
+                )?
+                .query_map([now], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut deleted = Vec::new();
+            for id in expired.into_iter().filter(|id| !connected.contains(id)) {
+                tx.execute("DELETE FROM subscriptions WHERE id = ?1", [&id])?;
+                deleted.push(id);
+            }
+            Ok(deleted)
         })
         .await
     }
