@@ -12,8 +12,10 @@ async function addWebhook(page, step, url) {
     await page.getByRole("link", { name: "Integrations" }).click();
     await page.waitForURL("**/console/integrations");
   });
-  await step('click "Add webhook URL"', async () => {
-    await page.getByRole("link", { name: "Add webhook URL", exact: true }).click();
+  await step('"Add webhook URL", from the keyboard', async () => {
+    await page.getByRole("link", { name: "Add webhook URL", exact: true }).focus();
+    await page.keyboard.press("Enter");
+    await page.waitForURL("**/console/integrations/new");
     await page.getByLabel("URL", { exact: true }).fill(url);
     if (!(await page.getByLabel("message:created").isChecked())) {
       throw new Error("message:created is not preselected");

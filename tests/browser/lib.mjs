@@ -114,3 +114,21 @@ export async function assertInert(page, text, where) {
     if (v) throw new Error(`${where}: injected markup found (${k}: ${v})`);
   }
 }
+
+/** Issue 12, line 14: every form control has a label, and at 375 px the page itself does not
+ *  scroll sideways (wide tables scroll inside their own box). */
+export async function assertUsable(page, where) {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+      .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label"))
+      .map((el) => el.name || el.id || el.outerHTML.slice(0, 60)));
+  if (unlabelled.length) throw new Error(`${where}: unlabelled controls: ${unlabelled.join(", ")}`);
+  const width = page.viewportSize().width;
+  await page.setViewportSize({ width: 375, height: 800 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+  const culprits = overflow > 375 ? await page.evaluate(() => [...document.querySelectorAll("body *")]
+    .filter((el) => el.getBoundingClientRect().right > 376)
+    .slice(0, 5).map((el) => `${el.tagName}.${el.className}#${el.id} ${Math.round(el.getBoundingClientRect().right)}`)) : [];
+  await page.setViewportSize({ width, height: 900 });
+  if (overflow > 375) throw new Error(`${where}: ${overflow} px wide at a 375 px viewport (${culprits.join(", ")})`);
+}

@@ -2,7 +2,7 @@
 // and `javascript:` in an event payload and id, a subscription URL, a custom header, a plugin's
 // name and log line, and a receiver's response body; every screen that shows them must show
 // them as text: no dialog opens, no injected element or handler exists, no javascript: link.
-import { run, signIn, env, assertInert } from "./lib.mjs";
+import { run, signIn, env, assertInert, assertUsable } from "./lib.mjs";
 
 const BASE = env("BASE");
 const SCRIPT = "<script>";
@@ -30,6 +30,7 @@ run("xss", async (page, { step }) => {
       // Details hold some of the text (the headers each attempt sent): open them all.
       await page.evaluate(() => document.querySelectorAll("details").forEach((d) => { d.open = true; }));
       for (const t of texts) await assertInert(page, t, name);
+      await assertUsable(page, name);
     });
   }
   if (process.env.LIVE !== "1") {
