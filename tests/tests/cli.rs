@@ -725,6 +725,27 @@ async fn plugins_are_pushed_configured_attached_and_their_logs_read() {
         text.contains(logs["data"][0]["message"].as_str().unwrap()),
         "{text}"
     );
+
+    // --follow prints what is there, then new lines as they are written.
+    let mut follow = Tail::spawn(&term, &["plugin", "logs", &id, "--follow"], "Following").await;
+    let first = follow.next().await;
+    assert!(first.contains("replied in conversation c1"), "{first}");
+    term.ok(&[
+        "send",
+        "message:created",
+        "--data",
+        r#"{"conversation_id": "c2", "text": "help", "sender": {"id": "u2", "type": "source_contact"}}"#,
+    ])
+    .await;
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("replied in conversation c2"))
+    {
+        assert!(seen.len() < 10, "no new line for c2: {seen:?}");
+        seen.push(follow.next().await);
+    }
+    follow.child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -852,6 +873,9 @@ async fn plugin_run_runs_a_component_locally_with_host_calls_captured() {
             .contains("replied in conversation")
     );
     assert!(report["duration_us"].as_u64().unwrap() > 0);
+    // At least the component's initial memory (a page or more), at most the limit.
+    let peak = report["peak_memory_bytes"].as_u64().unwrap();
+    assert!((64 * 1024..=64 << 20).contains(&peak), "{report}");
 
     // A transform: the replacement payload.
     let event = dir.path().join("event.json");

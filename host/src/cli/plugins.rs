@@ -305,6 +305,7 @@ async fn logs(args: LogsArgs, client: &Client, ctx: &Ctx) -> Result<(), CliError
     // Following: JSON lines. Lines are new when they are newer than the newest seen (or as
     // new and not seen yet: several lines share a millisecond).
     page.data.iter().rev().for_each(print);
+    eprintln!("Following new lines; Ctrl-C to stop.");
     let mut newest = page.data.first().map(|l| l.at).unwrap_or(0);
     let mut at_newest: Vec<(String, Option<String>)> = page
         .data

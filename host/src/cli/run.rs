@@ -145,6 +145,8 @@ struct LocalRunOut {
     run: TestRunOut,
     /// Key-value reads, in order, with what they returned.
     kv_reads: Vec<KvRead>,
+    /// The largest linear memory the instance had, in bytes.
+    peak_memory_bytes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     timing: Option<Timing>,
 }
@@ -267,13 +269,13 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Result<(), CliError> {
             reads: Mutex::default(),
         });
         let started = Instant::now();
-        let result = rt
-            .invoke_loaded(services.clone(), loaded.clone(), input)
+        let (result, usage) = rt
+            .invoke_measured(services.clone(), loaded.clone(), input)
             .await;
         times.push(started.elapsed());
-        last = Some((result, services));
+        last = Some((result, usage, services));
     }
-    let (result, services) = last.expect("at least one call");
+    let (result, usage, services) = last.expect("at least one call");
     let reads = std::mem::take(&mut *services.reads.lock().expect("reads lock"));
     let timing = (args.loops > 1).then(|| {
         let mut sorted = times.clone();
@@ -300,6 +302,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Result<(), CliError> {
                 value: value.map(kv_bytes),
             })
             .collect(),
+        peak_memory_bytes: usage.peak_memory_bytes,
         timing,
     };
     if ctx.json() {
@@ -307,6 +310,12 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Result<(), CliError> {
     } else {
         println!("event       {} {}", event.event_type, event.id);
         print_run(&out.run, Some(&out.kv_reads), out.timing.as_ref());
+        println!();
+        println!(
+            "peak memory {:.1} KiB (limit {} MiB)",
+            out.peak_memory_bytes as f64 / 1024.0,
+            loaded.limits.memory_bytes >> 20
+        );
     }
     failed(&out.run)
 }

@@ -82,6 +82,14 @@ impl InvokeError {
     }
 }
 
+/// What one invocation used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// The largest linear memory the instance had (its initial memory, then every growth
+    /// allowed), in bytes.
+    pub peak_memory_bytes: usize,
+}
+
 /// The event as a plugin receives it; borrowed, because it is copied once, into the WIT types.
 #[derive(Clone, Copy)]
 pub struct Input<'a> {
@@ -144,6 +152,17 @@ impl PluginRuntime {
         plugin: Arc<LoadedPlugin>,
         input: Input<'_>,
     ) -> Result<Decision, InvokeError> {
+        self.invoke_measured(services, plugin, input).await.0
+    }
+
+    /// [`Self::invoke_loaded`], also telling what the invocation used (`wasmhook plugin run`
+    /// reports it).
+    pub async fn invoke_measured(
+        &self,
+        services: Arc<dyn PluginServices>,
+        plugin: Arc<LoadedPlugin>,
+        input: Input<'_>,
+    ) -> (Result<Decision, InvokeError>, Usage) {
         let limits = plugin.limits;
         let event = to_wit(input, &plugin.account_id);
         let context = plugin.contexts.take();
@@ -189,6 +208,9 @@ impl PluginRuntime {
             Err(_) => Err(deadline_exceeded(&limits)),
         };
         let state = store.into_data();
+        let usage = Usage {
+            peak_memory_bytes: state.limiter.peak,
+        };
         let services = state.call.services;
         let mut logs = state.call.logs;
         if let Some(calls) = &state.http_policy.calls {
@@ -217,7 +239,7 @@ impl PluginRuntime {
             logs.push_always(LogLevel::Error, e.message.clone());
         }
         services.plugin_logs(&plugin.account_id, &plugin.id, logs.lines);
-        result
+        (result, usage)
     }
 }
 

@@ -89,17 +89,24 @@ pub fn validate(o: &PluginLimits) -> Result<(), String> {
     Ok(())
 }
 
-/// Caps linear memory and remembers whether the cap was hit, so the failure can say so.
+/// Caps linear memory and remembers whether the cap was hit, so the failure can say so, and
+/// the largest memory it allowed.
 pub struct MemoryLimiter {
     max: usize,
     /// Set when a growth was refused.
     pub hit: bool,
+    /// The largest size allowed to a memory so far, in bytes.
+    pub peak: usize,
 }
 
 impl MemoryLimiter {
     /// A limiter allowing `max` bytes per memory.
     pub fn new(max: usize) -> MemoryLimiter {
-        MemoryLimiter { max, hit: false }
+        MemoryLimiter {
+            max,
+            hit: false,
+            peak: 0,
+        }
     }
 }
 
@@ -114,6 +121,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
