@@ -21,6 +21,8 @@ run("xss", async (page, { step }) => {
     ["event", `/console/events/${encodeURIComponent(env("EVENT_ID"))}`, [SCRIPT, IMG, JS]],
     ["plugins", "/console/plugins", [SCRIPT]],
     ["plugin", `/console/plugins/${env("PLUGIN_ID")}`, [SCRIPT, "onerror=alert(7)"]],
+    ["add webhook form", "/console/integrations/new", []],
+    ["api keys", "/console/api-keys", []],
   ];
   for (const [name, path, texts] of screens) {
     await step(`the ${name} page shows the data as text`, async () => {

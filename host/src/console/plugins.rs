@@ -213,15 +213,16 @@ async fn upload_version(
     upload_answer(result)
 }
 
-fn limit_rows(
-    current: &PluginLimits,
-) -> [(
+/// One limit in the settings form: (field, label, override, default, ceiling).
+type LimitRow = (
     &'static str,
     &'static str,
     Option<u32>,
     Option<u32>,
     Option<u32>,
-); 7] {
+);
+
+fn limit_rows(current: &PluginLimits) -> [LimitRow; 7] {
     [
         (
             "memory_mb",
@@ -471,18 +472,16 @@ async fn plugin_page(
 }
 
 /// The settings form, checked as `PATCH /v1/plugins/{id}` checks them.
-fn parse_settings(
-    f: &Fields,
-) -> Result<
-    (
-        String,
-        BTreeMap<String, String>,
-        Vec<String>,
-        PluginLimits,
-        LogLevel,
-    ),
-    ApiError,
-> {
+/// A plugin's settings as submitted.
+struct Settings {
+    name: String,
+    config: BTreeMap<String, String>,
+    hosts: Vec<String>,
+    limits: PluginLimits,
+    level: LogLevel,
+}
+
+fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
     let name = f.text("name").unwrap_or_default();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::invalid("name: 1 to 100 characters"));
@@ -509,7 +508,7 @@ fn parse_settings(
     let hosts: Vec<String> = f
         .get("allowed_hosts")
         .unwrap_or_default()
-        .split(|c: char| c == '\n' || c == ',')
+        .split(['\n', ','])
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .collect();
@@ -554,7 +553,13 @@ fn parse_settings(
         .get("log_level")
         .and_then(|l| LogLevel::parse(&l))
         .unwrap_or_default();
-    Ok((name, config, hosts, limits, level))
+    Ok(Settings {
+        name,
+        config,
+        hosts,
+        limits,
+        level,
+    })
 }
 
 async fn settings(
@@ -563,7 +568,13 @@ async fn settings(
     Path(id): Path<String>,
     fields: Fields,
 ) -> Page {
-    let (name, config, hosts, plugin_limits, level) = match parse_settings(&fields) {
+    let Settings {
+        name,
+        config,
+        hosts,
+        limits: plugin_limits,
+        level,
+    } = match parse_settings(&fields) {
         Ok(v) => v,
         Err(e) => {
             return plugin_page(
