@@ -14,9 +14,12 @@ CREATE INDEX console_sessions_expiry ON console_sessions(expires_at);
 
 -- A subscription's deliveries filtered by status, newest first.
 CREATE INDEX deliveries_subscription_status ON deliveries(subscription_seq, status, seq);
--- The overview's "deliveries settled in the last hour", per account.
-CREATE INDEX deliveries_account_updated ON deliveries(account_id, updated_at);
--- Events by time range, and by conversation (the payload's conversation_id, as text).
+-- The overview's "deliveries settled in the last hour" by status, per account (counted from
+-- the index alone).
+CREATE INDEX deliveries_account_updated ON deliveries(account_id, updated_at, status);
+-- An account's events newest first (the index ends with the rowid, seq), by time range, and by
+-- conversation (the payload's conversation_id, as text).
+CREATE INDEX events_account ON events(account_id);
 CREATE INDEX events_account_received ON events(account_id, received_at);
 -- (Payloads are always JSON objects: ingest checks them.)
 CREATE INDEX events_conversation
