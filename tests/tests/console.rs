@@ -820,6 +820,95 @@ async fn docs_screenshots() {
     .await;
 }
 
+/// Issue 12, line 6: Retry, Recover (count first), the secret (reveal, copy, rotate), disable,
+/// enable and delete, in a browser, checked through the API.
+#[tokio::test]
+async fn browser_retries_recovers_and_manages_a_subscriptions_secret() {
+    if !browser::available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let (_, key) = s.account("Acme").await;
+    let receiver = Receiver::start().await;
+    receiver.status(500);
+    let sub = s
+        .subscribe(
+            &key,
+            json!({"url": format!("{}/flaky", receiver.url), "event_types": ["*"]}),
+        )
+        .await;
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+    let other = s
+        .subscribe(&key, json!({"url": format!("{}/other", receiver.url), "event_types": ["conversation:updated"]}))
+        .await;
+    for i in 0..3 {
+        s.event(
+            &key,
+            json!({"type": "message:created", "id": format!("m-{i}"), "payload": {"text": "hi"}}),
+        )
+        .await;
+    }
+    eventually("three dead letters", Duration::from_secs(20), || async {
+        let (_, list) = s
+            .get(
+                &format!("/v1/subscriptions/{sub_id}/deliveries?status=failed"),
+                &key,
+            )
+            .await;
+        (list["data"].as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    receiver.status(200);
+    let reported = browser::run(
+        "subscription",
+        &[
+            ("BASE", s.base.clone()),
+            ("KEY", key.clone()),
+            ("SUB_ID", sub_id.clone()),
+            ("DELETE_ID", other["id"].as_str().unwrap().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        reported.str("secret"),
+        sub["secret"].as_str().unwrap(),
+        "the secret shown is the secret"
+    );
+    let (_, secret) = s
+        .get(&format!("/v1/subscriptions/{sub_id}/secret"), &key)
+        .await;
+    assert_eq!(secret["secret"].as_str().unwrap(), reported.str("rotated"));
+    assert_ne!(reported.str("rotated"), reported.str("secret"));
+    assert!(secret["previous_secret_expires_at"].is_string(), "{secret}");
+    eventually(
+        "every delivery succeeded after Retry and Recover",
+        Duration::from_secs(20),
+        || async {
+            let (_, list) = s
+                .get(
+                    &format!("/v1/subscriptions/{sub_id}/deliveries?status=succeeded"),
+                    &key,
+                )
+                .await;
+            (list["data"].as_array()?.len() == 3).then_some(())
+        },
+    )
+    .await;
+    let (_, d) = s
+        .get(&format!("/v1/deliveries/{}", reported.str("retried")), &key)
+        .await;
+    assert_eq!(d["status"], "succeeded");
+    let (_, after) = s.get(&format!("/v1/subscriptions/{sub_id}"), &key).await;
+    assert_eq!(after["status"], "active");
+    let (status, _) = s
+        .get(
+            &format!("/v1/subscriptions/{}", other["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(status, 404, "deleted");
+}
+
 /// Issue 12, lines 7 and 8: filters, the event page (payload, causation, deliveries), Live.
 #[tokio::test]
 async fn browser_filters_events_follows_causation_and_sees_new_ones_live() {
