@@ -2,7 +2,7 @@
 // transform of a webhook → Send test event → the redacted payload is visible in the attempt log
 // (the test receiver answers with the body it received, and the attempt log keeps the first
 // 4 KiB of each answer); uploads that are not components show the API's reason inline.
-import { run, signIn, env, result, until } from "./lib.mjs";
+import { run, signIn, env, result, api } from "./lib.mjs";
 
 const PII = env("PII_REDACTOR_WASM");
 const WEBHOOK = env("WEBHOOK_ID");
@@ -72,4 +72,46 @@ run("plugins", async (page, { step }) => {
     const sent = await page.locator("[data-test=test-event-payload]").innerText();
     if (!sent.includes("jane.doe@example.com")) throw new Error("the original payload is not shown");
   });
+
+  await step("settings: config, allowed hosts, a limit, the log level", async () => {
+    await page.goto(`${env("BASE")}/console/plugins/${pluginId}`);
+    await page.getByText("ceiling on this server 30000").first().waitFor();
+    await page.getByLabel("Deadline (ms)").fill("999999");
+    // Over the ceiling: the browser refuses it (max), and so would the server.
+    if (await page.getByLabel("Deadline (ms)").evaluate((el) => el.checkValidity())) {
+      throw new Error("a deadline over the ceiling is accepted by the form");
+    }
+    await page.getByLabel("Deadline (ms)").evaluate((el) => el.removeAttribute("max"));
+    await page.getByRole("button", { name: "Save settings" }).click();
+    await page.locator("[data-test=plugin-error]").getByText("limits.deadline_ms: at most 30000").waitFor();
+    await page.getByLabel(/^Config \(one/).fill("kinds=email");
+    await page.getByLabel(/^Allowed hosts/).fill("api.example.com");
+    await page.getByLabel("Deadline (ms)").fill("2000");
+    await page.getByLabel(/^Log level/).selectOption("debug");
+    await page.getByRole("button", { name: "Save settings" }).click();
+    await page.waitForURL("**?done=saved");
+    if ((await page.getByLabel("Deadline (ms)").inputValue()) !== "2000") throw new Error("limit not kept");
+  });
+  await step("delete is refused while a webhook uses it, and says which", async () => {
+    await page.getByText("Delete this plugin").click();
+    await page.getByRole("button", { name: "Yes, delete it" }).click();
+    await page.locator("[data-test=plugin-error]").getByText(WEBHOOK).waitFor();
+  });
+  await step("attach as a subscriber", async () => {
+    await page.goto(`${env("BASE")}/console/plugins/${pluginId}`);
+    await page.getByRole("button", { name: "Subscribe the plugin" }).click();
+    await page.waitForURL("**?done=subscriber");
+    await page.locator("[data-test=plugin-attached]").getByText("subscriber:").waitFor();
+  });
+  if (process.env.LIVE === "1") {
+    await step("the live tail shows the plugin's log line as it is written", async () => {
+      await page.getByLabel("Live tail").check();
+      await page.locator("#logs-live-status").getByText("Live:").waitFor();
+      const r = await api("POST", "/v1/events", {
+        type: "message:created", payload: { conversation_id: "c-9", text: "mail me: x@y.example" },
+      });
+      if (r.status !== 202) throw new Error(`POST /v1/events: ${r.status}`);
+      await page.locator("tr.fresh [data-test=log-message]").getByText(/masked 1 field/).first().waitFor();
+    });
+  }
 });

@@ -520,6 +520,7 @@ async fn browser_uploads_pii_redactor_attaches_it_and_sees_the_redacted_test_eve
         )
         .await;
     let webhook_id = webhook["id"].as_str().unwrap().to_string();
+    let live = if has_stream(&s).await { "1" } else { "0" };
     let reported = browser::run(
         "plugins",
         &[
@@ -530,6 +531,7 @@ async fn browser_uploads_pii_redactor_attaches_it_and_sees_the_redacted_test_eve
                 "PII_REDACTOR_WASM",
                 wasmhook_plugin_artifacts::PII_REDACTOR.to_string(),
             ),
+            ("LIVE", live.to_string()),
         ],
     )
     .await;
@@ -547,8 +549,8 @@ async fn browser_uploads_pii_redactor_attaches_it_and_sees_the_redacted_test_eve
         .get(&format!("/v1/subscriptions/{webhook_id}"), &key)
         .await;
     assert_eq!(sub["transform_plugin_id"], plugin_id);
+    // The test event first (then, with the live tail, one more event).
     let got = receiver.at("/redacted");
-    assert_eq!(got.len(), 1);
     let text = got[0].json()["data"]["text"].as_str().unwrap().to_string();
     assert!(
         text.contains("[email]") && !text.contains("jane.doe@"),
@@ -557,8 +559,22 @@ async fn browser_uploads_pii_redactor_attaches_it_and_sees_the_redacted_test_eve
     let (_, events) = s.get("/v1/events", &key).await;
     assert_eq!(
         events["data"].as_array().unwrap().len(),
-        1,
-        "only the test event was stored: the test run stored nothing"
+        1 + usize::from(live == "1"),
+        "only the test event (and the live tail's) were stored: the test run stored nothing"
+    );
+    let (_, plugin) = s.get(&format!("/v1/plugins/{plugin_id}"), &key).await;
+    assert_eq!(plugin["config"], json!({"kinds": "email"}));
+    assert_eq!(plugin["allowed_hosts"], json!(["api.example.com"]));
+    assert_eq!(plugin["limits"], json!({"deadline_ms": 2000}));
+    assert_eq!(plugin["log_level"], "debug");
+    let (_, subs) = s.get("/v1/subscriptions", &key).await;
+    assert!(
+        subs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|sub| sub["plugin_id"] == plugin_id),
+        "attached as a subscriber: {subs}"
     );
 }
 
