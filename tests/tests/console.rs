@@ -1002,3 +1002,75 @@ async fn browser_filters_events_follows_causation_and_sees_new_ones_live() {
         assert_eq!(status, 200);
     }
 }
+
+/// Issue 12, line 13: the overview shows the queue, the last hour by outcome, failing
+/// subscriptions with the time left before they are disabled, and plugins with failures, each
+/// linking to the filtered list.
+#[tokio::test]
+async fn the_overview_shows_failures_with_links_to_the_filtered_lists() {
+    let s = TestServer::start().await;
+    let (_, key) = s.account("A").await;
+    let receiver = Receiver::start().await;
+    receiver.status(500);
+    let sub = s
+        .subscribe(
+            &key,
+            json!({"url": format!("{}/down", receiver.url), "event_types": ["*"]}),
+        )
+        .await;
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+    let plugin = s
+        .plugin(
+            &key,
+            "trapper",
+            wasmhook_plugin_artifacts::HOSTILE,
+            json!({"config": {"mode": "trap"}}),
+        )
+        .await;
+    let plugin_id = plugin["id"].as_str().unwrap().to_string();
+    s.subscribe(
+        &key,
+        json!({"plugin_id": plugin_id, "event_types": ["message:created"]}),
+    )
+    .await;
+    s.event(
+        &key,
+        json!({"type": "message:created", "payload": {"text": "hi"}}),
+    )
+    .await;
+    eventually(
+        "the webhook's delivery failed",
+        Duration::from_secs(20),
+        || async {
+            let (_, list) = s
+                .get(
+                    &format!("/v1/subscriptions/{sub_id}/deliveries?status=failed"),
+                    &key,
+                )
+                .await;
+            (!list["data"].as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await;
+    s.logs_with(&key, &plugin_id, |l| l["level"] == "error")
+        .await;
+    let c = Console::sign_in(&s, &key).await;
+    let (status, html) = c.get("/console").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("data-test=\"queue-depth\""), "{html}");
+    assert!(html.contains("data-test=\"last-hour-failed\""), "{html}");
+    assert!(
+        html.contains(&format!("/console/subscriptions/{sub_id}?status=failed")),
+        "the failing subscription links to its failed deliveries"
+    );
+    let left = html.split("data-test=\"time-left\">").nth(1).unwrap();
+    assert!(
+        left.starts_with("4 d 23 h") || left.starts_with("5 d 0 h"),
+        "{left}"
+    );
+    assert!(
+        html.contains(&format!("/console/plugins/{plugin_id}#logs")),
+        "{html}"
+    );
+    assert!(html.contains("trapper"));
+}
