@@ -63,7 +63,11 @@ fn print_interfaces(title: &str, list: &[Interface]) {
     }
     let width = list.iter().map(|i| i.name.len()).max().unwrap_or(0);
     for i in list {
-        println!("  {:<width$}  {}", i.name, i.functions.join(", "));
+        let functions = match i.functions.is_empty() {
+            true => "(types only)".to_string(),
+            false => i.functions.join(", "),
+        };
+        println!("  {:<width$}  {functions}", i.name);
     }
 }
 

@@ -109,21 +109,27 @@ pub enum Command {
         after_help = "Examples:\n  wasmhook recover sub_... --since 2h --dry-run\n  wasmhook recover sub_... --since 2026-11-01T00:00:00Z --yes"
     )]
     Recover(deliveries::RecoverArgs),
-    /// Try a webhook URL before subscribing it: the handshake or a signed test delivery, with
-    /// what was sent, what came back and why it failed.
+    /// Try a webhook URL before subscribing it.
+    ///
+    /// Runs what subscribing would (the handshake, or a signed test delivery) and shows what was
+    /// sent, what came back and why it failed.
     #[command(
         after_help = "Examples:\n  wasmhook verify https://example.com/hook\n  wasmhook verify https://example.com/papercups --format papercups"
     )]
     Verify(verify::VerifyArgs),
-    /// Print what happens in the account as it happens (events, delivery attempts, plugin log
-    /// lines), one line each, until Ctrl-C; reconnects by itself.
+    /// Print what happens in the account as it happens, until Ctrl-C.
+    ///
+    /// One line per event stored, delivery attempt settled and plugin log line written; a
+    /// dropped connection is reopened by itself.
     #[command(
         after_help = "Examples:\n  wasmhook tail\n  wasmhook tail --sub sub_... --type message:created\n  wasmhook tail --plugin plg_... -o json"
     )]
     Tail(tail::TailArgs),
-    /// Receive webhooks on this machine without a tunnel: deliveries come over a connection this
-    /// command opens and are POSTed to the local URL with their signed headers; the answers go
-    /// to the attempt log. Until Ctrl-C (which deletes the temporary subscription).
+    /// Receive webhooks on this machine without a tunnel, until Ctrl-C.
+    ///
+    /// A temporary subscription's deliveries come over a connection this command opens and are
+    /// POSTed to the local URL with their body and signed headers; the answers go to the
+    /// attempt log. Ctrl-C deletes the subscription.
     #[command(
         after_help = "Examples:\n  wasmhook listen http://localhost:3000/webhook\n  wasmhook listen http://localhost:3000/webhook -e message:created,conversation:created --format papercups"
     )]

@@ -40,19 +40,23 @@ pub enum PluginCommand {
         after_help = "Examples:\n  wasmhook plugin logs plg_...\n  wasmhook plugin logs plg_... --follow"
     )]
     Logs(LogsArgs),
-    /// Validate a component the way an upload would, and show its imports and exports (no server).
+    /// Validate a component as an upload would, and show its imports and exports (no server).
     #[command(
         after_help = "Example:\n  wasmhook plugin check target/wasm32-wasip2/release/my_plugin.wasm"
     )]
     Check(super::local::CheckArgs),
-    /// Run a component on one event without a server: decision, payload, logs, and every host
-    /// call (send-message, kv, outgoing HTTP) captured. Exit 1 when the plugin fails.
+    /// Run a component on one event, without a server.
+    ///
+    /// Prints the decision, the payload, log lines and every host call (send-message, kv,
+    /// outgoing HTTP), captured. Exit 1 when the plugin fails.
     #[command(
         after_help = "Examples:\n  wasmhook plugin run my_plugin.wasm --example message:created --config greeting=hi\n  wasmhook plugin run my_plugin.wasm --event @event.json --kv @state.json --allow-host api.example.com\n  wasmhook plugin run my_plugin.wasm --example message:created --loop 1000"
     )]
     Run(super::run::RunArgs),
-    /// Run a plugin on the server on one event without side effects (the server's dry run):
-    /// send-message and kv writes are captured, not performed. Exit 1 when the plugin fails.
+    /// Run a plugin on the server on one event, without side effects.
+    ///
+    /// The server's dry run: send-message and kv writes are captured, not performed. Exit 1
+    /// when the plugin fails.
     #[command(
         after_help = "Examples:\n  wasmhook plugin test plg_... --example message:created\n  wasmhook plugin test plg_... --event @event.json --config greeting=hi"
     )]

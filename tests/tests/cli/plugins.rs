@@ -87,6 +87,20 @@ async fn plugins_are_pushed_configured_attached_and_their_logs_read() {
         .json(&["plugin", "attach", &id, "--sub", url_sub_id])
         .await;
     assert_eq!(attached["transform_plugin_id"], id.as_str());
+    let with_transform = term
+        .json(&[
+            "sub",
+            "create",
+            &r.url,
+            "-e",
+            "message:created",
+            "--transform",
+            &id,
+        ])
+        .await;
+    assert_eq!(with_transform["transform_plugin_id"], id.as_str());
+    term.ok(&["sub", "delete", with_transform["id"].as_str().unwrap()])
+        .await;
     let sub_on_plugin = term
         .json(&[
             "sub",
