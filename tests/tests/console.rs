@@ -384,6 +384,9 @@ async fn another_accounts_resources_are_not_found() {
     // An account session does not open the admin's page.
     let (status, _) = a.get("/console/admin").await;
     assert_eq!(status, 404);
+    let (status, html) = a.get("/console/no/such/page").await;
+    assert_eq!(status, 404);
+    assert!(html.contains("does not exist"), "an HTML page: {html}");
 }
 
 #[tokio::test]

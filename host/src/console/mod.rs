@@ -51,6 +51,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console") }))
         .route("/console/", get(|| async { Redirect::to("/console") }))
+        // Unknown console pages get a page, not the API's JSON.
+        .route(
+            "/console/{*rest}",
+            get(|| async { ConsoleError::NotFound("page") }),
+        )
         .merge(assets::router())
         .merge(session::router())
         .merge(accounts::router())
