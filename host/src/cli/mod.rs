@@ -366,6 +366,44 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// What the server sends reads back into the same types and serializes the same: the
+    /// command line's view of a response is the server's.
+    #[test]
+    fn responses_round_trip_through_the_api_types() {
+        use crate::api::subscriptions::CreatedSubscription;
+        use crate::delivery::netpolicy::NetPolicy;
+        use crate::subscriptions::{CreateSubscription, build};
+
+        fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) {
+            let json = serde_json::to_value(value).unwrap();
+            let back: T = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&back).unwrap(), json);
+        }
+        let req: CreateSubscription = serde_json::from_value(serde_json::json!({
+            "url": "https://example.com/hook",
+            "event_types": ["message:created"],
+            "headers": {"X-Team": "a"},
+            "format": "papercups",
+        }))
+        .unwrap();
+        // What the command line sends is what the server reads.
+        round_trip(&req);
+        let sub = build("acc_1", req, &NetPolicy::default()).unwrap();
+        round_trip(&sub);
+        round_trip(&CreatedSubscription {
+            secret: "whsec_x".into(),
+            subscription: sub,
+        });
+        let event: crate::model::Event = serde_json::from_value(serde_json::json!({
+            "id": "evt_1", "type": "message:created", "payload": {"text": "hi"},
+            "occurred_at": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:01.250Z",
+            "causation": {"plugin_id": "plg_1", "event_id": "evt_0", "depth": 1}
+        }))
+        .unwrap();
+        assert_eq!(event.received_at % 1000, 250);
+        round_trip(&event);
+    }
+
     #[test]
     fn key_values_parse() {
         assert_eq!(key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
