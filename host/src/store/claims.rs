@@ -99,17 +99,23 @@ pub enum Settled {
     LeaseLost,
 }
 
-const IN_FLIGHT: &str = "SELECT subscription_seq, COUNT(*) FROM deliveries WHERE lease_until > ?1
-     GROUP BY subscription_seq";
-const NEXT_SUBSCRIPTION_WITH_PENDING: &str =
-    "SELECT MIN(subscription_seq) FROM deliveries WHERE status = 'pending' AND subscription_seq > ?1";
+// The claim runs on every freed slot over a table of millions of settled rows: each query names
+// the partial index it must use (SQLite's planner would otherwise prefer an index that matches
+// the GROUP BY or the equality and walk settled rows). `claim_queries_use_their_indexes`
+// checks the plans.
+const IN_FLIGHT: &str =
+    "SELECT subscription_seq, COUNT(*) FROM deliveries INDEXED BY deliveries_leased
+     WHERE lease_until > ?1 GROUP BY subscription_seq";
+const NEXT_SUBSCRIPTION_WITH_PENDING: &str = "SELECT MIN(subscription_seq)
+     FROM deliveries INDEXED BY deliveries_subscription_due
+     WHERE status = 'pending' AND subscription_seq > ?1";
 const SCHEDULING_OF: &str =
     "SELECT status, max_in_flight, breaker_until FROM subscriptions WHERE seq = ?1";
-const DUE_OF: &str = "SELECT seq FROM deliveries
+const DUE_OF: &str = "SELECT seq FROM deliveries INDEXED BY deliveries_subscription_due
      WHERE status = 'pending' AND subscription_seq = ?1 AND next_attempt_at <= ?2
      ORDER BY next_attempt_at, seq LIMIT ?3";
-const NEXT_DUE_AFTER: &str =
-    "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > ?1";
+const NEXT_DUE_AFTER: &str = "SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_due
+     WHERE status = 'pending' AND next_attempt_at > ?1";
 const TAKE: &str = "UPDATE deliveries SET next_attempt_at = ?2, lease_until = ?2, claim_token = ?3
      WHERE seq = ?1
      RETURNING id, event_seq, subscription_seq, attempts, last_error, created_at, updated_at";
@@ -119,7 +125,8 @@ const SETTLE: &str = "UPDATE deliveries SET status = ?3, next_attempt_at = ?4, l
         last_error = COALESCE(?5, last_error), attempts = attempts + ?6, updated_at = ?7
      WHERE seq = ?1 AND claim_token = ?2 AND status = 'pending'
      RETURNING subscription_seq, ordering_key";
-const INSERT_ATTEMPT: &str = "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code, error_kind,
+const INSERT_ATTEMPT: &str =
+    "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code, error_kind,
         error_message, response_body)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const FAILURE_STREAK: &str = "UPDATE subscriptions
@@ -127,12 +134,13 @@ const FAILURE_STREAK: &str = "UPDATE subscriptions
      WHERE seq = ?1 RETURNING failing_since";
 const BREAKER_OF: &str =
     "SELECT breaker_failures, breaker_trips, breaker_until FROM subscriptions WHERE seq = ?1";
-const SET_BREAKER: &str = "UPDATE subscriptions SET breaker_failures = ?2, breaker_trips = ?3, breaker_until = ?4
+const SET_BREAKER: &str =
+    "UPDATE subscriptions SET breaker_failures = ?2, breaker_trips = ?3, breaker_until = ?4
      WHERE seq = ?1";
-const HEAD_ACTIVE: &str = "SELECT EXISTS (SELECT 1 FROM deliveries
+const HEAD_ACTIVE: &str = "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_ordering
      WHERE subscription_seq = ?1 AND ordering_key = ?2 AND status = 'pending' AND next_attempt_at IS NOT NULL)";
 const RELEASE_HEAD: &str = "UPDATE deliveries SET next_attempt_at = ?3
-     WHERE seq = (SELECT MIN(seq) FROM deliveries
+     WHERE seq = (SELECT MIN(seq) FROM deliveries INDEXED BY deliveries_ordering
                   WHERE subscription_seq = ?1 AND ordering_key = ?2 AND status = 'pending')";
 
 /// Makes the earliest pending delivery of `(subscription, key)` due at `now`, unless one of
@@ -206,7 +214,9 @@ fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), St
             continue;
         }
         let due: Vec<i64> = due_of
-            .query_map(params![sub, r.now, free.min(r.limit) as i64], |row| row.get(0))?
+            .query_map(params![sub, r.now, free.min(r.limit) as i64], |row| {
+                row.get(0)
+            })?
             .collect::<Result<_, _>>()?;
         if !due.is_empty() {
             per_sub.push((sub, due));
@@ -485,7 +495,10 @@ mod tests {
             last_error: None,
             breaker: None,
         };
-        store.record_outcome(o, crate::clock::now_ms()).await.unwrap()
+        store
+            .record_outcome(o, crate::clock::now_ms())
+            .await
+            .unwrap()
     }
 
     fn payloads(claims: &Claims) -> Vec<String> {
@@ -494,6 +507,36 @@ mod tests {
             .iter()
             .map(|c| c.event.payload.get().to_string())
             .collect()
+    }
+
+    #[test]
+    fn claim_queries_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), SyncMode::Normal).unwrap());
+        let c = rusqlite::Connection::open(dir.path().join("wasmhook.sqlite3")).unwrap();
+        let queries = [
+            IN_FLIGHT,
+            NEXT_SUBSCRIPTION_WITH_PENDING,
+            DUE_OF,
+            NEXT_DUE_AFTER,
+            HEAD_ACTIVE,
+            RELEASE_HEAD,
+            crate::store::deliveries::ANY_PENDING_OF_KEY,
+        ];
+        for q in queries {
+            let n = q.matches('?').count();
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {q}"))
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(vec![1; n]), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN deliveries")),
+                "{q}: {plan:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -642,7 +685,11 @@ mod tests {
         let mut at_probe = request(100, 0);
         at_probe.now = probe_at;
         let probe = store.claim_due(at_probe).await.unwrap();
-        assert_eq!(probe.claimed.len(), 0, "the straggler in flight is the probe's slot");
+        assert_eq!(
+            probe.claimed.len(),
+            0,
+            "the straggler in flight is the probe's slot"
+        );
         let succeeded = Outcome {
             delivery_seq: claims.claimed[1].delivery.seq,
             token: claims.claimed[1].token,

@@ -18,10 +18,12 @@ use crate::model::{
 /// Plugins are not given events caused deeper than this many plugin hops.
 pub const MAX_PLUGIN_DEPTH: u32 = 8;
 
-const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status,
+const INSERT_DELIVERY: &str =
+    "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status,
         next_attempt_at, last_error, created_at, updated_at, ordering_key)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)";
-const ANY_PENDING_OF_KEY: &str = "SELECT EXISTS (SELECT 1 FROM deliveries
+pub(crate) const ANY_PENDING_OF_KEY: &str =
+    "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_ordering
      WHERE subscription_seq = ?1 AND ordering_key = ?2 AND status = 'pending')";
 
 /// Why a plugin must not be given an event, if it must not: it caused the event, or the event
@@ -218,8 +220,10 @@ impl Store {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .found()?;
-            if !leased_until.is_some_and(|until| until > now) {
-                tx.prepare_cached(REQUEUE)?.execute(params![seq, now, key.is_some()])?;
+            let in_flight = leased_until.is_some_and(|until| until > now);
+            if !in_flight {
+                tx.prepare_cached(REQUEUE)?
+                    .execute(params![seq, now, key.is_some()])?;
                 if let Some(key) = &key {
                     release_next(tx, sub_seq, key, now)?;
                 }
@@ -290,7 +294,7 @@ impl Store {
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {
         self.read(|c| {
             Ok(
-                c.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?
+                c.prepare_cached("SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_due WHERE status = 'pending'")?
                     .query_row([], |r| r.get(0))?,
             )
         })

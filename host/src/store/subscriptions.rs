@@ -125,13 +125,15 @@ fn save(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
     ])?;
     if s.ordering == DeliveryOrdering::None {
         // Deliveries held back behind an earlier one of their conversation go now.
-        tx.prepare_cached(RELEASE_HELD)?.execute(params![s.seq, s.updated_at])?;
+        tx.prepare_cached(RELEASE_HELD)?
+            .execute(params![s.seq, s.updated_at])?;
     }
     index_event_types(tx, s)
 }
 
 /// Frees the held deliveries of a subscription that no longer keeps conversation order.
-const RELEASE_HELD: &str = "UPDATE deliveries SET next_attempt_at = COALESCE(next_attempt_at, ?2), ordering_key = NULL
+const RELEASE_HELD: &str = "UPDATE deliveries INDEXED BY deliveries_ordering
+     SET next_attempt_at = COALESCE(next_attempt_at, ?2), ordering_key = NULL
      WHERE subscription_seq = ?1 AND status = 'pending' AND ordering_key IS NOT NULL";
 
 fn index_event_types(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
@@ -348,7 +350,9 @@ impl Store {
                     "SELECT id, breaker_failures, breaker_until FROM subscriptions
                      WHERE breaker_until IS NOT NULL",
                 )?
-                .query_map([], |r| Ok((r.get(0)?, Circuit::at(r.get(1)?, r.get(2)?, now))))?
+                .query_map([], |r| {
+                    Ok((r.get(0)?, Circuit::at(r.get(1)?, r.get(2)?, now)))
+                })?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
