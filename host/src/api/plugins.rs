@@ -67,14 +67,16 @@ pub struct UpdatePlugin {
     pub log_level: Option<LogLevel>,
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+/// A plugin's name: 1 to 100 characters (the console checks its forms with it too).
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() || name.len() > 100 {
         return Err(ApiError::invalid("name: 1 to 100 characters"));
     }
     Ok(())
 }
 
-pub(super) fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
+/// A plugin's configuration: at most 256 keys, bounded sizes.
+pub(crate) fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if config.len() > 256 {
         return Err(ApiError::invalid("config: at most 256 keys"));
     }
@@ -89,7 +91,8 @@ pub(super) fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiE
     Ok(())
 }
 
-fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
+/// `allowed_hosts`: at most 64 host names or `*.` patterns.
+pub(crate) fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
     if hosts.len() > 64 {
         return Err(ApiError::invalid("allowed_hosts: at most 64 hosts"));
     }

@@ -20,6 +20,7 @@ use super::forms::Fields;
 use super::layout::{self, Nav, badge, csrf_input, seg, short};
 use super::session::Signed;
 use super::{ConsoleError, Page};
+use crate::api::subscriptions::check_plugin_refs;
 use crate::delivery::verification;
 use crate::error::ApiError;
 use crate::model::{Delivery, Format, Plugin, Subscription, SubscriptionStatus};
@@ -388,14 +389,7 @@ async fn create(State(state): State<AppState>, s: Signed, fields: Fields) -> Pag
 /// Creates the subscription as `POST /v1/subscriptions` does.
 async fn save(state: &AppState, account: &str, form: &WebhookForm) -> Result<(), ConsoleError> {
     let transform = Some(form.transform.clone()).filter(|t| !t.is_empty());
-    if let Some(t) = &transform
-        && !state
-            .store
-            .plugin_exists(account.to_string(), t.clone())
-            .await?
-    {
-        return Err(ApiError::invalid(format!("no plugin {t:?} in this account")).into());
-    }
+    check_plugin_refs(state, account, &[transform.as_ref()]).await?;
     let req = CreateSubscription {
         url: Some(form.url.clone()),
         plugin_id: None,

@@ -3,8 +3,9 @@
 //! limits with the server's ceilings, log level), logs with a live tail, attaching it, the test
 //! run, and deleting it (a refusal says which subscriptions use it).
 //!
-//! Uploads go to the same plugin runtime calls as `POST /v1/plugins` and `PUT /v1/plugins/{id}`;
-//! their refusals carry the API's message.
+//! Uploads go to the same plugin runtime calls as `POST /v1/plugins` and `PUT /v1/plugins/{id}`,
+//! settings are checked by the same rules as `PATCH /v1/plugins/{id}`; refusals carry the API's
+//! message.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ use super::forms::Fields;
 use super::layout::{self, Nav, badge, csrf_input, q, seg};
 use super::session::Signed;
 use super::{ConsoleError, Page};
+use crate::api::plugins as api_rules;
 use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -166,9 +168,7 @@ async fn upload(
     let result = async {
         let body = body.map_err(crate::api::extract::body_error)?;
         let name = uq.name.unwrap_or_default().trim().to_string();
-        if name.is_empty() || name.len() > 100 {
-            return Err(ApiError::invalid("name: 1 to 100 characters"));
-        }
+        api_rules::check_name(&name)?;
         let now = now_ms();
         let plugin = Plugin {
             id: new_id("plg"),
@@ -483,9 +483,7 @@ struct Settings {
 
 fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
     let name = f.text("name").unwrap_or_default();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::invalid("name: 1 to 100 characters"));
-    }
+    api_rules::check_name(&name)?;
     let mut config = BTreeMap::new();
     for (i, line) in f.get("config").unwrap_or_default().lines().enumerate() {
         if line.trim().is_empty() {
@@ -494,17 +492,9 @@ fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
         let (k, v) = line
             .split_once('=')
             .ok_or_else(|| ApiError::invalid(format!("config, line {}: write key=value", i + 1)))?;
-        let k = k.trim();
-        if k.is_empty() || k.len() > 256 || v.len() > 64 * 1024 {
-            return Err(ApiError::invalid(format!(
-                "config: key {k:?} or its value is too long (keys 1-256 bytes, values ≤ 64 KiB)"
-            )));
-        }
-        config.insert(k.to_string(), v.trim().to_string());
+        config.insert(k.trim().to_string(), v.trim().to_string());
     }
-    if config.len() > 256 {
-        return Err(ApiError::invalid("config: at most 256 keys"));
-    }
+    api_rules::check_config(&config)?;
     let hosts: Vec<String> = f
         .get("allowed_hosts")
         .unwrap_or_default()
@@ -512,24 +502,7 @@ fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .collect();
-    if hosts.len() > 64 {
-        return Err(ApiError::invalid("allowed_hosts: at most 64 hosts"));
-    }
-    for h in &hosts {
-        let name = h.strip_prefix("*.").unwrap_or(h);
-        let ok = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            && !name.starts_with('.')
-            && !name.ends_with('.');
-        if !ok {
-            return Err(ApiError::invalid(format!(
-                "allowed_hosts: {h:?} is not a host name (use e.g. \"api.example.com\" or \"*.example.com\")"
-            )));
-        }
-    }
+    api_rules::check_hosts(&hosts)?;
     let num = |key: &str| -> Result<Option<u32>, ApiError> {
         match f.text(&format!("limit_{key}")) {
             None => Ok(None),
