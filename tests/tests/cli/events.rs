@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{Receiver, TestServer, eventually};
+use crate::common::{self, Receiver, TestServer, eventually};
 use crate::terminal::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,6 +103,25 @@ async fn send_follows_deliveries_and_failed_ones_are_retried_and_recovered() {
     let out = term.fails(&["recover", &sub_id, "--since", "1h"]).await;
     assert!(out.stdout.contains("2 failed deliveries"), "{out:?}");
     assert!(out.stderr.contains("pass --yes"), "{out:?}");
+    // On a terminal it asks; "n" requeues nothing.
+    let bin = common::wasmhook_bin();
+    let command = format!("{} recover {sub_id} --since 1h", bin.display());
+    let out = term
+        .run_program("script", &["-qec", &command, "/dev/null"], Some("n\n"))
+        .await;
+    assert!(
+        out.stdout.contains("Requeue 2 deliveries? [y/N]"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("not confirmed: nothing requeued"),
+        "{out:?}"
+    );
+    assert_eq!(
+        term.json(&["recover", &sub_id, "--since", "1h", "--dry-run"])
+            .await["recovered"],
+        2
+    );
     let done = term
         .json(&["recover", &sub_id, "--since", "1h", "--yes"])
         .await;

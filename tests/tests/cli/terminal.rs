@@ -70,7 +70,23 @@ impl Term {
     }
 
     pub async fn run_full(&self, dir: Option<&Path>, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut cmd = tokio::process::Command::new(wasmhook_bin());
+        self.spawn_and_wait(&wasmhook_bin(), dir, args, stdin).await
+    }
+
+    /// Runs another program (e.g. `script`, for a terminal) in this terminal's environment.
+    pub async fn run_program(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Out {
+        self.spawn_and_wait(Path::new(program), None, args, stdin)
+            .await
+    }
+
+    async fn spawn_and_wait(
+        &self,
+        program: &Path,
+        dir: Option<&Path>,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Out {
+        let mut cmd = tokio::process::Command::new(program);
         if let Some(dir) = dir {
             cmd.current_dir(dir);
         }
