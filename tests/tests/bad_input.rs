@@ -47,7 +47,7 @@ async fn bad_requests_get_clear_json_errors_and_never_a_5xx() {
         case("POST", "/v1/accounts", None, br#"{"name":"x"}"#, 401),
         // Routing.
         case("GET", "/v1/nothing-here", k, b"", 404),
-        case("GET", "/", None, b"", 404),
+        case("GET", "/no-such-page", None, b"", 404),
         case("DELETE", "/v1/events", k, b"", 405),
         case("PUT", "/v1/subscriptions", k, b"{}", 405),
         case("GET", "/webhooks.subscribe", k, b"", 405),
