@@ -136,10 +136,14 @@ async fn list(State(state): State<AppState>, s: Signed, Query(q): Query<ListQuer
         .into_iter()
         .map(|p| (p.id, p.name))
         .collect();
-    let pending = page
-        .items
-        .iter()
-        .any(|sub| sub.status == SubscriptionStatus::PendingVerification);
+    // Follow only handshakes still running (a failed one keeps its reason until tried again).
+    let pending = page.items.iter().any(|sub| {
+        sub.status == SubscriptionStatus::PendingVerification
+            && sub
+                .status_reason
+                .as_deref()
+                .is_none_or(|r| r.starts_with("waiting"))
+    });
     Ok(layout::page(
         &s.csrf,
         "Integrations",

@@ -436,6 +436,11 @@ async fn follow_test(
     let settled = detail
         .as_ref()
         .is_some_and(|(d, _)| d.status != DeliveryStatus::Pending);
+    // Follow it while something is about to happen (not through hours of retry backoff).
+    let following = !settled
+        && detail
+            .as_ref()
+            .is_none_or(|(d, _)| d.next_attempt_at.is_none_or(|at| at <= now_ms() + 60_000));
     Ok(layout::page(
         &s.csrf,
         "Test event",
@@ -446,7 +451,7 @@ async fn follow_test(
             h2 { "Payload sent to the ingest path" }
             pre data-test="test-event-payload" { (super::events::pretty(event.payload.get())) }
             h2 { "Its delivery" }
-            div #test-delivery data-poll=[(!settled).then_some("500")] data-test="test-delivery" data-settled=(settled) {
+            div #test-delivery data-poll=[following.then_some("500")] data-test="test-delivery" data-settled=(settled) {
                 @match &detail {
                     None => p data-test="test-no-delivery" {
                         "No delivery to this subscription"
@@ -455,7 +460,7 @@ async fn follow_test(
                     },
                     Some((d, attempts)) => {
                         p { (badge(d.status.as_str())) " " a href={ "/console/deliveries/" (seg(&d.id)) } { (d.id) }
-                            @if !settled { " — following until it settles…" } }
+                            @if following { " — following until it settles…" } @else if !settled { " — next attempt " (layout::opt_time(d.next_attempt_at)) } }
                         (attempt_log(&sub, d, attempts))
                     }
                 }
@@ -471,7 +476,9 @@ async fn delivery(State(state): State<AppState>, s: Signed, Path(id): Path<Strin
         .store
         .get_subscription(s.account.clone(), d.subscription_id.clone())
         .await?;
-    let pending = d.status == DeliveryStatus::Pending;
+    // Follow it while its next attempt is near (not for hours of retry backoff).
+    let pending = d.status == DeliveryStatus::Pending
+        && d.next_attempt_at.is_none_or(|at| at <= now_ms() + 60_000);
     Ok(layout::page(
         &s.csrf,
         &format!("Delivery {}", d.id),
