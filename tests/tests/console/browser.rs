@@ -63,8 +63,12 @@ impl Reported {
     }
 }
 
+/// One browser at a time: on two cores, parallel Chromiums only make every flow slow.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `tests/browser/<flow>.mjs` with `vars`; panics with its output unless it exits 0.
 pub async fn run(flow: &str, vars: &[(&str, String)]) -> Reported {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let root = workspace();
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(root.join("tests/browser").join(format!("{flow}.mjs")))
