@@ -23,6 +23,7 @@ run("xss", async (page, { step }) => {
     ["plugin", `/console/plugins/${env("PLUGIN_ID")}`, [SCRIPT, "onerror=alert(7)"]],
     ["add webhook form", "/console/integrations/new", []],
     ["api keys", "/console/api-keys", []],
+    ["all deliveries", "/console/deliveries", []],
   ];
   for (const [name, path, texts] of screens) {
     await step(`the ${name} page shows the data as text`, async () => {

@@ -1076,4 +1076,13 @@ async fn the_overview_shows_failures_with_links_to_the_filtered_lists() {
         "{html}"
     );
     assert!(html.contains("trapper"));
+    // The hour's failures lead to the account's failed deliveries of the hour.
+    assert!(
+        html.contains("/console/deliveries?window=1h&amp;status=failed"),
+        "{html}"
+    );
+    let (status, list) = c.get("/console/deliveries?window=1h&status=failed").await;
+    assert_eq!(status, 200);
+    assert!(list.contains("data-test=\"delivery-row\""), "{list}");
+    assert!(!list.contains("badge good\">succeeded"), "only failed ones");
 }

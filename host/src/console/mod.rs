@@ -16,6 +16,7 @@
 mod accounts;
 mod assets;
 mod check;
+mod deliveries;
 mod events;
 mod examples;
 mod forms;
@@ -63,6 +64,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(integrations::router())
         .merge(keys::router())
         .merge(subscription::router())
+        .merge(deliveries::router())
         .merge(events::router())
         .merge(plugins::router(&state.config))
         .merge(plugin_test::router())

@@ -42,12 +42,13 @@ async fn show(State(state): State<AppState>, s: Signed) -> Page {
         Nav::Overview,
         html! {
             div.stats {
-                div.stat data-test="queue-depth" {
+                a.stat href="/console/deliveries?status=pending" data-test="queue-depth" {
                     span.n { (o.queue_depth) }
                     "deliveries waiting"
                 }
                 @for (status, n) in &o.last_hour {
-                    div.stat data-test={ "last-hour-" (status.as_str()) } {
+                    a.stat href={ "/console/deliveries?window=1h&status=" (status.as_str()) }
+                        data-test={ "last-hour-" (status.as_str()) } {
                         span.n { (n) }
                         (status.as_str()) " in the last hour"
                     }
@@ -86,7 +87,7 @@ async fn show(State(state): State<AppState>, s: Signed) -> Page {
                     }
                 }
             }
-            p.hint { "Deliveries by status: " a href="/console/integrations" { "open a subscription" } " and filter its deliveries." }
+            p.hint { a href="/console/deliveries" { "All deliveries" } ", or open a subscription on the " a href="/console/integrations" { "Integrations" } " page and filter its deliveries." }
         },
     )
     .into_response())

@@ -90,6 +90,49 @@ pub struct PluginUse {
 }
 
 impl Store {
+    /// The account's deliveries, most recently changed first, optionally in one status and
+    /// changed since a time; `after` is the (updated_at, seq) of the previous page's last row.
+    /// Reads the (account, updated_at, status) index.
+    pub async fn account_deliveries(
+        &self,
+        account_id: String,
+        status: Option<DeliveryStatus>,
+        since: Option<i64>,
+        limit: usize,
+        after: Option<(i64, i64)>,
+    ) -> Result<(Vec<Delivery>, Option<(i64, i64)>), StoreError> {
+        self.read(move |c| {
+            let (before_at, before_seq) = after.unwrap_or((i64::MAX, i64::MAX));
+            let mut rows = c
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY} FROM deliveries d INDEXED BY deliveries_account_updated
+                       JOIN events e ON e.seq = d.event_seq JOIN subscriptions s ON s.seq = d.subscription_seq
+                     WHERE d.account_id = ?1 AND d.updated_at >= ?2 AND (?3 IS NULL OR d.status = ?3)
+                       AND (d.updated_at < ?4 OR (d.updated_at = ?4 AND d.seq < ?5))
+                     ORDER BY d.updated_at DESC, d.seq DESC LIMIT ?6"
+                ))?
+                .query_map(
+                    params![
+                        account_id,
+                        since.unwrap_or(i64::MIN),
+                        status.map(|s| s.as_str()),
+                        before_at,
+                        before_seq,
+                        limit as i64 + 1
+                    ],
+                    delivery_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            let next = more
+                .then(|| rows.last().map(|d| (d.updated_at, d.seq)))
+                .flatten();
+            Ok((rows, next))
+        })
+        .await
+    }
+
     /// A subscription's deliveries, newest first, optionally in one status.
     pub async fn subscription_deliveries(
         &self,
@@ -549,6 +592,23 @@ mod tests {
         })
         .await;
         fast("plugin uses", list, || store.plugin_uses(a.clone(), 0)).await;
+        let (failed, next) = fast("the account's failed deliveries", list, || {
+            store.account_deliveries(a.clone(), Some(DeliveryStatus::Failed), None, 50, None)
+        })
+        .await;
+        assert_eq!(failed.len(), 50);
+        fast("the account's failed deliveries, second page", list, || {
+            store.account_deliveries(a.clone(), Some(DeliveryStatus::Failed), None, 50, next)
+        })
+        .await;
+        fast("the account's pending deliveries", list, || {
+            store.account_deliveries(a.clone(), Some(DeliveryStatus::Pending), None, 50, None)
+        })
+        .await;
+        fast("the account's deliveries of the last hour", list, || {
+            store.account_deliveries(a.clone(), None, Some(1_090_000), 50, None)
+        })
+        .await;
         for (what, search) in [
             ("events", EventSearch::default()),
             (
