@@ -103,9 +103,6 @@ mod tests {
     fn a_success_closes_it() {
         let b = fail(fail(fail(Breaker::default(), 0), 0), 0);
         assert!(b.until.is_some());
-        assert_eq!(
-            POLICY.after(b, Signal::Healthy, 20_000),
-            Breaker::default()
-        );
+        assert_eq!(POLICY.after(b, Signal::Healthy, 20_000), Breaker::default());
     }
 }

@@ -195,7 +195,11 @@ pub struct Subscription {
     /// Set for a `wasmhook listen` subscription: its deliveries are handed to the command line
     /// connected to `GET /v1/listeners/{id}/stream`, and it is deleted when this time passes
     /// with none connected.
-    #[serde(default, with = "opt_ms_as_rfc3339", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_ms_as_rfc3339",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub listen_expires_at: Option<i64>,
     #[serde(skip)]

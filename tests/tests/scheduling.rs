@@ -73,13 +73,19 @@ async fn healthy_tenant_is_not_stalled(s: &TestServer, a_key: &str, a_sub: &str,
     // at the end of its lease, seconds away.
     eventually("A's attempts are in flight", WAIT, || async {
         let (_, list) = s
-            .get(&format!("/v1/subscriptions/{a_sub}/deliveries?status=pending&limit=250"), a_key)
+            .get(
+                &format!("/v1/subscriptions/{a_sub}/deliveries?status=pending&limit=250"),
+                a_key,
+            )
             .await;
-        list["data"].as_array()?.iter().any(|d| {
-            !d["next_attempt_at"].is_null()
-                && ms(&d["next_attempt_at"]) - ms(&d["created_at"]) > 2000
-        })
-        .then_some(())
+        list["data"]
+            .as_array()?
+            .iter()
+            .any(|d| {
+                !d["next_attempt_at"].is_null()
+                    && ms(&d["next_attempt_at"]) - ms(&d["created_at"]) > 2000
+            })
+            .then_some(())
     })
     .await;
 
@@ -301,14 +307,14 @@ async fn a_plugin_slower_than_the_lease_runs_once() {
     let logs = s
         .logs_with(&key, &plugin, |l| l["message"] == "hostile: going to sleep")
         .await;
-    let runs: BTreeMap<String, usize> =
-        logs.iter()
-            .filter(|l| l["message"] == "hostile: going to sleep")
-            .fold(BTreeMap::new(), |mut m, l| {
-                *m.entry(l["event_id"].as_str().unwrap().to_string())
-                    .or_default() += 1;
-                m
-            });
+    let runs: BTreeMap<String, usize> = logs
+        .iter()
+        .filter(|l| l["message"] == "hostile: going to sleep")
+        .fold(BTreeMap::new(), |mut m, l| {
+            *m.entry(l["event_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+            m
+        });
     assert_eq!(
         runs,
         BTreeMap::from([(id(&a), 1), (id(&b), 1)]),
@@ -324,7 +330,13 @@ async fn post_concurrently(s: &TestServer, key: &str, lists: Vec<Vec<Value>>) {
         let (http, url, key) = (s.http.clone(), s.url("/v1/events"), key.to_string());
         tasks.spawn(async move {
             for event in list {
-                let resp = http.post(&url).bearer_auth(&key).json(&event).send().await.unwrap();
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&event)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(resp.status().as_u16(), 202);
             }
         });
@@ -424,7 +436,9 @@ async fn ordered_subscriptions_get_each_conversation_in_order() {
                 .find(|d| d["subscription_id"] == plugin_sub["id"])
                 .expect("a delivery to the plugin")
                 .clone();
-            let (_, d) = s.get(&format!("/v1/deliveries/{}", id(&delivery)), &key).await;
+            let (_, d) = s
+                .get(&format!("/v1/deliveries/{}", id(&delivery)), &key)
+                .await;
             let attempt = &d["attempt_log"][0];
             let start = ms(&attempt["attempted_at"]);
             assert!(
@@ -457,11 +471,17 @@ async fn a_failing_delivery_holds_back_only_its_own_conversation() {
         )
         .await);
     for n in 0..3 {
-        s.event(&key, json!({"type": "chat", "payload": {"conversation_id": "conv-stuck", "n": n}}))
-            .await;
+        s.event(
+            &key,
+            json!({"type": "chat", "payload": {"conversation_id": "conv-stuck", "n": n}}),
+        )
+        .await;
     }
     let free = s
-        .event(&key, json!({"type": "chat", "payload": {"conversation_id": "conv-free", "n": 0}}))
+        .event(
+            &key,
+            json!({"type": "chat", "payload": {"conversation_id": "conv-free", "n": 0}}),
+        )
         .await;
     // Another conversation goes straight through while conv-stuck retries.
     settled(&s, &key, free["id"].as_str().unwrap(), "succeeded").await;
@@ -476,9 +496,11 @@ async fn a_failing_delivery_holds_back_only_its_own_conversation() {
         "later messages wait for the first: {stuck:?}"
     );
     // Once the first is dead-lettered, the next ones go, in order.
-    eventually("conv-stuck's later messages go after the dead letter", WAIT, || async {
-        (pending(&s, &key, &sub).await == 0).then_some(())
-    })
+    eventually(
+        "conv-stuck's later messages go after the dead letter",
+        WAIT,
+        || async { (pending(&s, &key, &sub).await == 0).then_some(()) },
+    )
     .await;
     let order: Vec<i64> = r
         .received()
@@ -488,7 +510,10 @@ async fn a_failing_delivery_holds_back_only_its_own_conversation() {
         .collect();
     assert_eq!(order, vec![0, 0, 0, 1, 2]);
     let (_, failed) = s
-        .get(&format!("/v1/subscriptions/{sub}/deliveries?status=failed"), &key)
+        .get(
+            &format!("/v1/subscriptions/{sub}/deliveries?status=failed"),
+            &key,
+        )
         .await;
     assert_eq!(failed["data"].as_array().unwrap().len(), 1);
 }
@@ -511,7 +536,9 @@ async fn the_greeter_greets_once_per_conversation_when_customers_type_fast() {
             "sender": {"id": format!("cust-{c}"), "type": "source_contact"}}})
     };
     // Two messages per conversation, back to back, ten conversations at once.
-    let lists = (0..10).map(|c| vec![customer(c, 0), customer(c, 1)]).collect();
+    let lists = (0..10)
+        .map(|c| vec![customer(c, 0), customer(c, 1)])
+        .collect();
     post_concurrently(&s, &key, lists).await;
     let greetings = eventually("ten greetings, every delivery settled", WAIT, || async {
         let (_, events) = s
@@ -550,7 +577,11 @@ async fn scheduling_fields_are_validated_and_patchable() {
     assert_eq!(sub["ordering"], "none", "the default for URL subscriptions");
     assert_eq!(sub["max_in_flight"], Value::Null);
     assert_eq!(sub["circuit"]["state"], "closed");
-    for bad in [json!({"max_in_flight": 0}), json!({"max_in_flight": 1001}), json!({"ordering": "fifo"})] {
+    for bad in [
+        json!({"max_in_flight": 0}),
+        json!({"max_in_flight": 1001}),
+        json!({"ordering": "fifo"}),
+    ] {
         let mut body = bad.clone();
         body["url"] = json!(r.url);
         let (status, err) = s.post("/v1/subscriptions", &key, body).await;
@@ -559,7 +590,11 @@ async fn scheduling_fields_are_validated_and_patchable() {
     }
     let path = format!("/v1/subscriptions/{}", id(&sub));
     let (status, patched) = s
-        .patch(&path, &key, json!({"max_in_flight": 3, "ordering": "conversation"}))
+        .patch(
+            &path,
+            &key,
+            json!({"max_in_flight": 3, "ordering": "conversation"}),
+        )
         .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["max_in_flight"], 3);
