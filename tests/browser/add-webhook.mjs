@@ -9,7 +9,7 @@ const BAD = env("BAD_URL");
 
 async function addWebhook(page, step, url) {
   await step("open Integrations", async () => {
-    await page.getByRole("link", { name: "Integrations" }).click();
+    await page.getByRole("navigation").getByRole("link", { name: "Integrations" }).click();
     await page.waitForURL("**/console/integrations");
   });
   await step('"Add webhook URL", from the keyboard', async () => {

@@ -11,7 +11,7 @@ run("plugins", async (page, { step }) => {
   await step("sign in", () => signIn(page, env("KEY")));
 
   await step("upload garbage: the reason is shown", async () => {
-    await page.getByRole("link", { name: "Plugins" }).click();
+    await page.getByRole("navigation").getByRole("link", { name: "Plugins" }).click();
     await page.getByLabel("Name").fill("garbage");
     await page.getByLabel("WebAssembly component (.wasm)").setInputFiles({
       name: "garbage.wasm", mimeType: "application/wasm", buffer: Buffer.from("this is not wasm"),
