@@ -95,6 +95,15 @@ async fn show(
         .store
         .subscription_deliveries(s.account.clone(), id.clone(), filter, 50, qs.cursor)
         .await?;
+    let transform_name = match &sub.transform_plugin_id {
+        Some(p) => state
+            .store
+            .get_plugin(s.account.clone(), p.clone())
+            .await
+            .ok()
+            .map(|p| p.name),
+        None => None,
+    };
     let sid = seg(&sub.id);
     let csrf = &s.csrf;
     let stream_url = format!("/v1/stream?subscription_id={}", q(&sub.id));
@@ -104,7 +113,7 @@ async fn show(
         Nav::Integrations,
         html! {
             (layout::notice(done_notice(qs.done.as_deref())))
-            (details(&sub))
+            (details(&sub, transform_name.as_deref()))
             (actions(&sub, csrf, true))
             @if sub.url.is_some() && sub.status != SubscriptionStatus::Active {
                 form method="post" action={ "/console/subscriptions/" (sid) "/verify" } {
@@ -187,7 +196,7 @@ async fn show(
     .into_response())
 }
 
-fn details(sub: &Subscription) -> Markup {
+fn details(sub: &Subscription, transform_name: Option<&str>) -> Markup {
     html! {
         dl.kv data-test="subscription-details" {
             dt { "Target" } dd { (target(sub)) }
@@ -196,7 +205,7 @@ fn details(sub: &Subscription) -> Markup {
             dt { "Format" } dd { (sub.format.as_str()) @if sub.format == Format::Airy { " (the account's Airy webhook)" } }
             dt { "Transform" } dd {
                 @match &sub.transform_plugin_id {
-                    Some(p) => a href={ "/console/plugins/" (seg(p)) } { (p) },
+                    Some(p) => a href={ "/console/plugins/" (seg(p)) } data-test="sub-transform" { (transform_name.unwrap_or(p)) },
                     None => "—",
                 }
             }
