@@ -129,13 +129,19 @@ async fn list(State(state): State<AppState>, s: Signed, Query(eq): Query<EventQu
                 button.secondary type="submit" data-test="apply-filter" { "Filter" }
                 a href="/console/events" { "Clear" }
             }
-            p {
-                label.live {
-                    input type="checkbox" data-live="event" data-live-url=(stream_url)
-                        data-live-target="events-body" data-live-status="events-live-status" data-test="live-toggle";
-                    "Live"
+            // Live adds what is stored from now on: with an event id or an end time it has
+            // nothing to add; with a conversation it keeps to it.
+            @if eq.id.as_deref().is_none_or(|v| v.trim().is_empty())
+                && eq.to.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                p {
+                    label.live {
+                        input type="checkbox" data-live="event" data-live-url=(stream_url)
+                            data-live-conversation=[nonempty(&eq.conversation_id)]
+                            data-live-target="events-body" data-live-status="events-live-status" data-test="live-toggle";
+                        "Live"
+                    }
+                    " " span #events-live-status.hint role="status" {}
                 }
-                " " span #events-live-status.hint role="status" {}
             }
             (table(&page.items))
             @if let Some(c) = page.next_cursor {

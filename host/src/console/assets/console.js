@@ -107,6 +107,8 @@
         source.addEventListener(kind, function (m) {
           var data;
           try { data = JSON.parse(m.data); } catch (e) { return; }
+          var only = toggle.getAttribute("data-live-conversation");
+          if (only && kind === "event" && conversationOf(data.payload) !== only) return;
           if (tbody && builders[kind]) builders[kind](tbody, data);
           var empty = document.querySelector('[data-empty-for="' + tbody.id + '"]');
           if (empty) empty.remove();
