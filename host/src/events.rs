@@ -4,10 +4,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 use crate::clock::{new_id, now_ms, parse_rfc3339, rfc3339};
 use crate::error::ApiError;
 use crate::model::{Causation, Conversation};
+use crate::schema::Str;
 use crate::state::AppState;
 use crate::store::events::{Ingested, NewEvent};
 
@@ -50,7 +52,13 @@ pub fn json_depth(json: &str) -> usize {
     max
 }
 
-/// True for `^[a-z][a-z0-9_.:-]{0,127}$`.
+/// What [`valid_event_type`] accepts, for error messages and the API document.
+pub const EVENT_TYPE_PATTERN: &str = "^[a-z][a-z0-9_.:-]{0,127}$";
+
+/// What [`valid_client_id`] accepts.
+pub const CLIENT_ID_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
+
+/// True for [`EVENT_TYPE_PATTERN`].
 pub fn valid_event_type(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
@@ -61,7 +69,7 @@ pub fn valid_event_type(t: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.:-".contains(c))
 }
 
-/// True for a client-chosen event id: 1 to 128 of `A-Z a-z 0-9 _ . : -`.
+/// True for a client-chosen event id ([`CLIENT_ID_PATTERN`]).
 fn valid_client_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -76,16 +84,32 @@ fn valid_client_id(id: &str) -> bool {
 pub struct EventIn {
     /// Event type, e.g. `message:created` (`event` is accepted too, as Papercups names it).
     #[serde(rename = "type", alias = "event")]
+    #[schema(schema_with = event_type_schema)]
     pub event_type: String,
     /// The event's data: a JSON object.
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     /// Your id for the event; posting the same id again returns the first event.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = client_id_schema)]
     pub id: Option<String>,
     /// When it happened (RFC 3339); defaults to now.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
+}
+
+fn event_type_schema() -> RefOr<Schema> {
+    Str::new("Event type, e.g. `message:created` (`event` is accepted too, as Papercups names it).")
+        .pattern(EVENT_TYPE_PATTERN)
+        .build()
+}
+
+fn client_id_schema() -> RefOr<Schema> {
+    Str::new("Your id for the event; posting the same id again returns the first event.")
+        .pattern(CLIENT_ID_PATTERN)
+        .nullable()
+        .build()
 }
 
 /// Turns a posted event into a record to store. `where_` names it in errors (`events[3]`).
@@ -100,7 +124,7 @@ pub fn prepare(
         return Err(ApiError::BadRequest {
             code: "invalid_event_type",
             message: format!(
-                "{where_}type: {:?} must match ^[a-z][a-z0-9_.:-]{{0,127}}$",
+                "{where_}type: {:?} must match {EVENT_TYPE_PATTERN}",
                 e.event_type
             ),
         });

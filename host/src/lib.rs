@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod plugin_services;
 pub mod plugins;
+pub mod schema;
 pub mod state;
 pub mod store;
 pub mod subscriptions;

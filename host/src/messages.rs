@@ -20,6 +20,8 @@ use crate::store::events::NewEvent;
 pub const APP_SENDER_TYPE: &str = "app_user";
 /// Longest message text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Longest conversation id, in characters.
+pub const MAX_CONVERSATION_ID: usize = 256;
 
 /// Who is sending.
 #[derive(Debug, Clone)]
@@ -64,8 +66,10 @@ pub fn validate(conversation_id: &str, text: &str) -> Result<(), String> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(format!("text: longer than {MAX_TEXT_BYTES} bytes"));
     }
-    if conversation_id.is_empty() || conversation_id.len() > 256 {
-        return Err("conversation_id: 1 to 256 characters".into());
+    if conversation_id.is_empty() || conversation_id.chars().count() > MAX_CONVERSATION_ID {
+        return Err(format!(
+            "conversation_id: 1 to {MAX_CONVERSATION_ID} characters"
+        ));
     }
     Ok(())
 }

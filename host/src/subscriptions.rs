@@ -14,13 +14,19 @@ use utoipa::ToSchema;
 use crate::clock::{new_id, now_ms};
 use crate::delivery::netpolicy::NetPolicy;
 use crate::error::ApiError;
-use crate::events::valid_event_type;
+use crate::events::{EVENT_TYPE_PATTERN, valid_event_type};
 use crate::model::{Circuit, DeliveryOrdering, Format, Subscription, SubscriptionStatus};
 
 /// How long a rotated-out secret keeps signing deliveries.
 pub const ROTATION_GRACE_MS: i64 = 24 * 3600 * 1000;
 const MAX_URL_LEN: usize = 2048;
 const MAX_HEADERS: usize = 32;
+const MAX_HEADER_VALUE: usize = 8192;
+const MAX_EVENT_TYPES: usize = 256;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION: usize = 1024;
+/// An entry of `event_types`: an event type or `*`.
+const EVENT_TYPE_FILTER_PATTERN: &str = r"^(\*|[a-z][a-z0-9_.:-]{0,127})$";
 /// The largest `max_in_flight` a subscription may ask for.
 pub const MAX_IN_FLIGHT: u32 = 1000;
 /// Header names a subscription may not set: wasmhook owns them.
@@ -100,13 +106,15 @@ pub fn validate_event_types(types: &[String]) -> Result<(), ApiError> {
             "event_types: must not be empty (use [\"*\"] for every type)",
         ));
     }
-    if types.len() > 256 {
-        return Err(ApiError::invalid("event_types: at most 256 entries"));
+    if types.len() > MAX_EVENT_TYPES {
+        return Err(ApiError::invalid(format!(
+            "event_types: at most {MAX_EVENT_TYPES} entries"
+        )));
     }
     for (i, t) in types.iter().enumerate() {
         if t != "*" && !valid_event_type(t) {
             return Err(ApiError::invalid(format!(
-                "event_types[{i}]: {t:?} is not an event type (^[a-z][a-z0-9_.:-]{{0,127}}$) or \"*\""
+                "event_types[{i}]: {t:?} is not an event type ({EVENT_TYPE_PATTERN}) or \"*\""
             )));
         }
     }
@@ -132,7 +140,7 @@ pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ApiErr
                 "headers: {name:?} is reserved; wasmhook sets it"
             )));
         }
-        if http::HeaderValue::from_str(value).is_err() || value.len() > 8192 {
+        if http::HeaderValue::from_str(value).is_err() || value.len() > MAX_HEADER_VALUE {
             return Err(ApiError::invalid(format!(
                 "headers: the value of {name:?} is not a valid header value"
             )));
@@ -153,6 +161,7 @@ pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
     /// Where to POST deliveries. Exactly one of `url` and `plugin_id`.
+    #[schema(schema_with = schema::url)]
     pub url: Option<String>,
     /// A plugin that receives the events instead of a URL.
     pub plugin_id: Option<String>,
@@ -160,12 +169,15 @@ pub struct CreateSubscription {
     pub transform_plugin_id: Option<String>,
     /// Free text.
     #[serde(default)]
+    #[schema(schema_with = schema::description)]
     pub description: String,
     /// Event types to deliver; `["*"]` (the default) for all.
     #[serde(default = "all_types")]
+    #[schema(schema_with = schema::event_types)]
     pub event_types: Vec<String>,
     /// Extra request headers.
     #[serde(default)]
+    #[schema(schema_with = schema::headers)]
     pub headers: BTreeMap<String, String>,
     /// Body shape; `standard` by default.
     #[serde(default)]
@@ -174,10 +186,11 @@ pub struct CreateSubscription {
     #[serde(default)]
     pub verify: bool,
     /// At most this many deliveries per second; excess deliveries wait.
+    #[schema(schema_with = schema::rate)]
     pub rate_limit_per_second: Option<u32>,
     /// At most this many attempts at once (1 to 1000); the server's default
     /// (`--subscription-max-in-flight`) when absent.
-    #[schema(minimum = 1, maximum = 1000)]
+    #[schema(schema_with = schema::max_in_flight)]
     pub max_in_flight: Option<u32>,
     /// `conversation` (the default for plugin subscribers): one delivery at a time per
     /// conversation, in ingest order; `none` (the default for URL subscriptions): no order.
@@ -195,15 +208,19 @@ fn all_types() -> Vec<String> {
 pub struct UpdateSubscription {
     /// New URL (requires verification again where verification applies).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::url)]
     pub url: Option<String>,
     /// New description.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::new_description)]
     pub description: Option<String>,
     /// New event types.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::new_event_types)]
     pub event_types: Option<Vec<String>>,
     /// New headers (replaces the whole map).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::new_headers)]
     pub headers: Option<BTreeMap<String, String>>,
     /// New format.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -221,12 +238,12 @@ pub struct UpdateSubscription {
     pub transform_plugin_id: Option<Option<String>>,
     /// New rate limit, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(schema_with = schema::rate)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_second: Option<Option<u32>>,
     /// New concurrency cap (1 to 1000), or `null` for the server's default.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[schema(schema_with = schema::max_in_flight)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<Option<u32>>,
     /// `conversation` or `none`.
@@ -234,9 +251,117 @@ pub struct UpdateSubscription {
     pub ordering: Option<DeliveryOrdering>,
 }
 
+/// The document's schemas of the fields above: the bounds the validation below enforces.
+pub(crate) mod schema {
+    use utoipa::openapi::{RefOr, Schema};
+
+    use super::*;
+    use crate::schema::{Str, array, integer, string_map};
+
+    /// An HTTP header name (RFC 9110 token characters).
+    const HEADER_NAME_PATTERN: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+    /// A header value `http` accepts: no control characters but tab.
+    const HEADER_VALUE_PATTERN: &str = "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$";
+
+    fn url_of() -> Str {
+        Str::new("An http(s) URL without credentials; internal addresses are refused unless the operator allows them.")
+            .len(1, MAX_URL_LEN)
+            .format("uri")
+    }
+
+    pub fn url() -> RefOr<Schema> {
+        url_of().nullable().build()
+    }
+
+    pub fn required_url() -> RefOr<Schema> {
+        url_of().build()
+    }
+
+    fn description_of(nullable: bool) -> RefOr<Schema> {
+        let s = Str::new("Free text.").len(0, MAX_DESCRIPTION);
+        if nullable { s.nullable() } else { s }.build()
+    }
+
+    pub fn description() -> RefOr<Schema> {
+        description_of(false)
+    }
+
+    pub fn new_description() -> RefOr<Schema> {
+        description_of(true)
+    }
+
+    fn event_types_of(nullable: bool) -> RefOr<Schema> {
+        let item = Str::new("An event type, or `*` for every type.")
+            .pattern(EVENT_TYPE_FILTER_PATTERN)
+            .build();
+        array(
+            "Event types to deliver; `[\"*\"]` for all.",
+            item,
+            1,
+            MAX_EVENT_TYPES,
+            nullable,
+        )
+    }
+
+    pub fn event_types() -> RefOr<Schema> {
+        event_types_of(false)
+    }
+
+    pub fn new_event_types() -> RefOr<Schema> {
+        event_types_of(true)
+    }
+
+    fn headers_of(nullable: bool) -> RefOr<Schema> {
+        string_map(
+            "Extra request headers; names wasmhook sets itself (`content-type`, `webhook-*`, ...) are refused.",
+            Str::new("Header name").pattern(HEADER_NAME_PATTERN),
+            Str::new("Header value")
+                .len(0, MAX_HEADER_VALUE)
+                .pattern(HEADER_VALUE_PATTERN),
+            MAX_HEADERS,
+            nullable,
+        )
+    }
+
+    pub fn headers() -> RefOr<Schema> {
+        headers_of(false)
+    }
+
+    pub fn new_headers() -> RefOr<Schema> {
+        headers_of(true)
+    }
+
+    pub fn rate() -> RefOr<Schema> {
+        integer(
+            "At most this many deliveries per second (null: no limit).",
+            Some(1),
+            Some(u32::MAX.into()),
+            true,
+        )
+    }
+
+    pub fn max_in_flight() -> RefOr<Schema> {
+        integer(
+            "At most this many attempts at once (null: the server's --subscription-max-in-flight).",
+            Some(1),
+            Some(MAX_IN_FLIGHT.into()),
+            true,
+        )
+    }
+}
+
 /// Whether a subscription in this shape must pass the handshake before receiving events.
 pub fn needs_verification(format: Format, verify: bool, has_url: bool) -> bool {
     has_url && (verify || format == Format::Papercups)
+}
+
+fn validate_description(d: &str) -> Result<(), ApiError> {
+    if d.chars().count() > MAX_DESCRIPTION {
+        return Err(ApiError::invalid(format!(
+            "description: at most {MAX_DESCRIPTION} characters"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_max_in_flight(n: Option<u32>) -> Result<(), ApiError> {
@@ -281,9 +406,7 @@ pub fn build(
     validate_headers(&req.headers)?;
     validate_rate(req.rate_limit_per_second)?;
     validate_max_in_flight(req.max_in_flight)?;
-    if req.description.len() > 1024 {
-        return Err(ApiError::invalid("description: at most 1024 characters"));
-    }
+    validate_description(&req.description)?;
     let now = now_ms();
     // A reacting plugin relies on seeing a conversation's messages one at a time, in order.
     let ordering = req.ordering.unwrap_or(match req.plugin_id {
@@ -336,9 +459,7 @@ pub fn build_listener(
     expires_at: i64,
 ) -> Result<Subscription, ApiError> {
     validate_event_types(&event_types)?;
-    if description.len() > 1024 {
-        return Err(ApiError::invalid("description: at most 1024 characters"));
-    }
+    validate_description(&description)?;
     Ok(Subscription {
         seq: 0,
         id: new_id("sub"),
@@ -390,8 +511,8 @@ pub fn validate_update(req: &UpdateSubscription, policy: &NetPolicy) -> Result<(
             "status: may be set to active or disabled; use POST /v1/subscriptions/{id}/verify to verify",
         ));
     }
-    if req.description.as_ref().is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::invalid("description: at most 1024 characters"));
+    if let Some(d) = &req.description {
+        validate_description(d)?;
     }
     Ok(())
 }

@@ -66,16 +66,20 @@ async fn every_endpoint_hides_other_accounts_data() {
     let sub_id = sub["id"].as_str().unwrap();
     let ev = s.event(&a, json!({"type": "message:created", "payload": {"conversation_id": "conv-a", "body": "hi"}})).await;
     let ev_id = ev["id"].as_str().unwrap();
-    s.post(
-        "/webhooks.subscribe",
-        &a,
-        json!({"url": "http://127.0.0.1:9/airy"}),
-    )
-    .await;
-    let (_, deliveries) = s.get(&format!("/v1/events/{ev_id}/deliveries"), &a).await;
+    let (status, airy) = s
+        .post(
+            "/webhooks.subscribe",
+            &a,
+            json!({"url": "http://127.0.0.1:9/airy"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{airy}");
+    // The delivery is written with the event, so it exists as soon as the event is accepted.
+    let (status, deliveries) = s.get(&format!("/v1/events/{ev_id}/deliveries"), &a).await;
+    assert_eq!(status, 200, "{deliveries}");
     let delivery_id = deliveries["data"][0]["id"]
         .as_str()
-        .unwrap_or("msg_none")
+        .unwrap_or_else(|| panic!("the event has a delivery: {deliveries}"))
         .to_string();
 
     let not_found: Vec<(Method, String, Option<Value>)> = vec![
@@ -134,6 +138,13 @@ async fn every_endpoint_hides_other_accounts_data() {
         (Method::POST, "/webhooks.info".into(), None),
         (Method::POST, "/webhooks.unsubscribe".into(), None),
     ];
+    // Every id above is real: A reads each of them (B's 404s below are about the account).
+    for (method, path, _) in &not_found {
+        if *method == Method::GET || path == "/webhooks.info" {
+            let (status, resp) = s.call(method.clone(), path, Some(&a), None).await;
+            assert_eq!(status, 200, "{method} {path} as its own account: {resp}");
+        }
+    }
     for (method, path, body) in not_found {
         let (status, resp) = s.call(method.clone(), &path, Some(&b), body.clone()).await;
         assert_eq!(status, 404, "{method} {path} as another account: {resp}");
@@ -156,6 +167,14 @@ async fn every_endpoint_hides_other_accounts_data() {
         200
     );
     assert_eq!(s.get(&format!("/v1/events/{ev_id}"), &a).await.0, 200);
+    let (status, sent) = s
+        .post(
+            "/v1/messages",
+            &a,
+            json!({"conversation_id": "conv-a", "text": "x"}),
+        )
+        .await;
+    assert_eq!(status, 201, "A's conversation exists: {sent}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! `/v1/accounts`: tenants and their API keys (admin token, or an account managing itself).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{AccountId, Admin, AdminOrAccount};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use super::{ListResponse, with_status};
 use crate::auth::new_api_key;
 use crate::clock::{new_id, now_ms};
@@ -31,7 +31,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     /// Display name, 1 to 200 characters.
+    #[schema(schema_with = name_schema)]
     pub name: String,
+}
+
+/// Longest account name, in characters (surrounding spaces aside).
+const MAX_NAME: usize = 200;
+
+fn name_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    crate::schema::Str::new("Display name (surrounding spaces are dropped).")
+        .len(1, MAX_NAME)
+        .pattern(r"\S")
+        .build()
 }
 
 /// A new account and its first API key (shown only here).
@@ -60,7 +71,7 @@ pub struct CreatedKey {
 }
 
 /// The account the API key belongs to (what `wasmhook whoami` shows).
-#[utoipa::path(get, path = "/v1/account", tag = "accounts", security(("api_key" = [])),
+#[utoipa::path(get, path = "/v1/account", operation_id = "get_own_account", tag = "accounts", security(("api_key" = [])),
     responses((status = 200, body = Account), (status = 401, body = ErrorBody)))]
 async fn own_account(
     State(state): State<AppState>,
@@ -76,7 +87,7 @@ async fn own_account(
 }
 
 /// Create an account (admin).
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccount,
+#[utoipa::path(post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts", request_body = CreateAccount,
     security(("admin_token" = [])),
     responses((status = 201, body = CreatedAccount), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_account(
@@ -85,8 +96,10 @@ async fn create_account(
     ApiJson(req): ApiJson<CreateAccount>,
 ) -> Result<Response, ApiError> {
     let name = req.name.trim().to_string();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid("name: 1 to 200 characters"));
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(ApiError::invalid(format!(
+            "name: 1 to {MAX_NAME} characters"
+        )));
     }
     let (api_key, stored) = new_api_key();
     let account = state
@@ -112,7 +125,7 @@ async fn create_account(
 }
 
 /// List accounts (admin).
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/v1/accounts", operation_id = "list_accounts", tag = "accounts", security(("admin_token" = [])),
     responses((status = 200, body = ListResponse<Account>), (status = 401, body = ErrorBody)))]
 async fn list_accounts(
     State(state): State<AppState>,
@@ -125,14 +138,14 @@ async fn list_accounts(
 }
 
 /// Issue another API key for an account.
-#[utoipa::path(post, path = "/v1/accounts/{id}/api-keys", tag = "accounts",
+#[utoipa::path(post, path = "/v1/accounts/{id}/api-keys", operation_id = "create_api_key", tag = "accounts",
     params(("id" = String, Path, description = "Account id")),
     security(("admin_token" = []), ("api_key" = [])),
     responses((status = 201, body = CreatedKey), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn create_key(
     State(state): State<AppState>,
     caller: AdminOrAccount,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     if !caller.may_manage(&id) {
         return Err(ApiError::NotFound("account".into()));
@@ -150,14 +163,14 @@ async fn create_key(
 }
 
 /// List an account's API keys (without the keys themselves).
-#[utoipa::path(get, path = "/v1/accounts/{id}/api-keys", tag = "accounts",
+#[utoipa::path(get, path = "/v1/accounts/{id}/api-keys", operation_id = "list_api_keys", tag = "accounts",
     params(("id" = String, Path, description = "Account id")),
     security(("admin_token" = []), ("api_key" = [])),
     responses((status = 200, body = ListResponse<ApiKeyInfo>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_keys(
     State(state): State<AppState>,
     caller: AdminOrAccount,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ListResponse<ApiKeyInfo>>, ApiError> {
     if !caller.may_manage(&id) {
         return Err(ApiError::NotFound("account".into()));
@@ -170,14 +183,14 @@ async fn list_keys(
 }
 
 /// Revoke an API key; it stops working at once.
-#[utoipa::path(delete, path = "/v1/accounts/{id}/api-keys/{key_id}", tag = "accounts",
+#[utoipa::path(delete, path = "/v1/accounts/{id}/api-keys/{key_id}", operation_id = "revoke_api_key", tag = "accounts",
     params(("id" = String, Path, description = "Account id"), ("key_id" = String, Path, description = "Key id")),
     security(("admin_token" = []), ("api_key" = [])),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn revoke_key(
     State(state): State<AppState>,
     caller: AdminOrAccount,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     if !caller.may_manage(&id) {
         return Err(ApiError::NotFound("account".into()));

@@ -32,9 +32,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 struct SubscribeRequest {
     /// Where events are POSTed.
+    #[schema(schema_with = crate::subscriptions::schema::required_url)]
     url: String,
     /// Extra headers sent with each event.
     #[serde(default)]
+    #[schema(schema_with = crate::subscriptions::schema::headers)]
     headers: BTreeMap<String, String>,
 }
 
@@ -75,7 +77,7 @@ fn view(sub: Subscription) -> AiryWebhook {
 }
 
 /// Subscribe the account's webhook, or update its URL and headers (the `api_secret` stays).
-#[utoipa::path(post, path = "/webhooks.subscribe", tag = "airy", request_body = SubscribeRequest,
+#[utoipa::path(post, path = "/webhooks.subscribe", operation_id = "airy_subscribe", tag = "airy", request_body = SubscribeRequest,
     security(("api_key" = [])),
     responses((status = 200, body = AiryWebhook), (status = 400, body = ErrorBody)))]
 async fn subscribe(
@@ -118,7 +120,7 @@ async fn subscribe(
 }
 
 /// Unsubscribe the account's webhook.
-#[utoipa::path(post, path = "/webhooks.unsubscribe", tag = "airy", security(("api_key" = [])),
+#[utoipa::path(post, path = "/webhooks.unsubscribe", operation_id = "airy_unsubscribe", tag = "airy", security(("api_key" = [])),
     responses((status = 200, body = AiryWebhook), (status = 404, body = ErrorBody)))]
 async fn unsubscribe(
     State(state): State<AppState>,
@@ -143,7 +145,7 @@ async fn unsubscribe(
 }
 
 /// The account's webhook.
-#[utoipa::path(post, path = "/webhooks.info", tag = "airy", security(("api_key" = [])),
+#[utoipa::path(post, path = "/webhooks.info", operation_id = "airy_info", tag = "airy", security(("api_key" = [])),
     responses((status = 200, body = AiryWebhookInfo), (status = 404, body = ErrorBody)))]
 async fn info(
     State(state): State<AppState>,

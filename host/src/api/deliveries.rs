@@ -1,7 +1,7 @@
 //! Deliveries and their attempt log: listing, inspection, manual retry and recovery.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::AccountId;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ListResponse, PageQuery, with_status};
 use crate::clock::{now_ms, parse_rfc3339};
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
@@ -35,6 +35,7 @@ struct DeliveryQuery {
     /// Only deliveries in this status.
     status: Option<DeliveryStatus>,
     /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = super::page_limit_schema)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -75,7 +76,7 @@ async fn list(
 }
 
 /// The account's deliveries, newest first.
-#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries",
+#[utoipa::path(get, path = "/v1/deliveries", operation_id = "list_deliveries", tag = "deliveries",
     params(DeliveryQuery), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<Delivery>), (status = 400, body = ErrorBody)))]
 async fn for_account(
@@ -87,13 +88,13 @@ async fn for_account(
 }
 
 /// A subscription's deliveries, newest first.
-#[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", tag = "deliveries",
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", operation_id = "list_subscription_deliveries", tag = "deliveries",
     params(("id" = String, Path, description = "Subscription id"), DeliveryQuery), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<Delivery>), (status = 404, body = ErrorBody)))]
 async fn for_subscription(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<ListResponse<Delivery>>, ApiError> {
     state
@@ -114,13 +115,13 @@ async fn for_subscription(
 }
 
 /// An event's deliveries, newest first.
-#[utoipa::path(get, path = "/v1/events/{id}/deliveries", tag = "deliveries",
+#[utoipa::path(get, path = "/v1/events/{id}/deliveries", operation_id = "list_event_deliveries", tag = "deliveries",
     params(("id" = String, Path, description = "Event id"), DeliveryQuery), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<Delivery>), (status = 404, body = ErrorBody)))]
 async fn for_event(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<ListResponse<Delivery>>, ApiError> {
     state
@@ -141,13 +142,13 @@ async fn for_event(
 }
 
 /// A delivery with its attempt log.
-#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries",
+#[utoipa::path(get, path = "/v1/deliveries/{id}", operation_id = "get_delivery", tag = "deliveries",
     params(("id" = String, Path, description = "Delivery id")), security(("api_key" = [])),
     responses((status = 200, body = DeliveryDetail), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
     let (delivery, attempt_log) = state
         .store
@@ -161,13 +162,13 @@ async fn get_one(
 }
 
 /// Attempt a delivery again now, whatever its status.
-#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", operation_id = "retry_delivery", tag = "deliveries",
     params(("id" = String, Path, description = "Delivery id")), security(("api_key" = [])),
     responses((status = 202, body = Delivery), (status = 404, body = ErrorBody)))]
 async fn retry(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let delivery = state
         .store
@@ -233,13 +234,13 @@ async fn count_failed_since(
 }
 
 /// Requeue a subscription's failed deliveries since a time; with `dry_run`, only count them.
-#[utoipa::path(post, path = "/v1/subscriptions/{id}/recover", tag = "deliveries", request_body = RecoverRequest,
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/recover", operation_id = "recover_subscription", tag = "deliveries", request_body = RecoverRequest,
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
     responses((status = 202, body = RecoverResponse), (status = 200, body = RecoverResponse, description = "dry run: nothing requeued"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn recover(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RecoverRequest>,
 ) -> Result<Response, ApiError> {
     let (_, since) = parse_rfc3339(&req.since)

@@ -1,7 +1,7 @@
 //! `/v1/events`: ingest (single and batch), list and get.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::AccountId;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ListResponse, PageQuery, with_status};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
@@ -46,7 +46,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// Post an event. It is stored durably before the 202; posting the same `id` (or
 /// `Idempotency-Key`) again returns the first event and stores nothing new.
-#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventIn,
+#[utoipa::path(post, path = "/v1/events", operation_id = "create_event", tag = "events", request_body = EventIn,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
     security(("api_key" = [])),
     responses((status = 202, body = Event), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -75,11 +75,22 @@ async fn create(
 #[serde(deny_unknown_fields)]
 struct BatchIn {
     /// 1 to 1000 events, stored all or none.
+    #[schema(schema_with = batch_schema)]
     events: Vec<EventIn>,
 }
 
+fn batch_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    crate::schema::array(
+        "The events (see `minItems` and `maxItems`), stored all or none.",
+        utoipa::openapi::Ref::from_schema_name("EventIn").into(),
+        1,
+        MAX_BATCH,
+        false,
+    )
+}
+
 /// Post up to 1000 events in one transaction: all are stored, or none.
-#[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body = BatchIn,
+#[utoipa::path(post, path = "/v1/events/batch", operation_id = "create_event_batch", tag = "events", request_body = BatchIn,
     security(("api_key" = [])),
     responses((status = 202, body = ListResponse<Event>), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -120,13 +131,14 @@ struct EventQuery {
     #[serde(rename = "type")]
     event_type: Option<String>,
     /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = super::page_limit_schema)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// List events, newest first.
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery), security(("api_key" = [])),
+#[utoipa::path(get, path = "/v1/events", operation_id = "list_events", tag = "events", params(EventQuery), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<Event>), (status = 400, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
@@ -148,13 +160,13 @@ async fn list(
 }
 
 /// Get an event.
-#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+#[utoipa::path(get, path = "/v1/events/{id}", operation_id = "get_event", tag = "events",
     params(("id" = String, Path, description = "Event id")), security(("api_key" = [])),
     responses((status = 200, body = Event), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Event>, ApiError> {
     Ok(Json(
         state

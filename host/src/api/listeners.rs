@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::AccountId;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use super::subscriptions::CreatedSubscription;
 use super::with_status;
 use crate::clock::now_ms;
@@ -41,6 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ListenIn {
     /// Event types to receive; `["*"]` (the default) for all.
     #[serde(default = "all_types")]
+    #[schema(schema_with = crate::subscriptions::schema::event_types)]
     pub event_types: Vec<String>,
     /// Body shape of deliveries; `standard` by default.
     #[serde(default)]
@@ -58,7 +59,7 @@ fn all_types() -> Vec<String> {
 /// Create a listener: a subscription delivered to a connected command line. It is deleted
 /// `--listen-grace` (a minute) after its last connection ends, or with
 /// `DELETE /v1/subscriptions/{id}`.
-#[utoipa::path(post, path = "/v1/listeners", tag = "subscriptions", request_body = ListenIn,
+#[utoipa::path(post, path = "/v1/listeners", operation_id = "create_listener", tag = "subscriptions", request_body = ListenIn,
     security(("api_key" = [])),
     responses((status = 201, body = CreatedSubscription), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create(
@@ -128,14 +129,14 @@ impl Drop for Connection {
 /// Receive a listener's deliveries as Server-Sent Events, one `delivery` message (a `Handoff`:
 /// the headers and body a URL subscriber would get) per attempt; answer each with
 /// `POST /v1/listeners/{id}/results`. A new connection replaces the previous one.
-#[utoipa::path(get, path = "/v1/listeners/{id}/stream", tag = "subscriptions",
+#[utoipa::path(get, path = "/v1/listeners/{id}/stream", operation_id = "stream_listener", tag = "subscriptions",
     params(("id" = String, Path, description = "Listener subscription id")), security(("api_key" = [])),
     responses((status = 200, content_type = "text/event-stream", description = "`delivery` messages"),
         (status = 404, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     listener(&state, &account, &id).await?;
     let inner = state.listeners.connect(&id);
@@ -160,13 +161,13 @@ async fn stream(
 /// Report what the local receiver answered to a handed-off delivery; it becomes the attempt.
 /// `404` when nothing waits for it (answered after the delivery timeout, or from a replaced
 /// connection).
-#[utoipa::path(post, path = "/v1/listeners/{id}/results", tag = "subscriptions", request_body = ListenResult,
+#[utoipa::path(post, path = "/v1/listeners/{id}/results", operation_id = "post_listener_result", tag = "subscriptions", request_body = ListenResult,
     params(("id" = String, Path, description = "Listener subscription id")), security(("api_key" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn result(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ListenResult>,
 ) -> Result<StatusCode, ApiError> {
     listener(&state, &account, &id).await?;

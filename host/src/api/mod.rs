@@ -12,6 +12,7 @@ pub mod events;
 pub mod extract;
 pub mod listeners;
 mod messages;
+mod openapi;
 mod ops;
 pub mod plugin_test_runs;
 pub mod plugins;
@@ -27,38 +28,17 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::metrics::RequestLabels;
 use crate::state::AppState;
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "wasmhook", description = "Durable, signed webhooks and WebAssembly plugins for chat events."),
-    modifiers(&SecuritySchemes),
-    components(schemas(crate::error::ErrorBody))
-)]
-struct ApiDoc;
-
-struct SecuritySchemes;
-
-impl Modify for SecuritySchemes {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let bearer =
-            || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
-        components.add_security_scheme("api_key", bearer());
-        components.add_security_scheme("admin_token", bearer());
-    }
-}
-
 /// The whole HTTP surface, and its OpenAPI description.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(accounts::router())
         .merge(subscriptions::router())
         .merge(events::router(&config))
@@ -72,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .merge(stream::router())
         .merge(ops::router())
         .split_for_parts();
+    openapi::complete(&mut openapi);
     router
         .route(
             "/openapi.json",
@@ -113,11 +94,24 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
+/// The most items a listing page holds.
+pub const MAX_PAGE: usize = 250;
+
+fn page_limit_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    crate::schema::integer(
+        "Items per page (default 50).",
+        Some(1),
+        Some(MAX_PAGE as u64),
+        true,
+    )
+}
+
 /// Pagination of listings: newest first, `limit` items, continue with `cursor`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 250 (default 50).
+    #[param(schema_with = page_limit_schema)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -127,10 +121,10 @@ impl PageQuery {
     /// Validated (limit, cursor).
     pub fn parse(&self) -> Result<(usize, Option<i64>), ApiError> {
         let limit = self.limit.unwrap_or(50);
-        if !(1..=250).contains(&limit) {
+        if !(1..=MAX_PAGE).contains(&limit) {
             return Err(ApiError::BadRequest {
                 code: "invalid_query",
-                message: "limit: must be 1 to 250".into(),
+                message: format!("limit: must be 1 to {MAX_PAGE}"),
             });
         }
         let cursor = match &self.cursor {

@@ -25,13 +25,13 @@ struct Health {
 }
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "ops", responses((status = 200, body = Health)))]
 async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
 /// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "ops",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "ops",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     if state.store.ping().await {
@@ -41,8 +41,10 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, Api
     }
 }
 
-/// Prometheus metrics in text format.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "ops",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text",
+        description = "OpenMetrics text (`version=1.0.0`), which Prometheus reads")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(depth) = state.store.queue_depth().await {
         state.metrics.queue_depth.set(depth);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::AccountId;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
 use crate::events::{self, EventIn};
 use crate::model::{Event, PluginLogLine};
@@ -272,14 +272,14 @@ impl From<DryRunReport> for TestRunOut {
 /// real store overlaid with the run's own writes); log lines are returned, not written to the
 /// plugin's log. Outgoing HTTP still reaches the plugin's `allowed_hosts` (and nothing else).
 /// A few runs go at once per server; a run waits for a free slot up to 10 s (then 503).
-#[utoipa::path(post, path = "/v1/plugins/{id}/test", tag = "plugins", request_body = TestRunIn,
+#[utoipa::path(post, path = "/v1/plugins/{id}/test", operation_id = "test_plugin", tag = "plugins", request_body = TestRunIn,
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = TestRunOut), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn test_run(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<TestRunIn>,
 ) -> Result<Json<TestRunOut>, ApiError> {
     run(&state, &account, id, req).await.map(Json)

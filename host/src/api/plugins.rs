@@ -4,23 +4,24 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::AccountId;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, WasmBody};
 use super::{ListResponse, PageQuery, with_status};
 use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
 use crate::model::{LogLevel, Plugin, PluginLimits, PluginLogLine, PluginVersion};
 use crate::plugins::limits;
+use crate::schema::{Str, array, string_map};
 use crate::state::AppState;
 
 pub fn router(config: &Config) -> OpenApiRouter<AppState> {
@@ -33,6 +34,12 @@ pub fn router(config: &Config) -> OpenApiRouter<AppState> {
             config.max_plugin_bytes,
         ))
 }
+
+/// A WebAssembly component, as the raw request body.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Only its schema is used: the handlers read the body as bytes.
+struct Component(Vec<u8>);
 
 /// Query of an upload.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -52,12 +59,15 @@ struct UploadQuery {
 pub struct UpdatePlugin {
     /// New name.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = name_schema)]
     pub name: Option<String>,
     /// New configuration (replaces the whole map).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = config_schema)]
     pub config: Option<BTreeMap<String, String>>,
     /// Hosts outgoing `wasi:http` may reach: names, or `*.example.com`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = hosts_schema)]
     pub allowed_hosts: Option<Vec<String>>,
     /// Limit overrides (replaces all overrides).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,23 +77,66 @@ pub struct UpdatePlugin {
     pub log_level: Option<LogLevel>,
 }
 
+const MAX_NAME: usize = 100;
+const MAX_CONFIG_KEYS: usize = 256;
+const MAX_CONFIG_KEY_BYTES: usize = 256;
+const MAX_CONFIG_VALUE_BYTES: usize = 64 * 1024;
+const MAX_HOSTS: usize = 64;
+/// What [`check_hosts`] accepts: a host name, or `*.` and one.
+const HOST_PATTERN: &str = r"^(\*\.)?[A-Za-z0-9-]([A-Za-z0-9.-]{0,251}[A-Za-z0-9-])?$";
+/// Something besides spaces.
+const NOT_BLANK: &str = r"\S";
+
+fn name_schema() -> RefOr<Schema> {
+    Str::new("Display name.")
+        .len(1, MAX_NAME)
+        .pattern(NOT_BLANK)
+        .nullable()
+        .build()
+}
+
+fn config_schema() -> RefOr<Schema> {
+    string_map(
+        "Configuration the plugin reads (`config::get`); replaces the whole map.",
+        Str::new("Key").len(1, MAX_CONFIG_KEY_BYTES),
+        Str::new("Value").len(0, MAX_CONFIG_VALUE_BYTES),
+        MAX_CONFIG_KEYS,
+        true,
+    )
+}
+
+fn hosts_schema() -> RefOr<Schema> {
+    array(
+        "Hosts outgoing `wasi:http` may reach: names, or `*.example.com`.",
+        Str::new("A host name, or `*.` and one.")
+            .pattern(HOST_PATTERN)
+            .build(),
+        0,
+        MAX_HOSTS,
+        true,
+    )
+}
+
 /// A plugin's name: 1 to 100 characters (the console checks its forms with it too).
 pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.len() > 100 {
-        return Err(ApiError::invalid("name: 1 to 100 characters"));
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME {
+        return Err(ApiError::invalid(format!(
+            "name: 1 to {MAX_NAME} characters"
+        )));
     }
     Ok(())
 }
 
 /// A plugin's configuration: at most 256 keys, bounded sizes.
 pub(crate) fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if config.len() > 256 {
-        return Err(ApiError::invalid("config: at most 256 keys"));
+    if config.len() > MAX_CONFIG_KEYS {
+        return Err(ApiError::invalid(format!(
+            "config: at most {MAX_CONFIG_KEYS} keys"
+        )));
     }
-    if let Some((k, _)) = config
-        .iter()
-        .find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 64 * 1024)
-    {
+    if let Some((k, _)) = config.iter().find(|(k, v)| {
+        k.is_empty() || k.len() > MAX_CONFIG_KEY_BYTES || v.len() > MAX_CONFIG_VALUE_BYTES
+    }) {
         return Err(ApiError::invalid(format!(
             "config: key {k:?} or its value is too long (keys 1-256 bytes, values ≤ 64 KiB)"
         )));
@@ -93,8 +146,10 @@ pub(crate) fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiE
 
 /// `allowed_hosts`: at most 64 host names or `*.` patterns.
 pub(crate) fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
-    if hosts.len() > 64 {
-        return Err(ApiError::invalid("allowed_hosts: at most 64 hosts"));
+    if hosts.len() > MAX_HOSTS {
+        return Err(ApiError::invalid(format!(
+            "allowed_hosts: at most {MAX_HOSTS} hosts"
+        )));
     }
     for h in hosts {
         let name = h.strip_prefix("*.").unwrap_or(h);
@@ -115,17 +170,17 @@ pub(crate) fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
 }
 
 /// Upload a plugin: the component is the raw body (`curl --data-binary @plugin.wasm`).
-#[utoipa::path(post, path = "/v1/plugins", tag = "plugins", params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly component"),
+#[utoipa::path(post, path = "/v1/plugins", operation_id = "upload_plugin", tag = "plugins", params(UploadQuery),
+    request_body(content((Component = "application/wasm"), (Component = "application/octet-stream")),
+        description = "A WebAssembly component"),
     security(("api_key" = [])),
     responses((status = 201, body = Plugin), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn upload(
     State(state): State<AppState>,
     AccountId(account): AccountId,
     ApiQuery(q): ApiQuery<UploadQuery>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    WasmBody(body): WasmBody,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(super::extract::body_error)?;
     check_name(&q.name)?;
     let config: BTreeMap<String, String> = match &q.config {
         Some(c) => super::extract::parse_json(c.as_bytes()).map_err(|e| {
@@ -166,7 +221,7 @@ async fn upload(
 }
 
 /// List plugins, newest first.
-#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", params(PageQuery), security(("api_key" = [])),
+#[utoipa::path(get, path = "/v1/plugins", operation_id = "list_plugins", tag = "plugins", params(PageQuery), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<Plugin>)))]
 async fn list(
     State(state): State<AppState>,
@@ -184,13 +239,13 @@ async fn list(
 }
 
 /// Get a plugin.
-#[utoipa::path(get, path = "/v1/plugins/{id}", tag = "plugins",
+#[utoipa::path(get, path = "/v1/plugins/{id}", operation_id = "get_plugin", tag = "plugins",
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = Plugin), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Plugin>, ApiError> {
     Ok(Json(
         state
@@ -202,13 +257,13 @@ async fn get_one(
 }
 
 /// Change a plugin's name, configuration, allowed hosts or limits.
-#[utoipa::path(patch, path = "/v1/plugins/{id}", tag = "plugins", request_body = UpdatePlugin,
+#[utoipa::path(patch, path = "/v1/plugins/{id}", operation_id = "update_plugin", tag = "plugins", request_body = UpdatePlugin,
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdatePlugin>,
 ) -> Result<Json<Plugin>, ApiError> {
     if let Some(n) = &req.name {
@@ -250,18 +305,18 @@ async fn update(
 }
 
 /// Upload a new version; it replaces the current one atomically (calls in flight finish on the old one).
-#[utoipa::path(put, path = "/v1/plugins/{id}", tag = "plugins",
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly component"),
+#[utoipa::path(put, path = "/v1/plugins/{id}", operation_id = "replace_plugin", tag = "plugins",
+    request_body(content((Component = "application/wasm"), (Component = "application/octet-stream")),
+        description = "A WebAssembly component"),
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody)))]
 async fn replace(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    ApiPath(id): ApiPath<String>,
+    WasmBody(body): WasmBody,
 ) -> Result<Json<Plugin>, ApiError> {
-    let body = body.map_err(super::extract::body_error)?;
     Ok(Json(
         state
             .plugins
@@ -271,26 +326,26 @@ async fn replace(
 }
 
 /// Delete a plugin (refused while a subscription uses it).
-#[utoipa::path(delete, path = "/v1/plugins/{id}", tag = "plugins",
+#[utoipa::path(delete, path = "/v1/plugins/{id}", operation_id = "delete_plugin", tag = "plugins",
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.plugins.delete(&state.store, account, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// A plugin's versions, newest first.
-#[utoipa::path(get, path = "/v1/plugins/{id}/versions", tag = "plugins",
+#[utoipa::path(get, path = "/v1/plugins/{id}/versions", operation_id = "list_plugin_versions", tag = "plugins",
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<PluginVersion>), (status = 404, body = ErrorBody)))]
 async fn versions(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ListResponse<PluginVersion>>, ApiError> {
     let data = state
         .store
@@ -312,13 +367,13 @@ struct LogQuery {
 }
 
 /// A plugin's recent log lines, newest first: `log` calls, stdout, stderr and failures.
-#[utoipa::path(get, path = "/v1/plugins/{id}/logs", tag = "plugins",
+#[utoipa::path(get, path = "/v1/plugins/{id}/logs", operation_id = "list_plugin_logs", tag = "plugins",
     params(("id" = String, Path, description = "Plugin id"), LogQuery), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<PluginLogLine>), (status = 404, body = ErrorBody)))]
 async fn logs(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Json<ListResponse<PluginLogLine>>, ApiError> {
     let limit = q.limit.unwrap_or(100);

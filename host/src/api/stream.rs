@@ -94,7 +94,7 @@ fn parse_types(raw: &str) -> Result<BTreeSet<String>, ApiError> {
 /// after connecting is sent; nothing is replayed on reconnection (`Last-Event-ID` is ignored).
 /// Besides the API key, the web console's session cookie authenticates this endpoint (it only
 /// reads), so the console's `EventSource` can use it.
-#[utoipa::path(get, path = "/v1/stream", tag = "events", params(StreamQuery),
+#[utoipa::path(get, path = "/v1/stream", operation_id = "stream", tag = "events", params(StreamQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, content_type = "text/event-stream",

@@ -1,7 +1,7 @@
 //! `/v1/subscriptions`: create, list, get, change and delete subscribers; secrets; verification.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::AccountId;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ListResponse, PageQuery, with_status};
 use crate::clock::{now_ms, opt_ms_as_rfc3339};
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
@@ -70,7 +70,7 @@ pub(crate) async fn check_plugin_refs(
 }
 
 /// Create a subscription.
-#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
+#[utoipa::path(post, path = "/v1/subscriptions", operation_id = "create_subscription", tag = "subscriptions", request_body = CreateSubscription,
     security(("api_key" = [])),
     responses((status = 201, body = CreatedSubscription), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create(
@@ -100,7 +100,7 @@ async fn create(
 }
 
 /// List subscriptions, newest first.
-#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", params(PageQuery),
+#[utoipa::path(get, path = "/v1/subscriptions", operation_id = "list_subscriptions", tag = "subscriptions", params(PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = ListResponse<Subscription>), (status = 401, body = ErrorBody)))]
 async fn list(
@@ -119,13 +119,13 @@ async fn list(
 }
 
 /// Get a subscription.
-#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", operation_id = "get_subscription", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
     responses((status = 200, body = Subscription), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Subscription>, ApiError> {
     Ok(Json(
         state
@@ -137,13 +137,13 @@ async fn get_one(
 }
 
 /// Change a subscription; only the fields given change.
-#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions", request_body = UpdateSubscription,
+#[utoipa::path(patch, path = "/v1/subscriptions/{id}", operation_id = "update_subscription", tag = "subscriptions", request_body = UpdateSubscription,
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
     responses((status = 200, body = Subscription), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateSubscription>,
 ) -> Result<Json<Subscription>, ApiError> {
     rules::validate_update(&req, &state.net_policy)?;
@@ -168,13 +168,13 @@ async fn update(
 }
 
 /// Delete a subscription and its deliveries.
-#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", operation_id = "delete_subscription", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .store
@@ -185,13 +185,13 @@ async fn delete(
 }
 
 /// Get the signing secret.
-#[utoipa::path(get, path = "/v1/subscriptions/{id}/secret", tag = "subscriptions",
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/secret", operation_id = "get_subscription_secret", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
     responses((status = 200, body = SecretResponse), (status = 404, body = ErrorBody)))]
 async fn get_secret(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretResponse>, ApiError> {
     let sub = state
         .store
@@ -206,13 +206,13 @@ async fn get_secret(
 }
 
 /// Rotate the signing secret; the old one keeps signing (second signature) for 24 hours.
-#[utoipa::path(post, path = "/v1/subscriptions/{id}/secret/rotate", tag = "subscriptions",
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/secret/rotate", operation_id = "rotate_subscription_secret", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
     responses((status = 200, body = SecretResponse), (status = 404, body = ErrorBody)))]
 async fn rotate_secret(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretResponse>, ApiError> {
     let (sub, _) = state
         .store
@@ -226,13 +226,13 @@ async fn rotate_secret(
 }
 
 /// Run the verification handshake again (Papercups `webhook:verify`).
-#[utoipa::path(post, path = "/v1/subscriptions/{id}/verify", tag = "subscriptions",
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/verify", operation_id = "verify_subscription", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
     responses((status = 202, body = Subscription), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn verify(
     State(state): State<AppState>,
     AccountId(account): AccountId,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let (sub, ()) = state
         .store

@@ -27,12 +27,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CheckIn {
     /// The URL to try.
+    #[schema(schema_with = crate::subscriptions::schema::required_url)]
     pub url: String,
     /// The body format the subscription would use; `standard` by default.
     #[serde(default)]
     pub format: Format,
     /// The custom headers it would send.
     #[serde(default)]
+    #[schema(schema_with = crate::subscriptions::schema::headers)]
     pub headers: BTreeMap<String, String>,
     /// Whether it would require the handshake (always so for `papercups`).
     #[serde(default)]
@@ -52,7 +54,7 @@ pub struct CheckIn {
 /// `ok: false` and the `reason`; `400` is only for a request that could never be subscribed.
 /// Each account may run `--webhook-checks-per-minute` (10) checks a minute; past that, `429`
 /// with `Retry-After`.
-#[utoipa::path(post, path = "/v1/webhook-checks", tag = "subscriptions", request_body = CheckIn,
+#[utoipa::path(post, path = "/v1/webhook-checks", operation_id = "check_webhook", tag = "subscriptions", request_body = CheckIn,
     security(("api_key" = [])),
     responses((status = 200, body = CheckReport), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),

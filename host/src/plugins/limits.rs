@@ -65,21 +65,37 @@ impl Limits {
     }
 }
 
-/// Checks overrides against the ceiling; the error names the field.
+/// Each override's name and the lowest and highest value it may take (the ceiling), in the
+/// order of [`PluginLimits`]' fields; the API document states the same bounds.
+pub fn bounds() -> [(&'static str, u32, u32); 7] {
+    let max = |ceiling: Option<u32>| ceiling.expect("every ceiling is set");
+    [
+        ("memory_mb", 1, max(CEILING.memory_mb)),
+        ("deadline_ms", 1, max(CEILING.deadline_ms)),
+        // Zero is meaningful here: no messages, no keys.
+        ("send_messages", 0, max(CEILING.send_messages)),
+        ("kv_value_bytes", 1, max(CEILING.kv_value_bytes)),
+        ("kv_keys", 0, max(CEILING.kv_keys)),
+        ("log_bytes", 1, max(CEILING.log_bytes)),
+        ("replace_bytes", 1, max(CEILING.replace_bytes)),
+    ]
+}
+
+/// Checks overrides against [`bounds`]; the error names the field.
 pub fn validate(o: &PluginLimits) -> Result<(), String> {
-    let fields = [
-        ("memory_mb", o.memory_mb, CEILING.memory_mb),
-        ("deadline_ms", o.deadline_ms, CEILING.deadline_ms),
-        ("send_messages", o.send_messages, CEILING.send_messages),
-        ("kv_value_bytes", o.kv_value_bytes, CEILING.kv_value_bytes),
-        ("kv_keys", o.kv_keys, CEILING.kv_keys),
-        ("log_bytes", o.log_bytes, CEILING.log_bytes),
-        ("replace_bytes", o.replace_bytes, CEILING.replace_bytes),
+    let values = [
+        o.memory_mb,
+        o.deadline_ms,
+        o.send_messages,
+        o.kv_value_bytes,
+        o.kv_keys,
+        o.log_bytes,
+        o.replace_bytes,
     ];
-    for (name, value, max) in fields {
-        if let (Some(v), Some(max)) = (value, max) {
-            if v == 0 && name != "send_messages" && name != "kv_keys" {
-                return Err(format!("limits.{name}: must be at least 1"));
+    for ((name, min, max), value) in bounds().into_iter().zip(values) {
+        if let Some(v) = value {
+            if v < min {
+                return Err(format!("limits.{name}: must be at least {min}"));
             }
             if v > max {
                 return Err(format!("limits.{name}: at most {max} on this server"));
