@@ -43,6 +43,12 @@ pub struct Config {
     #[arg(long, env = "WASMHOOK_MAX_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_batch_bytes: usize,
 
+    /// The keyring that encrypts secrets in the database (signing secrets, secret plugin
+    /// config). Without it, `<data-dir>/encryption-keys` is used, generated (mode 0600) on the
+    /// first start. Keep it out of database backups and back it up separately.
+    #[arg(long, env = "WASMHOOK_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+
     /// Log format.
     #[arg(long, env = "WASMHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

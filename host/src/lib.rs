@@ -15,13 +15,16 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod examples;
+pub mod key_rotation;
 pub mod live;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+pub mod plugin_config;
 pub mod plugin_services;
 pub mod plugins;
 pub mod schema;
+pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod subscriptions;
@@ -82,9 +85,22 @@ pub async fn run(
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let data_dir = config.data_dir.clone();
     let sync = config.sync;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, sync))
-        .await?
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let (keys, generated) = keyring(&config)?;
+    let keys = Arc::new(keys);
+    let key_path = keys.path().to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, sync, keys)).await?;
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            // A key generated for a database that turns out to need another one would only
+            // stand in the way of restoring the right file.
+            if generated {
+                let _ = std::fs::remove_file(&key_path);
+            }
+            return Err(e)
+                .with_context(|| format!("opening the database in {}", config.data_dir.display()));
+        }
+    };
     let admin_token_hash = auth::hash(&admin_token(&config)?);
     let net_policy = Arc::new(NetPolicy::new(config.allow_network.clone()));
     let http = delivery::http::client(net_policy.clone(), config.delivery_timeout);
@@ -124,6 +140,32 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         webhook_checks,
         listeners: Default::default(),
     }))
+}
+
+/// The default key file, in the data dir.
+pub const DEFAULT_KEY_FILE: &str = "encryption-keys";
+
+/// The key file of a data dir: `--encryption-key-file`, else `<data-dir>/encryption-keys`.
+pub fn key_file_path(data_dir: &Path, key_file: Option<&Path>) -> std::path::PathBuf {
+    key_file.map_or_else(|| data_dir.join(DEFAULT_KEY_FILE), Path::to_path_buf)
+}
+
+/// The keyring that seals secrets at rest, and whether it was generated just now. A file given
+/// with `--encryption-key-file` must exist (never replaced by a new key: the database's
+/// secrets would be lost); the default file in the data dir is generated on the first start.
+fn keyring(config: &Config) -> anyhow::Result<(secrets::Keyring, bool)> {
+    if let Some(path) = &config.encryption_key_file {
+        return Ok((secrets::Keyring::load(path)?, false));
+    }
+    let path = key_file_path(&config.data_dir, None);
+    if path.exists() {
+        return Ok((secrets::Keyring::load(&path)?, false));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let keys = secrets::Keyring::create(&path)?;
+    tracing::info!(path = %path.display(), "generated the encryption key file; back it up apart from the database");
+    Ok((keys, true))
 }
 
 /// The admin token: from the options, else from the data dir, else generated, stored

@@ -5,7 +5,7 @@
 //! The records deserialize too, from what the API sends: the command line (`crate::cli`) reads
 //! responses into these same types, so it cannot drift from the API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -423,8 +423,9 @@ pub enum LogLevel {
 
 str_enum!(LogLevel { Trace => "trace", Debug => "debug", Info => "info", Warn => "warn", Error => "error" });
 
-/// An uploaded plugin.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// An uploaded plugin. It serializes with the values of its secret config keys masked
+/// (`crate::plugin_config::MASK`): a secret value never leaves the server once set.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct Plugin {
     /// Plugin id (`plg_...`).
     pub id: String,
@@ -433,8 +434,12 @@ pub struct Plugin {
     pub account_id: String,
     /// Display name.
     pub name: String,
-    /// Configuration the plugin reads with `config-get`.
+    /// Configuration the plugin reads with `config-get`. The values of `secret_keys` show as
+    /// `"********"`; the plugin gets the real value.
     pub config: BTreeMap<String, String>,
+    /// Config keys whose values are secret: encrypted at rest and never shown again once set.
+    #[serde(default)]
+    pub secret_keys: BTreeSet<String>,
     /// Hosts the plugin may reach with outgoing `wasi:http` (none by default).
     pub allowed_hosts: Vec<String>,
     /// Limit overrides.
@@ -451,6 +456,40 @@ pub struct Plugin {
     #[serde(with = "ms_as_rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+}
+
+impl Serialize for Plugin {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// The wire form: the derived one, with the config masked.
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: &'a str,
+            name: &'a str,
+            config: BTreeMap<&'a str, &'a str>,
+            secret_keys: &'a BTreeSet<String>,
+            allowed_hosts: &'a [String],
+            limits: &'a PluginLimits,
+            log_level: LogLevel,
+            version: u32,
+            #[serde(with = "ms_as_rfc3339")]
+            created_at: i64,
+            #[serde(with = "ms_as_rfc3339")]
+            updated_at: i64,
+        }
+        Wire {
+            id: &self.id,
+            name: &self.name,
+            config: crate::plugin_config::masked(&self.config, &self.secret_keys),
+            secret_keys: &self.secret_keys,
+            allowed_hosts: &self.allowed_hosts,
+            limits: &self.limits,
+            log_level: self.log_level,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// One uploaded version of a plugin's component.

@@ -1,7 +1,7 @@
 //! `/v1/plugins`: upload WebAssembly components, manage their settings and versions, read
 //! their logs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
 use axum::extract::State;
@@ -20,6 +20,7 @@ use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
 use crate::model::{LogLevel, Plugin, PluginLimits, PluginLogLine, PluginVersion};
+use crate::plugin_config;
 use crate::plugins::limits;
 use crate::schema::{Str, array, string_map};
 use crate::state::AppState;
@@ -51,6 +52,9 @@ struct UploadQuery {
     config: Option<String>,
     /// Comma-separated hosts outgoing HTTP may reach (optional; also settable with PATCH).
     allowed_hosts: Option<String>,
+    /// Comma-separated config keys whose values are secret: encrypted at rest and shown as
+    /// `"********"` (optional; also settable with PATCH).
+    secret_keys: Option<String>,
 }
 
 /// Body of `PATCH /v1/plugins/{id}`.
@@ -61,10 +65,16 @@ pub struct UpdatePlugin {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = name_schema)]
     pub name: Option<String>,
-    /// New configuration (replaces the whole map).
+    /// New configuration (replaces the whole map). For a secret key that has a value,
+    /// `"********"` (what responses show) keeps that value.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = config_schema)]
     pub config: Option<BTreeMap<String, String>>,
+    /// Config keys whose values are secret (replaces the set): encrypted at rest, shown as
+    /// `"********"` in every response, passed in clear to the plugin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = secret_keys_schema)]
+    pub secret_keys: Option<BTreeSet<String>>,
     /// Hosts outgoing `wasi:http` may reach: names, or `*.example.com`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = hosts_schema)]
@@ -105,6 +115,18 @@ fn config_schema() -> RefOr<Schema> {
     )
 }
 
+fn secret_keys_schema() -> RefOr<Schema> {
+    array(
+        "Config keys whose values are secret (replaces the set).",
+        Str::new("A config key.")
+            .len(1, MAX_CONFIG_KEY_BYTES)
+            .build(),
+        0,
+        MAX_CONFIG_KEYS,
+        true,
+    )
+}
+
 fn hosts_schema() -> RefOr<Schema> {
     array(
         "Hosts outgoing `wasi:http` may reach: names, or `*.example.com`.",
@@ -139,6 +161,24 @@ pub(crate) fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiE
     }) {
         return Err(ApiError::invalid(format!(
             "config: key {k:?} or its value is too long (keys 1-256 bytes, values ≤ 64 KiB)"
+        )));
+    }
+    Ok(())
+}
+
+/// `secret_keys`: config key names, as many and as long as config keys may be.
+pub(crate) fn check_secret_keys(keys: &BTreeSet<String>) -> Result<(), ApiError> {
+    if keys.len() > MAX_CONFIG_KEYS {
+        return Err(ApiError::invalid(format!(
+            "secret_keys: at most {MAX_CONFIG_KEYS} keys"
+        )));
+    }
+    if let Some(k) = keys
+        .iter()
+        .find(|k| k.is_empty() || k.len() > MAX_CONFIG_KEY_BYTES)
+    {
+        return Err(ApiError::invalid(format!(
+            "secret_keys: {k:?} is not a config key name (1-{MAX_CONFIG_KEY_BYTES} bytes)"
         )));
     }
     Ok(())
@@ -200,12 +240,24 @@ async fn upload(
         })
         .unwrap_or_default();
     check_hosts(&allowed_hosts)?;
+    let secret_keys: BTreeSet<String> = q
+        .secret_keys
+        .as_deref()
+        .map(|k| {
+            k.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    check_secret_keys(&secret_keys)?;
     let now = now_ms();
     let plugin = Plugin {
         id: new_id("plg"),
         account_id: account,
         name: q.name.trim().to_string(),
         config,
+        secret_keys,
         allowed_hosts,
         limits: PluginLimits::default(),
         log_level: LogLevel::default(),
@@ -256,7 +308,8 @@ async fn get_one(
     ))
 }
 
-/// Change a plugin's name, configuration, allowed hosts or limits.
+/// Change a plugin's name, configuration (and which of its keys are secret), allowed hosts or
+/// limits.
 #[utoipa::path(patch, path = "/v1/plugins/{id}", operation_id = "update_plugin", tag = "plugins", request_body = UpdatePlugin,
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -272,6 +325,9 @@ async fn update(
     if let Some(c) = &req.config {
         check_config(c)?;
     }
+    if let Some(k) = &req.secret_keys {
+        check_secret_keys(k)?;
+    }
     if let Some(h) = &req.allowed_hosts {
         check_hosts(h)?;
     }
@@ -284,9 +340,7 @@ async fn update(
             if let Some(n) = req.name {
                 p.name = n.trim().to_string();
             }
-            if let Some(c) = req.config {
-                p.config = c;
-            }
+            plugin_config::apply(p, req.config, req.secret_keys);
             if let Some(h) = req.allowed_hosts {
                 p.allowed_hosts = h;
             }

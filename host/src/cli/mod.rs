@@ -140,6 +140,12 @@ pub enum Command {
         after_help = "Examples:\n  wasmhook plugin check my_plugin.wasm\n  wasmhook plugin push my_plugin.wasm --name my-plugin\n  wasmhook plugin list"
     )]
     Plugin(plugins::PluginCommand),
+    /// Rotate the keys that encrypt the server's secrets at rest (run on the server's machine).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wasmhook keys rotate --data-dir ./wasmhook-data\n  wasmhook keys prune --data-dir ./wasmhook-data"
+    )]
+    Keys(crate::key_rotation::KeysCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  wasmhook completion bash > ~/.local/share/bash-completion/completions/wasmhook\n  wasmhook completion zsh > \"${fpath[1]}/_wasmhook\"\n  wasmhook completion fish > ~/.config/fish/completions/wasmhook.fish"
@@ -284,6 +290,9 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<(), CliError> {
         Command::Retry(args) => deliveries::retry(args, ctx).await,
         Command::Recover(args) => deliveries::recover(args, ctx).await,
         Command::Plugin(cmd) => plugins::run(cmd, ctx).await,
+        Command::Keys(cmd) => {
+            crate::key_rotation::run(cmd).map_err(|e| CliError::Invalid(format!("{e:#}")))
+        }
         Command::Verify(args) => verify::verify(args, ctx).await,
         Command::Tail(args) => tail::tail(args, ctx).await,
         Command::Listen(args) => listen::listen(args, ctx).await,

@@ -98,6 +98,10 @@ pub struct ConfigArgs {
     /// Values to set, as KEY=VALUE.
     #[arg(value_parser = key_value)]
     values: Vec<(String, String)>,
+    /// A secret value to set, as KEY=VALUE (repeatable): encrypted at rest on the server and
+    /// shown as ******** from then on.
+    #[arg(long, value_parser = key_value, value_name = "KEY=VALUE")]
+    secret: Vec<(String, String)>,
     /// Keys to remove (repeatable).
     #[arg(long)]
     unset: Vec<String>,
@@ -192,13 +196,19 @@ pub async fn run(cmd: PluginCommand, ctx: &Ctx) -> Result<(), CliError> {
         PluginCommand::Config(args) => {
             let path = format!("/v1/plugins/{}", args.id);
             let current: Plugin = client.get(&path).await?;
+            // Secret values come back masked; sent back as they are, the server keeps them.
             let mut config: BTreeMap<String, String> = current.config;
+            let mut secret_keys = current.secret_keys.clone();
             for key in &args.unset {
                 config.remove(key);
+                secret_keys.remove(key);
             }
             config.extend(args.values);
+            secret_keys.extend(args.secret.iter().map(|(k, _)| k.clone()));
+            config.extend(args.secret);
             let patch = UpdatePlugin {
                 config: Some(config),
+                secret_keys: (secret_keys != current.secret_keys).then_some(secret_keys),
                 ..Default::default()
             };
             let p: Plugin = client.patch(&path, &patch).await?;

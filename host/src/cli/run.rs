@@ -239,6 +239,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Result<(), CliError> {
         account_id: "acc_local".into(),
         name,
         config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+        secret_keys: Default::default(),
         allowed_hosts: args.allow_hosts.clone(),
         limits,
         log_level: LogLevel::parse(&args.log_level).expect("one of the possible values"),

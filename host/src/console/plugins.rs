@@ -7,7 +7,7 @@
 //! settings are checked by the same rules as `PATCH /v1/plugins/{id}`; refusals carry the API's
 //! message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
 use axum::Router;
@@ -30,6 +30,7 @@ use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::model::{LogLevel, Plugin, PluginLimits, SubscriptionStatus};
+use crate::plugin_config;
 use crate::plugins::limits::{self, CEILING, DEFAULTS};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -175,6 +176,7 @@ async fn upload(
             account_id: s.account.clone(),
             name,
             config: BTreeMap::new(),
+            secret_keys: Default::default(),
             allowed_hosts: Vec::new(),
             limits: PluginLimits::default(),
             log_level: LogLevel::default(),
@@ -334,11 +336,17 @@ async fn plugin_page(
         .items;
     let pid = seg(&plugin.id);
     let csrf = &s.csrf;
-    let config_text: String = plugin
-        .config
+    // Secret values are shown masked; the mask posted back keeps them (plugin_config::apply).
+    let config_text: String = plugin_config::masked(&plugin.config, &plugin.secret_keys)
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
+    let secret_keys_text = plugin
+        .secret_keys
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     let body = html! {
         (layout::notice(notice))
         @if let Some(error) = &error { p.error role="alert" data-test="plugin-error" { (error) } }
@@ -380,6 +388,8 @@ async fn plugin_page(
             input #p-name type="text" name="name" value=(plugin.name) required maxlength="100";
             label for="p-config" { "Config (one key=value per line; the plugin reads it with config-get)" }
             textarea #p-config name="config" rows="4" data-test="plugin-config" { (config_text) }
+            label for="p-secret-keys" { "Secret keys (comma-separated): their values are encrypted at rest and shown as " (plugin_config::MASK) "; leave the mask in place to keep a value" }
+            input #p-secret-keys type="text" name="secret_keys" value=(secret_keys_text) data-test="plugin-secret-keys";
             label for="p-hosts" { "Allowed hosts for outgoing HTTP (one per line, e.g. api.example.com or *.example.com)" }
             textarea #p-hosts name="allowed_hosts" rows="2" data-test="plugin-hosts" { (plugin.allowed_hosts.join("\n")) }
             fieldset {
@@ -476,6 +486,7 @@ async fn plugin_page(
 struct Settings {
     name: String,
     config: BTreeMap<String, String>,
+    secret_keys: BTreeSet<String>,
     hosts: Vec<String>,
     limits: PluginLimits,
     level: LogLevel,
@@ -495,6 +506,14 @@ fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
         config.insert(k.trim().to_string(), v.trim().to_string());
     }
     api_rules::check_config(&config)?;
+    let secret_keys: BTreeSet<String> = f
+        .get("secret_keys")
+        .unwrap_or_default()
+        .split(['\n', ','])
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    api_rules::check_secret_keys(&secret_keys)?;
     let hosts: Vec<String> = f
         .get("allowed_hosts")
         .unwrap_or_default()
@@ -529,6 +548,7 @@ fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
     Ok(Settings {
         name,
         config,
+        secret_keys,
         hosts,
         limits,
         level,
@@ -544,6 +564,7 @@ async fn settings(
     let Settings {
         name,
         config,
+        secret_keys,
         hosts,
         limits: plugin_limits,
         level,
@@ -565,7 +586,7 @@ async fn settings(
         .store
         .update_plugin(s.account.clone(), id, move |p| {
             p.name = name;
-            p.config = config;
+            plugin_config::apply(p, Some(config), Some(secret_keys));
             p.allowed_hosts = hosts;
             p.limits = plugin_limits;
             p.log_level = level;

@@ -260,6 +260,7 @@ fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), St
 impl Store {
     /// Claims due deliveries under the scheduling rules (see the module docs).
     pub async fn claim_due(&self, r: ClaimRequest) -> Result<Claims, StoreError> {
+        let keys = self.keys.clone();
         self.write(move |tx| {
             let (picked, mut out) = pick(tx, &r)?;
             let lease_until = r.now + r.lease_ms;
@@ -301,7 +302,7 @@ impl Store {
                     Some(s) => s.clone(),
                     None => subscriptions
                         .entry(sub_seq)
-                        .or_insert(super::subscriptions::get_by_seq(tx, sub_seq)?)
+                        .or_insert(super::subscriptions::get_by_seq(tx, &keys, sub_seq)?)
                         .clone(),
                 };
                 delivery.event_id = event.id.clone();
@@ -438,7 +439,12 @@ mod tests {
 
     async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        let store = Store::open(
+            dir.path(),
+            SyncMode::Normal,
+            crate::secrets::Keyring::ephemeral().into(),
+        )
+        .unwrap();
         let account = Account {
             id: "acc".into(),
             name: "A".into(),
@@ -512,7 +518,14 @@ mod tests {
     #[test]
     fn claim_queries_use_their_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path(), SyncMode::Normal).unwrap());
+        drop(
+            Store::open(
+                dir.path(),
+                SyncMode::Normal,
+                crate::secrets::Keyring::ephemeral().into(),
+            )
+            .unwrap(),
+        );
         let c = rusqlite::Connection::open(dir.path().join("wasmhook.sqlite3")).unwrap();
         let queries = [
             IN_FLIGHT,

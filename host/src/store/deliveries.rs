@@ -243,8 +243,9 @@ impl Store {
         since: i64,
         now: i64,
     ) -> Result<usize, StoreError> {
+        let keys = self.keys.clone();
         self.write(move |tx| {
-            let sub = super::subscriptions::get_in(tx, &account_id, &subscription_id)?;
+            let sub = super::subscriptions::get_in(tx, &keys, &account_id, &subscription_id)?;
             let failed: Vec<(i64, Option<String>)> = tx
                 .prepare_cached(
                     "SELECT seq, ordering_key FROM deliveries
@@ -276,8 +277,9 @@ impl Store {
         event: impl FnOnce(&Subscription) -> NewEvent + Send + 'static,
         now: i64,
     ) -> Result<Option<Event>, StoreError> {
+        let keys = self.keys.clone();
         self.write(move |tx| {
-            let sub = super::subscriptions::get_by_seq(tx, subscription_seq)?;
+            let sub = super::subscriptions::get_by_seq(tx, &keys, subscription_seq)?;
             if sub.status == crate::model::SubscriptionStatus::Disabled {
                 return Ok(None);
             }

@@ -9,6 +9,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0004_scheduling.sql")),
     M::up(include_str!("migrations/0005_console_sessions.sql")),
     M::up(include_str!("migrations/0006_listeners.sql")),
+    M::up(include_str!("migrations/0008_secrets_at_rest.sql")),
 ];
 
 /// The ordered list of schema migrations.

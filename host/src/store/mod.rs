@@ -3,9 +3,12 @@
 //! One writer thread (see [`writer`]) owns the write connection; a small pool of read-only
 //! connections serves queries. Both run on blocking threads, never on the async runtime.
 //! Typed functions, not SQL, leave this module: each submodule adds methods to [`Store`].
+//! Secret fields are sealed on their way in and opened on their way out ([`sealing`]), so the
+//! rest of the server only ever sees clear values and the database file only sealed ones.
 
 mod migrations;
 mod read_pool;
+mod sealing;
 mod writer;
 
 pub mod accounts;
@@ -25,10 +28,13 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 
+use crate::secrets::{Keyring, SecretsError};
+
 use read_pool::ReadPool;
 use writer::Writer;
 
 pub use migrations::migrations;
+pub use sealing::KeyUse;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,9 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// A secret could not be sealed or opened (wrong or missing key file, altered value).
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 /// Whether a commit waits for the disk (`full`) or only for the OS (`normal`).
@@ -72,15 +81,23 @@ pub struct Store {
     writer: Writer,
     readers: Arc<ReadPool>,
     writer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Seals and opens the secret fields; the key material never touches the database.
+    keys: Arc<Keyring>,
 }
 
 const READERS: usize = 4;
+/// The database file's name in the data dir.
+const DB_FILE: &str = "wasmhook.sqlite3";
 
 impl Store {
-    /// Opens (creating if needed) the database in `dir` and applies pending migrations.
-    pub fn open(dir: &Path, sync: SyncMode) -> Result<Store, StoreError> {
+    /// Opens (creating if needed) the database in `dir`, applies pending migrations, then
+    /// brings every secret to rest under the current key of `keys` (see
+    /// [`sealing::reseal_all`]): values stored in clear by an earlier version are sealed,
+    /// values under an older key are re-sealed, and a value that does not open is an error
+    /// naming the key file, before anything is served.
+    pub fn open(dir: &Path, sync: SyncMode, keys: Arc<Keyring>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("data dir: {e}")))?;
-        let path = dir.join("wasmhook.sqlite3");
+        let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         conn.pragma_update(
@@ -92,6 +109,7 @@ impl Store {
             },
         )?;
         migrations().to_latest(&mut conn)?;
+        sealing::reseal_all(&mut conn, &keys)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(
@@ -106,6 +124,7 @@ impl Store {
             writer,
             readers: Arc::new(ReadPool::new(readers)),
             writer_thread: Arc::new(Mutex::new(Some(handle))),
+            keys,
         })
     }
 
@@ -136,6 +155,19 @@ impl Store {
         R: Send + 'static,
     {
         self.readers.read(work).await
+    }
+
+    /// Which encryption keys the secrets in the database in `dir` are sealed with, read
+    /// without starting a store (`wasmhook keys prune` runs beside a server, or without one).
+    pub fn key_use(dir: &Path) -> Result<KeyUse, StoreError> {
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        sealing::key_use(&conn)
     }
 
     /// True when a read connection answers a trivial query.

@@ -1,11 +1,14 @@
-//! Plugins, their versions, their key-value stores and their logs.
+//! Plugins, their versions, their key-value stores and their logs. The values of a plugin's
+//! secret config keys are sealed when written and opened when read (see [`super::sealing`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::sealing::{open_config, seal_config};
 use super::{OptionalRow, Page, Store, StoreError, kv};
 use crate::model::{LogLevel, Plugin, PluginLogLine, PluginVersion};
+use crate::secrets::Keyring;
 
-const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level";
+const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level, secret_keys";
 const VERSION_COLUMNS: &str =
     "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
 /// Log lines kept per plugin; older ones are trimmed.
@@ -15,11 +18,13 @@ fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
 }
 
+/// The row as stored: the values of its secret config keys still sealed (see [`open`]).
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
     let config: String = r.get(4)?;
     let hosts: String = r.get(5)?;
     let limits: String = r.get(6)?;
     let log_level: String = r.get(10)?;
+    let secret_keys: String = r.get(11)?;
     Ok((
         r.get(0)?,
         Plugin {
@@ -27,6 +32,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
             account_id: r.get(2)?,
             name: r.get(3)?,
             config: serde_json::from_str(&config).map_err(|_| corrupt("config"))?,
+            secret_keys: serde_json::from_str(&secret_keys).map_err(|_| corrupt("secret_keys"))?,
             allowed_hosts: serde_json::from_str(&hosts).map_err(|_| corrupt("allowed_hosts"))?,
             limits: serde_json::from_str(&limits).map_err(|_| corrupt("limits"))?,
             version: r.get(7)?,
@@ -53,6 +59,28 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
+/// Opens a plugin as read by [`row`]: its secret config values in clear.
+fn open(keys: &Keyring, mut p: Plugin) -> Result<Plugin, StoreError> {
+    open_config(keys, &p.id, &mut p.config, &p.secret_keys)?;
+    Ok(p)
+}
+
+/// The config column as written: secret values sealed.
+fn stored_config(keys: &Keyring, p: &Plugin) -> String {
+    json(&seal_config(keys, &p.id, &p.config, &p.secret_keys))
+}
+
+/// A plugin with its secret config values opened.
+fn get_open(
+    c: &Connection,
+    keys: &Keyring,
+    account_id: &str,
+    id: &str,
+) -> Result<Plugin, StoreError> {
+    open(keys, get_in(c, account_id, id)?)
+}
+
+/// A plugin as stored (secret config values sealed): to check it exists, or before [`open`].
 fn get_in(c: &Connection, account_id: &str, id: &str) -> Result<Plugin, StoreError> {
     c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM plugins WHERE id = ?1 AND account_id = ?2"
@@ -112,22 +140,24 @@ impl Store {
         plugin: Plugin,
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
+        let keys = self.keys.clone();
         self.write(move |tx| {
             tx.prepare_cached(&format!(
-                "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 &COLUMNS["rowid, ".len()..]
             ))?
             .execute(params![
                 plugin.id,
                 plugin.account_id,
                 plugin.name,
-                json(&plugin.config),
+                stored_config(&keys, &plugin),
                 json(&plugin.allowed_hosts),
                 json(&plugin.limits),
                 plugin.version,
                 plugin.created_at,
                 plugin.updated_at,
-                plugin.log_level.as_str()
+                plugin.log_level.as_str(),
+                json(&plugin.secret_keys),
             ])?;
             insert_version(tx, &plugin.id, &version)?;
             Ok(plugin)
@@ -142,8 +172,9 @@ impl Store {
         id: String,
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
+        let keys = self.keys.clone();
         self.write(move |tx| {
-            let mut plugin = get_in(tx, &account_id, &id)?;
+            let mut plugin = get_open(tx, &keys, &account_id, &id)?;
             insert_version(tx, &id, &version)?;
             tx.execute(
                 "UPDATE plugins SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
@@ -183,13 +214,16 @@ impl Store {
     where
         F: FnOnce(&mut Plugin) + Send + 'static,
     {
+        let keys = self.keys.clone();
         self.write(move |tx| {
-            let mut p = get_in(tx, &account_id, &id)?;
+            let mut p = get_open(tx, &keys, &account_id, &id)?;
             change(&mut p);
             tx.execute(
-                "UPDATE plugins SET name = ?2, config = ?3, allowed_hosts = ?4, limits = ?5, updated_at = ?6, log_level = ?7
+                "UPDATE plugins SET name = ?2, config = ?3, allowed_hosts = ?4, limits = ?5, updated_at = ?6, log_level = ?7,
+                    secret_keys = ?8
                  WHERE id = ?1",
-                params![p.id, p.name, json(&p.config), json(&p.allowed_hosts), json(&p.limits), p.updated_at, p.log_level.as_str()],
+                params![p.id, p.name, stored_config(&keys, &p), json(&p.allowed_hosts), json(&p.limits), p.updated_at,
+                    p.log_level.as_str(), json(&p.secret_keys)],
             )?;
             Ok(p)
         })
@@ -198,7 +232,9 @@ impl Store {
 
     /// One plugin of the account.
     pub async fn get_plugin(&self, account_id: String, id: String) -> Result<Plugin, StoreError> {
-        self.read(move |c| get_in(c, &account_id, &id)).await
+        let keys = self.keys.clone();
+        self.read(move |c| get_open(c, &keys, &account_id, &id))
+            .await
     }
 
     /// The account's plugins, newest first.
@@ -208,13 +244,18 @@ impl Store {
         limit: usize,
         cursor: Option<i64>,
     ) -> Result<Page<Plugin>, StoreError> {
+        let keys = self.keys.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM plugins WHERE account_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
             ))?;
             let rows = stmt
                 .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], row)?
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|r| {
+                    let (seq, p) = r?;
+                    Ok((seq, open(&keys, p)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             Ok(Page::from_rows(rows, limit))
         })
         .await
@@ -271,13 +312,15 @@ impl Store {
 
     /// Every plugin with its current version, for loading at start-up.
     pub async fn all_current_plugins(&self) -> Result<Vec<(Plugin, PluginVersion)>, StoreError> {
-        self.read(|c| {
+        let keys = self.keys.clone();
+        self.read(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM plugins ORDER BY rowid"
             ))?;
             let plugins = stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::with_capacity(plugins.len());
             for (_, p) in plugins {
+                let p = open(&keys, p)?;
                 let v = c
                     .prepare_cached(&format!(
                         "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE plugin_id = ?1 AND version = ?2"

@@ -119,7 +119,12 @@ mod tests {
     #[tokio::test]
     async fn sessions_expire_end_and_follow_their_key() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        let store = Store::open(
+            dir.path(),
+            SyncMode::Normal,
+            crate::secrets::Keyring::ephemeral().into(),
+        )
+        .unwrap();
         let (key, stored) = crate::auth::new_api_key();
         let key_id = stored.id.clone();
         let account = Account {

@@ -1,10 +1,13 @@
-//! Subscriptions and the (account, event type) matching index kept beside them.
+//! Subscriptions and the (account, event type) matching index kept beside them. The secret
+//! fields are sealed when written and opened when read (see [`super::sealing`]).
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::sealing::{open_subscription, seal_subscription};
 use super::{OptionalRow, Page, Store, StoreError};
 use crate::clock::now_ms;
 use crate::model::{Circuit, DeliveryOrdering, Format, Subscription, SubscriptionStatus};
+use crate::secrets::Keyring;
 
 const COLUMNS: &str = "seq, id, account_id, url, plugin_id, transform_plugin_id, description, event_types,
     headers, format, status, status_reason, secret, previous_secret, previous_secret_expires_at, verify,
@@ -15,7 +18,8 @@ fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
 }
 
-pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
+/// The row as stored: its secret fields still sealed (see [`open_subscription`]).
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
     let event_types: String = r.get(7)?;
     let headers: String = r.get(8)?;
     let format: String = r.get(9)?;
@@ -54,7 +58,8 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
-fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> {
+fn insert(tx: &Transaction<'_>, keys: &Keyring, s: &mut Subscription) -> Result<(), StoreError> {
+    let sealed = seal_subscription(keys, s);
     tx.prepare_cached(
         "INSERT INTO subscriptions (id, account_id, url, plugin_id, transform_plugin_id, description,
             event_types, headers, format, status, status_reason, secret, previous_secret,
@@ -75,12 +80,12 @@ fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> 
         s.format.as_str(),
         s.status.as_str(),
         s.status_reason,
-        s.secret,
-        s.previous_secret,
+        sealed.secret,
+        sealed.previous_secret,
         s.previous_secret_expires_at,
         s.verify,
         s.rate_limit_per_second,
-        s.airy_api_secret,
+        sealed.airy_api_secret,
         s.failing_since,
         s.created_at,
         s.updated_at,
@@ -92,7 +97,8 @@ fn insert(tx: &Transaction<'_>, s: &mut Subscription) -> Result<(), StoreError> 
     index_event_types(tx, s)
 }
 
-fn save(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
+fn save(tx: &Transaction<'_>, keys: &Keyring, s: &Subscription) -> Result<(), StoreError> {
+    let sealed = seal_subscription(keys, s);
     tx.prepare_cached(
         "UPDATE subscriptions SET url = ?2, plugin_id = ?3, transform_plugin_id = ?4, description = ?5,
             event_types = ?6, headers = ?7, format = ?8, status = ?9, status_reason = ?10, secret = ?11,
@@ -112,12 +118,12 @@ fn save(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
         s.format.as_str(),
         s.status.as_str(),
         s.status_reason,
-        s.secret,
-        s.previous_secret,
+        sealed.secret,
+        sealed.previous_secret,
         s.previous_secret_expires_at,
         s.verify,
         s.rate_limit_per_second,
-        s.airy_api_secret,
+        sealed.airy_api_secret,
         s.failing_since,
         s.updated_at,
         s.max_in_flight,
@@ -150,22 +156,31 @@ fn index_event_types(tx: &Transaction<'_>, s: &Subscription) -> Result<(), Store
 
 pub(crate) fn get_in(
     c: &Connection,
+    keys: &Keyring,
     account_id: &str,
     id: &str,
 ) -> Result<Subscription, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM subscriptions WHERE id = ?1 AND account_id = ?2"
-    ))?
-    .query_row(params![id, account_id], row)
-    .found()
+    let sub = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE id = ?1 AND account_id = ?2"
+        ))?
+        .query_row(params![id, account_id], row)
+        .found()?;
+    open_subscription(keys, sub)
 }
 
-pub(crate) fn get_by_seq(c: &Connection, seq: i64) -> Result<Subscription, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM subscriptions WHERE seq = ?1"
-    ))?
-    .query_row([seq], row)
-    .found()
+pub(crate) fn get_by_seq(
+    c: &Connection,
+    keys: &Keyring,
+    seq: i64,
+) -> Result<Subscription, StoreError> {
+    let sub = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE seq = ?1"
+        ))?
+        .query_row([seq], row)
+        .found()?;
+    open_subscription(keys, sub)
 }
 
 /// An active subscription that wants an event.
@@ -207,8 +222,9 @@ impl Store {
         &self,
         mut sub: Subscription,
     ) -> Result<Subscription, StoreError> {
+        let keys = self.keys.clone();
         self.write(move |tx| {
-            insert(tx, &mut sub)?;
+            insert(tx, &keys, &mut sub)?;
             Ok(sub)
         })
         .await
@@ -220,7 +236,8 @@ impl Store {
         account_id: String,
         id: String,
     ) -> Result<Subscription, StoreError> {
-        self.read(move |c| get_in(c, &account_id, &id)).await
+        let keys = self.keys.clone();
+        self.read(move |c| get_in(c, &keys, &account_id, &id)).await
     }
 
     /// The account's subscriptions, newest first.
@@ -230,15 +247,18 @@ impl Store {
         limit: usize,
         cursor: Option<i64>,
     ) -> Result<Page<Subscription>, StoreError> {
+        let keys = self.keys.clone();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             ))?;
             let rows = stmt
-                .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], |r| {
-                    row(r).map(|s| (s.seq, s))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], row)?
+                .map(|s| {
+                    let s = open_subscription(&keys, s?)?;
+                    Ok((s.seq, s))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             Ok(Page::from_rows(rows, limit))
         })
         .await
@@ -256,10 +276,11 @@ impl Store {
         F: FnOnce(&mut Subscription) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
+        let keys = self.keys.clone();
         self.write(move |tx| {
-            let mut sub = get_in(tx, &account_id, &id)?;
+            let mut sub = get_in(tx, &keys, &account_id, &id)?;
             let out = change(&mut sub)?;
-            save(tx, &sub)?;
+            save(tx, &keys, &sub)?;
             Ok((sub, out))
         })
         .await
@@ -364,12 +385,15 @@ impl Store {
         &self,
         account_id: String,
     ) -> Result<Option<Subscription>, StoreError> {
+        let keys = self.keys.clone();
         self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
+            c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND airy_api_secret IS NOT NULL"
             ))?
             .query_row([&account_id], row)
-            .optional()?)
+            .optional()?
+            .map(|s| open_subscription(&keys, s))
+            .transpose()
         })
         .await
     }
@@ -383,23 +407,26 @@ impl Store {
     where
         F: FnOnce(&mut Subscription) + Send + 'static,
     {
+        let keys = self.keys.clone();
         self.write(move |tx| {
             let existing = tx
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND airy_api_secret IS NOT NULL"
                 ))?
                 .query_row([&new.account_id], row)
-                .optional()?;
+                .optional()?
+                .map(|s| open_subscription(&keys, s))
+                .transpose()?;
             match existing {
                 Some(mut sub) => {
                     change(&mut sub);
-                    save(tx, &sub)?;
+                    save(tx, &keys, &sub)?;
                     Ok(sub)
                 }
                 None => {
                     let mut sub = new;
                     change(&mut sub);
-                    insert(tx, &mut sub)?;
+                    insert(tx, &keys, &mut sub)?;
                     Ok(sub)
                 }
             }

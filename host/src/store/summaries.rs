@@ -495,7 +495,12 @@ mod tests {
     #[tokio::test]
     async fn console_queries_stay_fast_with_100k_deliveries() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Normal).unwrap();
+        let store = Store::open(
+            dir.path(),
+            SyncMode::Normal,
+            crate::secrets::Keyring::ephemeral().into(),
+        )
+        .unwrap();
         let (_, key) = crate::auth::new_api_key();
         let account = "acc_big".to_string();
         store

@@ -124,6 +124,12 @@ impl TestServer {
         *self = next;
     }
 
+    /// Like [`TestServer::restart`], with `extra` options from now on instead of the first ones.
+    pub async fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart().await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
