@@ -296,13 +296,22 @@ async fn auto_reply_answers_customers_through_the_send_path_and_never_itself() {
             .contains("it caused this event"),
         "{d}"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let replies = r
+    // Every invocation of the bot has settled (two succeeded, its own reply filtered), so the
+    // events it caused are final: exactly one reply was sent.
+    let (_, caused) = s.get("/v1/events?limit=250", &key).await;
+    let replies: Vec<&Value> = caused["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["causation"]["plugin_id"] == bot["id"])
+        .collect();
+    assert_eq!(replies.len(), 1, "exactly one reply: {replies:?}");
+    let airy = r
         .received()
         .iter()
         .filter(|x| x.json()["sender"]["type"] == "app_user")
         .count();
-    assert_eq!(replies, 1, "exactly one reply");
+    assert_eq!(airy, 1, "the reply reached the Airy webhook once");
 }
 
 #[tokio::test]
@@ -381,7 +390,12 @@ async fn plugin_chains_stop_at_causation_depth_eight() {
             .contains("causation depth 9 exceeds 8")),
         "{ds:?}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once nothing is pending, no plugin runs any more: the chain is final.
+    eventually("every delivery settles", WAIT, || async {
+        let (_, pending) = s.get("/v1/deliveries?status=pending", &key).await;
+        (pending["data"] == json!([])).then_some(())
+    })
+    .await;
     let (_, events) = s
         .get("/v1/events?type=message:created&limit=250", &key)
         .await;

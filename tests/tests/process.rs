@@ -296,24 +296,38 @@ fn serve_help_lists_every_option_with_its_environment_variable() {
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for (flag, env) in [
-        ("--listen", "WASMHOOK_LISTEN"),
-        ("--data-dir", "WASMHOOK_DATA_DIR"),
-        ("--admin-token", "WASMHOOK_ADMIN_TOKEN"),
-        ("--max-event-bytes", "WASMHOOK_MAX_EVENT_BYTES"),
-        ("--log-format", "WASMHOOK_LOG_FORMAT"),
-        ("--delivery-concurrency", "WASMHOOK_DELIVERY_CONCURRENCY"),
-        ("--delivery-timeout", "WASMHOOK_DELIVERY_TIMEOUT"),
-        ("--retry-schedule", "WASMHOOK_RETRY_SCHEDULE"),
-        ("--disable-after", "WASMHOOK_DISABLE_AFTER"),
-        ("--allow-network", "WASMHOOK_ALLOW_NETWORK"),
-        ("--max-plugin-bytes", "WASMHOOK_MAX_PLUGIN_BYTES"),
-    ] {
+    // Every option `serve` defines, read from the command definition itself, so a new flag
+    // without help or without an environment variable fails here.
+    let cli = <wasmhook::cli::Cli as clap::CommandFactory>::command();
+    let serve = cli.find_subcommand("serve").expect("a serve subcommand");
+    let mut checked = 0;
+    for arg in serve.get_arguments() {
+        let Some(long) = arg.get_long() else {
+            continue; // --help
+        };
+        if long == "help" {
+            continue;
+        }
+        let flag = format!("--{long}");
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("{flag} has no environment variable"))
+            .to_string_lossy()
+            .into_owned();
         assert!(
-            help.contains(flag) && help.contains(env),
+            !arg.is_hide_set()
+                && help.split([' ', '\n', ',']).any(|word| word == flag)
+                && help.contains(&env),
             "{flag} / {env} missing from:\n{help}"
         );
+        assert!(
+            arg.get_help()
+                .is_some_and(|h| !h.to_string().trim().is_empty()),
+            "{flag} has no help text"
+        );
+        checked += 1;
     }
+    assert!(checked > 10, "only {checked} options read from the command");
     assert!(help.contains("262144"), "the default event size is shown");
     assert!(help.contains("pretty") && help.contains("json"));
 }

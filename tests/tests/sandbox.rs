@@ -92,7 +92,13 @@ async fn endless_loops_hit_the_deadline_and_do_not_block_the_server() {
         .event(&key, json!({"type": "hostile.loop", "payload": {}}))
         .await;
     let path = format!("/v1/events/{}/deliveries", e["id"].as_str().unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A claim moves `next_attempt_at` to the end of its lease: the plugin is being run.
+    eventually("the looping plugin's delivery is claimed", WAIT, || async {
+        let (_, list) = s.get(&path, &key).await;
+        let d = &list["data"][0];
+        (d["next_attempt_at"].as_str() > d["created_at"].as_str()).then_some(())
+    })
+    .await;
     // While the plugin spins, the API answers and other deliveries flow.
     innocent_still_flows(&s, &key, &r).await;
     let (_, list) = s.get(&path, &key).await;
@@ -507,21 +513,12 @@ async fn a_new_version_swaps_in_while_calls_in_flight_finish_on_the_old_one() {
     )
     .await;
     let text = "write to a@example.com";
-    let first = s
-        .event(&key, json!({"type": "swap", "payload": {"text": text}}))
+    s.event(&key, json!({"type": "swap", "payload": {"text": text}}))
         .await;
-    // Wait until the old version is running, then swap in the redactor.
-    eventually("the first call is in flight", WAIT, || async {
-        let (_, list) = s
-            .get(
-                &format!("/v1/events/{}/deliveries", first["id"].as_str().unwrap()),
-                &key,
-            )
-            .await;
-        (list["data"][0]["status"] == "pending").then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the old version is running (it logs before it sleeps), then swap in the
+    // redactor.
+    s.logs_with(&key, &id, |l| l["message"] == "hostile: going to sleep")
+        .await;
     let resp = s
         .http
         .put(s.url(&format!("/v1/plugins/{id}")))

@@ -161,3 +161,84 @@ fn apply_group(conn: &mut Connection, group: &mut [Box<dyn Op>]) -> Result<(), S
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn.prepare("SELECT name FROM t ORDER BY name").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn insert(tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
+        tx.execute("INSERT INTO t (name) VALUES (?1)", [name])?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_rolls_back_alone_and_its_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY)")
+            .unwrap();
+        let (writer, thread) = Writer::start(conn);
+
+        // Hold the writer inside a first request until the next three are queued, so those
+        // three are applied together, in one transaction.
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let first = writer
+            .submit(move |tx| {
+                entered.send(()).unwrap();
+                wait_release.recv().unwrap();
+                insert(tx, "a")
+            })
+            .await
+            .unwrap();
+        tokio::task::spawn_blocking(move || wait_entered.recv().unwrap())
+            .await
+            .unwrap();
+        let ok_before = writer.submit(|tx| insert(tx, "b")).await.unwrap();
+        // Writes, then fails: its write must not survive.
+        let failing = writer
+            .submit(|tx| {
+                insert(tx, "c")?;
+                Err::<(), _>(StoreError::Conflict("refused after writing".into()))
+            })
+            .await
+            .unwrap();
+        // Sees the group's earlier work, not the failed request's.
+        let ok_after = writer
+            .submit(|tx| {
+                let seen: i64 =
+                    tx.query_row("SELECT count(*) FROM t WHERE name = 'c'", [], |r| r.get(0))?;
+                assert_eq!(seen, 0, "the failed request's write is rolled back at once");
+                insert(tx, "d")
+            })
+            .await
+            .unwrap();
+        release.send(()).unwrap();
+
+        first.await.unwrap();
+        ok_before.await.unwrap();
+        match failing.await {
+            Err(StoreError::Conflict(m)) => assert_eq!(m, "refused after writing"),
+            other => panic!("the failing request keeps its own error: {other:?}"),
+        }
+        ok_after.await.unwrap();
+        writer.close().await;
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&Connection::open(&path).unwrap()),
+            ["a", "b", "d"],
+            "the rest of the group is committed"
+        );
+    }
+}
