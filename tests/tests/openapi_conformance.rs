@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use common::{ADMIN, TestServer};
 use reqwest::Method;
 use serde_json::Value;
+use wasmhook_plugin_artifacts as wasm;
 
 /// Routes served outside the API document: the web console's HTML pages.
 fn is_console(path: &str) -> bool {
@@ -236,9 +237,16 @@ fn tools() -> Option<std::path::PathBuf> {
     }
 }
 
-/// Runs `program` with `args` to completion; panics with its output unless it succeeds.
-async fn run(program: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> String {
+/// Runs `program` with `args` in `dir` (the tools keep caches in their working directory) to
+/// completion; panics with its output unless it succeeds.
+async fn run(
+    program: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> String {
     let out = tokio::process::Command::new(program)
+        .current_dir(dir)
         .args(args)
         .envs(envs.iter().copied())
         .kill_on_drop(true)
@@ -264,23 +272,56 @@ async fn schemathesis_finds_no_answer_the_document_does_not_describe() {
     let Some(venv) = tools() else { return };
     // The default network policy: the URLs schemathesis makes up never reach this machine.
     let s = TestServer::start_with(&["--allow-network", "192.0.2.0/24"]).await;
-    let (_, key) = s.account("conformance").await;
+    let (account, key) = s.account("conformance").await;
+    // One real resource of each kind, so operations on an id also answer with the resource
+    // (and its schema is checked), not only with 404s for made-up ids. TEST-NET-1 is allowed
+    // and never answers: deliveries fail, slowly enough to be seen pending.
+    let sub = s
+        .subscribe(&key, serde_json::json!({"url": "http://192.0.2.1/hook"}))
+        .await;
+    let event = s
+        .event(
+            &key,
+            serde_json::json!({"type": "message:created", "payload": {"conversation_id": "c-1"}}),
+        )
+        .await;
+    let (_, deliveries) = s
+        .get(
+            &format!("/v1/events/{}/deliveries", event["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    let plugin = s
+        .plugin(&key, "conformance", wasm::HOSTILE, Value::Null)
+        .await;
+    let ids = [
+        ("/v1/subscriptions/", sub["id"].clone()),
+        ("/v1/events/", event["id"].clone()),
+        ("/v1/deliveries/", deliveries["data"][0]["id"].clone()),
+        ("/v1/plugins/", plugin["id"].clone()),
+        ("/v1/accounts/", Value::String(account)),
+    ];
+    let mut toml = format!(
+        "[auth.openapi.api_key]\nbearer = \"{key}\"\n\n\
+         [auth.openapi.admin_token]\nbearer = \"{ADMIN}\"\n"
+    );
+    for (prefix, id) in ids {
+        let id = id.as_str().expect("a created resource has an id");
+        toml.push_str(&format!(
+            "\n[[operations]]\ninclude-path-regex = \"^{prefix}\\\\{{id\\\\}}\"\n\
+             parameters = {{ \"path.id\" = \"{id}\" }}\n"
+        ));
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("schemathesis.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth.openapi.api_key]\nbearer = \"{key}\"\n\n\
-             [auth.openapi.admin_token]\nbearer = \"{ADMIN}\"\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, toml).unwrap();
     let schema = s.url("/openapi.json");
     let hooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi");
     let report = dir.path().join("report");
     let examples = std::env::var("WASMHOOK_SCHEMATHESIS_EXAMPLES").unwrap_or("25".into());
     let output = run(
         &venv.join("bin/schemathesis"),
+        dir.path(),
         &[
             "--config-file",
             config.to_str().unwrap(),
@@ -333,6 +374,7 @@ async fn a_generated_python_client_runs_the_readme_flow() {
     let client = dir.path().join("wasmhook_client");
     run(
         &venv.join("bin/openapi-python-client"),
+        dir.path(),
         &[
             "generate",
             "--path",
@@ -348,6 +390,7 @@ async fn a_generated_python_client_runs_the_readme_flow() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/readme_flow.py");
     let output = run(
         &venv.join("bin/python"),
+        dir.path(),
         &[script.to_str().unwrap()],
         &[
             ("PYTHONPATH", dir.path().to_str().unwrap()),

@@ -184,6 +184,7 @@ async fn retry(
 #[serde(deny_unknown_fields)]
 pub struct RecoverRequest {
     /// Requeue failed deliveries created at or after this time (RFC 3339).
+    #[schema(format = DateTime)]
     pub since: String,
     /// Only count them: nothing is requeued (`recovered` is how many would be).
     #[serde(default)]

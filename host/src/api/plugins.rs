@@ -417,7 +417,20 @@ async fn versions(
 #[into_params(parameter_in = Query)]
 struct LogQuery {
     /// 1 to 1000 (default 100).
+    #[param(schema_with = log_limit_schema)]
     limit: Option<usize>,
+}
+
+/// The most log lines one request returns.
+const MAX_LOG_LINES: usize = 1000;
+
+fn log_limit_schema() -> RefOr<Schema> {
+    crate::schema::integer(
+        "Lines to return (default 100).",
+        Some(1),
+        Some(MAX_LOG_LINES as u64),
+        true,
+    )
 }
 
 /// A plugin's recent log lines, newest first: `log` calls, stdout, stderr and failures.
@@ -431,10 +444,10 @@ async fn logs(
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Json<ListResponse<PluginLogLine>>, ApiError> {
     let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
+    if !(1..=MAX_LOG_LINES).contains(&limit) {
         return Err(ApiError::BadRequest {
             code: "invalid_query",
-            message: "limit: must be 1 to 1000".into(),
+            message: format!("limit: must be 1 to {MAX_LOG_LINES}"),
         });
     }
     let data = state
