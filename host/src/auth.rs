@@ -3,6 +3,14 @@
 //! Keys are random, shown once, and stored only as SHA-256 hashes (they are high-entropy, so
 //! a slow password hash would buy nothing). Verified keys are cached in memory so the hot
 //! ingest path does not hit the database for authentication; revoking a key evicts it.
+//!
+//! Timing: a presented key is hashed first and only its hash is looked up (in the cache's
+//! map, then the database's index). How long a lookup takes can at most reveal how many
+//! leading bytes of the *hash* of the guess match a stored hash, and a caller cannot choose
+//! hashes, only keys: learning that the SHA-256 of a guess shares its first bytes with a
+//! stored hash tells nothing about which key to try next. Secrets compared rather than
+//! looked up (the admin token, CSRF and sign-in tokens) go through [`same_hash`], which takes
+//! the same time whatever the inputs.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -71,9 +79,10 @@ impl KeyCache {
     }
 }
 
-/// Constant-time equality of two hashes.
+/// Constant-time equality of two hashes (`subtle` keeps the compiler from short-cutting it).
 pub fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a[..].ct_eq(&b[..]))
 }
 
 #[cfg(test)]

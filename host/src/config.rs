@@ -31,7 +31,8 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Token for the admin endpoints (`/v1/accounts`). Without one, the first start generates one,
-    /// stores it in the data dir (mode 0600) and prints it once.
+    /// stores it in the data dir (mode 0600) and prints it once. `none` turns the admin
+    /// endpoints (and the console's admin sign-in) off; it needs at least one account.
     #[arg(long, env = "WASMHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -119,6 +120,42 @@ pub struct Config {
     #[arg(long, env = "WASMHOOK_LISTEN_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub listen_grace: Duration,
 
+    /// Time a connection has to send a request's headers: from its start, or from the first
+    /// byte after the previous response.
+    #[arg(long, env = "WASMHOOK_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a request has to send its body, from the end of its headers (answered 408).
+    #[arg(long, env = "WASMHOOK_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// How long a keep-alive connection may wait for its next request. Longer than the idle
+    /// timeout of a proxy in front (often 60 s), so the proxy closes first.
+    #[arg(long, env = "WASMHOOK_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Connections open at once; more wait to be accepted until one closes.
+    #[arg(long, env = "WASMHOOK_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Failed authentications (a wrong API key or admin token, a failed console sign-in) a
+    /// client address may make per minute: a burst of this many, then one more every
+    /// `60 s / N`; past that every authenticated request from the address gets 429.
+    #[arg(long, env = "WASMHOOK_AUTH_FAILURES_PER_MINUTE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failures_per_minute: u32,
+
+    /// Proxies in front of the server (CIDR, repeatable): for a request from one of them, the
+    /// client's address (which failed authentications are counted by) is the last address of
+    /// `X-Forwarded-For` that is not itself one of them.
+    #[arg(
+        long = "trusted-proxy",
+        env = "WASMHOOK_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
     /// Largest accepted plugin upload, in bytes.
     #[arg(long, env = "WASMHOOK_MAX_PLUGIN_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_plugin_bytes: usize,
@@ -184,5 +221,10 @@ mod tests {
         assert_eq!(c.disable_after, Duration::from_secs(5 * 86_400));
         assert_eq!(c.webhook_checks_per_minute, 10);
         assert_eq!(c.listen_grace, Duration::from_secs(60));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.auth_failures_per_minute, 20);
     }
 }

@@ -25,6 +25,14 @@ pub enum ApiError {
     /// No valid credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// The credentials are valid but the operation is turned off or not theirs to do.
+    #[error("{message}")]
+    Forbidden {
+        /// Machine-readable code, e.g. `admin_disabled`.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// The resource does not exist for this caller.
     #[error("{0} not found")]
     NotFound(String),
@@ -34,6 +42,9 @@ pub enum ApiError {
     /// The request conflicts with stored state.
     #[error("{0}")]
     Conflict(String),
+    /// The request's body did not arrive within the server's body timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The body is larger than the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -69,6 +80,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -113,15 +126,19 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after, .. } = &self {
-            // Whole seconds, rounded up: coming back at the stated time always succeeds.
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
-                http::HeaderValue::from(secs.max(1)),
+                http::HeaderValue::from(retry_after_secs(*retry_after)),
             );
         }
         response
     }
+}
+
+/// A `Retry-After` in whole seconds, rounded up (coming back at the stated time always
+/// succeeds), at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<StoreError> for ApiError {

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod examples;
+pub mod http_server;
 pub mod key_rotation;
 pub mod live;
 pub mod messages;
@@ -66,11 +67,10 @@ pub async fn run(
         shutdown.await;
         live.close();
     };
+    let limits = http_server::Limits::from_config(&state.config);
+    let metrics = state.metrics.clone();
     let app = api::app(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
+    http_server::serve(listener, app, limits, metrics, shutdown).await;
     tracing::info!("shutting down: finishing deliveries in flight");
     stop_delivery.cancel();
     let _ = dispatcher.await;
@@ -101,7 +101,18 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
                 .with_context(|| format!("opening the database in {}", config.data_dir.display()));
         }
     };
-    let admin_token_hash = auth::hash(&admin_token(&config)?);
+    let admin_token_hash = match config.admin_token.as_deref() {
+        Some(ADMIN_OFF) => {
+            let accounts = store.list_accounts().await.context("listing accounts")?;
+            anyhow::ensure!(
+                !accounts.is_empty(),
+                "--admin-token none turns the admin endpoints off, but there is no account yet \
+                 to use the server with: start once with an admin token and create one"
+            );
+            None
+        }
+        _ => Some(auth::hash(&admin_token(&config)?)),
+    };
     let net_policy = Arc::new(NetPolicy::new(config.allow_network.clone()));
     let http = delivery::http::client(net_policy.clone(), config.delivery_timeout);
     let metrics: Arc<metrics::Metrics> = Default::default();
@@ -125,6 +136,10 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         config.webhook_checks_per_minute,
         std::time::Duration::from_secs(60),
     );
+    let auth_failures = throttle::TokenBuckets::new(
+        config.auth_failures_per_minute,
+        std::time::Duration::from_secs(60),
+    );
     Ok(AppState::new(state::Shared {
         store,
         config: Arc::new(config),
@@ -138,6 +153,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         plugin_logs,
         live,
         webhook_checks,
+        auth_failures,
         listeners: Default::default(),
     }))
 }
@@ -167,6 +183,9 @@ fn keyring(config: &Config) -> anyhow::Result<(secrets::Keyring, bool)> {
     tracing::info!(path = %path.display(), "generated the encryption key file; back it up apart from the database");
     Ok((keys, true))
 }
+
+/// The `--admin-token` value that turns the admin endpoints off.
+pub const ADMIN_OFF: &str = "none";
 
 /// The admin token: from the options, else from the data dir, else generated, stored
 /// (readable by the owner only) and printed once.

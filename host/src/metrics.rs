@@ -52,6 +52,8 @@ pub struct Metrics {
     /// Subscriptions whose circuit breaker is tripped: the next probe time (Unix seconds),
     /// labelled with the breaker's state (refreshed on scrape; closed breakers are not listed).
     pub circuit_next_probe: Family<CircuitLabels, Gauge>,
+    /// HTTP connections open now.
+    pub http_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -98,8 +100,15 @@ impl Default for Metrics {
             "Subscriptions with a tripped circuit breaker: when the next probe may go",
             circuit_next_probe.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open",
+            http_connections.clone(),
+        );
         Metrics {
             registry,
+            http_connections,
             circuit_next_probe,
             requests,
             events_ingested,

@@ -48,8 +48,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Verified API keys.
     pub keys: Arc<KeyCache>,
-    /// SHA-256 of the admin token.
-    pub admin_token_hash: [u8; 32],
+    /// SHA-256 of the admin token; `None` when the admin endpoints are off (`--admin-token none`).
+    pub admin_token_hash: Option<[u8; 32]>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Which addresses deliveries may reach.
@@ -66,6 +66,8 @@ pub struct Shared {
     pub live: Arc<LiveFeed>,
     /// Webhook checks left per account.
     pub webhook_checks: TokenBuckets,
+    /// Failed authentications left per client address.
+    pub auth_failures: TokenBuckets,
     /// Command lines connected by `wasmhook listen`, and the attempts waiting for them.
     pub listeners: Arc<crate::delivery::listen::Listeners>,
 }

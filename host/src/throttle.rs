@@ -1,5 +1,6 @@
-//! Per-account token buckets for endpoints that make the server do work on the caller's
-//! behalf (a webhook check sends a request to a URL of the caller's choosing).
+//! Per-key token buckets: per account for endpoints that make the server do work on the
+//! caller's behalf (a webhook check sends a request to a URL of the caller's choosing), per
+//! client address for failed authentications.
 //!
 //! Each account has a bucket of `capacity` tokens refilled continuously at `capacity` per
 //! `period`; a request takes one token or is refused with the time until the next one. Pure
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Token buckets keyed by account.
+/// Token buckets keyed by account (or client address).
 pub struct TokenBuckets {
     capacity: f64,
     /// Tokens added per millisecond.
@@ -40,6 +41,16 @@ impl TokenBuckets {
 
     /// Takes a token of `account` at `now_ms`: `Ok` when granted, else how long until one is.
     pub fn take(&self, account: &str, now_ms: i64) -> Result<(), Duration> {
+        self.settle(account, now_ms, true)
+    }
+
+    /// Whether `take` would grant a token now, without taking it: for limits on failures,
+    /// checked before the attempt and taken only when it fails.
+    pub fn check(&self, account: &str, now_ms: i64) -> Result<(), Duration> {
+        self.settle(account, now_ms, false)
+    }
+
+    fn settle(&self, account: &str, now_ms: i64, take: bool) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().expect("token bucket lock");
         if buckets.len() >= SWEEP_AT {
             let (capacity, rate) = (self.capacity, self.refill_per_ms);
@@ -54,7 +65,9 @@ impl TokenBuckets {
         bucket.tokens = (bucket.tokens + elapsed * self.refill_per_ms).min(self.capacity);
         bucket.at_ms = now_ms.max(bucket.at_ms);
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if take {
+                bucket.tokens -= 1.0;
+            }
             return Ok(());
         }
         let wait_ms = ((1.0 - bucket.tokens) / self.refill_per_ms).ceil();
@@ -77,6 +90,15 @@ mod tests {
         assert_eq!(b.take("a", 16_000), Err(Duration::from_secs(5)));
         assert!(b.take("a", 21_000).is_ok());
         assert!(b.take("a", 21_000).is_err());
+    }
+
+    #[test]
+    fn checking_takes_nothing() {
+        let b = TokenBuckets::new(1, Duration::from_secs(60));
+        assert!(b.check("a", 0).is_ok());
+        assert!(b.check("a", 0).is_ok());
+        assert!(b.take("a", 0).is_ok());
+        assert_eq!(b.check("a", 0), Err(Duration::from_secs(60)));
     }
 
     #[test]

@@ -169,7 +169,7 @@ async fn every_operation_lists_the_errors_it_can_answer() {
             wanted.extend(["401", "429", "503"]);
         }
         if op.get("requestBody").is_some() {
-            wanted.extend(["400", "413", "415"]);
+            wanted.extend(["400", "408", "413", "415"]);
         }
         let params = op["parameters"].as_array().cloned().unwrap_or_default();
         if params.iter().any(|p| p["in"] == "path") {

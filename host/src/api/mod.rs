@@ -62,6 +62,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(config.max_event_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            config.body_timeout,
+            crate::http_server::body::deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::middleware::from_fn(crate::console::security_headers))
         .with_state(state)

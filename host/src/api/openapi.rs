@@ -4,9 +4,10 @@
 //! A handler's `#[utoipa::path]` lists what only that handler answers (its success, a 409, a
 //! 404 for a resource named in its body). What follows from the shape of an operation is added
 //! here, after the routers are merged, so no handler can forget it: an authenticated operation
-//! can answer 401, 429 (too many failed authentications) and 503 (shutting down); one with a
-//! body 400, 413 and 415; one with path parameters 404; one with any parameter 400. This module must not describe routes itself, except `/openapi.json`, which is served
-//! from the finished document.
+//! can answer 401, 429 (too many failed authentications) and 503 (shutting down), an
+//! admin-only one 403 (`--admin-token none`); one with a body 400, 408 (`--body-timeout`), 413
+//! and 415; one with path parameters 404; one with any parameter 400. This module must not
+//! describe routes itself, except `/openapi.json`, which is served from the finished document.
 
 use std::collections::BTreeMap;
 
@@ -118,7 +119,17 @@ fn shared_responses(op: &Operation) -> BTreeMap<&'static str, Response> {
             error("The request is malformed or a field is invalid; the message names it"),
         );
     }
+    if authenticated && security_schemes(op).iter().all(|s| s == "admin_token") {
+        out.insert(
+            "403",
+            error("The admin endpoints are turned off on this server (`--admin-token none`)"),
+        );
+    }
     if op.request_body.is_some() {
+        out.insert(
+            "408",
+            error("The request body was not received within the server's `--body-timeout`"),
+        );
         out.insert(
             "413",
             error("The request body is larger than this endpoint accepts"),
@@ -135,6 +146,18 @@ fn shared_responses(op: &Operation) -> BTreeMap<&'static str, Response> {
         );
     }
     out
+}
+
+/// The names of the security schemes an operation accepts.
+fn security_schemes(op: &Operation) -> Vec<String> {
+    // `SecurityRequirement` keeps its scheme names private; its JSON form is `{name: scopes}`.
+    let json = serde_json::to_value(&op.security).unwrap_or_default();
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|requirement| requirement.as_object())
+        .flat_map(|requirement| requirement.keys().cloned())
+        .collect()
 }
 
 fn add_shared_responses(op: &mut Operation) {

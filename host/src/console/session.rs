@@ -19,8 +19,10 @@ use maud::html;
 
 use super::forms::{Fields, form_field};
 use super::layout;
+use crate::api::auth::{Client, check_attempts, count_failure};
 use crate::auth::{hash, random_token, same_hash};
 use crate::clock::now_ms;
+use crate::error::{ApiError, retry_after_secs};
 use crate::state::AppState;
 use crate::store::sessions::{ConsoleSession, NewConsoleSession};
 
@@ -92,8 +94,14 @@ pub struct AdminSigned {
 impl FromRequestParts<AppState> for AdminSigned {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         match parts.extensions.get::<Session>() {
+            // Sessions made before the admin endpoints were turned off open nothing.
+            Some(Session {
+                account_id: None, ..
+            }) if state.admin_token_hash.is_none() => {
+                Err(super::ConsoleError::Api(crate::api::auth::admin_disabled()).into_response())
+            }
             Some(Session {
                 account_id: None,
                 csrf,
@@ -230,16 +238,22 @@ fn refused(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-async fn sign_in_page(headers: HeaderMap, uri: http::Uri) -> Response {
-    sign_in_form(&uri, &headers, None, StatusCode::OK)
+async fn sign_in_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: http::Uri,
+) -> Response {
+    sign_in_form(&state, &uri, &headers, None, StatusCode::OK)
 }
 
 fn sign_in_form(
+    state: &AppState,
     uri: &http::Uri,
     headers: &HeaderMap,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
+    let admin = state.admin_token_hash.is_some();
     let token = random_token(24);
     let body = layout::bare(
         "Sign in",
@@ -249,10 +263,14 @@ fn sign_in_form(
                 @if let Some(error) = error {
                     p.error role="alert" data-test="sign-in-error" { (error) }
                 }
-                label for="key" { "API key (or the admin token)" }
+                label for="key" { @if admin { "API key (or the admin token)" } @else { "API key" } }
                 input #key type="password" name="key" autocomplete="current-password" required
                     autofocus data-test="sign-in-key";
-                p.hint { "An account's API key opens its console; the admin token opens the accounts page." }
+                @if admin {
+                    p.hint { "An account's API key opens its console; the admin token opens the accounts page." }
+                } @else {
+                    p.hint { "An account's API key opens its console." }
+                }
                 button type="submit" data-test="sign-in-submit" { "Sign in" }
             }
         },
@@ -273,28 +291,56 @@ fn sign_in_form(
 
 async fn sign_in(
     State(state): State<AppState>,
+    Client(client): Client,
     headers: HeaderMap,
     uri: http::Uri,
     form: Fields,
 ) -> Result<Response, super::ConsoleError> {
     let key = form.get("key").unwrap_or_default().trim().to_string();
+    // Sign-in attempts share the API's limit on failed authentications per address.
+    if let Err(ApiError::TooManyRequests { retry_after, .. }) = check_attempts(&state, &client) {
+        let secs = retry_after_secs(retry_after);
+        let message = format!("Too many failed sign-ins from your address. Try again in {secs} s.");
+        let mut page = sign_in_form(
+            &state,
+            &uri,
+            &headers,
+            Some(&message),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(page);
+    }
     let key_hash = hash(&key);
-    let (account_id, api_key_id) =
-        if !key.is_empty() && same_hash(&key_hash, &state.admin_token_hash) {
-            (None, None)
-        } else {
-            match state.store.api_key_by_hash(key_hash).await? {
-                Some((key_id, account)) => (Some(account), Some(key_id)),
-                None => {
-                    return Ok(sign_in_form(
-                        &uri,
-                        &headers,
-                        Some("That key is not a valid API key or admin token (or it was revoked)."),
-                        StatusCode::UNAUTHORIZED,
-                    ));
+    let is_admin = !key.is_empty()
+        && state
+            .admin_token_hash
+            .is_some_and(|admin| same_hash(&key_hash, &admin));
+    let (account_id, api_key_id) = if is_admin {
+        (None, None)
+    } else {
+        match state.store.api_key_by_hash(key_hash).await? {
+            Some((key_id, account)) => (Some(account), Some(key_id)),
+            None => {
+                if !key.is_empty() {
+                    count_failure(&state, &client);
                 }
+                let error = if state.admin_token_hash.is_some() {
+                    "That key is not a valid API key or admin token (or it was revoked)."
+                } else {
+                    "That key is not a valid API key (or it was revoked)."
+                };
+                return Ok(sign_in_form(
+                    &state,
+                    &uri,
+                    &headers,
+                    Some(error),
+                    StatusCode::UNAUTHORIZED,
+                ));
             }
-        };
+        }
+    };
     let token = random_token(32);
     let now = now_ms();
     let admin = account_id.is_none();
