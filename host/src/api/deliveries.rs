@@ -16,7 +16,7 @@ use crate::clock::{now_ms, parse_rfc3339};
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
 use crate::model::{Attempt, Delivery, DeliveryStatus};
 use crate::state::AppState;
-use crate::store::deliveries::DeliveryFilter;
+use crate::store::delivery_lists::{DeliveryFilter, DeliveryScope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -106,7 +106,7 @@ async fn for_subscription(
         &state,
         account,
         DeliveryFilter {
-            subscription_id: Some(id),
+            scope: DeliveryScope::Subscription(id),
             ..Default::default()
         },
         q,
@@ -133,7 +133,7 @@ async fn for_event(
         &state,
         account,
         DeliveryFilter {
-            event_id: Some(id),
+            scope: DeliveryScope::Event(id),
             ..Default::default()
         },
         q,
@@ -201,39 +201,6 @@ pub struct RecoverResponse {
     pub dry_run: bool,
 }
 
-/// How many of a subscription's failed deliveries were created since `since`: what a recovery
-/// would requeue. Read page by page, newest first, until one is older.
-async fn count_failed_since(
-    state: &AppState,
-    account: String,
-    subscription_id: String,
-    since: i64,
-) -> Result<usize, ApiError> {
-    state
-        .store
-        .get_subscription(account.clone(), subscription_id.clone())
-        .await
-        .or_not_found("subscription")?;
-    let (mut count, mut cursor) = (0, None);
-    loop {
-        let filter = DeliveryFilter {
-            subscription_id: Some(subscription_id.clone()),
-            status: Some(DeliveryStatus::Failed),
-            ..Default::default()
-        };
-        let page = state
-            .store
-            .list_deliveries(account.clone(), filter, 250, cursor)
-            .await?;
-        let recent = page.items.iter().filter(|d| d.created_at >= since).count();
-        count += recent;
-        match page.next_cursor {
-            Some(next) if recent == page.items.len() => cursor = Some(next),
-            _ => return Ok(count),
-        }
-    }
-}
-
 /// Requeue a subscription's failed deliveries since a time; with `dry_run`, only count them.
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/recover", operation_id = "recover_subscription", tag = "deliveries", request_body = RecoverRequest,
     params(("id" = String, Path, description = "Subscription id")), security(("api_key" = [])),
@@ -247,7 +214,12 @@ async fn recover(
     let (_, since) = parse_rfc3339(&req.since)
         .ok_or_else(|| ApiError::invalid("since: not an RFC 3339 timestamp"))?;
     if req.dry_run {
-        let recovered = count_failed_since(&state, account, id, since).await?;
+        // One count on the (subscription, status) index, as the console's preview.
+        let recovered = state
+            .store
+            .count_failed_since(account, id, since)
+            .await
+            .or_not_found("subscription")? as usize;
         return Ok(with_status(
             StatusCode::OK,
             RecoverResponse {

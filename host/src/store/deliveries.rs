@@ -9,10 +9,11 @@ use rusqlite::{Connection, Transaction, params};
 use super::claims::release_next;
 use super::events::NewEvent;
 use super::subscriptions::Match;
-use super::{OptionalRow, Page, Store, StoreError};
+use super::{OptionalRow, Store, StoreError};
 use crate::clock::new_id;
 use crate::model::{
-    Attempt, Causation, Delivery, DeliveryOrdering, DeliveryStatus, Event, Subscription,
+    Attempt, AttemptRequest, Causation, Delivery, DeliveryOrdering, DeliveryStatus, Event,
+    Subscription,
 };
 
 /// Plugins are not given events caused deeper than this many plugin hops.
@@ -98,12 +99,17 @@ pub(crate) fn enqueue_for_event(
     Ok(pending)
 }
 
-const COLUMNS: &str =
+/// The delivery columns, in the order [`delivery_row`] reads them; with [`DELIVERY_FROM`],
+/// every query that returns deliveries reads them through this one mapping.
+pub(super) const DELIVERY_COLUMNS: &str =
     "d.seq, d.id, e.id, s.id, d.status, d.attempts, d.next_attempt_at, d.last_error,
     d.created_at, d.updated_at";
-const FROM: &str = "FROM deliveries d JOIN events e ON e.seq = d.event_seq JOIN subscriptions s ON s.seq = d.subscription_seq";
+/// The tables [`DELIVERY_COLUMNS`] come from (`d`, its event `e`, its subscription `s`).
+pub(super) const DELIVERY_FROM: &str = "FROM deliveries d JOIN events e ON e.seq = d.event_seq
+    JOIN subscriptions s ON s.seq = d.subscription_seq";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+/// Reads [`DELIVERY_COLUMNS`] (the first ten columns of the row).
+pub(super) fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     let status: String = r.get(4)?;
     Ok(Delivery {
         seq: r.get(0)?,
@@ -121,68 +127,51 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 
 fn attempts_of(c: &Connection, delivery_seq: i64) -> Result<Vec<Attempt>, StoreError> {
     let mut stmt = c.prepare_cached(
-        "SELECT attempted_at, duration_ms, status_code, error_kind, error_message, response_body
+        "SELECT attempted_at, duration_ms, status_code, error_kind, error_message, response_body,
+            request_headers, request_url, request_body, request_body_bytes
          FROM attempts WHERE delivery_seq = ?1 ORDER BY seq",
     )?;
     let rows = stmt
         .query_map([delivery_seq], |r| {
-            Ok(Attempt {
-                attempted_at: r.get(0)?,
-                duration_ms: r.get(1)?,
-                status_code: r.get(2)?,
-                error_kind: r.get(3)?,
-                error_message: r.get(4)?,
-                response_body: r.get(5)?,
-            })
+            Ok((
+                Attempt {
+                    attempted_at: r.get(0)?,
+                    duration_ms: r.get(1)?,
+                    status_code: r.get(2)?,
+                    error_kind: r.get(3)?,
+                    error_message: r.get(4)?,
+                    response_body: r.get(5)?,
+                    request: None,
+                },
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+            ))
         })?
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|row| {
+            let (mut attempt, headers, url, body, bytes) = row?;
+            // Attempts recorded before requests were kept (or that sent none) have no headers.
+            if let Some(headers) = headers {
+                let headers = serde_json::from_str(&headers)
+                    .map_err(|e| StoreError::Corrupt(format!("attempt request headers: {e}")))?;
+                let body = body.unwrap_or_default();
+                let body_bytes = bytes.map_or(body.len() as u64, |b| b as u64);
+                attempt.request = Some(AttemptRequest {
+                    url,
+                    headers,
+                    body_truncated: (body.len() as u64) < body_bytes,
+                    body,
+                    body_bytes,
+                });
+            }
+            Ok(attempt)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(rows)
 }
 
-/// Which deliveries a listing shows.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFilter {
-    /// Only this subscription's.
-    pub subscription_id: Option<String>,
-    /// Only this event's.
-    pub event_id: Option<String>,
-    /// Only in this status.
-    pub status: Option<DeliveryStatus>,
-}
-
 impl Store {
-    /// Deliveries, newest first.
-    pub async fn list_deliveries(
-        &self,
-        account_id: String,
-        filter: DeliveryFilter,
-        limit: usize,
-        cursor: Option<i64>,
-    ) -> Result<Page<Delivery>, StoreError> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} {FROM} WHERE d.account_id = ?1 AND (?2 IS NULL OR s.id = ?2)
-                   AND (?3 IS NULL OR e.id = ?3) AND (?4 IS NULL OR d.status = ?4) AND d.seq < ?5
-                 ORDER BY d.seq DESC LIMIT ?6"
-            ))?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        account_id,
-                        filter.subscription_id,
-                        filter.event_id,
-                        filter.status.map(|s| s.as_str()),
-                        cursor.unwrap_or(i64::MAX),
-                        limit as i64 + 1
-                    ],
-                    |r| row(r).map(|d| (d.seq, d)),
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Page::from_rows(rows, limit))
-        })
-        .await
-    }
-
     /// One delivery with its attempts.
     pub async fn get_delivery(
         &self,
@@ -192,9 +181,9 @@ impl Store {
         self.read(move |c| {
             let d = c
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} {FROM} WHERE d.id = ?1 AND d.account_id = ?2"
+                    "SELECT {DELIVERY_COLUMNS} {DELIVERY_FROM} WHERE d.id = ?1 AND d.account_id = ?2"
                 ))?
-                .query_row(params![id, account_id], row)
+                .query_row(params![id, account_id], delivery_row)
                 .found()?;
             let attempts = attempts_of(c, d.seq)?;
             Ok((d, attempts))
@@ -229,8 +218,10 @@ impl Store {
                 }
             }
             Ok(tx
-                .prepare_cached(&format!("SELECT {COLUMNS} {FROM} WHERE d.seq = ?1"))?
-                .query_row([seq], row)?)
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} {DELIVERY_FROM} WHERE d.seq = ?1"
+                ))?
+                .query_row([seq], delivery_row)?)
         })
         .await
     }

@@ -171,7 +171,8 @@ impl Store {
         .await
     }
 
-    /// The account's events, newest first, optionally of one type.
+    /// The account's events, newest first, optionally of one type (on the type's index: see
+    /// [`Store::search_events`]).
     pub async fn list_events(
         &self,
         account_id: String,
@@ -179,19 +180,11 @@ impl Store {
         limit: usize,
         cursor: Option<i64>,
     ) -> Result<Page<Event>, StoreError> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM events WHERE account_id = ?1 AND (?2 IS NULL OR type = ?2) AND seq < ?3
-                 ORDER BY seq DESC LIMIT ?4"
-            ))?;
-            let rows = stmt
-                .query_map(params![account_id, event_type, cursor.unwrap_or(i64::MAX), limit as i64 + 1], |r| {
-                    row(r).map(|e| (e.seq, e))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Page::from_rows(rows, limit))
-        })
-        .await
+        let search = super::summaries::EventSearch {
+            event_type,
+            ..Default::default()
+        };
+        self.search_events(account_id, search, limit, cursor).await
     }
 
     /// What the conversation index knows of a conversation.

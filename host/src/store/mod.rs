@@ -14,6 +14,7 @@ mod writer;
 pub mod accounts;
 pub mod claims;
 pub mod deliveries;
+pub mod delivery_lists;
 pub mod events;
 pub mod kv;
 pub mod messages;

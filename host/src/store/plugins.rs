@@ -133,6 +133,16 @@ fn kv_put(tx: &Connection, plugin_id: &str, key: &str, value: &[u8]) -> Result<(
     Ok(())
 }
 
+/// One page of account ?1's plugins below rowid ?2, newest first, at most ?3.
+pub(super) fn list_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM plugins WHERE account_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
+    )
+}
+
+/// Plugin ?1's newest ?2 log lines.
+pub(super) const LOGS: &str = "SELECT at, level, event_id, message FROM plugin_logs WHERE plugin_id = ?1 ORDER BY seq DESC LIMIT ?2";
+
 impl Store {
     /// Stores a new plugin with its first version.
     pub async fn create_plugin(
@@ -246,9 +256,7 @@ impl Store {
     ) -> Result<Page<Plugin>, StoreError> {
         let keys = self.keys.clone();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM plugins WHERE account_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
-            ))?;
+            let mut stmt = c.prepare_cached(&list_sql())?;
             let rows = stmt
                 .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], row)?
                 .map(|r| {
@@ -492,11 +500,14 @@ impl Store {
         self.read(move |c| {
             get_in(c, &account_id, &id)?;
             let rows = c
-                .prepare_cached(
-                    "SELECT at, level, event_id, message FROM plugin_logs WHERE plugin_id = ?1 ORDER BY seq DESC LIMIT ?2",
-                )?
+                .prepare_cached(LOGS)?
                 .query_map(params![id, limit as i64], |r| {
-                    Ok(PluginLogLine { at: r.get(0)?, level: r.get(1)?, event_id: r.get(2)?, message: r.get(3)? })
+                    Ok(PluginLogLine {
+                        at: r.get(0)?,
+                        level: r.get(1)?,
+                        event_id: r.get(2)?,
+                        message: r.get(3)?,
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)

@@ -54,6 +54,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
     })
 }
 
+/// One page of account ?1's subscriptions below seq ?2, newest first, at most ?3.
+pub(super) fn list_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    )
+}
+
 fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
@@ -249,9 +256,7 @@ impl Store {
     ) -> Result<Page<Subscription>, StoreError> {
         let keys = self.keys.clone();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM subscriptions WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-            ))?;
+            let mut stmt = c.prepare_cached(&list_sql())?;
             let rows = stmt
                 .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], row)?
                 .map(|s| {

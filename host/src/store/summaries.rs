@@ -5,38 +5,16 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 
+use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_FROM, delivery_row};
+use super::delivery_lists::{Keyed, page};
 use super::{OptionalRow, Page, Store, StoreError};
 use crate::model::{Delivery, DeliveryStatus, Event};
 
-/// The delivery columns, in the order [`delivery_row`] reads them.
-const DELIVERY: &str =
-    "d.seq, d.id, e.id, s.id, d.status, d.attempts, d.next_attempt_at, d.last_error,
-    d.created_at, d.updated_at";
-const DELIVERY_FROM: &str = "FROM deliveries d JOIN events e ON e.seq = d.event_seq
-    JOIN subscriptions s ON s.seq = d.subscription_seq";
 /// The event columns, in the order `events::row` reads them.
 const EVENT: &str = "seq, id, type, payload, occurred_at, received_at, cause_plugin_id, cause_event_id, cause_depth";
 
-fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
-    let status: String = r.get(4)?;
-    Ok(Delivery {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        event_id: r.get(2)?,
-        subscription_id: r.get(3)?,
-        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
-        attempts: r.get(5)?,
-        next_attempt_at: r.get(6)?,
-        last_error: r.get(7)?,
-        created_at: r.get(8)?,
-        updated_at: r.get(9)?,
-    })
-}
-
 fn subscription_seq(c: &Connection, account_id: &str, id: &str) -> Result<i64, StoreError> {
-    c.prepare_cached("SELECT seq FROM subscriptions WHERE id = ?1 AND account_id = ?2")?
-        .query_row(params![id, account_id], |r| r.get(0))
-        .found()
+    super::delivery_lists::subscription_seq(c, account_id, id)?.ok_or(StoreError::NotFound)
 }
 
 /// What the event list filters on; every field is optional.
@@ -89,6 +67,115 @@ pub struct PluginUse {
     pub errors: i64,
 }
 
+/// An account's deliveries, most recently changed first: ?1 the account, ?2 changed since, ?3
+/// the status or null, ?4 and ?5 the (updated_at, seq) to continue below, ?6 the page size.
+fn account_changed_sql() -> String {
+    format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d INDEXED BY deliveries_account_updated
+           JOIN events e ON e.seq = d.event_seq JOIN subscriptions s ON s.seq = d.subscription_seq
+         WHERE d.account_id = ?1 AND d.updated_at >= ?2 AND (?3 IS NULL OR d.status = ?3)
+           AND (d.updated_at < ?4 OR (d.updated_at = ?4 AND d.seq < ?5))
+         ORDER BY d.updated_at DESC, d.seq DESC LIMIT ?6"
+    )
+}
+
+/// The newest delivery of each of the subscriptions in the JSON array ?2 of account ?1.
+fn latest_sql() -> String {
+    format!(
+        "SELECT {DELIVERY_COLUMNS} {DELIVERY_FROM}
+         WHERE s.account_id = ?1 AND s.id IN (SELECT value FROM json_each(?2))
+           AND d.seq = (SELECT MAX(seq) FROM deliveries WHERE subscription_seq = s.seq)"
+    )
+}
+
+/// A subscription's (?1) dead letters created since ?2.
+const COUNT_FAILED_SINCE: &str = "SELECT COUNT(*) FROM deliveries
+     WHERE subscription_seq = ?1 AND status = 'failed' AND created_at >= ?2";
+
+/// An event's (?1) deliveries with their targets.
+fn event_targets_sql() -> String {
+    format!(
+        "SELECT {DELIVERY_COLUMNS}, s.url, s.plugin_id, s.transform_plugin_id {DELIVERY_FROM}
+         WHERE d.event_seq = ?1 ORDER BY d.seq"
+    )
+}
+
+/// The events of account ?1 caused by event ?2, oldest first, at most ?3.
+fn caused_sql() -> String {
+    format!(
+        "SELECT {EVENT} FROM events WHERE account_id = ?1 AND cause_event_id = ?2
+         ORDER BY seq LIMIT ?3"
+    )
+}
+
+/// Account ?1's pending deliveries.
+const QUEUE_DEPTH: &str =
+    "SELECT COUNT(*) FROM deliveries d JOIN subscriptions s ON s.seq = d.subscription_seq
+     WHERE s.account_id = ?1 AND d.status = 'pending'";
+/// Account ?1's deliveries changed since ?2, by status (from the index alone).
+const CHANGED_BY_STATUS: &str =
+    "SELECT status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND updated_at >= ?2
+     GROUP BY status ORDER BY status";
+/// Account ?1's subscriptions whose deliveries all fail.
+const FAILING: &str = "SELECT id, COALESCE(url, plugin_id, ''), failing_since FROM subscriptions
+     WHERE account_id = ?1 AND failing_since IS NOT NULL AND status != 'disabled'
+     ORDER BY failing_since LIMIT 50";
+/// Account ?1's plugins with error lines since ?2, most first.
+const PLUGIN_ERRORS: &str = "SELECT p.id, p.name, COUNT(l.seq) FROM plugins p
+     JOIN plugin_logs l ON l.plugin_id = p.id AND l.level = 'error' AND l.at >= ?2
+     WHERE p.account_id = ?1 GROUP BY p.id ORDER BY COUNT(l.seq) DESC LIMIT 50";
+/// Account ?1's subscriptions that use a plugin.
+const PLUGIN_SUBSCRIPTIONS: &str = "SELECT id, plugin_id, transform_plugin_id FROM subscriptions
+     WHERE account_id = ?1 AND (plugin_id IS NOT NULL OR transform_plugin_id IS NOT NULL)";
+/// Error lines since ?2 of each plugin of account ?1.
+const PLUGIN_ERROR_COUNTS: &str = "SELECT p.id, COUNT(l.seq) FROM plugins p
+     JOIN plugin_logs l ON l.plugin_id = p.id AND l.level = 'error' AND l.at >= ?2
+     WHERE p.account_id = ?1 GROUP BY p.id";
+
+/// The query of one page of `search`. Parameters: ?1 the account, ?2 the cursor, ?3 to ?7 the
+/// filters (each clause only when its filter is given), ?8 the page size.
+fn search_sql(search: &EventSearch) -> String {
+    // Each filter is a fixed clause; the planner picks the index of the most selective one
+    // (event id, conversation, type), and walks it newest first.
+    let mut filters = String::new();
+    if search.event_id.is_some() {
+        filters.push_str(" AND id = ?3");
+    }
+    if search.conversation_id.is_some() {
+        filters.push_str(" AND CAST(json_extract(payload, '$.conversation_id') AS TEXT) = ?4");
+    }
+    if search.event_type.is_some() {
+        filters.push_str(" AND type = ?5");
+    }
+    if search.from.is_some() {
+        filters.push_str(" AND received_at >= ?6");
+    }
+    if search.to.is_some() {
+        filters.push_str(" AND received_at < ?7");
+    }
+    let only_time = (search.from.is_some() || search.to.is_some())
+        && search.event_id.is_none()
+        && search.conversation_id.is_none()
+        && search.event_type.is_none();
+    if only_time {
+        // A time range alone: the time index holds (account, received_at, seq), so the page's
+        // seqs are picked from the index alone (sorting the window's seqs, not its rows), then
+        // only the page's rows are read. (Walking the account's events newest first instead
+        // would read every event newer than the window.)
+        format!(
+            "SELECT {EVENT} FROM events WHERE seq IN (
+               SELECT seq FROM events INDEXED BY events_account_received
+               WHERE account_id = ?1 AND seq < ?2{filters} ORDER BY seq DESC LIMIT ?8)
+             ORDER BY seq DESC"
+        )
+    } else {
+        format!(
+            "SELECT {EVENT} FROM events WHERE account_id = ?1 AND seq < ?2{filters}
+             ORDER BY seq DESC LIMIT ?8"
+        )
+    }
+}
+
 impl Store {
     /// The account's deliveries, most recently changed first, optionally in one status and
     /// changed since a time; `after` is the (updated_at, seq) of the previous page's last row.
@@ -104,13 +191,7 @@ impl Store {
         self.read(move |c| {
             let (before_at, before_seq) = after.unwrap_or((i64::MAX, i64::MAX));
             let mut rows = c
-                .prepare_cached(&format!(
-                    "SELECT {DELIVERY} FROM deliveries d INDEXED BY deliveries_account_updated
-                       JOIN events e ON e.seq = d.event_seq JOIN subscriptions s ON s.seq = d.subscription_seq
-                     WHERE d.account_id = ?1 AND d.updated_at >= ?2 AND (?3 IS NULL OR d.status = ?3)
-                       AND (d.updated_at < ?4 OR (d.updated_at = ?4 AND d.seq < ?5))
-                     ORDER BY d.updated_at DESC, d.seq DESC LIMIT ?6"
-                ))?
+                .prepare_cached(&account_changed_sql())?
                 .query_map(
                     params![
                         account_id,
@@ -144,29 +225,7 @@ impl Store {
     ) -> Result<Page<Delivery>, StoreError> {
         self.read(move |c| {
             let sub = subscription_seq(c, &account_id, &subscription_id)?;
-            let cursor = cursor.unwrap_or(i64::MAX);
-            let limit = limit as i64 + 1;
-            let rows = match status {
-                Some(status) => c
-                    .prepare_cached(&format!(
-                        "SELECT {DELIVERY} {DELIVERY_FROM} WHERE d.subscription_seq = ?1 AND d.status = ?2
-                           AND d.seq < ?3 ORDER BY d.seq DESC LIMIT ?4"
-                    ))?
-                    .query_map(params![sub, status.as_str(), cursor, limit], |r| {
-                        delivery_row(r).map(|d| (d.seq, d))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => c
-                    .prepare_cached(&format!(
-                        "SELECT {DELIVERY} {DELIVERY_FROM} WHERE d.subscription_seq = ?1
-                           AND d.seq < ?2 ORDER BY d.seq DESC LIMIT ?3"
-                    ))?
-                    .query_map(params![sub, cursor, limit], |r| {
-                        delivery_row(r).map(|d| (d.seq, d))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            Ok(Page::from_rows(rows, limit as usize - 1))
+            page(c, Keyed::Subscription, sub.into(), status, limit, cursor)
         })
         .await
     }
@@ -180,11 +239,7 @@ impl Store {
         self.read(move |c| {
             let ids = serde_json::to_string(&subscription_ids).expect("strings serialize");
             let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {DELIVERY} {DELIVERY_FROM}
-                     WHERE s.account_id = ?1 AND s.id IN (SELECT value FROM json_each(?2))
-                       AND d.seq = (SELECT MAX(seq) FROM deliveries WHERE subscription_seq = s.seq)"
-                ))?
+                .prepare_cached(&latest_sql())?
                 .query_map(params![account_id, ids], delivery_row)?
                 .map(|d| d.map(|d| (d.subscription_id.clone(), d)))
                 .collect::<Result<HashMap<_, _>, _>>()?;
@@ -203,11 +258,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.read(move |c| {
             let sub = subscription_seq(c, &account_id, &subscription_id)?;
-            Ok(c.prepare_cached(
-                "SELECT COUNT(*) FROM deliveries
-                 WHERE subscription_seq = ?1 AND status = 'failed' AND created_at >= ?2",
-            )?
-            .query_row(params![sub, since], |r| r.get(0))?)
+            Ok(c.prepare_cached(COUNT_FAILED_SINCE)?
+                .query_row(params![sub, since], |r| r.get(0))?)
         })
         .await
     }
@@ -224,10 +276,7 @@ impl Store {
                 .query_row(params![account_id, event_id], |r| r.get(0))
                 .found()?;
             let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {DELIVERY}, s.url, s.plugin_id, s.transform_plugin_id {DELIVERY_FROM}
-                     WHERE d.event_seq = ?1 ORDER BY d.seq"
-                ))?
+                .prepare_cached(&event_targets_sql())?
                 .query_map([event_seq], |r| {
                     Ok((
                         delivery_row(r)?,
@@ -253,36 +302,7 @@ impl Store {
         cursor: Option<i64>,
     ) -> Result<Page<Event>, StoreError> {
         self.read(move |c| {
-            // Each filter is a fixed clause; the planner picks the index of the most selective
-            // one (event id, conversation, type, time).
-            // Without a more selective filter, a time range walks the time index (the planner,
-            // without statistics, would walk the account's events newest first instead).
-            let by_time = (search.from.is_some() || search.to.is_some())
-                && search.event_id.is_none()
-                && search.conversation_id.is_none();
-            let index = if by_time {
-                " INDEXED BY events_account_received"
-            } else {
-                ""
-            };
-            let mut sql =
-                format!("SELECT {EVENT} FROM events{index} WHERE account_id = ?1 AND seq < ?2");
-            if search.event_id.is_some() {
-                sql.push_str(" AND id = ?3");
-            }
-            if search.conversation_id.is_some() {
-                sql.push_str(" AND CAST(json_extract(payload, '$.conversation_id') AS TEXT) = ?4");
-            }
-            if search.event_type.is_some() {
-                sql.push_str(" AND type = ?5");
-            }
-            if search.from.is_some() {
-                sql.push_str(" AND received_at >= ?6");
-            }
-            if search.to.is_some() {
-                sql.push_str(" AND received_at < ?7");
-            }
-            sql.push_str(" ORDER BY seq DESC LIMIT ?8");
+            let sql = search_sql(&search);
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt
                 .query_map(
@@ -313,10 +333,7 @@ impl Store {
     ) -> Result<Vec<Event>, StoreError> {
         self.read(move |c| {
             let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {EVENT} FROM events WHERE account_id = ?1 AND cause_event_id = ?2
-                     ORDER BY seq LIMIT ?3"
-                ))?
+                .prepare_cached(&caused_sql())?
                 .query_map(
                     params![account_id, event_id, limit as i64],
                     super::events::row,
@@ -337,16 +354,10 @@ impl Store {
     ) -> Result<Overview, StoreError> {
         self.read(move |c| {
             let queue_depth = c
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM deliveries d JOIN subscriptions s ON s.seq = d.subscription_seq
-                     WHERE s.account_id = ?1 AND d.status = 'pending'",
-                )?
+                .prepare_cached(QUEUE_DEPTH)?
                 .query_row([&account_id], |r| r.get(0))?;
             let last_hour = c
-                .prepare_cached(
-                    "SELECT status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND updated_at >= ?2
-                     GROUP BY status ORDER BY status",
-                )?
+                .prepare_cached(CHANGED_BY_STATUS)?
                 .query_map(params![account_id, now - 3_600_000], |r| {
                     let status: String = r.get(0)?;
                     Ok((
@@ -356,19 +367,11 @@ impl Store {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let failing = c
-                .prepare_cached(
-                    "SELECT id, COALESCE(url, plugin_id, ''), failing_since FROM subscriptions
-                     WHERE account_id = ?1 AND failing_since IS NOT NULL AND status != 'disabled'
-                     ORDER BY failing_since LIMIT 50",
-                )?
+                .prepare_cached(FAILING)?
                 .query_map([&account_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             let plugin_errors = c
-                .prepare_cached(
-                    "SELECT p.id, p.name, COUNT(l.seq) FROM plugins p
-                     JOIN plugin_logs l ON l.plugin_id = p.id AND l.level = 'error' AND l.at >= ?2
-                     WHERE p.account_id = ?1 GROUP BY p.id ORDER BY COUNT(l.seq) DESC LIMIT 50",
-                )?
+                .prepare_cached(PLUGIN_ERRORS)?
                 .query_map(params![account_id, errors_since], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
@@ -393,10 +396,7 @@ impl Store {
         self.read(move |c| {
             let mut uses: HashMap<String, PluginUse> = HashMap::new();
             let subs = c
-                .prepare_cached(
-                    "SELECT id, plugin_id, transform_plugin_id FROM subscriptions
-                     WHERE account_id = ?1 AND (plugin_id IS NOT NULL OR transform_plugin_id IS NOT NULL)",
-                )?
+                .prepare_cached(PLUGIN_SUBSCRIPTIONS)?
                 .query_map([&account_id], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -414,11 +414,7 @@ impl Store {
                 }
             }
             let errors = c
-                .prepare_cached(
-                    "SELECT p.id, COUNT(l.seq) FROM plugins p
-                     JOIN plugin_logs l ON l.plugin_id = p.id AND l.level = 'error' AND l.at >= ?2
-                     WHERE p.account_id = ?1 GROUP BY p.id",
-                )?
+                .prepare_cached(PLUGIN_ERROR_COUNTS)?
                 .query_map(params![account_id, errors_since], |r| {
                     Ok((r.get::<_, String>(0)?, r.get(1)?))
                 })?
@@ -434,233 +430,247 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
-    use serde_json::value::RawValue;
-
     use super::*;
-    use crate::events::conversation_facts;
-    use crate::model::Account;
     use crate::store::SyncMode;
-    use crate::store::events::NewEvent;
+    use crate::store::delivery_lists::{Keyed, page_sql};
 
-    const EVENTS: usize = 100_000;
+    /// A list query and what its plan must show.
+    struct Listed {
+        what: &'static str,
+        sql: String,
+        /// The index it must read.
+        index: &'static str,
+        /// Why it may sort (a bounded set: a few pages, one account's subscriptions or
+        /// plugins, index entries only), or `None`: it reads its index in the page's order.
+        sorts: Option<&'static str>,
+    }
 
-    fn event(i: usize, account: &str) -> NewEvent {
-        let payload = format!(
-            r#"{{"conversation_id":"conv-{}","text":"message {i}"}}"#,
-            i % 1000
-        );
-        let payload = RawValue::from_string(payload).unwrap();
-        NewEvent {
-            id: format!("evt-{i}"),
-            account_id: account.to_string(),
-            event_type: if i.is_multiple_of(10) {
-                "conversation:updated"
-            } else {
-                "message:created"
-            }
-            .into(),
-            conversation: conversation_facts(&payload),
-            payload,
-            occurred_at: "2026-01-01T00:00:00.000Z".into(),
-            received_at: 1_000_000 + i as i64,
-            idempotency_key: None,
-            body_hash: [0; 32],
-            causation: None,
+    fn listed(what: &'static str, sql: String, index: &'static str) -> Listed {
+        Listed {
+            what,
+            sql,
+            index,
+            sorts: None,
         }
     }
 
-    /// The best of three runs of `query` (the first may read cold pages), under `budget`.
-    async fn fast<T, F, Fut>(what: &str, budget: Duration, query: F) -> T
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, StoreError>>,
-    {
-        let mut best = Duration::MAX;
-        let mut out = None;
-        for _ in 0..3 {
-            let started = Instant::now();
-            let value = query().await.unwrap();
-            best = best.min(started.elapsed());
-            out = Some(value);
-        }
-        eprintln!("{what}: {best:?}");
-        assert!(best < budget, "{what} took {best:?}");
-        out.unwrap()
+    fn plan(c: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let n = stmt.parameter_count();
+        stmt.query_map(rusqlite::params_from_iter(vec![1; n]), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
-    /// Issue 12, line 16: with 100,000 deliveries stored, every query a console list page makes
-    /// answers in well under 100 ms (paged queries on indexes, none per row).
-    #[tokio::test]
-    async fn console_queries_stay_fast_with_100k_deliveries() {
+    /// Issue 12, line 16: with many deliveries stored, every list page stays fast because each
+    /// of its queries is a paged read of an index, never a scan of a big table nor a sort of a
+    /// whole set (the pages are timed with 100,000 deliveries by `wasmhook-load`'s console
+    /// scenario, see BENCHMARKS.md). No query runs per row: the handlers make these calls once
+    /// per page.
+    #[test]
+    fn every_list_query_reads_an_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            SyncMode::Normal,
-            crate::secrets::Keyring::ephemeral().into(),
-        )
-        .unwrap();
-        let (_, key) = crate::auth::new_api_key();
-        let account = "acc_big".to_string();
-        store
-            .create_account(
-                Account {
-                    id: account.clone(),
-                    name: "Big".into(),
-                    created_at: 0,
-                },
-                key,
+        drop(
+            Store::open(
+                dir.path(),
+                SyncMode::Normal,
+                crate::secrets::Keyring::ephemeral().into(),
             )
-            .await
-            .unwrap();
-        let policy = crate::delivery::netpolicy::NetPolicy::new(vec![]);
-        let req = |url: &str| crate::subscriptions::CreateSubscription {
-            url: Some(url.into()),
-            plugin_id: None,
-            transform_plugin_id: None,
-            description: String::new(),
-            event_types: vec!["*".into()],
-            headers: Default::default(),
-            format: Default::default(),
-            verify: false,
-            rate_limit_per_second: None,
-            max_in_flight: None,
-            ordering: None,
+            .unwrap(),
+        );
+        let c = Connection::open(dir.path().join("wasmhook.sqlite3")).unwrap();
+        let search = |f: fn(&mut EventSearch)| {
+            let mut s = EventSearch::default();
+            f(&mut s);
+            search_sql(&s)
         };
-        let sub =
-            crate::subscriptions::build(&account, req("https://example.com/a"), &policy).unwrap();
-        let sub = store.create_subscription(sub).await.unwrap();
-        for batch in 0..EVENTS / 1000 {
-            let events = (batch * 1000..(batch + 1) * 1000)
-                .map(|i| event(i, &account))
-                .collect();
-            store.ingest(events).await.unwrap();
-        }
-        // Most settled, a few dead letters, the newest still pending.
-        store
-            .write(|tx| {
-                tx.execute_batch(
-                    "UPDATE deliveries SET status = CASE WHEN seq % 100 = 0 THEN 'failed' ELSE 'succeeded' END,
-                        updated_at = created_at WHERE seq <= 99000",
-                )?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-        let (a, s) = (account.clone(), sub.id.clone());
-        let list = Duration::from_millis(100);
-        let page = fast("newest deliveries", list, || {
-            store.subscription_deliveries(a.clone(), s.clone(), None, 50, None)
-        })
-        .await;
-        assert_eq!(page.items.len(), 50);
-        let failed = fast("failed deliveries, second page", list, || {
-            store.subscription_deliveries(
-                a.clone(),
-                s.clone(),
-                Some(DeliveryStatus::Failed),
-                50,
-                page.next_cursor,
-            )
-        })
-        .await;
-        assert_eq!(failed.items.len(), 50);
-        fast("pending deliveries, an old cursor", list, || {
-            store.subscription_deliveries(
-                a.clone(),
-                s.clone(),
-                Some(DeliveryStatus::Pending),
-                50,
-                Some(1000),
-            )
-        })
-        .await;
-        let latest = fast("latest delivery per subscription", list, || {
-            store.latest_deliveries(a.clone(), vec![s.clone()])
-        })
-        .await;
-        assert!(latest.contains_key(&s));
-        let n = fast("failed since (recover's count)", list, || {
-            store.count_failed_since(a.clone(), s.clone(), 0)
-        })
-        .await;
-        assert_eq!(n, 990);
-        fast("an event's deliveries", list, || {
-            store.event_deliveries(a.clone(), "evt-500".into())
-        })
-        .await;
-        // A summary rather than a list: it counts the hour's deliveries (here all 100,000)
-        // from an index.
-        fast("overview", Duration::from_millis(250), || {
-            store.overview(a.clone(), 1_000_000 + EVENTS as i64, 0)
-        })
-        .await;
-        fast("plugin uses", list, || store.plugin_uses(a.clone(), 0)).await;
-        let (failed, next) = fast("the account's failed deliveries", list, || {
-            store.account_deliveries(a.clone(), Some(DeliveryStatus::Failed), None, 50, None)
-        })
-        .await;
-        assert_eq!(failed.len(), 50);
-        fast("the account's failed deliveries, second page", list, || {
-            store.account_deliveries(a.clone(), Some(DeliveryStatus::Failed), None, 50, next)
-        })
-        .await;
-        fast("the account's pending deliveries", list, || {
-            store.account_deliveries(a.clone(), Some(DeliveryStatus::Pending), None, 50, None)
-        })
-        .await;
-        fast("the account's deliveries of the last hour", list, || {
-            store.account_deliveries(a.clone(), None, Some(1_090_000), 50, None)
-        })
-        .await;
-        for (what, search) in [
-            ("events", EventSearch::default()),
-            (
+        let queries = vec![
+            listed(
+                "a subscription's deliveries",
+                page_sql(Keyed::Subscription, false),
+                "deliveries_subscription",
+            ),
+            listed(
+                "a subscription's deliveries in one status",
+                page_sql(Keyed::Subscription, true),
+                "deliveries_subscription_status",
+            ),
+            listed(
+                "an event's deliveries",
+                page_sql(Keyed::Event, false),
+                "deliveries_event",
+            ),
+            listed(
+                "an event's deliveries in one status",
+                page_sql(Keyed::Event, true),
+                "deliveries_event",
+            ),
+            listed(
+                "the account's deliveries in one status",
+                page_sql(Keyed::Account, true),
+                "deliveries_account_status",
+            ),
+            Listed {
+                sorts: Some("merges one page per status"),
+                ..listed(
+                    "the account's deliveries",
+                    page_sql(Keyed::Account, false),
+                    "deliveries_account_status",
+                )
+            },
+            Listed {
+                sorts: Some("only deliveries changed in the same millisecond, among themselves"),
+                ..listed(
+                    "the account's deliveries by last change",
+                    account_changed_sql(),
+                    "deliveries_account_updated",
+                )
+            },
+            listed(
+                "the latest delivery of each subscription",
+                latest_sql(),
+                "deliveries_subscription",
+            ),
+            listed(
+                "failed since (recover's count)",
+                COUNT_FAILED_SINCE.into(),
+                "deliveries_subscription_status",
+            ),
+            listed(
+                "an event's deliveries with their targets",
+                event_targets_sql(),
+                "deliveries_event",
+            ),
+            listed("events caused by an event", caused_sql(), "events_caused"),
+            listed("queue depth", QUEUE_DEPTH.into(), "deliveries_subscription"),
+            Listed {
+                sorts: Some("counts the window's index entries by status"),
+                ..listed(
+                    "deliveries changed in the last hour",
+                    CHANGED_BY_STATUS.into(),
+                    "deliveries_account_updated",
+                )
+            },
+            Listed {
+                sorts: Some("one account's failing subscriptions"),
+                ..listed(
+                    "failing subscriptions",
+                    FAILING.into(),
+                    "subscriptions_account",
+                )
+            },
+            Listed {
+                sorts: Some("one account's plugins"),
+                ..listed(
+                    "plugins with errors",
+                    PLUGIN_ERRORS.into(),
+                    "plugin_logs_plugin",
+                )
+            },
+            listed(
+                "subscriptions using plugins",
+                PLUGIN_SUBSCRIPTIONS.into(),
+                "subscriptions_account",
+            ),
+            Listed {
+                sorts: Some("groups one account's plugins"),
+                ..listed(
+                    "error lines per plugin",
+                    PLUGIN_ERROR_COUNTS.into(),
+                    "plugin_logs_plugin",
+                )
+            },
+            listed("events", search(|_| {}), "events_account"),
+            listed(
                 "events by type",
-                EventSearch {
-                    event_type: Some("conversation:updated".into()),
-                    ..Default::default()
-                },
+                search(|s| s.event_type = Some("t".into())),
+                "events_account_type",
             ),
-            (
+            listed(
                 "events by conversation",
-                EventSearch {
-                    conversation_id: Some("conv-7".into()),
-                    ..Default::default()
-                },
+                search(|s| s.conversation_id = Some("c".into())),
+                "events_conversation",
             ),
-            (
+            listed(
                 "events by id",
-                EventSearch {
-                    event_id: Some("evt-77".into()),
-                    ..Default::default()
-                },
+                search(|s| s.event_id = Some("e".into())),
+                "events_public_id",
             ),
-            (
-                "events in a time range",
-                EventSearch {
-                    from: Some(1_000_500),
-                    to: Some(1_000_600),
-                    ..Default::default()
-                },
-            ),
-            (
+            Listed {
+                sorts: Some("sorts the window's seqs from the covering index, then reads a page"),
+                ..listed(
+                    "events in a time range",
+                    search(|s| {
+                        s.from = Some(1);
+                        s.to = Some(2);
+                    }),
+                    "COVERING INDEX events_account_received",
+                )
+            },
+            listed(
                 "a conversation in a time range",
-                EventSearch {
-                    conversation_id: Some("conv-3".into()),
-                    from: Some(1_050_000),
-                    to: Some(1_060_000),
-                    ..Default::default()
-                },
+                search(|s| {
+                    s.conversation_id = Some("c".into());
+                    s.from = Some(1);
+                }),
+                "events_conversation",
             ),
-        ] {
-            let page = fast(what, list, || {
-                store.search_events(a.clone(), search.clone(), 50, None)
-            })
-            .await;
-            assert!(!page.items.is_empty(), "{what}");
+            listed(
+                "events of a type in a time range",
+                search(|s| {
+                    s.event_type = Some("t".into());
+                    s.to = Some(2);
+                }),
+                "events_account_type",
+            ),
+            listed(
+                "subscriptions",
+                crate::store::subscriptions::list_sql(),
+                "subscriptions_account",
+            ),
+            Listed {
+                sorts: Some("one account's plugins"),
+                ..listed(
+                    "plugins",
+                    crate::store::plugins::list_sql(),
+                    "plugins_account",
+                )
+            },
+            listed(
+                "a plugin's log",
+                crate::store::plugins::LOGS.into(),
+                "plugin_logs_plugin",
+            ),
+        ];
+        const BIG: &[&str] = &[
+            "deliveries",
+            "d",
+            "events",
+            "e",
+            "attempts",
+            "plugin_logs",
+            "l",
+        ];
+        let mut wrong = Vec::new();
+        for q in queries {
+            let plan = plan(&c, &q.sql);
+            let what = q.what;
+            if !plan.iter().any(|step| step.contains(q.index)) {
+                wrong.push(format!("{what}: does not read {}: {plan:?}", q.index));
+            }
+            for step in &plan {
+                let table = step.strip_prefix("SCAN ").map(|t| t.split(' ').next());
+                if table.flatten().is_some_and(|t| BIG.contains(&t)) && !step.contains(" USING ") {
+                    wrong.push(format!("{what}: scans a whole table: {plan:?}"));
+                }
+                if q.sorts.is_none() && step.contains("TEMP B-TREE") {
+                    wrong.push(format!(
+                        "{what}: sorts instead of reading an index in order: {plan:?}"
+                    ));
+                }
+            }
         }
-        store.close().await;
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }
