@@ -73,6 +73,8 @@ pub enum SubscriptionStatus {
 macro_rules! str_enum {
     ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
             /// The wire and storage name.
             pub fn as_str(self) -> &'static str {
                 match self { $($ty::$variant => $text),+ }
@@ -333,6 +335,54 @@ pub struct Attempt {
     pub error_message: Option<String>,
     /// The first 4 KiB of the response body.
     pub response_body: Option<String>,
+    /// The request this attempt sent, as sent (or as it was to be sent, when no connection
+    /// was made): null when there was none (a plugin subscriber, a transform that dropped or
+    /// failed on the event) and for attempts recorded before wasmhook kept requests.
+    #[serde(default)]
+    pub request: Option<AttemptRequest>,
+}
+
+/// The request one attempt sent, byte for byte up to [`AttemptRequest::BODY_LIMIT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptRequest {
+    /// Where it was sent; null for a `wasmhook listen` subscription, whose command line posts
+    /// it to its own local receiver.
+    pub url: Option<String>,
+    /// Every header sent: `content-type`, `user-agent`, the custom headers, `webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature` (and `x-airy-content-signature` for Airy).
+    pub headers: BTreeMap<String, String>,
+    /// The body sent (after any transform plugin), cut after 16 KiB: see `body_truncated`.
+    pub body: String,
+    /// Whether `body` is only the start of what was sent.
+    pub body_truncated: bool,
+    /// The size of the whole body sent, in bytes.
+    pub body_bytes: u64,
+}
+
+impl AttemptRequest {
+    /// How much of a request body the attempt log keeps.
+    pub const BODY_LIMIT: usize = 16 * 1024;
+
+    /// The record of a request: `body` is kept up to [`Self::BODY_LIMIT`] bytes, cut at a
+    /// character boundary (lossily decoded: bodies are JSON text).
+    pub fn new(url: Option<&str>, headers: &[(String, String)], body: &[u8]) -> AttemptRequest {
+        let mut cut = body.len().min(Self::BODY_LIMIT);
+        let text = loop {
+            match std::str::from_utf8(&body[..cut]) {
+                Ok(text) => break text.to_string(),
+                // A character split by the cut is left out; anything else invalid is replaced.
+                Err(e) if e.error_len().is_none() && cut < body.len() => cut = e.valid_up_to(),
+                Err(_) => break String::from_utf8_lossy(&body[..cut]).into_owned(),
+            }
+        };
+        AttemptRequest {
+            url: url.map(str::to_string),
+            headers: headers.iter().cloned().collect(),
+            body: text,
+            body_truncated: cut < body.len(),
+            body_bytes: body.len() as u64,
+        }
+    }
 }
 
 /// Who sent a message.
@@ -526,4 +576,25 @@ pub struct PluginLogLine {
     pub event_id: Option<String>,
     /// The text (from `log`, stdout, stderr, or a failure).
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttemptRequest;
+
+    #[test]
+    fn a_request_body_is_kept_up_to_the_limit_at_a_character_boundary() {
+        let short = AttemptRequest::new(None, &[], br#"{"a":1}"#);
+        assert_eq!(short.body, r#"{"a":1}"#);
+        assert!(!short.body_truncated);
+        assert_eq!(short.body_bytes, 7);
+        // A two-byte character straddling the limit is left out whole.
+        let mut long = "x".repeat(AttemptRequest::BODY_LIMIT - 1);
+        long.push('é');
+        long.push_str("tail");
+        let cut = AttemptRequest::new(Some("https://h/"), &[], long.as_bytes());
+        assert!(cut.body_truncated);
+        assert_eq!(cut.body.len(), AttemptRequest::BODY_LIMIT - 1);
+        assert_eq!(cut.body_bytes, long.len() as u64);
+    }
 }

@@ -515,7 +515,7 @@ async fn delivery(State(state): State<AppState>, s: Signed, Path(id): Path<Strin
     .into_response())
 }
 
-/// The attempts of a delivery, and the headers each one sent.
+/// The attempts of a delivery, and the request each one sent.
 pub fn attempt_log(sub: &Subscription, d: &Delivery, attempts: &[Attempt]) -> Markup {
     html! {
         @if attempts.is_empty() {
@@ -547,22 +547,66 @@ pub fn attempt_log(sub: &Subscription, d: &Delivery, attempts: &[Attempt]) -> Ma
                     }
                 }
             }
-        }
-        @if sub.url.is_some() {
-            details data-test="signed-headers" {
-                summary { "Headers each attempt sent" }
-                p.hint { "The attempt log does not store requests, so these are the headers every attempt of this delivery sends, from the subscription as it is now. The signature is an HMAC of the body actually sent (after any transform), which is not stored, so it is not shown." }
-                pre.wrap {
-                    "content-type: application/json\n"
-                    "user-agent: " (USER_AGENT) "\n"
-                    @for (name, value) in &sub.headers { (name) ": " (value) "\n" }
-                    "webhook-id: " (d.id) "\n"
-                    "webhook-timestamp: <the attempt's start, in Unix seconds"
-                    @for a in attempts { "; " (a.attempted_at / 1000) }
-                    ">\n"
-                    "webhook-signature: v1,<base64 HMAC-SHA256 of \"" (d.id) ".{timestamp}.{body}\"> (one per secret in force)\n"
-                    @if sub.format == Format::Airy { "x-airy-content-signature: <hex HMAC-SHA256 of the body>\n" }
+            @if sub.plugin_id.is_none() || attempts.iter().any(|a| a.request.is_some()) {
+                h3 { "Requests sent" }
+                @for (i, a) in attempts.iter().enumerate() {
+                    (sent_request(i + 1, a, i + 1 == attempts.len()))
                 }
+                @if attempts.iter().any(|a| a.request.is_none()) && sub.url.is_some() {
+                    (headers_every_attempt_sends(sub, d, attempts))
+                }
+            }
+        }
+    }
+}
+
+/// What attempt `n` sent: URL, headers and body, all as text. The latest attempt's is open.
+fn sent_request(n: usize, a: &Attempt, open: bool) -> Markup {
+    html! {
+        details.sent-request data-test="attempt-request" open[open] {
+            summary { "Attempt " (n) ": "
+                @match &a.request {
+                    Some(r) => { "POST " span.wrap data-test="attempt-request-url" { (r.url.as_deref().unwrap_or("the `wasmhook listen` command line")) } },
+                    None => "no request recorded",
+                }
+            }
+            @match &a.request {
+                Some(r) => {
+                    pre.wrap data-test="attempt-request-headers" {
+                        @for (name, value) in &r.headers { (name) ": " (value) "\n" }
+                    }
+                    pre data-test="attempt-request-body" { (r.body) }
+                    @if r.body_truncated {
+                        p.hint data-test="attempt-request-truncated" {
+                            "[truncated: the first " (r.body.len()) " of " (r.body_bytes) " bytes are kept]"
+                        }
+                    }
+                },
+                None => p.hint data-test="attempt-request-missing" {
+                    "Nothing was recorded for this attempt: either it sent nothing (a transform plugin failed on the event or dropped it), or it was made before wasmhook kept the requests it sent."
+                },
+            }
+        }
+    }
+}
+
+/// For attempts recorded before requests were kept: the headers every attempt of this delivery
+/// sends, from the subscription as it is now.
+fn headers_every_attempt_sends(sub: &Subscription, d: &Delivery, attempts: &[Attempt]) -> Markup {
+    html! {
+        details data-test="signed-headers" {
+            summary { "Headers an attempt without a record sent" }
+            p.hint { "From the subscription as it is now. The signature is an HMAC of the body actually sent (after any transform), which was not kept for these attempts." }
+            pre.wrap {
+                "content-type: application/json\n"
+                "user-agent: " (USER_AGENT) "\n"
+                @for (name, value) in &sub.headers { (name) ": " (value) "\n" }
+                "webhook-id: " (d.id) "\n"
+                "webhook-timestamp: <the attempt's start, in Unix seconds"
+                @for a in attempts.iter().filter(|a| a.request.is_none()) { "; " (a.attempted_at / 1000) }
+                ">\n"
+                "webhook-signature: v1,<base64 HMAC-SHA256 of \"" (d.id) ".{timestamp}.{body}\"> (one per secret in force)\n"
+                @if sub.format == Format::Airy { "x-airy-content-signature: <hex HMAC-SHA256 of the body>\n" }
             }
         }
     }
@@ -572,4 +616,77 @@ async fn retry(State(state): State<AppState>, s: Signed, Path(id): Path<String>)
     let d = state.store.retry_delivery(s.account, id, now_ms()).await?;
     state.wake_dispatcher();
     Ok(Redirect::to(&format!("/console/deliveries/{}", seg(&d.id))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AttemptRequest;
+    use crate::subscriptions::{CreateSubscription, build};
+
+    fn attempt(at: i64, request: Option<AttemptRequest>) -> Attempt {
+        Attempt {
+            attempted_at: at,
+            duration_ms: 5,
+            status_code: Some(500),
+            error_kind: Some("http_status".into()),
+            error_message: Some("HTTP 500".into()),
+            response_body: Some("<script>nope()</script>".into()),
+            request,
+        }
+    }
+
+    /// An attempt recorded before requests were kept still renders (with the headers every
+    /// attempt sends, from the subscription); a kept request shows as text, with its marker
+    /// when its body was cut.
+    #[test]
+    fn the_attempt_log_shows_requests_sent_and_renders_old_attempts() {
+        let req: CreateSubscription =
+            serde_json::from_value(serde_json::json!({"url": "https://example.com/hook"})).unwrap();
+        let sub = build("acc", req, &Default::default()).unwrap();
+        let d = Delivery {
+            seq: 1,
+            id: "msg_1".into(),
+            event_id: "evt_1".into(),
+            subscription_id: sub.id.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: 2,
+            next_attempt_at: None,
+            last_error: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let body = format!(
+            r#"{{"text":"<img src=x onerror=alert(1)>{}"}}"#,
+            "y".repeat(20_000)
+        );
+        let headers = vec![("webhook-signature".to_string(), "v1,sig=".to_string())];
+        let sent = AttemptRequest::new(Some("https://example.com/hook"), &headers, body.as_bytes());
+        let html = attempt_log(
+            &sub,
+            &d,
+            &[attempt(1_000, None), attempt(2_000, Some(sent))],
+        )
+        .into_string();
+        assert!(
+            html.contains("attempt-request-missing"),
+            "the old attempt says so"
+        );
+        assert!(
+            html.contains("data-test=\"signed-headers\""),
+            "and shows the headers sent"
+        );
+        assert!(html.contains("webhook-signature: v1,sig="));
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "the body is text"
+        );
+        assert!(!html.contains("<img"));
+        assert!(html.contains("attempt-request-truncated"));
+        assert!(html.contains(&format!("of {} bytes", body.len())));
+        // Only one record missing: no reconstructed headers when every attempt has its own.
+        let sent = AttemptRequest::new(Some("https://example.com/hook"), &headers, b"{}");
+        let html = attempt_log(&sub, &d, &[attempt(2_000, Some(sent))]).into_string();
+        assert!(!html.contains("signed-headers") && !html.contains("attempt-request-missing"));
+    }
 }

@@ -25,7 +25,7 @@ use super::{AttemptOutcome, Verdict};
 use crate::breaker::{Policy, Signal};
 use crate::clock::{new_id, now_ms, rfc3339};
 use crate::live::AttemptSettled;
-use crate::model::{Attempt, DeliveryStatus, Subscription};
+use crate::model::{Attempt, AttemptRequest, DeliveryStatus, Subscription};
 use crate::state::AppState;
 use crate::store::claims::{ClaimRequest, Claimed, Outcome, Settled};
 use crate::store::events::NewEvent;
@@ -146,13 +146,16 @@ async fn settle_one(
         return;
     }
     let started = std::time::Instant::now();
-    let outcome = attempt_holding_lease(state, &work).await;
+    let (outcome, request) = attempt_holding_lease(state, &work).await;
     let duration_ms = started.elapsed().as_millis() as i64;
-    record(state, &work, now, duration_ms, outcome, permit).await;
+    record(state, &work, now, duration_ms, (outcome, request), permit).await;
 }
 
 /// Makes the attempt, extending the claim's lease while it runs.
-async fn attempt_holding_lease(state: &AppState, work: &Claimed) -> AttemptOutcome {
+async fn attempt_holding_lease(
+    state: &AppState,
+    work: &Claimed,
+) -> (AttemptOutcome, Option<AttemptRequest>) {
     let lease = lease(state);
     let every = lease / 3;
     let attempt = deliver(state, work);
@@ -195,7 +198,7 @@ async fn record(
     work: &Claimed,
     started_at: i64,
     duration_ms: i64,
-    outcome: AttemptOutcome,
+    (outcome, request): (AttemptOutcome, Option<AttemptRequest>),
     permit: OwnedSemaphorePermit,
 ) {
     let attempts = work.delivery.attempts + 1;
@@ -207,6 +210,7 @@ async fn record(
         error_kind: None,
         error_message: None,
         response_body: outcome.response_body,
+        request,
     };
     let mut disable: Option<String> = None;
     let (status, next_attempt_at, last_error, label) = match outcome.verdict {

@@ -7,13 +7,13 @@ use std::time::{Instant, SystemTime};
 use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::formats::{BodyInput, render};
-use super::http::{FailureKind, classify, excerpt, literal_refused};
+use super::http::{FailureKind, USER_AGENT, classify, excerpt, literal_refused};
 use super::listen::{Handoff, handoff_id};
 use super::schedule::parse_retry_after;
 use super::signing::{airy_signature, signature_header};
 use super::{AttemptOutcome, Verdict};
 use crate::clock::now_ms;
-use crate::model::Subscription;
+use crate::model::{AttemptRequest, Subscription};
 use crate::plugins::invoke::Input;
 use crate::plugins::{Decision, InvokeError};
 use crate::state::AppState;
@@ -69,11 +69,12 @@ fn plugin_failure(plugin_id: &str, e: InvokeError) -> AttemptOutcome {
     )
 }
 
-/// Makes one attempt at a claimed delivery.
-pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
+/// Makes one attempt at a claimed delivery; returns how it went and the request it sent, if it
+/// sent one (for the attempt log).
+pub async fn deliver(state: &AppState, work: &Claimed) -> (AttemptOutcome, Option<AttemptRequest>) {
     let sub = &work.subscription;
     let event = &work.event;
-    match Subscriber::of(sub) {
+    let outcome = match Subscriber::of(sub) {
         Some(Subscriber::Plugin(plugin_id)) => match state
             .plugins
             .invoke(state.plugin_services(), plugin_id, plugin_input(work))
@@ -101,15 +102,16 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
                         &replaced
                     }
                     Ok(Decision::Drop) => {
-                        return AttemptOutcome {
+                        let outcome = AttemptOutcome {
                             status_code: None,
                             response_body: None,
                             verdict: Verdict::Filtered(format!(
                                 "dropped by transform plugin {plugin_id}"
                             )),
                         };
+                        return (outcome, None);
                     }
-                    Err(e) => return plugin_failure(plugin_id, e),
+                    Err(e) => return (plugin_failure(plugin_id, e), None),
                 },
             };
             let body = render(
@@ -121,7 +123,9 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
                     payload,
                 },
             );
-            post(state, sub, url, &work.delivery.id, body).await
+            let headers = delivery_headers(sub, &work.delivery.id, now_ms(), &body);
+            let request = sent(Some(url), &headers, &body);
+            return (send(state, url, &headers, body).await, Some(request));
         }
         Some(Subscriber::Listener) => {
             let body = render(
@@ -142,6 +146,7 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
                 now / 1000,
                 &body,
             );
+            let request = AttemptRequest::new(None, &headers, &body);
             let handoff = Handoff {
                 handoff_id: handoff_id(),
                 delivery_id: work.delivery.id.clone(),
@@ -151,17 +156,47 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> AttemptOutcome {
                 headers,
                 body: String::from_utf8_lossy(&body).into_owned(),
             };
-            state
+            let outcome = state
                 .listeners
                 .hand_off(&sub.id, handoff, state.config.delivery_timeout)
-                .await
+                .await;
+            return (outcome, Some(request));
         }
         None => AttemptOutcome::failed(
             "config",
             "the subscription has no URL or plugin to deliver to",
             false,
         ),
-    }
+    };
+    (outcome, None)
+}
+
+/// A delivery request's headers at `now` (Unix ms): the subscription's custom headers and the
+/// signatures of `body` with every secret in force.
+fn delivery_headers(
+    sub: &Subscription,
+    msg_id: &str,
+    now: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    signed_headers(
+        &sub.headers,
+        &sub.signing_secrets(now),
+        sub.airy_api_secret.as_deref(),
+        msg_id,
+        now / 1000,
+        body,
+    )
+}
+
+/// The attempt log's record of a request to `url`: the headers [`send`] sends (the client adds
+/// `user-agent`) and the body.
+fn sent(url: Option<&str>, headers: &[(String, String)], body: &[u8]) -> AttemptRequest {
+    let mut request = AttemptRequest::new(url, headers, body);
+    request
+        .headers
+        .insert("user-agent".into(), USER_AGENT.to_string());
+    request
 }
 
 /// POSTs a signed body to `url` with the subscription's headers; classifies the result.
@@ -172,15 +207,7 @@ pub async fn post(
     msg_id: &str,
     body: Vec<u8>,
 ) -> AttemptOutcome {
-    let now = now_ms();
-    let headers = signed_headers(
-        &sub.headers,
-        &sub.signing_secrets(now),
-        sub.airy_api_secret.as_deref(),
-        msg_id,
-        now / 1000,
-        &body,
-    );
+    let headers = delivery_headers(sub, msg_id, now_ms(), &body);
     send(state, url, &headers, body).await
 }
 

@@ -127,8 +127,8 @@ const SETTLE: &str = "UPDATE deliveries SET status = ?3, next_attempt_at = ?4, l
      RETURNING subscription_seq, ordering_key";
 const INSERT_ATTEMPT: &str =
     "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code, error_kind,
-        error_message, response_body)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+        error_message, response_body, request_url, request_headers, request_body, request_body_bytes)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const FAILURE_STREAK: &str = "UPDATE subscriptions
      SET failing_since = CASE WHEN ?2 THEN COALESCE(failing_since, ?3) ELSE NULL END
      WHERE seq = ?1 RETURNING failing_since";
@@ -404,6 +404,7 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
             failing_since: None,
         });
     };
+    let request = a.request.as_ref();
     tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
         o.delivery_seq,
         a.attempted_at,
@@ -411,7 +412,11 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
         a.status_code,
         a.error_kind,
         a.error_message,
-        a.response_body
+        a.response_body,
+        request.and_then(|r| r.url.as_deref()),
+        request.map(|r| serde_json::to_string(&r.headers).expect("strings serialize")),
+        request.map(|r| r.body.as_str()),
+        request.map(|r| r.body_bytes as i64),
     ])?;
     // A success clears the failure streak; a failure starts it if none is running.
     let failed = a.error_kind.is_some();
@@ -430,7 +435,7 @@ mod tests {
     use super::*;
     use crate::breaker::Signal;
     use crate::events::{EventIn, prepare};
-    use crate::model::{Account, DeliveryOrdering};
+    use crate::model::{Account, AttemptRequest, DeliveryOrdering};
     use crate::store::SyncMode;
     use crate::store::accounts::NewApiKey;
     use crate::subscriptions::{CreateSubscription, build};
@@ -513,6 +518,72 @@ mod tests {
             .iter()
             .map(|c| c.event.payload.get().to_string())
             .collect()
+    }
+
+    /// The attempt log keeps what each attempt sent (the body cut after 16 KiB, with its full
+    /// size), and attempts recorded before requests were kept (their request columns are
+    /// null, as the migration that added them leaves old rows) still read back, without one.
+    #[tokio::test]
+    async fn attempts_keep_the_request_sent_and_old_attempts_still_read() {
+        let (store, _dir) = store().await;
+        subscribe(&store, "message:created", DeliveryOrdering::None).await;
+        ingest(&store, "message:created", r#"{"text":"hi"}"#).await;
+        let claims = store.claim_due(request(10, 0)).await.unwrap();
+        let c = &claims.claimed[0];
+        let seq = c.delivery.seq;
+        store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code,
+                        error_kind, error_message, response_body)
+                     VALUES (?1, 1000, 12, 500, 'http_status', 'HTTP 500', 'oops')",
+                    [seq],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let body = format!(
+            r#"{{"data":"{}é"}}"#,
+            "x".repeat(AttemptRequest::BODY_LIMIT)
+        );
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("webhook-signature".to_string(), "v1,abc=".to_string()),
+        ];
+        let sent = AttemptRequest::new(Some("https://example.com/hook"), &headers, body.as_bytes());
+        let o = Outcome {
+            delivery_seq: seq,
+            token: c.token,
+            attempt: Some(Attempt {
+                attempted_at: 2000,
+                duration_ms: 3,
+                status_code: Some(200),
+                error_kind: None,
+                error_message: None,
+                response_body: Some("ok".into()),
+                request: Some(sent.clone()),
+            }),
+            status: DeliveryStatus::Succeeded,
+            next_attempt_at: None,
+            last_error: None,
+            breaker: None,
+        };
+        store.record_outcome(o, 2003).await.unwrap();
+        let (_, attempts) = store
+            .get_delivery("acc".into(), c.delivery.id.clone())
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].status_code, Some(500));
+        assert_eq!(attempts[0].request, None, "an old attempt has no request");
+        let kept = attempts[1].request.clone().expect("the request sent");
+        assert_eq!(kept, sent);
+        assert!(kept.body_truncated);
+        assert_eq!(kept.body.len(), AttemptRequest::BODY_LIMIT);
+        assert_eq!(kept.body_bytes, body.len() as u64);
+        assert_eq!(kept.headers["webhook-signature"], "v1,abc=");
+        store.close().await;
     }
 
     #[test]
