@@ -69,8 +69,10 @@ run("add-webhook", async (page, { step }) => {
       (await row.locator("[data-test=delivery-status]").innerText()).trim() === "succeeded");
     await row.locator("[data-test=delivery-link]").click();
     await page.locator("[data-test=attempt-result]").getByText("HTTP 200").waitFor();
-    await page.getByText("Headers each attempt sent").click();
-    await page.locator("[data-test=signed-headers]").getByText(/webhook-id: msg_/).waitFor();
+    const sent = page.locator("[data-test=attempt-request]").last();
+    await sent.locator("[data-test=attempt-request-headers]").getByText(/webhook-id: msg_/).waitFor();
+    await sent.locator("[data-test=attempt-request-headers]").getByText(/webhook-signature: v1,/).waitFor();
+    await sent.locator("[data-test=attempt-request-body]").getByText(/Hello from the API/).waitFor();
   });
 
   // A receiver that answers 200 without the challenge.

@@ -15,7 +15,8 @@ run("xss", async (page, { step }) => {
     ["overview", "/console", ["<script>alert(8)</script>"]],
     ["integrations", "/console/integrations", [SCRIPT, IMG, JS]],
     ["subscription", `/console/subscriptions/${env("SUB_ID")}`, [SCRIPT, IMG, JS, "X-Evil"]],
-    ["delivery", `/console/deliveries/${env("DELIVERY_ID")}`, [SCRIPT, IMG, "onerror=alert(4)"]],
+    // The request each attempt sent: the hostile payload in its body, the custom header.
+    ["delivery", `/console/deliveries/${env("DELIVERY_ID")}`, [SCRIPT, IMG, JS, "onerror=alert(4)", "X-Evil: <script>"]],
     ["plugin delivery", `/console/deliveries/${env("PLUGIN_DELIVERY_ID")}`, [SCRIPT, "onerror=alert(7)"]],
     ["events", "/console/events", [IMG, "javascript:alert"]],
     ["event", `/console/events/${encodeURIComponent(env("EVENT_ID"))}`, [SCRIPT, IMG, JS]],
