@@ -3,9 +3,11 @@
 //!
 //! `wasmhook-load run --server target/release/wasmhook --out target/bench/load.json`
 //! `wasmhook-load run --server target/debug/wasmhook --duration 2s --only noisy,ordered`
+//! `wasmhook-load run --server target/debug/wasmhook --only lists --stored-deliveries 5000`
 //! `wasmhook-load report --load target/bench/load.json --criterion target/criterion --out BENCHMARKS.md`
 
 mod drive;
+mod list_pages;
 mod receiver;
 mod report;
 mod scenarios;
@@ -44,6 +46,9 @@ enum Command {
         /// Run only these scenarios (comma-separated); all of them by default.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
         only: Vec<String>,
+        /// How many deliveries the list-pages scenario ("lists") stores before timing the pages.
+        #[arg(long, default_value_t = 100_000)]
+        stored_deliveries: u64,
     },
     /// Write BENCHMARKS.md from the load results and criterion's estimates.
     Report {
@@ -80,6 +85,7 @@ const SCENARIOS: &[&str] = &[
     "reacting",
     "ordered",
     "startup",
+    "lists",
 ];
 
 /// Keeps a scenario's row, or a row saying it failed (under the scenario's name, so that its
@@ -113,6 +119,7 @@ async fn run(
     duration: Duration,
     out: PathBuf,
     only: Vec<String>,
+    stored_deliveries: u64,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         server.exists(),
@@ -183,6 +190,12 @@ async fn run(
             Err(e) => keep(rows, "start-up and idle", Err(e)),
         }
     }
+    if wanted("lists") {
+        match list_pages::list_pages(&ctx, stored_deliveries).await {
+            Ok(all) => all.into_iter().for_each(|r| keep(rows, "", Ok(r))),
+            Err(e) => keep(rows, list_pages::SEEDING, Err(e)),
+        }
+    }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -199,7 +212,8 @@ async fn main() -> anyhow::Result<()> {
             duration,
             out,
             only,
-        } => run(server, duration, out, only).await,
+            stored_deliveries,
+        } => run(server, duration, out, only, stored_deliveries).await,
         Command::Report {
             load,
             criterion,

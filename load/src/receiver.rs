@@ -4,7 +4,8 @@
 //!
 //! Paths under `/slow/` play a slow endpoint instead: each request is answered after
 //! [`SLOW_RESPONSE`] and only counted apart ([`Receiver::slow_total`]), never in [`Receiver::total`]
-//! or the latencies.
+//! or the latencies. A body containing the text given to [`Receiver::fail_when`] is answered
+//! 400 (and counted): refused, while the endpoint itself stays healthy (no circuit breaker).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 
 /// How long a request to a `/slow/` path takes to be answered.
 pub const SLOW_RESPONSE: Duration = Duration::from_secs(2);
@@ -50,6 +51,8 @@ pub struct Receiver {
     paths: Arc<Mutex<HashMap<String, PathStats>>>,
     /// Bodies at paths in this map are only counted when they contain the text.
     require: Arc<Mutex<HashMap<String, String>>>,
+    /// Bodies containing this text are answered 400.
+    fail: Arc<Mutex<Option<String>>>,
 }
 
 impl Receiver {
@@ -70,7 +73,11 @@ impl Receiver {
                 } else {
                     r.record(uri.path(), &body);
                 }
-                ""
+                if r.fails(&body) {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                }
             }
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -91,6 +98,17 @@ impl Receiver {
         if let Some(l) = latency {
             stats.latencies_ns.push(l);
         }
+    }
+
+    /// Answers 400 to every body that contains `needle`.
+    pub fn fail_when(&self, needle: &str) {
+        *self.fail.lock().expect("lock") = Some(needle.to_string());
+    }
+
+    fn fails(&self, body: &[u8]) -> bool {
+        let fail = self.fail.lock().expect("lock");
+        fail.as_deref()
+            .is_some_and(|needle| body.windows(needle.len()).any(|w| w == needle.as_bytes()))
     }
 
     /// Counts only bodies at `path` that contain `needle`.
@@ -116,6 +134,7 @@ impl Receiver {
         self.total.store(0, Ordering::Relaxed);
         self.slow.store(0, Ordering::Relaxed);
         self.paths.lock().expect("lock").clear();
+        *self.fail.lock().expect("lock") = None;
     }
 
     /// All latencies recorded, in milliseconds, sorted.

@@ -63,7 +63,7 @@ async fn await_deliveries(r: &Receiver, expected: u64, since: Instant) -> Durati
 /// Polls `count` every `poll` until it reaches `expected`, makes no progress for `patience`, or
 /// `limit` has passed since `since`. Returns the last count and when it last changed, measured
 /// from `since`. A poll that fails (`None`) counts as no change.
-async fn await_progress(
+pub(crate) async fn await_progress(
     mut count: impl AsyncFnMut() -> Option<u64>,
     expected: u64,
     since: Instant,
@@ -87,7 +87,7 @@ async fn await_progress(
 }
 
 /// `n` with a comma between thousands, as the report writes counts.
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -15,6 +15,8 @@ pub struct Server {
     pub base: String,
     pub dir: PathBuf,
     bin: PathBuf,
+    /// Options beyond the defaults, kept for a restart.
+    extra: Vec<String>,
     pub http: reqwest::Client,
 }
 
@@ -45,6 +47,15 @@ impl Drop for Server {
 impl Server {
     /// Starts the binary on `dir`; returns once `/readyz` answers, with the time that took.
     pub async fn start(bin: &Path, dir: &Path) -> anyhow::Result<(Server, Duration)> {
+        Server::start_with(bin, dir, &[]).await
+    }
+
+    /// [`Server::start`] with more `serve` options.
+    pub async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<(Server, Duration)> {
         let port = free_port()?;
         let started = Instant::now();
         let mut child = Command::new(bin)
@@ -63,6 +74,7 @@ impl Server {
                 "--log-format",
                 "json",
             ])
+            .args(extra)
             .env("WASMHOOK_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -95,6 +107,7 @@ impl Server {
                 base,
                 dir: dir.to_path_buf(),
                 bin: bin.to_path_buf(),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
                 http,
             },
             ready,
@@ -118,9 +131,10 @@ impl Server {
 
     /// Stops and starts again on the same data dir; returns the new time to ready.
     pub async fn restart(self) -> anyhow::Result<(Server, Duration)> {
-        let (bin, dir) = (self.bin.clone(), self.dir.clone());
+        let (bin, dir, extra) = (self.bin.clone(), self.dir.clone(), self.extra.clone());
         self.stop().await?;
-        Server::start(&bin, &dir).await
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Server::start_with(&bin, &dir, &extra).await
     }
 
     fn proc_status(&self, field: &str) -> Option<f64> {
