@@ -258,7 +258,10 @@ impl Store {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&list_sql())?;
             let rows = stmt
-                .query_map(params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1], row)?
+                .query_map(
+                    params![account_id, cursor.unwrap_or(i64::MAX), limit as i64 + 1],
+                    row,
+                )?
                 .map(|r| {
                     let (seq, p) = r?;
                     Ok((seq, open(&keys, p)?))
