@@ -15,14 +15,18 @@ use crate::store::Store;
 /// `wasmhook keys ...`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a new key to the key file. From the server's next start it encrypts new secrets,
-    /// and the server re-encrypts the stored ones under it; older keys stay until `keys prune`.
+    /// Add a new encryption key to the key file.
+    ///
+    /// From the server's next start it encrypts new secrets, and the server re-encrypts the
+    /// stored ones under it at that start; older keys stay in the file until `keys prune`.
     #[command(
         after_help = "Example:\n  wasmhook keys rotate --data-dir ./wasmhook-data\n  # restart the server, then:\n  wasmhook keys prune --data-dir ./wasmhook-data"
     )]
     Rotate(KeyFileArgs),
-    /// Remove from the key file the keys that no stored secret uses any more. The newest key,
-    /// and the key the last started server encrypts with, are always kept.
+    /// Remove the keys no stored secret uses any more.
+    ///
+    /// Reads the database to see which keys its secrets use. The newest key, and the key the
+    /// last started server encrypts with, are always kept.
     #[command(after_help = "Example:\n  wasmhook keys prune --data-dir ./wasmhook-data")]
     Prune(KeyFileArgs),
 }
