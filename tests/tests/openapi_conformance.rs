@@ -267,6 +267,9 @@ async fn run(
     text
 }
 
+/// schemathesis (checks: no 5xx, documented status, content type and response schema) over
+/// every operation but the two event streams, 25 examples per operation and phase by default
+/// (`WASMHOOK_SCHEMATHESIS_EXAMPLES` for more), with a fixed seed so a failure reproduces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_answer_the_document_does_not_describe() {
     let Some(venv) = tools() else { return };
