@@ -276,6 +276,7 @@ fn bench_plugin(
     let runtime = PluginRuntime::new(
         &tmp.path().join("no-server"),
         16,
+        wasmhook::plugins::budget::default_budget(),
         Default::default(),
         Arc::new(NetPolicy::new(vec![])),
     )

@@ -159,6 +159,29 @@ pub struct Config {
     /// Largest accepted plugin upload, in bytes.
     #[arg(long, env = "WASMHOOK_MAX_PLUGIN_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_plugin_bytes: usize,
+
+    /// Memory all plugin instances may reserve together (e.g. `8GiB`; bare numbers are bytes).
+    /// Each instance reserves its plugin's memory limit before it starts; one that does not fit
+    /// waits for running ones to finish. Default: half of the machine's memory (`MemTotal`).
+    #[arg(long, env = "WASMHOOK_PLUGIN_MEMORY_BUDGET", value_parser = parse_size)]
+    pub plugin_memory_budget: Option<u64>,
+
+    /// Plugins an account may have.
+    #[arg(long, env = "WASMHOOK_MAX_PLUGINS_PER_ACCOUNT", default_value_t = 100)]
+    pub max_plugins_per_account: u64,
+
+    /// Bytes of plugin components an account may store, every version of every plugin counted
+    /// (e.g. `1GiB`; bare numbers are bytes).
+    #[arg(long, env = "WASMHOOK_MAX_PLUGIN_STORAGE_PER_ACCOUNT", default_value = "1GiB", value_parser = parse_size)]
+    pub max_plugin_storage_per_account: u64,
+
+    /// Subscriptions an account may have (`wasmhook listen` ones included).
+    #[arg(
+        long,
+        env = "WASMHOOK_MAX_SUBSCRIPTIONS_PER_ACCOUNT",
+        default_value_t = 1000
+    )]
+    pub max_subscriptions_per_account: u64,
 }
 
 /// A retry schedule: the delay before retry 1, 2, ...
@@ -171,6 +194,36 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
         .map(|p| humantime::parse_duration(p.trim()).map_err(|e| format!("{p:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Schedule(steps))
+}
+
+/// A size in bytes: a number with an optional unit, `B`, `KiB`, `MiB`, `GiB`, `TiB` (powers of
+/// 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), case-insensitive: `512MiB`, `8GiB`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes, e.g. 512MiB or 8GiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use KiB, MiB, GiB, ...)"
+            ));
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 impl Config {
@@ -226,5 +279,21 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(75));
         assert_eq!(c.max_connections, 4096);
         assert_eq!(c.auth_failures_per_minute, 20);
+        assert_eq!(c.plugin_memory_budget, None);
+        assert_eq!(c.max_plugins_per_account, 100);
+        assert_eq!(c.max_plugin_storage_per_account, 1 << 30);
+        assert_eq!(c.max_subscriptions_per_account, 1000);
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("8gib"), Ok(8 << 30));
+        assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
     }
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::quotas::QuotaExceeded;
 use crate::store::StoreError;
 
 /// An error answered to an API caller.
@@ -59,6 +60,10 @@ pub enum ApiError {
         /// When a new request will be accepted.
         retry_after: std::time::Duration,
     },
+    /// The request would take the account past a quota: a 403 naming it, its limit and the
+    /// account's usage.
+    #[error("{0}")]
+    QuotaExceeded(QuotaExceeded),
     /// The server is shutting down or the database is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -90,6 +95,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -110,6 +116,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable explanation naming the problem.
     pub message: String,
+    /// With code `quota_exceeded`: which quota, its limit, the account's usage and what the
+    /// request would have added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaExceeded>,
 }
 
 impl IntoResponse for ApiError {
@@ -122,6 +132,10 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: code.to_string(),
                 message: self.to_string(),
+                quota: match &self {
+                    ApiError::QuotaExceeded(q) => Some(q.clone()),
+                    _ => None,
+                },
             },
         };
         let mut response = (status, Json(body)).into_response();
@@ -147,6 +161,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("resource".into()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            StoreError::Quota(q) => ApiError::QuotaExceeded(q),
             other => ApiError::Internal(other.to_string()),
         }
     }

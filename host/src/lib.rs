@@ -24,6 +24,7 @@ pub mod model;
 pub mod plugin_config;
 pub mod plugin_services;
 pub mod plugins;
+pub mod quotas;
 pub mod schema;
 pub mod secrets;
 pub mod state;
@@ -83,6 +84,7 @@ pub async fn run(
 /// Opens the data dir and builds the shared state: database, plugin runtime (with every
 /// stored plugin loaded), HTTP client. `run` serves it; benchmarks drive it directly.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
+    plugins::heap::configure();
     let data_dir = config.data_dir.clone();
     let sync = config.sync;
     let (keys, generated) = keyring(&config)?;
@@ -90,7 +92,11 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let key_path = keys.path().to_path_buf();
     let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, sync, keys)).await?;
     let store = match opened {
-        Ok(store) => store,
+        Ok(store) => store.with_quotas(quotas::Quotas {
+            plugins: config.max_plugins_per_account,
+            plugin_bytes: config.max_plugin_storage_per_account,
+            subscriptions: config.max_subscriptions_per_account,
+        }),
         Err(e) => {
             // A key generated for a database that turns out to need another one would only
             // stand in the way of restoring the right file.
@@ -124,6 +130,9 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         PluginRuntime::new(
             &config.data_dir,
             instances,
+            config
+                .plugin_memory_budget
+                .unwrap_or_else(plugins::budget::default_budget),
             metrics.clone(),
             net_policy.clone(),
         )

@@ -34,6 +34,21 @@ pub struct CircuitLabels {
     pub state: String,
 }
 
+/// The plugin memory budget in `/metrics` (kept up to date by `plugins::budget`).
+#[derive(Clone, Default)]
+pub struct BudgetGauges {
+    /// The budget, in bytes.
+    pub budget: Gauge,
+    /// Bytes reserved by running instances.
+    pub reserved: Gauge,
+    /// The most bytes ever reserved at once.
+    pub reserved_peak: Gauge,
+    /// Instances waiting for room.
+    pub waiting: Gauge,
+    /// Reservations that had to wait.
+    pub waits: Counter,
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +69,8 @@ pub struct Metrics {
     pub circuit_next_probe: Family<CircuitLabels, Gauge>,
     /// HTTP connections open now.
     pub http_connections: Gauge,
+    /// The plugin memory budget: its size, what is reserved, who waits.
+    pub plugin_memory: BudgetGauges,
 }
 
 impl Default for Metrics {
@@ -106,9 +123,36 @@ impl Default for Metrics {
             "HTTP connections open",
             http_connections.clone(),
         );
+        let plugin_memory = BudgetGauges::default();
+        registry.register(
+            "plugin_memory_budget_bytes",
+            "Memory all plugin instances may reserve together (--plugin-memory-budget)",
+            plugin_memory.budget.clone(),
+        );
+        registry.register(
+            "plugin_memory_reserved_bytes",
+            "Memory reserved by running plugin instances (each reserves its memory limit)",
+            plugin_memory.reserved.clone(),
+        );
+        registry.register(
+            "plugin_memory_reserved_peak_bytes",
+            "The most memory plugin instances ever had reserved at once",
+            plugin_memory.reserved_peak.clone(),
+        );
+        registry.register(
+            "plugin_memory_waiting",
+            "Plugin instances waiting for room in the memory budget",
+            plugin_memory.waiting.clone(),
+        );
+        registry.register(
+            "plugin_memory_waits",
+            "Plugin instances that had to wait for room in the memory budget",
+            plugin_memory.waits.clone(),
+        );
         Metrics {
             registry,
             http_connections,
+            plugin_memory,
             circuit_next_probe,
             requests,
             events_ingested,

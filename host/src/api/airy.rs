@@ -79,7 +79,8 @@ fn view(sub: Subscription) -> AiryWebhook {
 /// Subscribe the account's webhook, or update its URL and headers (the `api_secret` stays).
 #[utoipa::path(post, path = "/webhooks.subscribe", operation_id = "airy_subscribe", tag = "airy", request_body = SubscribeRequest,
     security(("api_key" = [])),
-    responses((status = 200, body = AiryWebhook), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = AiryWebhook), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "quota_exceeded: the account has as many subscriptions as it may")))]
 async fn subscribe(
     State(state): State<AppState>,
     AccountId(account): AccountId,

@@ -61,7 +61,8 @@ fn all_types() -> Vec<String> {
 /// `DELETE /v1/subscriptions/{id}`.
 #[utoipa::path(post, path = "/v1/listeners", operation_id = "create_listener", tag = "subscriptions", request_body = ListenIn,
     security(("api_key" = [])),
-    responses((status = 201, body = CreatedSubscription), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = CreatedSubscription), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "quota_exceeded: the account has as many subscriptions as it may")))]
 async fn create(
     State(state): State<AppState>,
     AccountId(account): AccountId,

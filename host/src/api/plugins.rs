@@ -214,7 +214,8 @@ pub(crate) fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
     request_body(content((Component = "application/wasm"), (Component = "application/octet-stream")),
         description = "A WebAssembly component"),
     security(("api_key" = [])),
-    responses((status = 201, body = Plugin), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses((status = 201, body = Plugin), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "quota_exceeded: plugins or plugin_bytes")))]
 async fn upload(
     State(state): State<AppState>,
     AccountId(account): AccountId,
@@ -364,7 +365,7 @@ async fn update(
         description = "A WebAssembly component"),
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 403, body = ErrorBody, description = "quota_exceeded: plugin_bytes")))]
 async fn replace(
     State(state): State<AppState>,
     AccountId(account): AccountId,

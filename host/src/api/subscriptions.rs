@@ -72,7 +72,8 @@ pub(crate) async fn check_plugin_refs(
 /// Create a subscription.
 #[utoipa::path(post, path = "/v1/subscriptions", operation_id = "create_subscription", tag = "subscriptions", request_body = CreateSubscription,
     security(("api_key" = [])),
-    responses((status = 201, body = CreatedSubscription), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = CreatedSubscription), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "quota_exceeded: the account has as many subscriptions as it may")))]
 async fn create(
     State(state): State<AppState>,
     AccountId(account): AccountId,

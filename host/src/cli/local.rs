@@ -24,6 +24,8 @@ pub fn runtime(net_policy: NetPolicy) -> Result<PluginRuntime, CliError> {
     PluginRuntime::new(
         &std::env::temp_dir(),
         LOCAL_INSTANCES,
+        // One run at a time: the budget only has to let the largest plugin run.
+        crate::plugins::budget::default_budget(),
         Default::default(),
         Arc::new(net_policy),
     )

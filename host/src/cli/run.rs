@@ -271,7 +271,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Result<(), CliError> {
         });
         let started = Instant::now();
         let (result, usage) = rt
-            .invoke_measured(services.clone(), loaded.clone(), input)
+            .invoke_measured(services.clone(), loaded.clone(), input, None)
             .await;
         times.push(started.elapsed());
         last = Some((result, usage, services));

@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::ratelimit::RateLimiter;
 use super::schedule::next_delay;
-use super::subscriber::deliver;
+use super::subscriber::{deliver, plugin_of};
 use super::{AttemptOutcome, Verdict};
 use crate::breaker::{Policy, Signal};
 use crate::clock::{new_id, now_ms, rfc3339};
 use crate::live::AttemptSettled;
 use crate::model::{Attempt, AttemptRequest, DeliveryStatus, Subscription};
+use crate::plugins::budget::Reservation;
 use crate::state::AppState;
 use crate::store::claims::{ClaimRequest, Claimed, Outcome, Settled};
 use crate::store::events::NewEvent;
@@ -145,20 +146,72 @@ async fn settle_one(
         state.wake_dispatcher();
         return;
     }
-    let started = std::time::Instant::now();
-    let (outcome, request) = attempt_holding_lease(state, &work).await;
-    let duration_ms = started.elapsed().as_millis() as i64;
-    record(state, &work, now, duration_ms, (outcome, request), permit).await;
+    let (timed, permit) = attempt_holding_lease(state, &work, permit).await;
+    record(state, &work, timed, permit).await;
 }
 
-/// Makes the attempt, extending the claim's lease while it runs.
+/// An attempt's outcome and the request it sent, when it started and how long it took.
+struct Timed {
+    started_at: i64,
+    duration_ms: i64,
+    outcome: AttemptOutcome,
+    request: Option<AttemptRequest>,
+}
+
+/// Reserves the memory of the plugin the attempt runs, if any. When the budget has no room,
+/// the delivery slot is given back while waiting (`permit` becomes `None`): waiting instances
+/// must not hold the slots other subscriptions' deliveries need. The claim stays leased, so
+/// the subscription's own `max_in_flight` still bounds how many of its deliveries wait.
+async fn reserve_memory(
+    state: &AppState,
+    work: &Claimed,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> Option<Reservation> {
+    let plugin_id = plugin_of(&work.subscription)?;
+    let bytes = state.plugins.memory_needed(plugin_id)?;
+    if let Some(reserved) = state.plugins.memory.try_reserve(bytes) {
+        return Some(reserved);
+    }
+    if permit.take().is_some() {
+        state.wake_dispatcher();
+    }
+    Some(state.plugins.memory.reserve(bytes).await)
+}
+
+/// Makes the attempt (after reserving its plugin's memory), extending the claim's lease
+/// while it waits and runs. Returns the delivery slot if it was kept.
 async fn attempt_holding_lease(
     state: &AppState,
     work: &Claimed,
-) -> (AttemptOutcome, Option<AttemptRequest>) {
+    permit: OwnedSemaphorePermit,
+) -> (Timed, Option<OwnedSemaphorePermit>) {
     let lease = lease(state);
     let every = lease / 3;
-    let attempt = deliver(state, work);
+    let mut permit = Some(permit);
+    let attempt = async {
+        let memory = reserve_memory(state, work, &mut permit).await;
+        let started_at = now_ms();
+        let started = std::time::Instant::now();
+        let (outcome, request) = deliver(state, work, memory).await;
+        Timed {
+            started_at,
+            duration_ms: started.elapsed().as_millis() as i64,
+            outcome,
+            request,
+        }
+    };
+    let timed = hold_lease(state, work, lease, every, attempt).await;
+    (timed, permit)
+}
+
+/// Runs `attempt`, extending the claim's lease every `every` until it is done.
+async fn hold_lease<T>(
+    state: &AppState,
+    work: &Claimed,
+    lease: Duration,
+    every: Duration,
+    attempt: impl Future<Output = T>,
+) -> T {
     tokio::pin!(attempt);
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
@@ -196,11 +249,15 @@ fn breaker_signal(sub: &Subscription, outcome: &AttemptOutcome) -> Option<Signal
 async fn record(
     state: &AppState,
     work: &Claimed,
-    started_at: i64,
-    duration_ms: i64,
-    (outcome, request): (AttemptOutcome, Option<AttemptRequest>),
-    permit: OwnedSemaphorePermit,
+    timed: Timed,
+    permit: Option<OwnedSemaphorePermit>,
 ) {
+    let Timed {
+        started_at,
+        duration_ms,
+        outcome,
+        request,
+    } = timed;
     let attempts = work.delivery.attempts + 1;
     let breaker = breaker_signal(&work.subscription, &outcome).map(|s| (breaker_policy(state), s));
     let mut attempt = Attempt {

@@ -14,6 +14,7 @@ use super::signing::{airy_signature, signature_header};
 use super::{AttemptOutcome, Verdict};
 use crate::clock::now_ms;
 use crate::model::{AttemptRequest, Subscription};
+use crate::plugins::budget::Reservation;
 use crate::plugins::invoke::Input;
 use crate::plugins::{Decision, InvokeError};
 use crate::state::AppState;
@@ -69,15 +70,34 @@ fn plugin_failure(plugin_id: &str, e: InvokeError) -> AttemptOutcome {
     )
 }
 
+/// The plugin an attempt at this subscription runs, as subscriber or transform, if any.
+pub fn plugin_of(sub: &Subscription) -> Option<&str> {
+    match Subscriber::of(sub)? {
+        Subscriber::Plugin(plugin_id) => Some(plugin_id),
+        Subscriber::Url { transform, .. } => transform,
+        Subscriber::Listener => None,
+    }
+}
+
 /// Makes one attempt at a claimed delivery; returns how it went and the request it sent, if it
-/// sent one (for the attempt log).
-pub async fn deliver(state: &AppState, work: &Claimed) -> (AttemptOutcome, Option<AttemptRequest>) {
+/// sent one (for the attempt log). `memory` is what the dispatcher reserved from the plugin
+/// memory budget for the plugin it runs ([`plugin_of`]), if any.
+pub async fn deliver(
+    state: &AppState,
+    work: &Claimed,
+    memory: Option<Reservation>,
+) -> (AttemptOutcome, Option<AttemptRequest>) {
     let sub = &work.subscription;
     let event = &work.event;
     let outcome = match Subscriber::of(sub) {
         Some(Subscriber::Plugin(plugin_id)) => match state
             .plugins
-            .invoke(state.plugin_services(), plugin_id, plugin_input(work))
+            .invoke_reserved(
+                state.plugin_services(),
+                plugin_id,
+                plugin_input(work),
+                memory,
+            )
             .await
         {
             Ok(_) => AttemptOutcome {
@@ -93,7 +113,12 @@ pub async fn deliver(state: &AppState, work: &Claimed) -> (AttemptOutcome, Optio
                 None => &event.payload,
                 Some(plugin_id) => match state
                     .plugins
-                    .invoke(state.plugin_services(), plugin_id, plugin_input(work))
+                    .invoke_reserved(
+                        state.plugin_services(),
+                        plugin_id,
+                        plugin_input(work),
+                        memory,
+                    )
                     .await
                 {
                     Ok(Decision::Keep) => &event.payload,

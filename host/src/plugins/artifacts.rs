@@ -8,10 +8,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use super::PluginRuntime;
 use super::bindings::PluginPre;
 use super::host::HostState;
 use super::registry::LoadedPlugin;
+use super::{PluginRuntime, engine, heap};
 use crate::clock::now_ms;
 use crate::model::{Plugin, PluginVersion};
 use crate::store::{Store, StoreError};
@@ -102,6 +102,18 @@ impl PluginRuntime {
         PluginPre::new(instance_pre).map_err(|e| PluginError::Incompatible(format!("{e:#}")))
     }
 
+    /// Compiles a component with a throwaway engine (see [`engine::for_compiling`]) into an
+    /// artifact the server's engine loads.
+    fn precompile(&self, wasm: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let engine =
+            engine::for_compiling().map_err(|e| PluginError::Io(format!("compiler: {e:#}")))?;
+        let compiled = engine
+            .precompile_component(wasm)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        self.metrics.plugin_compilations.inc();
+        Ok(compiled)
+    }
+
     pub(super) fn compile(&self, wasm: &[u8]) -> Result<Component, PluginError> {
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
@@ -118,6 +130,11 @@ impl PluginRuntime {
     }
 
     /// Validates, compiles and stores a component as `version` of `plugin_id` (blocking).
+    ///
+    /// It is compiled by a throwaway engine, and the version is loaded from the stored
+    /// artifact, as a restart loads it: the artifact is mapped from its file, so its pages are
+    /// shared with the page cache and read in as used, where compiled code kept from the
+    /// compilation would be private memory, all of it resident.
     fn prepare(
         &self,
         plugin_id: &str,
@@ -125,16 +142,26 @@ impl PluginRuntime {
         wasm: &[u8],
     ) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
         check_header(wasm)?;
-        let component = self.compile(wasm)?;
-        let pre = self.pre(&component)?;
-        let compiled = component
-            .serialize()
-            .map_err(|e| PluginError::Io(e.to_string()))?;
+        let compiled = self.precompile(wasm)?;
         let (wasm_path, cwasm_path) = self.paths(plugin_id, version);
         let io = |e: std::io::Error| PluginError::Io(e.to_string());
         std::fs::create_dir_all(wasm_path.parent().expect("a plugin dir")).map_err(io)?;
         write_atomic(&wasm_path, wasm).map_err(io)?;
         write_atomic(&cwasm_path, &compiled).map_err(io)?;
+        drop(compiled);
+        let loaded = self
+            .deserialize(&cwasm_path)
+            .map_err(|e| PluginError::Io(format!("{}: {e:#}", cwasm_path.display())))
+            .and_then(|component| self.pre(&component));
+        let pre = match loaded {
+            Ok(pre) => pre,
+            Err(e) => {
+                // Refused (an import the host lacks, no handler): nothing of it is kept.
+                let _ = std::fs::remove_file(&wasm_path);
+                let _ = std::fs::remove_file(&cwasm_path);
+                return Err(e);
+            }
+        };
         let v = PluginVersion {
             version,
             sha256: hex::encode(Sha256::digest(wasm)),
@@ -163,8 +190,19 @@ impl PluginRuntime {
         wasm: Vec<u8>,
     ) -> Result<Plugin, PluginError> {
         plugin.version = 1;
-        let (pre, version) = self.prepare_blocking(plugin.id.clone(), 1, wasm).await?;
-        let plugin = store.create_plugin(plugin, version).await?;
+        store
+            .plugin_quota_allows(plugin.account_id.clone(), true, wasm.len() as u64)
+            .await?;
+        let id = plugin.id.clone();
+        let (pre, version) = self.prepare_blocking(id.clone(), 1, wasm).await?;
+        let plugin = match store.create_plugin(plugin, version).await {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                // Refused (a quota another upload reached meanwhile) or not stored: its files go.
+                let _ = std::fs::remove_dir_all(self.dir.join(&id));
+                return Err(e.into());
+            }
+        };
         self.registry.put(LoadedPlugin::new(&plugin, pre));
         Ok(plugin)
     }
@@ -180,22 +218,49 @@ impl PluginRuntime {
         let next = store
             .next_plugin_version(account_id.clone(), id.clone())
             .await?;
+        store
+            .plugin_quota_allows(account_id.clone(), false, wasm.len() as u64)
+            .await?;
         let (pre, version) = self.prepare_blocking(id.clone(), next, wasm).await?;
-        let plugin = store.add_plugin_version(account_id, id, version).await?;
+        let plugin = match store
+            .add_plugin_version(account_id, id.clone(), version)
+            .await
+        {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                let (wasm_path, cwasm_path) = self.paths(&id, next);
+                let _ = std::fs::remove_file(wasm_path);
+                let _ = std::fs::remove_file(cwasm_path);
+                return Err(e.into());
+            }
+        };
         self.registry.put(LoadedPlugin::new(&plugin, pre));
         Ok(plugin)
     }
 
+    /// [`Self::prepare`] on a blocking thread, one upload at a time: compiling a large
+    /// component takes hundreds of megabytes for a while, and uploads side by side would take
+    /// that many times over. What the compilation freed is given back to the system after it.
     async fn prepare_blocking(
         self: &Arc<Self>,
         id: String,
         version: u32,
         wasm: Vec<u8>,
     ) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
-        let rt = self.clone();
-        tokio::task::spawn_blocking(move || rt.prepare(&id, version, &wasm))
+        let _turn = self
+            .compiles
+            .acquire()
             .await
-            .map_err(|e| PluginError::Io(format!("compilation task failed: {e}")))?
+            .expect("the compile semaphore is never closed");
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let prepared = rt.prepare(&id, version, &wasm);
+            drop(wasm);
+            heap::give_back_free_memory();
+            prepared
+        })
+        .await
+        .map_err(|e| PluginError::Io(format!("compilation task failed: {e}")))?
     }
 
     /// Deletes a plugin's record, files and loaded version.
@@ -224,6 +289,7 @@ impl PluginRuntime {
                     Err(e) => tracing::error!(plugin = %plugin.id, error = %e, "plugin could not be loaded"),
                 }
             }
+            heap::give_back_free_memory();
             out
         })
         .await?;
@@ -255,12 +321,14 @@ impl PluginRuntime {
         }
         let wasm = std::fs::read(&v.wasm_path)
             .map_err(|e| PluginError::Io(format!("{}: {e}", v.wasm_path)))?;
-        let component = self.compile(&wasm)?;
-        let compiled = component
-            .serialize()
-            .map_err(|e| PluginError::Io(e.to_string()))?;
+        let compiled = self.precompile(&wasm)?;
         write_atomic(Path::new(&v.cwasm_path), &compiled)
             .map_err(|e| PluginError::Io(e.to_string()))?;
+        drop(compiled);
+        // Mapped from the file, as `prepare` does.
+        let component = self
+            .deserialize(Path::new(&v.cwasm_path))
+            .map_err(|e| PluginError::Io(format!("{}: {e:#}", v.cwasm_path)))?;
         Ok((self.pre(&component)?, true))
     }
 

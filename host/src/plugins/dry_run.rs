@@ -372,7 +372,7 @@ pub struct DryRunReport {
     pub captured: Captured,
 }
 
-/// Every dry-run slot stayed taken for [`SLOT_WAIT`].
+/// Every dry-run slot, or the plugin memory budget, stayed taken for [`SLOT_WAIT`].
 #[derive(Debug, thiserror::Error)]
 #[error("too many test runs at once; try again shortly")]
 pub struct Busy;
@@ -386,13 +386,22 @@ impl PluginRuntime {
         base: Arc<dyn KvBase>,
         input: Input<'_>,
     ) -> Result<DryRunReport, Busy> {
+        let waiting = Instant::now();
         let _slot = tokio::time::timeout(SLOT_WAIT, self.dry_runs.acquire())
             .await
             .map_err(|_| Busy)?
             .expect("the dry-run semaphore is never closed");
+        // Room in the memory budget is waited for within the same time.
+        let left = SLOT_WAIT.saturating_sub(waiting.elapsed());
+        let reservation =
+            tokio::time::timeout(left, self.memory.reserve(plugin.limits.memory_bytes))
+                .await
+                .map_err(|_| Busy)?;
         let run = Arc::new(DryRun::new(base));
         let started = Instant::now();
-        let result = self.invoke_loaded(run.clone(), plugin, input).await;
+        let (result, _) = self
+            .invoke_measured(run.clone(), plugin, input, Some(reservation))
+            .await;
         let duration = started.elapsed();
         Ok(DryRunReport {
             result,

@@ -14,6 +14,27 @@ use super::limits::CEILING;
 /// How often the epoch advances: the granularity of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Settings every engine of the process shares: what decides how code is compiled, hence
+/// whether an artifact compiled by one loads in another.
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(1 << 20)
+        // No component-model async in our host: skipping its per-store state is measurably cheaper.
+        .concurrency_support(false);
+    config
+}
+
+/// An engine that only compiles: the server's compiler settings, without the instance pool
+/// or the epoch ticker. Compiling with a throwaway engine gives back what the compiler keeps
+/// between compilations (its per-thread contexts, sized by the largest function it has seen:
+/// tens of megabytes for a Python interpreter) when it is dropped; the artifacts it makes
+/// load in the server's engine (same compatibility hash).
+pub fn for_compiling() -> wasmtime::Result<Engine> {
+    Engine::new(&base_config())
+}
+
 /// Builds the engine. `instances` bounds how many plugin instances may be alive at once.
 pub fn new(instances: u32) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
@@ -30,13 +51,8 @@ pub fn new(instances: u32) -> wasmtime::Result<Engine> {
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(1 << 20)
         .pagemap_scan(Enabled::Auto);
-    let mut config = Config::new();
-    config
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        .epoch_interruption(true)
-        .max_wasm_stack(1 << 20)
-        // No component-model async in our host: skipping its per-store state is measurably cheaper.
-        .concurrency_support(false);
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config)?;
     start_ticker(&engine);
     Ok(engine)
@@ -63,4 +79,22 @@ fn start_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_compiling_engine_makes_loads_in_the_server_engine() {
+        let server = new(4).unwrap();
+        let compiling = for_compiling().unwrap();
+        assert_eq!(compatibility_hash(&server), compatibility_hash(&compiling));
+        let wat = r#"(component (core module (func (export "f"))))"#;
+        let compiled = compiling.precompile_component(wat.as_bytes()).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: bytes this test just compiled with a compatible engine.
+        let loaded = unsafe { wasmtime::component::Component::deserialize(&server, &compiled) };
+        loaded.unwrap();
+    }
 }

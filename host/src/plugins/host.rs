@@ -27,12 +27,49 @@ use crate::model::{LogLevel as ModelLevel, PluginLogLine};
 
 const MAX_KEY_BYTES: usize = 512;
 
+/// Where a log line came from: each keeps its own count of what the budget dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The `log` host call.
+    Log,
+    /// WASI stdout.
+    Stdout,
+    /// WASI stderr.
+    Stderr,
+}
+
+impl Stream {
+    const ALL: [Stream; 3] = [Stream::Log, Stream::Stdout, Stream::Stderr];
+
+    /// The level the stream's lines (and its drop marker) are kept at.
+    pub fn level(self) -> ModelLevel {
+        match self {
+            Stream::Log | Stream::Stderr => ModelLevel::Warn,
+            Stream::Stdout => ModelLevel::Info,
+        }
+    }
+}
+
+/// The longest drop marker: "[N more bytes of output dropped]" with N at 20 digits.
+const MARKER_ROOM: usize = "[ more bytes of output dropped]".len() + 20;
+
+/// The drop marker of a stream that lost `bytes`.
+fn marker(bytes: usize) -> String {
+    format!("[{bytes} more bytes of output dropped]")
+}
+
 /// An invocation's log lines, within its byte budget.
+///
+/// Room for one drop marker per stream is set aside from the budget, so that a marker is
+/// always written whole: lines get the rest, and what does not fit is counted per stream and
+/// reported by [`LogBuffer::finish`] as "[N more bytes of output dropped]".
 pub struct LogBuffer {
     event_id: String,
     min_level: ModelLevel,
-    budget: usize,
+    /// Bytes for lines: the budget less the markers' room.
+    room: usize,
     used: usize,
+    dropped: [usize; 3],
     /// The lines so far.
     pub lines: Vec<PluginLogLine>,
 }
@@ -43,8 +80,9 @@ impl LogBuffer {
         LogBuffer {
             event_id,
             min_level,
-            budget,
+            room: budget.saturating_sub(Stream::ALL.len() * MARKER_ROOM),
             used: 0,
+            dropped: [0; 3],
             lines: Vec::new(),
         }
     }
@@ -54,23 +92,39 @@ impl LogBuffer {
         &self.event_id
     }
 
-    /// Adds a line; past the budget, lines are cut and then dropped.
+    /// Adds a line of the `log` host call; past the budget, lines are cut and then dropped.
     pub fn push(&mut self, level: ModelLevel, message: String) {
-        if level < self.min_level || self.used >= self.budget {
+        self.push_from(Stream::Log, level, message);
+    }
+
+    /// Adds a line from `stream`; past the budget, lines are cut and then dropped, and what
+    /// was lost is counted for the stream's marker. Lines below the log level are not kept
+    /// and not counted: the plugin's `log_level` asked for that.
+    pub fn push_from(&mut self, stream: Stream, level: ModelLevel, mut message: String) {
+        if level < self.min_level {
             return;
         }
-        let room = self.budget - self.used;
-        let mut message = message;
-        if message.len() > room {
-            let mut cut = room;
+        let left = self.room - self.used;
+        if message.len() > left {
+            let mut cut = left;
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
+            self.dropped[stream as usize] += message.len() - cut;
             message.truncate(cut);
-            message.push_str(" [log limit reached]");
+            if message.is_empty() {
+                return;
+            }
         }
         self.used += message.len();
         self.push_always(level, message);
+    }
+
+    /// Counts `bytes` of `stream` lost before they reached the buffer (a full capture).
+    pub fn dropped(&mut self, stream: Stream, bytes: usize) {
+        if stream.level() >= self.min_level {
+            self.dropped[stream as usize] += bytes;
+        }
     }
 
     /// Adds a line whatever the budget (failures are always recorded).
@@ -81,6 +135,18 @@ impl LogBuffer {
             event_id: Some(self.event_id.clone()),
             message,
         });
+    }
+
+    /// The lines, each stream that lost output ending with its marker, whole (its room was
+    /// set aside).
+    pub fn finish(mut self) -> Vec<PluginLogLine> {
+        for stream in Stream::ALL {
+            let bytes = self.dropped[stream as usize];
+            if bytes > 0 {
+                self.push_always(stream.level(), marker(bytes));
+            }
+        }
+        self.lines
     }
 }
 
@@ -303,4 +369,64 @@ pub type HttpLog = Arc<Mutex<HttpCalls>>;
 /// Timeouts of outgoing requests: never longer than the invocation may run.
 pub fn outgoing_timeout(limits: &Limits) -> Duration {
     limits.deadline.max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(lines: &[PluginLogLine]) -> Vec<&str> {
+        lines.iter().map(|l| l.message.as_str()).collect()
+    }
+
+    #[test]
+    fn lines_past_the_budget_are_cut_counted_and_marked_whole() {
+        let budget = 3 * MARKER_ROOM + 10;
+        let mut logs = LogBuffer::new("evt".into(), budget, ModelLevel::Info);
+        logs.push(ModelLevel::Info, "0123456".into());
+        logs.push(ModelLevel::Info, "789abcdef".into());
+        logs.push(ModelLevel::Info, "gone".into());
+        logs.push_from(Stream::Stdout, ModelLevel::Info, "out".into());
+        logs.dropped(Stream::Stdout, 10_420_224);
+        logs.dropped(Stream::Stderr, 5);
+        logs.push_always(ModelLevel::Error, "the failure".into());
+        let lines = logs.finish();
+        assert_eq!(
+            messages(&lines),
+            [
+                "0123456",
+                "789",
+                "the failure",
+                "[10 more bytes of output dropped]",
+                "[10420227 more bytes of output dropped]",
+                "[5 more bytes of output dropped]",
+            ]
+        );
+        let kept: usize =
+            lines.iter().map(|l| l.message.len()).sum::<usize>() - "the failure".len();
+        assert!(kept <= budget, "{kept} > {budget}");
+    }
+
+    #[test]
+    fn a_budget_smaller_than_the_markers_still_writes_them_whole() {
+        let mut logs = LogBuffer::new("evt".into(), 16, ModelLevel::Info);
+        logs.push(ModelLevel::Info, "é".repeat(10));
+        logs.dropped(Stream::Stdout, u32::MAX as usize);
+        assert_eq!(
+            messages(&logs.finish()),
+            [
+                "[20 more bytes of output dropped]",
+                "[4294967295 more bytes of output dropped]"
+            ]
+        );
+        assert!(marker(usize::MAX).len() <= MARKER_ROOM);
+    }
+
+    #[test]
+    fn lines_below_the_level_are_neither_kept_nor_counted() {
+        let mut logs = LogBuffer::new("evt".into(), 0, ModelLevel::Warn);
+        logs.push(ModelLevel::Debug, "quiet".into());
+        logs.dropped(Stream::Stdout, 100);
+        assert!(logs.finish().is_empty());
+    }
 }

@@ -9,8 +9,9 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::PluginRuntime;
 use super::bindings::types;
+use super::budget::Reservation;
 use super::context::Context;
-use super::host::{CallContext, HostState, LogBuffer, outgoing_timeout};
+use super::host::{CallContext, HostState, LogBuffer, Stream, outgoing_timeout};
 use super::limits::MemoryLimiter;
 use super::outgoing::HttpPolicy;
 use super::registry::LoadedPlugin;
@@ -130,6 +131,19 @@ impl PluginRuntime {
         plugin_id: &str,
         input: Input<'_>,
     ) -> Result<Decision, InvokeError> {
+        self.invoke_reserved(services, plugin_id, input, None).await
+    }
+
+    /// [`Self::invoke`] with memory already reserved for it from the budget (see
+    /// [`Self::memory_needed`]); without one, or with one made too small by a raised limit,
+    /// the invocation reserves what it needs first, waiting for room.
+    pub async fn invoke_reserved(
+        &self,
+        services: Arc<dyn PluginServices>,
+        plugin_id: &str,
+        input: Input<'_>,
+        reservation: Option<Reservation>,
+    ) -> Result<Decision, InvokeError> {
         let Some(plugin) = self.registry.get(plugin_id) else {
             return Err(InvokeError::new(
                 FailureKind::NotLoaded,
@@ -137,7 +151,15 @@ impl PluginRuntime {
                 false,
             ));
         };
-        self.invoke_loaded(services, plugin, input).await
+        self.invoke_measured(services, plugin, input, reservation)
+            .await
+            .0
+    }
+
+    /// The memory an invocation of `plugin_id` reserves from the budget: its memory limit
+    /// (`None` when it is not loaded).
+    pub fn memory_needed(&self, plugin_id: &str) -> Option<usize> {
+        self.registry.get(plugin_id).map(|p| p.limits.memory_bytes)
     }
 
     /// Runs `plugin` (a registered version, or one loaded apart for a dry run) on one event.
@@ -152,18 +174,21 @@ impl PluginRuntime {
         plugin: Arc<LoadedPlugin>,
         input: Input<'_>,
     ) -> Result<Decision, InvokeError> {
-        self.invoke_measured(services, plugin, input).await.0
+        self.invoke_measured(services, plugin, input, None).await.0
     }
 
-    /// [`Self::invoke_loaded`], also telling what the invocation used (`wasmhook plugin run`
-    /// reports it).
+    /// [`Self::invoke_loaded`] under `reservation` (see [`Self::invoke_reserved`]), also
+    /// telling what the invocation used (`wasmhook plugin run` reports it). The deadline
+    /// starts once the memory is reserved.
     pub async fn invoke_measured(
         &self,
         services: Arc<dyn PluginServices>,
         plugin: Arc<LoadedPlugin>,
         input: Input<'_>,
+        reservation: Option<Reservation>,
     ) -> (Result<Decision, InvokeError>, Usage) {
         let limits = plugin.limits;
+        let _reservation = self.memory.cover(reservation, limits.memory_bytes).await;
         let event = to_wit(input, &plugin.account_id);
         let context = plugin.contexts.take();
         let (stdout, stderr) = (context.stdout, context.stderr);
@@ -220,15 +245,13 @@ impl PluginRuntime {
             }
             services.http_requests(calls.requests);
         }
-        for (capture, level) in [(&stdout, LogLevel::Info), (&stderr, LogLevel::Warn)] {
+        for (capture, stream) in [(&stdout, Stream::Stdout), (&stderr, Stream::Stderr)] {
             let (bytes, dropped) = capture.take();
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                logs.push(level, line.to_string());
+                logs.push_from(stream, stream.level(), line.to_string());
             }
-            if dropped > 0 {
-                logs.push(level, format!("[{dropped} more bytes of output dropped]"));
-            }
+            logs.dropped(stream, dropped);
         }
         plugin.contexts.give_back(Context {
             wasi: state.wasi,
@@ -238,7 +261,7 @@ impl PluginRuntime {
         if let Err(e) = &result {
             logs.push_always(LogLevel::Error, e.message.clone());
         }
-        services.plugin_logs(&plugin.account_id, &plugin.id, logs.lines);
+        services.plugin_logs(&plugin.account_id, &plugin.id, logs.finish());
         (result, usage)
     }
 }
@@ -288,6 +311,35 @@ fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, Invok
     }
 }
 
+/// Whether an out-of-bounds trap is an access below address 0: a stack in linear memory that
+/// overflowed.
+///
+/// Guests compiled from Rust, C or Zig keep their call stack (locals whose address is taken,
+/// arrays, large structs) in linear memory, below a stack pointer that starts at the top of the
+/// stack region and decreases. Rust links wasm with `--stack-first`, so that region is at the
+/// bottom of memory, and an overflow takes the stack pointer below 0, where it wraps around to
+/// the top of the 32-bit address space. With small frames wasmtime's own stack limit is hit
+/// first (`Trap::StackOverflow`); a frame of kilobytes takes the stack pointer past 0 in a few
+/// calls, and the access faults as "out of bounds memory access" instead. Wasmtime adds the
+/// faulting wasm address to the trap ("memory fault at wasm address 0x... in linear memory of
+/// size 0x..."): an address at or above 2 GiB, which no memory under our 512 MiB ceiling
+/// reaches, is such a wrapped stack pointer.
+fn below_address_zero(err: &wasmtime::Error) -> bool {
+    fault(err).is_some_and(|(address, _)| address >= 1 << 31)
+}
+
+/// The faulting wasm address of an out-of-bounds trap and wasmtime's description of it.
+fn fault(err: &wasmtime::Error) -> Option<(u64, String)> {
+    const PREFIX: &str = "memory fault at wasm address 0x";
+    err.chain().find_map(|cause| {
+        let text = cause.to_string();
+        let rest = text.strip_prefix(PREFIX)?;
+        let hex = rest.split(' ').next().unwrap_or_default();
+        let address = u64::from_str_radix(hex, 16).ok()?;
+        Some((address, text))
+    })
+}
+
 /// Turns a trap into the reason recorded on the attempt.
 fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limits) -> InvokeError {
     if memory_hit {
@@ -300,12 +352,60 @@ fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limi
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => deadline_exceeded(limits),
         Some(Trap::StackOverflow) => InvokeError::new(FailureKind::Trap, "stack overflow", false),
+        Some(Trap::MemoryOutOfBounds) if below_address_zero(err) => {
+            InvokeError::new(FailureKind::Trap, "stack overflow", false)
+        }
         Some(Trap::UnreachableCodeReached) => InvokeError::new(
             FailureKind::Trap,
             "plugin trapped: unreachable executed (a panic or abort in the plugin)",
             false,
         ),
-        Some(trap) => InvokeError::new(FailureKind::Trap, format!("plugin trapped: {trap}"), false),
+        Some(trap) => {
+            let at = fault(err).map(|(_, text)| format!(" ({text})"));
+            let message = format!("plugin trapped: {trap}{}", at.unwrap_or_default());
+            InvokeError::new(FailureKind::Trap, message, false)
+        }
         None => InvokeError::new(FailureKind::Trap, format!("plugin failed: {err:#}"), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::{Engine, Instance, Module};
+
+    use super::*;
+    use crate::plugins::limits::{DEFAULTS, Limits};
+
+    /// The error of calling `export` of a one-page module that loads from `address`.
+    fn trap_loading(address: i32) -> wasmtime::Error {
+        let engine = Engine::default();
+        let wat = format!(
+            r#"(module (memory 1) (func (export "load") i32.const {address} i32.load drop))"#
+        );
+        let module = Module::new(&engine, wat).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        let load = instance
+            .get_typed_func::<(), ()>(&mut store, "load")
+            .unwrap();
+        load.call(&mut store, ()).unwrap_err()
+    }
+
+    #[test]
+    fn an_access_below_address_zero_is_a_stack_overflow() {
+        let limits = Limits::resolve(&DEFAULTS);
+        // A stack pointer 16 bytes below 0, as a large frame leaves it.
+        let under = trap_loading(-16);
+        assert_eq!(under.downcast_ref::<Trap>(), Some(&Trap::MemoryOutOfBounds));
+        assert!(below_address_zero(&under), "{under:?}");
+        assert_eq!(explain(&under, false, &limits).message, "stack overflow");
+        // Past the end of memory is something else.
+        let over = trap_loading(70_000);
+        assert!(!below_address_zero(&over), "{over:?}");
+        let reason = explain(&over, false, &limits).message;
+        assert!(
+            reason.starts_with("plugin trapped") && reason.contains("out of bounds memory access"),
+            "{reason}"
+        );
     }
 }

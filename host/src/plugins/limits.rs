@@ -105,21 +105,26 @@ pub fn validate(o: &PluginLimits) -> Result<(), String> {
     Ok(())
 }
 
-/// Caps linear memory and remembers whether the cap was hit, so the failure can say so, and
-/// the largest memory it allowed.
+/// Caps the linear memory of an instance, all its memories together (a component may have
+/// several), and remembers whether the cap was hit, so the failure can say so, and the most it
+/// allowed. Counting them together is what makes the limit the instance's real ceiling, which
+/// the memory budget reserves (see `super::budget`).
 pub struct MemoryLimiter {
     max: usize,
+    /// Bytes of every memory of the instance together.
+    total: usize,
     /// Set when a growth was refused.
     pub hit: bool,
-    /// The largest size allowed to a memory so far, in bytes.
+    /// The most linear memory the instance had at once, in bytes.
     pub peak: usize,
 }
 
 impl MemoryLimiter {
-    /// A limiter allowing `max` bytes per memory.
+    /// A limiter allowing `max` bytes of linear memory in all.
     pub fn new(max: usize) -> MemoryLimiter {
         MemoryLimiter {
             max,
+            total: 0,
             hit: false,
             peak: 0,
         }
@@ -129,15 +134,18 @@ impl MemoryLimiter {
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
+        // A memory's creation is a growth from 0 to its initial size, so `total` sees them all.
+        let total = (self.total - current.min(self.total)).saturating_add(desired);
+        if total > self.max {
             self.hit = true;
             return Ok(false);
         }
-        self.peak = self.peak.max(desired);
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -154,6 +162,18 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_together() {
+        use wasmtime::ResourceLimiter;
+        let mut l = MemoryLimiter::new(10 << 20);
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(!l.memory_growing(4 << 20, 7 << 20, None).unwrap());
+        assert!(l.hit);
+        assert!(l.memory_growing(4 << 20, 5 << 20, None).unwrap());
+        assert_eq!(l.peak, 9 << 20);
+    }
 
     #[test]
     fn overrides_replace_defaults_within_the_ceiling() {

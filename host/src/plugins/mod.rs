@@ -12,11 +12,13 @@
 
 mod artifacts;
 pub mod bindings;
+pub mod budget;
 mod capture;
 mod context;
 mod dial;
 pub mod dry_run;
 pub mod engine;
+pub mod heap;
 pub mod host;
 pub mod inspect;
 pub mod invoke;
@@ -39,6 +41,7 @@ pub use services::PluginServices;
 use crate::delivery::netpolicy::NetPolicy;
 use crate::metrics::Metrics;
 use bindings::Plugin as PluginWorld;
+use budget::MemoryBudget;
 use host::HostState;
 use registry::Registry;
 
@@ -55,15 +58,21 @@ pub struct PluginRuntime {
     net_policy: Arc<NetPolicy>,
     /// Dry runs at once: they take instances from the same pool as deliveries.
     dry_runs: tokio::sync::Semaphore,
+    /// Uploads compiled at once: one, so that compiling never holds more than one
+    /// component's working memory (see `artifacts`).
+    compiles: tokio::sync::Semaphore,
+    /// The memory every running instance reserves its ceiling from.
+    pub memory: MemoryBudget,
 }
 
 impl PluginRuntime {
     /// Builds the engine and linker; compiled artifacts live under `data_dir/plugins`.
     /// `instances` bounds the instances alive at once; [`dry_run::DRY_RUNS`] of them may be
-    /// dry runs.
+    /// dry runs. Running instances reserve their memory limit from `memory_budget` bytes.
     pub fn new(
         data_dir: &std::path::Path,
         instances: u32,
+        memory_budget: u64,
         metrics: Arc<Metrics>,
         net_policy: Arc<NetPolicy>,
     ) -> wasmtime::Result<PluginRuntime> {
@@ -82,9 +91,11 @@ impl PluginRuntime {
             registry: Registry::default(),
             dir: data_dir.join("plugins"),
             engine_hash,
+            memory: MemoryBudget::new(memory_budget, metrics.plugin_memory.clone()),
             metrics,
             net_policy,
             dry_runs: tokio::sync::Semaphore::new(dry_run::DRY_RUNS),
+            compiles: tokio::sync::Semaphore::new(1),
         })
     }
 }

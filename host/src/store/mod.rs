@@ -31,6 +31,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 use crate::secrets::{Keyring, SecretsError};
 
+use crate::quotas::{QuotaExceeded, Quotas};
 use read_pool::ReadPool;
 use writer::Writer;
 
@@ -64,6 +65,9 @@ pub enum StoreError {
     /// A secret could not be sealed or opened (wrong or missing key file, altered value).
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// The write would take the account past a quota (checked in its own transaction).
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 /// Whether a commit waits for the disk (`full`) or only for the OS (`normal`).
@@ -84,6 +88,8 @@ pub struct Store {
     writer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// Seals and opens the secret fields; the key material never touches the database.
     keys: Arc<Keyring>,
+    /// Checked by every write that adds a plugin, a plugin version or a subscription.
+    quotas: Quotas,
 }
 
 const READERS: usize = 4;
@@ -126,7 +132,14 @@ impl Store {
             readers: Arc::new(ReadPool::new(readers)),
             writer_thread: Arc::new(Mutex::new(Some(handle))),
             keys,
+            quotas: Quotas::UNLIMITED,
         })
+    }
+
+    /// This store, refusing writes past `quotas` (a newly opened one has none).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Store {
+        self.quotas = quotas;
+        self
     }
 
     pub(crate) async fn write<F, R>(&self, work: F) -> Result<R, StoreError>

@@ -6,13 +6,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::sealing::{open_config, seal_config};
 use super::{OptionalRow, Page, Store, StoreError, kv};
 use crate::model::{LogLevel, Plugin, PluginLogLine, PluginVersion};
+use crate::quotas::{Quota, Quotas};
 use crate::secrets::Keyring;
 
 const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level, secret_keys";
 const VERSION_COLUMNS: &str =
     "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
-/// Log lines kept per plugin; older ones are trimmed.
-const KEEP_LOG_LINES: i64 = 1000;
+/// Log lines kept per plugin: the newest ones; older ones are trimmed as new ones come.
+pub const KEEP_LOG_LINES: i64 = 1000;
+
+/// Deletes a plugin's log lines older than its newest [`KEEP_LOG_LINES`]: each plugin keeps
+/// its own, however busy the others are. Walks the (plugin_id, seq) index from the newest.
+const TRIM_PLUGIN_LOGS: &str = "DELETE FROM plugin_logs WHERE plugin_id = ?1 AND seq <= (
+    SELECT seq FROM plugin_logs WHERE plugin_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)";
 
 fn corrupt(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.to_string(), rusqlite::types::Type::Text)
@@ -142,16 +148,41 @@ pub(super) fn list_sql() -> String {
 
 /// Plugin ?1's newest ?2 log lines.
 pub(super) const LOGS: &str = "SELECT at, level, event_id, message FROM plugin_logs WHERE plugin_id = ?1 ORDER BY seq DESC LIMIT ?2";
+/// Bytes of plugin components the account stores, every version counted.
+fn stored_bytes(c: &Connection, account_id: &str) -> Result<u64, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT COALESCE(SUM(v.size_bytes), 0) FROM plugin_versions v
+             JOIN plugins p ON p.id = v.plugin_id WHERE p.account_id = ?1",
+    )?
+    .query_row([account_id], |r| r.get(0))?)
+}
+
+/// Refuses a version of `size` bytes that would take the account past its storage quota.
+fn check_storage(
+    tx: &Connection,
+    quotas: Quotas,
+    account_id: &str,
+    size: u64,
+) -> Result<(), StoreError> {
+    Ok(quotas.check(Quota::PluginBytes, stored_bytes(tx, account_id)?, size)?)
+}
 
 impl Store {
-    /// Stores a new plugin with its first version.
+    /// Stores a new plugin with its first version, unless the account has as many plugins, or
+    /// as many stored bytes, as its quotas allow (counted in this transaction).
     pub async fn create_plugin(
         &self,
         plugin: Plugin,
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
         let keys = self.keys.clone();
+        let quotas = self.quotas;
         self.write(move |tx| {
+            let plugins: u64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM plugins WHERE account_id = ?1")?
+                .query_row([&plugin.account_id], |r| r.get(0))?;
+            quotas.check(Quota::Plugins, plugins, 1)?;
+            check_storage(tx, quotas, &plugin.account_id, version.size_bytes)?;
             tx.prepare_cached(&format!(
                 "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 &COLUMNS["rowid, ".len()..]
@@ -175,7 +206,8 @@ impl Store {
         .await
     }
 
-    /// Adds a version and makes it current.
+    /// Adds a version and makes it current, unless it would take the account past its storage
+    /// quota (counted in this transaction).
     pub async fn add_plugin_version(
         &self,
         account_id: String,
@@ -183,8 +215,10 @@ impl Store {
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
         let keys = self.keys.clone();
+        let quotas = self.quotas;
         self.write(move |tx| {
             let mut plugin = get_open(tx, &keys, &account_id, &id)?;
+            check_storage(tx, quotas, &account_id, version.size_bytes)?;
             insert_version(tx, &id, &version)?;
             tx.execute(
                 "UPDATE plugins SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
@@ -481,12 +515,16 @@ impl Store {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO plugin_logs (plugin_id, event_id, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            let mut trim = tx.prepare_cached("DELETE FROM plugin_logs WHERE plugin_id = ?1 AND seq <= ?2")?;
+            let mut trim = tx.prepare_cached(TRIM_PLUGIN_LOGS)?;
+            let mut written = std::collections::BTreeSet::new();
             for (plugin_id, lines) in &batch {
                 for l in lines {
                     insert.execute(params![plugin_id, l.event_id, l.level, l.message, l.at])?;
                 }
-                trim.execute(params![plugin_id, tx.last_insert_rowid() - KEEP_LOG_LINES * 4])?;
+                written.insert(plugin_id);
+            }
+            for plugin_id in written {
+                trim.execute(params![plugin_id, KEEP_LOG_LINES])?;
             }
             Ok(())
         })
@@ -518,6 +556,28 @@ impl Store {
         .await
     }
 
+    /// Whether the account may add a plugin (`new_plugin`) or a version of `size` bytes, as
+    /// things stand: checked before compiling an upload, to refuse it cheaply. The write that
+    /// stores it checks again, in its own transaction.
+    pub async fn plugin_quota_allows(
+        &self,
+        account_id: String,
+        new_plugin: bool,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let quotas = self.quotas;
+        self.read(move |c| {
+            if new_plugin {
+                let plugins: u64 = c
+                    .prepare_cached("SELECT COUNT(*) FROM plugins WHERE account_id = ?1")?
+                    .query_row([&account_id], |r| r.get(0))?;
+                quotas.check(Quota::Plugins, plugins, 1)?;
+            }
+            check_storage(c, quotas, &account_id, size)
+        })
+        .await
+    }
+
     /// Whether a plugin exists in the account.
     pub async fn plugin_exists(&self, account_id: String, id: String) -> Result<bool, StoreError> {
         match self.read(move |c| get_in(c, &account_id, &id)).await {
@@ -525,5 +585,150 @@ impl Store {
             Err(StoreError::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Account;
+    use crate::store::SyncMode;
+
+    async fn store_with(quotas: Quotas) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            SyncMode::Normal,
+            crate::secrets::Keyring::ephemeral().into(),
+        )
+        .unwrap()
+        .with_quotas(quotas);
+        let account = Account {
+            id: "acc_a".into(),
+            name: "A".into(),
+            created_at: 0,
+        };
+        store
+            .create_account(account, crate::auth::new_api_key().1)
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn plugin(id: &str) -> Plugin {
+        Plugin {
+            id: id.into(),
+            account_id: "acc_a".into(),
+            name: id.into(),
+            config: Default::default(),
+            allowed_hosts: vec![],
+            limits: Default::default(),
+            log_level: LogLevel::Info,
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn version(n: u32, size: u64) -> PluginVersion {
+        PluginVersion {
+            version: n,
+            sha256: String::new(),
+            size_bytes: size,
+            wasm_path: String::new(),
+            cwasm_path: String::new(),
+            engine_hash: String::new(),
+            created_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_creations_stop_exactly_at_the_quotas() {
+        let (_dir, store) = store_with(Quotas {
+            plugins: 3,
+            plugin_bytes: 1000,
+            subscriptions: 0,
+        })
+        .await;
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .create_plugin(plugin(&format!("plg_{i}")), version(1, 100))
+                        .await
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => {}
+                Err(StoreError::Quota(q)) => {
+                    assert_eq!((q.quota, q.limit, q.usage), (Quota::Plugins, 3, 3));
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(refused, 5);
+        // Versions count against the storage quota: 300 stored, 700 more fit.
+        let add =
+            |n, size| store.add_plugin_version("acc_a".into(), "plg_0".into(), version(n, size));
+        add(2, 700).await.unwrap();
+        match add(3, 1).await {
+            Err(StoreError::Quota(q)) => {
+                assert_eq!(
+                    (q.quota, q.limit, q.usage),
+                    (Quota::PluginBytes, 1000, 1000)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store.plugin_quota_allows("acc_a".into(), false, 1).await,
+            Err(StoreError::Quota(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn each_plugin_keeps_its_own_newest_lines() {
+        let (_dir, store) = store_with(Quotas::UNLIMITED).await;
+        for id in ["plg_busy", "plg_quiet"] {
+            store
+                .create_plugin(plugin(id), version(1, 1))
+                .await
+                .unwrap();
+        }
+        let line = |i: i64| PluginLogLine {
+            at: i,
+            level: "info".into(),
+            event_id: None,
+            message: format!("line {i}"),
+        };
+        store
+            .append_plugin_logs(vec![("plg_quiet".into(), (0..10).map(line).collect())])
+            .await
+            .unwrap();
+        // The busy plugin writes far more than both keep, in several batches.
+        for batch in 0..5 {
+            let lines = (batch * 1000..(batch + 1) * 1000).map(line).collect();
+            store
+                .append_plugin_logs(vec![("plg_busy".into(), lines)])
+                .await
+                .unwrap();
+        }
+        let busy = store
+            .plugin_logs("acc_a".into(), "plg_busy".into(), 5000)
+            .await
+            .unwrap();
+        assert_eq!(busy.len(), KEEP_LOG_LINES as usize);
+        assert_eq!(busy[0].message, "line 4999");
+        assert_eq!(busy.last().unwrap().message, "line 4000");
+        let quiet = store
+            .plugin_logs("acc_a".into(), "plg_quiet".into(), 5000)
+            .await
+            .unwrap();
+        assert_eq!(quiet.len(), 10, "the quiet plugin's lines are its own");
     }
 }

@@ -7,6 +7,7 @@ use super::sealing::{open_subscription, seal_subscription};
 use super::{OptionalRow, Page, Store, StoreError};
 use crate::clock::now_ms;
 use crate::model::{Circuit, DeliveryOrdering, Format, Subscription, SubscriptionStatus};
+use crate::quotas::{Quota, Quotas};
 use crate::secrets::Keyring;
 
 const COLUMNS: &str = "seq, id, account_id, url, plugin_id, transform_plugin_id, description, event_types,
@@ -65,7 +66,18 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
 
-fn insert(tx: &Transaction<'_>, keys: &Keyring, s: &mut Subscription) -> Result<(), StoreError> {
+/// Inserts a subscription, unless the account already has as many as `quotas` allow (counted
+/// in this transaction, so concurrent creations cannot both pass).
+fn insert(
+    tx: &Transaction<'_>,
+    keys: &Keyring,
+    s: &mut Subscription,
+    quotas: Quotas,
+) -> Result<(), StoreError> {
+    let count: u64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM subscriptions WHERE account_id = ?1")?
+        .query_row([&s.account_id], |r| r.get(0))?;
+    quotas.check(Quota::Subscriptions, count, 1)?;
     let sealed = seal_subscription(keys, s);
     tx.prepare_cached(
         "INSERT INTO subscriptions (id, account_id, url, plugin_id, transform_plugin_id, description,
@@ -230,8 +242,9 @@ impl Store {
         mut sub: Subscription,
     ) -> Result<Subscription, StoreError> {
         let keys = self.keys.clone();
+        let quotas = self.quotas;
         self.write(move |tx| {
-            insert(tx, &keys, &mut sub)?;
+            insert(tx, &keys, &mut sub, quotas)?;
             Ok(sub)
         })
         .await
@@ -416,6 +429,7 @@ impl Store {
         F: FnOnce(&mut Subscription) + Send + 'static,
     {
         let keys = self.keys.clone();
+        let quotas = self.quotas;
         self.write(move |tx| {
             let existing = tx
                 .prepare_cached(&format!(
@@ -434,7 +448,7 @@ impl Store {
                 None => {
                     let mut sub = new;
                     change(&mut sub);
-                    insert(tx, &keys, &mut sub)?;
+                    insert(tx, &keys, &mut sub, quotas)?;
                     Ok(sub)
                 }
             }

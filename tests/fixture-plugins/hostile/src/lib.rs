@@ -8,6 +8,8 @@
 //! | `memory` | allocates and touches 1 MiB blocks without bound (needs the memory limit); ends in a trap |
 //! | `trap` | panics, which traps the instance |
 //! | `stack-overflow` | unbounded non-tail recursion; traps when the stack runs out |
+//! | `big-frames` | unbounded recursion with 16 KiB frames: the stack in linear memory runs out below address 0 within a few calls (wasmtime's own stack limit is never reached) |
+//! | `hold-memory` | allocates and touches `mb` MiB (default 64), then GETs config `url` through `wasi:http` if set (blocking until it is answered), else sleeps `ms` milliseconds (default 0); returns `keep` |
 //! | `send-flood` | calls `send-message` 1000 times into the event's `conversation_id`, ignoring errors, then returns `replace` with `{"sent": n, "errors": {"<error>": count}}` |
 //! | `oversized-replace` | returns `replace` with a JSON object of `bytes` bytes (default 2 MiB) |
 //! | `http` | GETs config `url` through `wasi:http`; returns `replace` with `{"status": <code>}`, or a non-retryable error with the failure text |
@@ -16,6 +18,8 @@
 //! | `kv-flood` | sets kv keys `flood/0`, `flood/1`, … (up to `count`, default 100000) until one fails; returns `replace` with `{"written": n, "error": "<kv error>" or null}` |
 //! | `kv-atomics` | runs a fixed script of `kv` calls (`increment` up to overflow and on a non-number, `set-if` as claim and as compare-and-swap, `get`); returns `replace` with `{"results": [[<call>, {"ok": <result>} or {"error": "<kv error>"}], …]}` |
 //! | `kv-count` | `increment`s kv key `count` by 1; returns `replace` with `{"count": <new value>}` |
+//! | `log-lines` | logs `count` (default 100) info lines `batch <b> line <i>`, `b` being the payload's `batch` (or 0); returns `keep` |
+//! | `flood-all` | writes `lines` (default 1000) lines of 99 bytes to each of the log (info), stdout and stderr; returns `keep` |
 //! | `sleep` | sleeps `ms` milliseconds (default 10000) in a blocking WASI clock wait; returns `keep` |
 //! | `retryable-error` / `fatal-error` | returns a handler error with that retryability and message `hostile: <mode>` |
 //! | `drop` | returns `drop` |
@@ -48,6 +52,15 @@ impl Plugin for Hostile {
                 "{{\"depth\":{}}}",
                 recurse(black_box(0))
             ))),
+            "big-frames" => Ok(Decision::Replace(format!(
+                "{{\"depth\":{}}}",
+                recurse_with_big_frames(black_box(0))
+            ))),
+            "hold-memory" => hold_memory(
+                config::get_or("mb", 64usize)?,
+                config::get("url"),
+                config::get_or("ms", 0u64)?,
+            ),
             "send-flood" => send_flood(&event),
             "oversized-replace" => oversized_replace(config::get_or("bytes", 2 * 1024 * 1024)?),
             "http" => {
@@ -80,6 +93,22 @@ impl Plugin for Hostile {
                     println!("{line}");
                 }
                 log::info("hostile: still running after the flood");
+                Ok(Decision::Keep)
+            }
+            "log-lines" => {
+                let batch = event.payload_json()?.get("batch").and_then(Value::as_u64);
+                for i in 0..config::get_or("count", 100u32)? {
+                    log::info(&format!("batch {} line {i}", batch.unwrap_or(0)));
+                }
+                Ok(Decision::Keep)
+            }
+            "flood-all" => {
+                let line = "y".repeat(99);
+                for _ in 0..config::get_or("lines", 1000u32)? {
+                    log::info(&line);
+                    println!("{line}");
+                    eprintln!("{line}");
+                }
                 Ok(Decision::Keep)
             }
             "sleep" => {
@@ -122,6 +151,27 @@ fn grow_memory_forever() -> ! {
 fn recurse(depth: u64) -> u64 {
     let frame = black_box([depth; 32]);
     recurse(frame[0] + 1) + frame[31]
+}
+
+#[allow(unconditional_recursion)]
+#[inline(never)]
+fn recurse_with_big_frames(depth: u64) -> u64 {
+    let frame = black_box([depth; 2048]);
+    recurse_with_big_frames(frame[0] + 1) + frame[2047]
+}
+
+fn hold_memory(mb: usize, url: Option<String>, ms: u64) -> Result<Decision, HandlerError> {
+    // Filled with non-zero bytes so every page is really touched.
+    let held: Vec<Vec<u8>> = (0..mb)
+        .map(|i| vec![(i % 255 + 1) as u8; 1 << 20])
+        .collect();
+    if let Some(url) = url {
+        http::get(&url).map_err(|e| HandlerError::fatal(format!("hostile: GET {url}: {e}")))?;
+    } else {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    black_box(&held);
+    Ok(Decision::Keep)
 }
 
 fn send_flood(event: &Event) -> Result<Decision, HandlerError> {
@@ -346,6 +396,26 @@ mod tests {
         assert!(run("retryable-error").unwrap_err().is_retryable());
         assert!(!run("fatal-error").unwrap_err().is_retryable());
         assert_eq!(run("drop"), Ok(Decision::Drop));
+    }
+
+    #[test]
+    fn log_lines_are_numbered_by_batch() {
+        testing::set_config("mode", "log-lines");
+        testing::set_config("count", "3");
+        let event = Event::new("x", json!({"batch": 7}));
+        assert_eq!(Hostile::handle(event), Ok(Decision::Keep));
+        let lines: Vec<String> = testing::logs().into_iter().map(|(_, m)| m).collect();
+        assert_eq!(
+            lines,
+            ["batch 7 line 0", "batch 7 line 1", "batch 7 line 2"]
+        );
+    }
+
+    #[test]
+    fn hold_memory_holds_then_keeps() {
+        testing::set_config("mb", "2");
+        testing::set_config("ms", "1");
+        assert_eq!(run("hold-memory"), Ok(Decision::Keep));
     }
 
     #[test]
