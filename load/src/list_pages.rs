@@ -35,7 +35,7 @@ const UPDATE_EVERY: u64 = 10;
 
 /// The seed's i-th event.
 fn event(i: u64) -> Value {
-    let update = i % UPDATE_EVERY == 0;
+    let update = i.is_multiple_of(UPDATE_EVERY);
     json!({
         "type": if update { "conversation:updated" } else { "message:created" },
         "payload": {
