@@ -1,6 +1,6 @@
 //! Request and response bodies at the edge: a request's body must arrive within
 //! `--body-timeout` ([`deadline`], answered 408), and a response's body carries the
-//! connection's [`InFlight`] mark until it has been sent.
+//! connection's in-flight mark until it has been sent.
 
 use std::pin::Pin;
 use std::sync::Arc;

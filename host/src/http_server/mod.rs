@@ -7,7 +7,7 @@
 //! - A connection must send a request's headers within `--header-timeout` (from its first
 //!   byte, or from the connection's start), wait at most `--idle-timeout` between requests,
 //!   and send a request's body within `--body-timeout`. These are enforced here
-//!   ([`watch`], [`body`]), not by hyper's `header_read_timeout`: hyper starts that timer as
+//!   (`watch.rs`, [`body`]), not by hyper's `header_read_timeout`: hyper starts that timer as
 //!   soon as a connection waits for its next request, so it would also close every idle
 //!   keep-alive connection after the header timeout, and the two limits could not differ.
 //! - A request in flight (a slow handler, a long-lived `/v1/stream`) is never cut by them.
