@@ -621,6 +621,7 @@ mod tests {
             account_id: "acc_a".into(),
             name: id.into(),
             config: Default::default(),
+            secret_keys: Default::default(),
             allowed_hosts: vec![],
             limits: Default::default(),
             log_level: LogLevel::Info,
