@@ -137,6 +137,39 @@ async fn a_slow_endpoint_holds_only_its_own_slots() {
 }
 
 #[tokio::test]
+async fn a_fast_endpoint_claimed_ahead_still_gets_at_most_its_cap_at_once() {
+    // A fast, healthy endpoint may have several times its cap claimed (so that a freed slot
+    // finds its next delivery waiting); attempts at once stay within `max_in_flight`.
+    let s = TestServer::start().await;
+    let fast = Receiver::start().await;
+    fast.set_delay(Duration::from_millis(5));
+    let (_, key) = s.account("A").await;
+    let sub = id(&s
+        .subscribe(&key, json!({"url": fast.url, "max_in_flight": 3}))
+        .await);
+    for batch in 0..4 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "a", "payload": {"batch": batch, "i": i}}))
+            .collect();
+        let (status, _) = s
+            .post("/v1/events/batch", &key, json!({"events": events}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    eventually("all 400 delivered", WAIT, || async {
+        (pending(&s, &key, &sub).await == 0 && fast.received().len() >= 400).then_some(())
+    })
+    .await;
+    assert_eq!(fast.received().len(), 400, "each delivered once");
+    assert!(
+        fast.max_in_flight() <= 3,
+        "{} attempts at once",
+        fast.max_in_flight()
+    );
+    assert!(fast.max_in_flight() >= 2, "the cap is what bounds it");
+}
+
+#[tokio::test]
 async fn an_endpoint_that_times_out_holds_only_its_own_slots() {
     let s = TestServer::start_with(&[FAIR, &["--delivery-timeout", "1s"]].concat()).await;
     let dead = Receiver::start().await;

@@ -8,13 +8,14 @@
 //! lease expiry or breaker probe (capped at one second, so work written by other paths is
 //! never waited on for long).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,10 @@ use crate::store::events::NewEvent;
 
 const MAX_CLAIM: usize = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// A subscription whose attempts take less than this (a moving average) and succeed may claim
+/// ahead of its `max_in_flight` (see `store::claims::CLAIM_AHEAD`): its queued deliveries wait
+/// at most a few such attempts, far inside their lease.
+const FAST_ATTEMPT_MS: f64 = 100.0;
 
 /// Starts the dispatcher; it stops claiming when `stop` is cancelled and returns once the
 /// deliveries in flight have settled.
@@ -55,65 +60,312 @@ fn breaker_policy(state: &AppState) -> Policy {
     }
 }
 
+/// What an attempt's task reports back to the dispatcher loop once its outcome is applied
+/// (sent on drop, so a task that fails or panics still gives its lane's slot back).
+struct Finished {
+    subscription_seq: i64,
+    /// An attempt was made (not only put off by a rate limit, nor lost to an error).
+    attempted: bool,
+    duration_ms: f64,
+    healthy: bool,
+    paused_until: Option<i64>,
+}
+
+struct FinishGuard {
+    tx: mpsc::UnboundedSender<Finished>,
+    report: Option<Finished>,
+}
+
+impl FinishGuard {
+    /// Reports an attempt that was made and applied.
+    fn send(&mut self, duration_ms: f64, healthy: bool, paused_until: Option<i64>) {
+        if let Some(mut f) = self.report.take() {
+            (f.attempted, f.duration_ms, f.healthy) = (true, duration_ms, healthy);
+            f.paused_until = paused_until;
+            let _ = self.tx.send(f);
+        }
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if let Some(f) = self.report.take() {
+            let _ = self.tx.send(f);
+        }
+    }
+}
+
+/// One subscription's claimed deliveries waiting to start and its attempts running: at most
+/// `cap` (its `max_in_flight`) run at once, whatever was claimed.
+struct Lane {
+    cap: usize,
+    running: usize,
+    queue: VecDeque<Claimed>,
+    /// In the ready ring (has queued work and may start some).
+    ready: bool,
+    /// Moving average of its attempts' durations, once one finished.
+    typical_ms: Option<f64>,
+    /// Its last attempt said nothing bad about the endpoint.
+    healthy: bool,
+}
+
+/// The dispatcher's memory of claimed work, by subscription, and the ring in which lanes with
+/// startable work take turns for the global slots.
+#[derive(Default)]
+struct Lanes {
+    by_sub: HashMap<i64, Lane>,
+    ring: VecDeque<i64>,
+    queued: usize,
+}
+
+impl Lanes {
+    fn add(&mut self, work: Claimed, default_cap: u32) {
+        let sub = work.subscription.seq;
+        let cap = work
+            .subscription
+            .max_in_flight
+            .unwrap_or(default_cap)
+            .max(1) as usize;
+        let lane = self.by_sub.entry(sub).or_insert_with(|| Lane {
+            cap,
+            running: 0,
+            queue: VecDeque::new(),
+            ready: false,
+            typical_ms: None,
+            healthy: false,
+        });
+        lane.cap = cap;
+        lane.queue.push_back(work);
+        self.queued += 1;
+        if !lane.ready && lane.running < lane.cap {
+            lane.ready = true;
+            self.ring.push_back(sub);
+        }
+    }
+
+    /// The next delivery to start, taking lanes in turn; none when every lane with queued
+    /// work is at its cap.
+    fn next(&mut self) -> Option<Claimed> {
+        while let Some(sub) = self.ring.pop_front() {
+            let Some(lane) = self.by_sub.get_mut(&sub) else {
+                continue;
+            };
+            lane.ready = false;
+            if lane.running >= lane.cap {
+                continue;
+            }
+            let Some(work) = lane.queue.pop_front() else {
+                continue;
+            };
+            lane.running += 1;
+            self.queued -= 1;
+            if !lane.queue.is_empty() && lane.running < lane.cap {
+                lane.ready = true;
+                self.ring.push_back(sub);
+            }
+            return Some(work);
+        }
+        None
+    }
+
+    /// Records a finished attempt; returns the lane's queued claims to give back when its
+    /// circuit breaker has just opened.
+    fn finished(&mut self, f: &Finished) -> Vec<Claimed> {
+        let Some(lane) = self.by_sub.get_mut(&f.subscription_seq) else {
+            return Vec::new();
+        };
+        lane.running = lane.running.saturating_sub(1);
+        if f.attempted {
+            lane.typical_ms = Some(match lane.typical_ms {
+                Some(t) => 0.8 * t + 0.2 * f.duration_ms,
+                None => f.duration_ms,
+            });
+            lane.healthy = f.healthy;
+        }
+        let released = if f.paused_until.is_some() {
+            self.queued -= lane.queue.len();
+            lane.queue.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        if !lane.ready && !lane.queue.is_empty() && lane.running < lane.cap {
+            lane.ready = true;
+            self.ring.push_back(f.subscription_seq);
+        }
+        if lane.running == 0 && lane.queue.is_empty() && self.by_sub.len() > 4096 {
+            self.by_sub.remove(&f.subscription_seq);
+        }
+        released
+    }
+
+    /// Subscriptions allowed to claim ahead: fast, healthy endpoints.
+    fn claim_ahead(&self) -> Vec<i64> {
+        let mut subs: Vec<i64> = self
+            .by_sub
+            .iter()
+            .filter(|(_, l)| l.healthy && l.typical_ms.is_some_and(|t| t < FAST_ATTEMPT_MS))
+            .map(|(sub, _)| *sub)
+            .collect();
+        subs.sort_unstable();
+        subs
+    }
+
+    fn queued_claims(&self) -> Vec<(i64, i64)> {
+        self.by_sub
+            .values()
+            .flat_map(|l| l.queue.iter().map(|w| (w.delivery.seq, w.token)))
+            .collect()
+    }
+
+    /// Forgets queued claims whose lease could not be extended (claimed again elsewhere).
+    fn drop_lost(&mut self, lost: &[i64]) {
+        for lane in self.by_sub.values_mut() {
+            let before = lane.queue.len();
+            lane.queue.retain(|w| !lost.contains(&w.delivery.seq));
+            self.queued -= before - lane.queue.len();
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Claimed> {
+        self.ring.clear();
+        self.queued = 0;
+        self.by_sub
+            .values_mut()
+            .flat_map(|l| l.queue.drain(..))
+            .collect()
+    }
+}
+
+/// Gives back claims that will not be attempted now, due again at `due_at`.
+fn release(state: &AppState, claims: Vec<Claimed>, due_at: i64) {
+    if claims.is_empty() {
+        return;
+    }
+    let claims: Vec<(i64, i64)> = claims.iter().map(|w| (w.delivery.seq, w.token)).collect();
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = state.store.release_claims(claims, due_at).await {
+            tracing::error!(error = %e, "giving back claims failed");
+        }
+        state.wake_dispatcher();
+    });
+}
+
 async fn run(state: AppState, stop: CancellationToken) {
     let concurrency = state.config.delivery_concurrency.max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
     let limiter = Arc::new(RateLimiter::default());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let mut lanes = Lanes::default();
+    let lease = lease(&state);
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursor = 0;
+    let mut claim = true;
+    let mut wait = Duration::ZERO;
     while !stop.is_cancelled() {
-        let free = slots.available_permits();
-        if free == 0 {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                permit = slots.clone().acquire_owned() => drop(permit),
-            }
-            continue;
-        }
-        let now = now_ms();
-        let request = ClaimRequest {
-            now,
-            lease_ms: lease(&state).as_millis() as i64,
-            limit: free.min(MAX_CLAIM),
-            default_max_in_flight: state.config.subscription_max_in_flight,
-            after_subscription: cursor,
-        };
-        let claims = match state.store.claim_due(request).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "claiming deliveries failed");
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(IDLE_POLL) => continue,
-                }
-            }
-        };
-        cursor = claims.cursor;
-        for work in claims.claimed {
+        // Start what may start: lanes take turns for the free slots.
+        while slots.available_permits() > 0 {
+            let Some(work) = lanes.next() else { break };
             let permit = slots
                 .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let state = state.clone();
-            let limiter = limiter.clone();
-            tokio::spawn(async move { settle_one(&state, &limiter, work, permit).await });
+                .try_acquire_owned()
+                .expect("a permit is available");
+            let finished = FinishGuard {
+                tx: done_tx.clone(),
+                report: Some(Finished {
+                    subscription_seq: work.subscription.seq,
+                    attempted: false,
+                    duration_ms: 0.0,
+                    healthy: false,
+                    paused_until: None,
+                }),
+            };
+            let (state, limiter) = (state.clone(), limiter.clone());
+            tokio::spawn(async move { settle_one(&state, &limiter, work, permit, finished).await });
         }
-        if claims.more {
+        // Claim more while there is room: at most twice the concurrency claimed in all, so
+        // that a slot that frees up finds its next delivery already claimed.
+        let running = concurrency - slots.available_permits();
+        let room = (2 * concurrency).saturating_sub(running + lanes.queued);
+        if claim && room > 0 {
+            claim = false;
+            let now = now_ms();
+            let request = ClaimRequest {
+                now,
+                lease_ms: lease.as_millis() as i64,
+                limit: room.min(MAX_CLAIM),
+                default_max_in_flight: state.config.subscription_max_in_flight,
+                after_subscription: cursor,
+                claim_ahead: lanes.claim_ahead(),
+            };
+            match state.store.claim_due(request).await {
+                Ok(claims) => {
+                    cursor = claims.cursor;
+                    claim = claims.more;
+                    wait = claims.next_due.map_or(IDLE_POLL, |due| {
+                        let ms = (due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
+                        Duration::from_millis(ms as u64)
+                    });
+                    for work in claims.claimed {
+                        lanes.add(work, state.config.subscription_max_in_flight);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming deliveries failed");
+                    wait = IDLE_POLL;
+                }
+            }
             continue;
         }
-        // Nothing more is claimable now: wait for new work, a settled attempt, or the next
-        // retry, lease expiry or breaker probe (polling at least every second as a backstop).
-        let wait = claims.next_due.map_or(IDLE_POLL, |due| {
-            Duration::from_millis((due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
-        });
+        // Wait for a finished attempt, new work, the next retry, lease expiry or breaker
+        // probe (polling at least every second as a backstop), or the heartbeat that keeps
+        // the leases of queued claims.
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = state.dispatcher_wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            Some(f) = done_rx.recv() => {
+                let released = lanes.finished(&f);
+                if let Some(until) = f.paused_until {
+                    release(&state, released, until);
+                }
+                claim = true;
+            }
+            _ = state.dispatcher_wake.notified() => claim = true,
+            _ = tokio::time::sleep(wait) => claim = true,
+            _ = heartbeat.tick() => {
+                let queued = lanes.queued_claims();
+                if !queued.is_empty() {
+                    let until = now_ms() + lease.as_millis() as i64;
+                    match state.store.extend_leases(queued.clone(), until).await {
+                        Ok(kept) => {
+                            let lost: Vec<i64> = queued
+                                .iter()
+                                .zip(kept)
+                                .filter(|(_, kept)| !kept)
+                                .map(|((seq, _), _)| *seq)
+                                .collect();
+                            lanes.drop_lost(&lost);
+                        }
+                        Err(e) => tracing::error!(error = %e, "extending queued claims failed"),
+                    }
+                }
+            }
         }
     }
-    // Let attempts in flight finish and record their outcome; any cut short keep their lease
-    // and are attempted again after a restart.
+    // Queued claims are given back at once (a restart need not wait out their lease); attempts
+    // in flight finish and record their outcome, and any cut short keep their lease and are
+    // attempted again after a restart.
+    let queued: Vec<(i64, i64)> = lanes
+        .drain()
+        .iter()
+        .map(|w| (w.delivery.seq, w.token))
+        .collect();
+    if !queued.is_empty()
+        && let Err(e) = state.store.release_claims(queued, now_ms()).await
+    {
+        tracing::warn!(error = %e, "giving back queued claims on shutdown failed");
+    }
     let grace = state.config.delivery_timeout + Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, slots.acquire_many(concurrency as u32)).await;
 }
@@ -125,6 +377,7 @@ async fn settle_one(
     limiter: &RateLimiter,
     work: Claimed,
     permit: OwnedSemaphorePermit,
+    finished: FinishGuard,
 ) {
     let now = now_ms();
     if let Some(rate) = work.subscription.rate_limit_per_second
@@ -142,12 +395,12 @@ async fn settle_one(
         if let Err(e) = state.store.record_outcome(put_off, now).await {
             tracing::error!(error = %e, "deferring a rate-limited delivery failed");
         }
+        // Dropping `finished` gives the lane's slot back without counting an attempt.
         drop(permit);
-        state.wake_dispatcher();
         return;
     }
     let (timed, permit) = attempt_holding_lease(state, &work, permit).await;
-    record(state, &work, timed, permit).await;
+    record(state, &work, timed, permit, finished).await;
 }
 
 /// An attempt's outcome and the request it sent, when it started and how long it took.
@@ -251,6 +504,7 @@ async fn record(
     work: &Claimed,
     timed: Timed,
     permit: Option<OwnedSemaphorePermit>,
+    mut finished: FinishGuard,
 ) {
     let Timed {
         started_at,
@@ -260,6 +514,7 @@ async fn record(
     } = timed;
     let attempts = work.delivery.attempts + 1;
     let breaker = breaker_signal(&work.subscription, &outcome).map(|s| (breaker_policy(state), s));
+    let healthy = !matches!(outcome.verdict, Verdict::Failed { .. });
     let mut attempt = Attempt {
         attempted_at: started_at,
         duration_ms,
@@ -337,19 +592,28 @@ async fn record(
         last_error,
         breaker,
     };
-    let committed = match state.store.queue_outcome(outcome, now_ms()).await {
-        Ok(committed) => committed,
+    let mut queued = match state.store.queue_outcome(outcome, now_ms()).await {
+        Ok(queued) => queued,
         Err(e) => {
             tracing::error!(error = %e, delivery = %work.delivery.id, "recording an attempt failed");
             return;
         }
     };
-    // Claims queued from now on see this outcome: the subscription's slot (and the next
+    let applied = queued.applied().await;
+    // Claims made from now on see this outcome: the subscription's slot (and the next
     // delivery of an ordered conversation) is free now, not once the disk has it.
     drop(permit);
-    state.wake_dispatcher();
-    let failing_since = match committed.await {
-        Ok(Settled::Recorded { failing_since }) => {
+    let paused_until = match applied {
+        Ok(Settled::Recorded { paused_until, .. }) => paused_until,
+        _ => None,
+    };
+    finished.send(duration_ms as f64, healthy, paused_until);
+    let recorded = match queued.committed().await {
+        Ok(()) => applied,
+        Err(e) => Err(e),
+    };
+    let failing_since = match recorded {
+        Ok(Settled::Recorded { failing_since, .. }) => {
             state.metrics.delivery(label);
             if let Some(settled) = settled {
                 let sub = &work.subscription;

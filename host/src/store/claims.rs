@@ -17,12 +17,17 @@ use std::collections::HashMap;
 
 use rusqlite::{Transaction, params};
 
-use super::{OptionalRow, Store, StoreError};
+use super::{Applied, OptionalRow, Store, StoreError};
 use crate::breaker::{Breaker, Policy, Signal};
 use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Subscription};
 
 /// Subscriptions looked at per claim at most; the rotation continues from there next time.
 const MAX_SCAN: usize = 512;
+
+/// How many times its `max_in_flight` a subscription named in [`ClaimRequest::claim_ahead`] may
+/// hold claimed. The dispatcher still runs at most `max_in_flight` attempts at once; the rest
+/// wait in its memory, so a fast endpoint's next attempt does not wait for a claim round trip.
+pub const CLAIM_AHEAD: u32 = 4;
 
 /// A delivery claimed for one attempt, with everything needed to make it.
 #[derive(Debug, Clone)]
@@ -38,7 +43,7 @@ pub struct Claimed {
 }
 
 /// What a dispatcher asks of one claim.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClaimRequest {
     /// The current time (Unix ms).
     pub now: i64,
@@ -50,6 +55,9 @@ pub struct ClaimRequest {
     pub default_max_in_flight: u32,
     /// Rotation cursor: start with the subscriptions after this one.
     pub after_subscription: i64,
+    /// Subscriptions (sorted seqs) that may hold [`CLAIM_AHEAD`] times their `max_in_flight`
+    /// claimed: those whose attempts the dispatcher has seen finish quickly.
+    pub claim_ahead: Vec<i64>,
 }
 
 /// What one claim took, and when to look again.
@@ -93,6 +101,9 @@ pub enum Settled {
     Recorded {
         /// Start of the subscription's current failure streak, if one is running.
         failing_since: Option<i64>,
+        /// The end of the pause this outcome's circuit breaker started or kept (none when
+        /// the breaker is closed or the attempt said nothing about the endpoint).
+        paused_until: Option<i64>,
     },
     /// The claim was no longer current (its lease ran out and the delivery was claimed again,
     /// or it was settled otherwise): nothing was written.
@@ -120,6 +131,9 @@ const TAKE: &str = "UPDATE deliveries SET next_attempt_at = ?2, lease_until = ?2
      WHERE seq = ?1
      RETURNING id, event_seq, subscription_seq, attempts, last_error, created_at, updated_at";
 const EXTEND: &str = "UPDATE deliveries SET next_attempt_at = ?3, lease_until = ?3
+     WHERE seq = ?1 AND claim_token = ?2 AND status = 'pending'";
+const RELEASE: &str =
+    "UPDATE deliveries SET next_attempt_at = ?3, lease_until = NULL, claim_token = NULL
      WHERE seq = ?1 AND claim_token = ?2 AND status = 'pending'";
 const SETTLE: &str = "UPDATE deliveries SET status = ?3, next_attempt_at = ?4, lease_until = NULL, claim_token = NULL,
         last_error = COALESCE(?5, last_error), attempts = attempts + ?6, updated_at = ?7
@@ -207,7 +221,14 @@ fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), St
                 continue;
             }
             Some(_) => 1, // half-open: one probe
-            None => cap.unwrap_or(r.default_max_in_flight),
+            None => {
+                let cap = cap.unwrap_or(r.default_max_in_flight);
+                if r.claim_ahead.binary_search(&sub).is_ok() {
+                    cap.saturating_mul(CLAIM_AHEAD)
+                } else {
+                    cap
+                }
+            }
         };
         let free = cap.saturating_sub(in_flight.get(&sub).copied().unwrap_or(0)) as usize;
         if free == 0 {
@@ -259,9 +280,13 @@ fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), St
 
 impl Store {
     /// Claims due deliveries under the scheduling rules (see the module docs).
+    ///
+    /// Answers once the claim is applied, without waiting for its commit: every later write
+    /// sees it, and if the commit fails the claim is simply lost (its outcome will not be
+    /// recorded, as with an expired lease, and the delivery is claimed again).
     pub async fn claim_due(&self, r: ClaimRequest) -> Result<Claims, StoreError> {
         let keys = self.keys.clone();
-        self.write(move |tx| {
+        self.submit_applied(move |tx| {
             let (picked, mut out) = pick(tx, &r)?;
             let lease_until = r.now + r.lease_ms;
             let token: i64 = rand::random::<i64>() & i64::MAX;
@@ -316,6 +341,8 @@ impl Store {
             }
             Ok(out)
         })
+        .await?
+        .applied()
         .await
     }
 
@@ -337,18 +364,56 @@ impl Store {
 
     /// Writes an attempt's outcome, if its claim is still current.
     pub async fn record_outcome(&self, o: Outcome, now: i64) -> Result<Settled, StoreError> {
-        self.queue_outcome(o, now).await?.await
+        let mut queued = self.queue_outcome(o, now).await?;
+        let settled = queued.applied().await?;
+        queued.committed().await?;
+        Ok(settled)
     }
 
     /// Queues an attempt's outcome and returns once it is queued: a claim made afterwards sees
-    /// it (its slot is free, its conversation's next delivery released) without waiting for
-    /// the disk. The returned future gives what was recorded after COMMIT.
+    /// it (its slot is free, its conversation's next delivery released). What it recorded is
+    /// known once applied, before the disk has it; `committed` says when the disk has it.
     pub async fn queue_outcome(
         &self,
         o: Outcome,
         now: i64,
-    ) -> Result<impl Future<Output = Result<Settled, StoreError>> + use<>, StoreError> {
-        self.submit(move |tx| settle(tx, o, now)).await
+    ) -> Result<Applied<Settled>, StoreError> {
+        self.submit_applied(move |tx| settle(tx, o, now)).await
+    }
+
+    /// Extends the leases of claims waiting in a dispatcher's memory to `until`; for each, in
+    /// order, whether its claim is still current.
+    pub async fn extend_leases(
+        &self,
+        claims: Vec<(i64, i64)>,
+        until: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.write(move |tx| {
+            let mut extend = tx.prepare_cached(EXTEND)?;
+            claims
+                .iter()
+                .map(|(seq, token)| Ok(extend.execute(params![seq, token, until])? == 1))
+                .collect()
+        })
+        .await
+    }
+
+    /// Gives back claims that were not attempted (the dispatcher is stopping, or their
+    /// subscription's circuit breaker opened meanwhile): each is due again at `due_at`, with no
+    /// attempt counted. Claims no longer current are left alone.
+    pub async fn release_claims(
+        &self,
+        claims: Vec<(i64, i64)>,
+        due_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let mut release = tx.prepare_cached(RELEASE)?;
+            for (seq, token) in &claims {
+                release.execute(params![seq, token, due_at])?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -380,6 +445,7 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
     if let (Some(key), true) = (&key, o.status != DeliveryStatus::Pending) {
         release_next(tx, sub_seq, key, now)?;
     }
+    let mut paused_until = None;
     if let Some((policy, signal)) = o.breaker {
         let (failures, trips, until) = tx
             .prepare_cached(BREAKER_OF)?
@@ -390,6 +456,7 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
             until,
         };
         let after = policy.after(before, signal, now);
+        paused_until = after.until.filter(|&until| until > now);
         if after != before {
             tx.prepare_cached(SET_BREAKER)?.execute(params![
                 sub_seq,
@@ -402,6 +469,7 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
     let Some(a) = &o.attempt else {
         return Ok(Settled::Recorded {
             failing_since: None,
+            paused_until,
         });
     };
     let request = a.request.as_ref();
@@ -423,7 +491,10 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
     let failing_since = tx
         .prepare_cached(FAILURE_STREAK)?
         .query_row(params![sub_seq, failed, a.attempted_at], |r| r.get(0))?;
-    Ok(Settled::Recorded { failing_since })
+    Ok(Settled::Recorded {
+        failing_since,
+        paused_until,
+    })
 }
 
 #[cfg(test)]
@@ -493,6 +564,7 @@ mod tests {
             limit,
             default_max_in_flight: 2,
             after_subscription: cursor,
+            claim_ahead: Vec::new(),
         }
     }
 
@@ -642,11 +714,80 @@ mod tests {
         assert_eq!(
             settle(&store, &claims.claimed[0], DeliveryStatus::Succeeded).await,
             Settled::Recorded {
-                failing_since: None
+                failing_since: None,
+                paused_until: None
             }
         );
         let next = store.claim_due(request(100, claims.cursor)).await.unwrap();
         assert_eq!(payloads(&next), vec![r#"{"i":2}"#]);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_named_to_claim_ahead_may_hold_more_than_its_cap() {
+        let (store, _dir) = store().await;
+        let a = subscribe(&store, "a", DeliveryOrdering::None).await;
+        let b = subscribe(&store, "b", DeliveryOrdering::None).await;
+        for i in 0..20 {
+            ingest(&store, "a", &format!(r#"{{"i":{i}}}"#)).await;
+            ingest(&store, "b", &format!(r#"{{"i":{i}}}"#)).await;
+        }
+        let mut r = request(100, 0);
+        r.claim_ahead = vec![a];
+        let claims = store.claim_due(r).await.unwrap();
+        let count = |sub| {
+            claims
+                .claimed
+                .iter()
+                .filter(|c| c.subscription.seq == sub)
+                .count()
+        };
+        assert_eq!(count(a), 2 * CLAIM_AHEAD as usize);
+        assert_eq!(count(b), 2, "B is held to its cap");
+        // Claimed ahead still counts: A holds its whole allowance.
+        let mut r = request(100, claims.cursor);
+        r.claim_ahead = vec![a];
+        assert!(store.claim_due(r).await.unwrap().claimed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn released_claims_are_due_again_without_an_attempt_counted() {
+        let (store, _dir) = store().await;
+        subscribe(&store, "a", DeliveryOrdering::None).await;
+        ingest(&store, "a", "{}").await;
+        let claims = store.claim_due(request(100, 0)).await.unwrap();
+        let c = &claims.claimed[0];
+        let later = crate::clock::now_ms() + 60_000;
+        store
+            .release_claims(vec![(c.delivery.seq, c.token)], later)
+            .await
+            .unwrap();
+        // Not due before `later`; then claimable, with a new token, and no attempt counted.
+        assert!(
+            store
+                .claim_due(request(100, 0))
+                .await
+                .unwrap()
+                .claimed
+                .is_empty()
+        );
+        let mut r = request(100, 0);
+        r.now = later;
+        let again = store.claim_due(r).await.unwrap();
+        assert_eq!(again.claimed.len(), 1);
+        assert_eq!(again.claimed[0].delivery.attempts, 0);
+        assert_ne!(again.claimed[0].token, c.token);
+        // The old token can neither extend nor settle it.
+        assert_eq!(
+            store
+                .extend_leases(vec![(c.delivery.seq, c.token)], later + LEASE)
+                .await
+                .unwrap(),
+            vec![false]
+        );
+        assert_eq!(
+            settle(&store, c, DeliveryStatus::Succeeded).await,
+            Settled::LeaseLost
+        );
     }
 
     #[tokio::test]
@@ -716,7 +857,12 @@ mod tests {
         // Its lease runs out and another worker claims it.
         let mut later = request(1, 0);
         later.now += LEASE + 1;
-        let current = store.claim_due(later).await.unwrap().claimed.remove(0);
+        let current = store
+            .claim_due(later.clone())
+            .await
+            .unwrap()
+            .claimed
+            .remove(0);
         assert_ne!(stale.token, current.token);
         assert!(
             !store
@@ -768,7 +914,7 @@ mod tests {
         // At the probe time, exactly one attempt may go (one is still in flight).
         let mut at_probe = request(100, 0);
         at_probe.now = probe_at;
-        let probe = store.claim_due(at_probe).await.unwrap();
+        let probe = store.claim_due(at_probe.clone()).await.unwrap();
         assert_eq!(
             probe.claimed.len(),
             0,

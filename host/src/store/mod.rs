@@ -33,6 +33,7 @@ use crate::secrets::{Keyring, SecretsError};
 
 use crate::quotas::{QuotaExceeded, Quotas};
 use read_pool::ReadPool;
+pub use writer::Applied;
 use writer::Writer;
 
 pub use migrations::migrations;
@@ -150,17 +151,14 @@ impl Store {
         self.writer.write(work).await
     }
 
-    /// Queues `work` like [`Store::write`] and returns once it is queued (later writes are
-    /// applied after it); the returned future gives its result after COMMIT.
-    pub(crate) async fn submit<F, R>(
-        &self,
-        work: F,
-    ) -> Result<impl Future<Output = Result<R, StoreError>> + use<F, R>, StoreError>
+    /// Queues `work` and hands back its result as soon as it is applied, before COMMIT (see
+    /// [`writer::Writer::submit_applied`] for when that is allowed).
+    pub(crate) async fn submit_applied<F, R>(&self, work: F) -> Result<Applied<R>, StoreError>
     where
         F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        self.writer.submit(work).await
+        self.writer.submit_applied(work).await
     }
 
     pub(crate) async fn read<F, R>(&self, work: F) -> Result<R, StoreError>

@@ -56,6 +56,36 @@ where
     }
 }
 
+/// An op whose result is handed back as soon as it is applied, before its group commits, and
+/// whose commit is reported separately.
+struct AppliedOp<F, R> {
+    work: Option<F>,
+    applied: Option<oneshot::Sender<Result<R, StoreError>>>,
+    committed: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl<F, R> Op for AppliedOp<F, R>
+where
+    F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send,
+    R: Send,
+{
+    fn apply(&mut self, tx: &Transaction<'_>) -> bool {
+        let work = self.work.take().expect("an op is applied once");
+        let result = work(tx);
+        let ok = result.is_ok();
+        if let Some(reply) = self.applied.take() {
+            let _ = reply.send(result);
+        }
+        ok
+    }
+
+    fn finish(mut self: Box<Self>, commit: Result<(), &StoreError>) {
+        if let Some(reply) = self.committed.take() {
+            let _ = reply.send(commit.map_err(|e| StoreError::Commit(e.to_string())));
+        }
+    }
+}
+
 /// Handle to the writer thread. Cloning shares the same thread.
 enum Msg {
     Op(Box<dyn Op>),
@@ -111,9 +141,53 @@ impl Writer {
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
+    /// Queues `work`; the first future gives its result as soon as it is applied, before its
+    /// group commits, the second the commit's outcome. Only for work whose effect may be lost
+    /// and redone if the commit fails (a claim, the bookkeeping of a settled attempt): later
+    /// writes still see it, since they are applied after it on the same connection.
+    pub(crate) async fn submit_applied<F, R>(&self, work: F) -> Result<Applied<R>, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (applied, applied_rx) = oneshot::channel();
+        let (committed, committed_rx) = oneshot::channel();
+        let op = Box::new(AppliedOp {
+            work: Some(work),
+            applied: Some(applied),
+            committed: Some(committed),
+        });
+        self.ops
+            .send(Msg::Op(op))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Applied {
+            applied: applied_rx,
+            committed: committed_rx,
+        })
+    }
+
     /// Asks the thread to stop once the writes queued so far are committed.
     pub(crate) async fn close(&self) {
         let _ = self.ops.send(Msg::Close).await;
+    }
+}
+
+/// The two replies of [`Writer::submit_applied`].
+pub struct Applied<R> {
+    applied: oneshot::Receiver<Result<R, StoreError>>,
+    committed: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl<R> Applied<R> {
+    /// The op's result, once applied (not yet committed).
+    pub async fn applied(&mut self) -> Result<R, StoreError> {
+        (&mut self.applied).await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the op's group committed.
+    pub async fn committed(self) -> Result<(), StoreError> {
+        self.committed.await.map_err(|_| StoreError::Closed)?
     }
 }
 
