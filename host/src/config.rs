@@ -69,6 +69,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub subscription_max_in_flight: u32,
 
+    /// Pending deliveries above which new events are refused (429 with `Retry-After`) until
+    /// delivery catches up; 0 never refuses. The depth is sampled every second.
+    #[arg(long, env = "WASMHOOK_MAX_QUEUE_DEPTH", default_value_t = 1_000_000)]
+    pub max_queue_depth: u64,
+
     /// Endpoint failures in a row (timeouts, connection errors, 5xx) that trip a subscription's
     /// circuit breaker: its deliveries pause, then one probe attempt decides.
     #[arg(long, env = "WASMHOOK_CIRCUIT_BREAKER_THRESHOLD", default_value_t = 5,
@@ -268,6 +273,7 @@ mod tests {
         assert_eq!(c.max_event_bytes, 262_144);
         assert_eq!(c.delivery_concurrency, 64);
         assert_eq!(c.subscription_max_in_flight, 8);
+        assert_eq!(c.max_queue_depth, 1_000_000);
         assert_eq!(c.circuit_breaker_threshold, 5);
         assert_eq!(c.circuit_breaker_cooldown, Duration::from_secs(30));
         assert_eq!(c.retry_schedule.0.len(), 7);

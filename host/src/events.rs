@@ -192,9 +192,22 @@ pub fn prepare(
     })
 }
 
+/// Refuses new events from a caller while the delivery queue is over its limit (see
+/// `crate::backpressure`).
+pub fn admit(state: &AppState) -> Result<(), ApiError> {
+    state
+        .backpressure
+        .admit()
+        .map_err(|backlogged| ApiError::TooManyRequests {
+            message: backlogged.to_string(),
+            retry_after: crate::backpressure::SAMPLE_EVERY,
+        })
+}
+
 /// Stores events (all or none), counts them, publishes them to the live feed and wakes the
 /// dispatcher.
 pub async fn ingest(state: &AppState, events: Vec<NewEvent>) -> Result<Vec<Ingested>, ApiError> {
+    admit(state)?;
     // The stored events do not name their account; keep it for those someone watches live.
     let watched: Vec<Option<String>> = events
         .iter()

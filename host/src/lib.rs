@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backpressure;
 pub mod breaker;
 pub mod cli;
 pub mod clock;
@@ -57,6 +58,7 @@ pub async fn run(
     let store = state.store.clone();
     let stop_delivery = CancellationToken::new();
     let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
+    let depth_sampler = backpressure::spawn_sampler(state.clone(), stop_delivery.clone());
     let listener_sweep = tokio::spawn(delivery::listen::sweep(
         state.clone(),
         stop_delivery.clone(),
@@ -76,6 +78,7 @@ pub async fn run(
     stop_delivery.cancel();
     let _ = dispatcher.await;
     let _ = listener_sweep.await;
+    let _ = depth_sampler.await;
     store.close().await;
     tracing::info!("database closed; bye");
     Ok(())
@@ -87,6 +90,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     plugins::heap::configure();
     let data_dir = config.data_dir.clone();
     let sync = config.sync;
+    let max_queue_depth = config.max_queue_depth;
     let (keys, generated) = keyring(&config)?;
     let keys = Arc::new(keys);
     let key_path = keys.path().to_path_buf();
@@ -164,6 +168,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         webhook_checks,
         auth_failures,
         listeners: Default::default(),
+        backpressure: backpressure::Backpressure::new(max_queue_depth),
     }))
 }
 

@@ -70,6 +70,8 @@ pub struct Shared {
     pub auth_failures: TokenBuckets,
     /// Command lines connected by `wasmhook listen`, and the attempts waiting for them.
     pub listeners: Arc<crate::delivery::listen::Listeners>,
+    /// Refuses new events while too many deliveries are pending.
+    pub backpressure: crate::backpressure::Backpressure,
 }
 
 impl Shared {

@@ -649,3 +649,98 @@ async fn delivery_metrics_are_exported() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn ingest_is_refused_past_the_queue_depth_limit_and_resumes_when_delivery_catches_up() {
+    // Failed attempts wait an hour for their retry: a backlog that does not drain by itself.
+    let s = TestServer::start_with(&["--max-queue-depth", "5", "--retry-schedule", "1h"]).await;
+    let r = Receiver::start().await;
+    r.status(503);
+    let (_, key) = s.account("A").await;
+    let sub = s.subscribe(&key, json!({"url": r.url})).await;
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"type": "a", "payload": {"i": i}}))
+        .collect();
+    let (status, _) = s
+        .post("/v1/events/batch", &key, json!({"events": events}))
+        .await;
+    assert_eq!(status, 202, "the queue was empty when the batch came");
+    // Once a sample sees the backlog, new events are refused with a reason and a retry time.
+    let refused = eventually("ingest is refused", WAIT, || async {
+        let resp = s
+            .http
+            .post(s.url("/v1/events"))
+            .bearer_auth(&key)
+            .json(&json!({"type": "a", "payload": {"late": true}}))
+            .send()
+            .await
+            .unwrap();
+        (resp.status() == 429).then_some(resp)
+    })
+    .await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--max-queue-depth"), "{body}");
+    let metrics = s.metrics().await;
+    let depth: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmhook_delivery_queue_depth "))
+        .expect("the depth is exported")
+        .parse()
+        .unwrap();
+    assert!(depth >= 10.0, "{depth}");
+    // Nothing refused is stored (the probes before the first refusal were accepted).
+    let stored = || async {
+        let (_, list) = s.get("/v1/events?limit=250", &key).await;
+        list["data"].as_array().unwrap().len()
+    };
+    let before = stored().await;
+    let (status, _) = s
+        .post(
+            "/v1/events",
+            &key,
+            json!({"type": "a", "payload": {"refused": true}}),
+        )
+        .await;
+    assert_eq!(status, 429);
+    // The API's messages are events too.
+    let (status, _) = s
+        .post(
+            "/v1/messages",
+            &key,
+            json!({"conversation_id": "c1", "text": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 429);
+    assert_eq!(stored().await, before);
+
+    // The endpoint recovers and the backlog is retried: the queue drains, and events are
+    // accepted again.
+    r.status(200);
+    let (_, pending) = s
+        .get(
+            &format!("/v1/subscriptions/{sub_id}/deliveries?status=pending&limit=250"),
+            &key,
+        )
+        .await;
+    let pending = pending["data"].as_array().unwrap().clone();
+    assert!(pending.len() >= 10, "{}", pending.len());
+    for d in &pending {
+        let retry = format!("/v1/deliveries/{}/retry", d["id"].as_str().unwrap());
+        let (status, _) = s.post(&retry, &key, json!({})).await;
+        assert_eq!(status, 202);
+    }
+    eventually("ingest is accepted again", WAIT, || async {
+        let (status, _) = s
+            .post(
+                "/v1/events",
+                &key,
+                json!({"type": "a", "payload": {"i": 10}}),
+            )
+            .await;
+        (status == 202).then_some(())
+    })
+    .await;
+}

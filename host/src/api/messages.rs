@@ -75,6 +75,7 @@ async fn send_v1(
     AccountId(account): AccountId,
     ApiJson(req): ApiJson<SendMessage>,
 ) -> Result<Response, ApiError> {
+    crate::events::admit(&state)?;
     let message = send(&state, &account, req.conversation_id, req.text, Origin::Api).await?;
     Ok(with_status(StatusCode::CREATED, message))
 }
@@ -88,6 +89,7 @@ async fn send_airy(
     AccountId(account): AccountId,
     ApiJson(req): ApiJson<AirySendMessage>,
 ) -> Result<Response, ApiError> {
+    crate::events::admit(&state)?;
     let message = send(
         &state,
         &account,
