@@ -9,10 +9,8 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0004_scheduling.sql")),
     M::up(include_str!("migrations/0005_console_sessions.sql")),
     M::up(include_str!("migrations/0006_listeners.sql")),
-    M::up(include_str!("migrations/0008_secrets_at_rest.sql")),
-    // Numbers were handed out ahead; the list keeps the order they landed in, which is the
-    // order a database applies them (0008 landed first).
-    M::up(include_str!("migrations/0007_attempt_requests.sql")),
+    M::up(include_str!("migrations/0007_secrets_at_rest.sql")),
+    M::up(include_str!("migrations/0008_attempt_requests.sql")),
 ];
 
 /// The ordered list of schema migrations.
