@@ -8,8 +8,8 @@
 //! its trim threshold (up to 64 MiB) as large blocks are freed, so the compiler's big buffers
 //! came from the per-thread arenas, and `malloc_trim` never shrinks the free top of a thread's
 //! arena, only the main one's. Fixed thresholds keep large blocks in their own mappings (given
-//! back when freed) and let a thread arena's free top go back past 8 MiB; within 25 MB of a
-//! restart then.
+//! back when freed) and let a thread arena's free top go back past 8 MiB; with the throwaway
+//! compiling engine (see `super::engine::for_compiling`), about 30 MB above a restart then.
 
 /// Blocks from this size get their own mapping, unmapped when freed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
