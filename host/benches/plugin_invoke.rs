@@ -44,7 +44,7 @@ fn payload() -> serde_json::Value {
 }
 
 /// The floor's own bindings: the same WIT, generated for plain synchronous calls, the fastest
-/// way wasmtime can call a component (what `shared/notes/plugin-instances.md` measured).
+/// way wasmtime can call a component (the floor BENCHMARKS.md compares the host path with).
 mod sync_floor {
     wasmtime::component::bindgen!({ path: "../wit", world: "plugin" });
 }

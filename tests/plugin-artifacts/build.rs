@@ -37,7 +37,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
 
 /// Size of the guests' shadow stack (the part of linear memory Rust uses as its call stack),
 /// instead of rustc's default 1 MiB. Initial memory is mostly this stack, so a smaller one makes
-/// each fresh instance cheaper (17 pages down to 5; see `shared/notes/plugin-instances.md`).
+/// each fresh instance cheaper (17 pages down to 5, measured in BENCHMARKS.md's plugin invocation notes).
 /// It is safe because rustc links wasm with `--stack-first`: overflowing the stack runs below
 /// address 0 and traps cleanly (the `stack-overflow` fixture shows it) instead of corrupting
 /// data. Measured need: pii-redactor parsing a payload at serde_json's nesting limit (128) fits

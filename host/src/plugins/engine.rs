@@ -1,6 +1,6 @@
 //! The one wasmtime `Engine` of the process, and the epoch ticker that enforces deadlines.
 //!
-//! Settings follow the measurements in `shared/notes/plugin-instances.md`: the pooling
+//! Settings follow measurements (BENCHMARKS.md, plugin invocation): the pooling
 //! allocator with linear memories and tables kept resident (reset with `PAGEMAP_SCAN` where
 //! the kernel has it) is what makes a fresh instance per event cost microseconds.
 
