@@ -55,7 +55,7 @@ pub fn json_depth(json: &str) -> usize {
 /// What [`valid_event_type`] accepts, for error messages and the API document.
 pub const EVENT_TYPE_PATTERN: &str = "^[a-z][a-z0-9_.:-]{0,127}$";
 
-/// What [`valid_client_id`] accepts.
+/// What `valid_client_id` accepts.
 pub const CLIENT_ID_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
 
 /// True for [`EVENT_TYPE_PATTERN`].

@@ -4,7 +4,7 @@
 //! Pages are rendered with maud, which escapes every interpolated value: data from the outside
 //! (payloads, URLs, headers, plugin logs, response bodies) is always text, never markup, and
 //! `PreEscaped` is never used on it. One small hand-written script and one stylesheet are
-//! embedded in the binary ([`assets`]); the Content-Security-Policy set on every response
+//! embedded in the binary (`assets`); the Content-Security-Policy set on every response
 //! ([`security_headers`]) allows scripts and styles from the server itself only, so neither
 //! inline scripts nor inline styles nor event-handler attributes would run even if one slipped
 //! into a page. Sign-in makes a server-side session ([`session`]); every POST carries the

@@ -239,7 +239,7 @@ pub async fn post(
 /// The headers of a delivery request, in the order they are sent: `content-type`, the custom
 /// headers, then `webhook-id`, `webhook-timestamp`, `webhook-signature` (one signature per
 /// secret in force) and, for an Airy webhook, `x-airy-content-signature`. `user-agent` is the
-/// client's own ([`USER_AGENT`](super::http::USER_AGENT)).
+/// client's own (`super::http::USER_AGENT`).
 pub fn signed_headers(
     custom: &BTreeMap<String, String>,
     secrets: &[&str],

@@ -372,7 +372,7 @@ pub struct DryRunReport {
     pub captured: Captured,
 }
 
-/// Every dry-run slot, or the plugin memory budget, stayed taken for [`SLOT_WAIT`].
+/// Every dry-run slot, or the plugin memory budget, stayed taken for `SLOT_WAIT`.
 #[derive(Debug, thiserror::Error)]
 #[error("too many test runs at once; try again shortly")]
 pub struct Busy;

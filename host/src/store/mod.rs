@@ -1,9 +1,9 @@
 //! Durable storage in SQLite: the only module that imports `rusqlite`.
 //!
-//! One writer thread (see [`writer`]) owns the write connection; a small pool of read-only
+//! One writer thread (see `writer`) owns the write connection; a small pool of read-only
 //! connections serves queries. Both run on blocking threads, never on the async runtime.
 //! Typed functions, not SQL, leave this module: each submodule adds methods to [`Store`].
-//! Secret fields are sealed on their way in and opened on their way out ([`sealing`]), so the
+//! Secret fields are sealed on their way in and opened on their way out (`sealing`), so the
 //! rest of the server only ever sees clear values and the database file only sealed ones.
 
 mod migrations;
@@ -100,7 +100,7 @@ const DB_FILE: &str = "wasmhook.sqlite3";
 impl Store {
     /// Opens (creating if needed) the database in `dir`, applies pending migrations, then
     /// brings every secret to rest under the current key of `keys` (see
-    /// [`sealing::reseal_all`]): values stored in clear by an earlier version are sealed,
+    /// `sealing::reseal_all`): values stored in clear by an earlier version are sealed,
     /// values under an older key are re-sealed, and a value that does not open is an error
     /// naming the key file, before anything is served.
     pub fn open(dir: &Path, sync: SyncMode, keys: Arc<Keyring>) -> Result<Store, StoreError> {

@@ -1,5 +1,5 @@
 //! Plugins, their versions, their key-value stores and their logs. The values of a plugin's
-//! secret config keys are sealed when written and opened when read (see [`super::sealing`]).
+//! secret config keys are sealed when written and opened when read (see `super::sealing`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 

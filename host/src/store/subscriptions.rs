@@ -1,5 +1,5 @@
 //! Subscriptions and the (account, event type) matching index kept beside them. The secret
-//! fields are sealed when written and opened when read (see [`super::sealing`]).
+//! fields are sealed when written and opened when read (see `super::sealing`).
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 

@@ -173,7 +173,7 @@ impl Writer {
     }
 }
 
-/// The two replies of [`Writer::submit_applied`].
+/// The two replies of `Writer::submit_applied`.
 pub struct Applied<R> {
     applied: oneshot::Receiver<Result<R, StoreError>>,
     committed: oneshot::Receiver<Result<(), StoreError>>,
