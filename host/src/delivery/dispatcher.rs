@@ -29,15 +29,22 @@ use crate::live::AttemptSettled;
 use crate::model::{Attempt, AttemptRequest, DeliveryStatus, Subscription};
 use crate::plugins::budget::Reservation;
 use crate::state::AppState;
-use crate::store::claims::{ClaimRequest, Claimed, Outcome, Settled};
+use crate::store::StoreError;
+use crate::store::claims::{ClaimRequest, Claimed, Claims, Outcome, Settled};
 use crate::store::events::NewEvent;
 
 const MAX_CLAIM: usize = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// A subscription whose attempts take less than this (a moving average) and succeed may claim
-/// ahead of its `max_in_flight` (see `store::claims::CLAIM_AHEAD`): its queued deliveries wait
-/// at most a few such attempts, far inside their lease.
+/// ahead of its `max_in_flight` (see `ClaimRequest::claim_ahead`).
 const FAST_ATTEMPT_MS: f64 = 100.0;
+/// How much work a fast lane holds claimed beyond its running attempts, in time at its current
+/// pace: enough to keep its `max_in_flight` busy across a claim's round trip through the single
+/// writer, which waits behind the group commit being synced (a few ms, tens under load).
+const AHEAD_WINDOW_MS: f64 = 50.0;
+/// The most claims one lane holds, whatever its pace: its queue drains in well under a second
+/// at the pace that earns it, far inside the lease, and its events' memory stays small.
+const MAX_AHEAD: u32 = 512;
 
 /// Starts the dispatcher; it stops claiming when `stop` is cancelled and returns once the
 /// deliveries in flight have settled.
@@ -107,6 +114,19 @@ struct Lane {
     typical_ms: Option<f64>,
     /// Its last attempt said nothing bad about the endpoint.
     healthy: bool,
+}
+
+impl Lane {
+    /// How many claims this lane may hold in all when its endpoint is fast and healthy: its
+    /// cap, plus what its attempts get through in [`AHEAD_WINDOW_MS`] at their moving average.
+    fn allowance(&self) -> Option<u32> {
+        let typical = self
+            .typical_ms
+            .filter(|t| self.healthy && *t < FAST_ATTEMPT_MS)?;
+        let cap = self.cap as f64;
+        let ahead = cap * AHEAD_WINDOW_MS / typical.max(0.01);
+        Some((cap + ahead).min(MAX_AHEAD as f64).max(cap) as u32)
+    }
 }
 
 /// The dispatcher's memory of claimed work, by subscription, and the ring in which lanes with
@@ -198,16 +218,33 @@ impl Lanes {
         released
     }
 
-    /// Subscriptions allowed to claim ahead: fast, healthy endpoints.
-    fn claim_ahead(&self) -> Vec<i64> {
-        let mut subs: Vec<i64> = self
+    /// Subscriptions allowed to claim ahead (fast, healthy endpoints) and how many claims each
+    /// may hold in all, sorted by subscription.
+    fn claim_ahead(&self) -> Vec<(i64, u32)> {
+        let mut subs: Vec<(i64, u32)> = self
             .by_sub
             .iter()
-            .filter(|(_, l)| l.healthy && l.typical_ms.is_some_and(|t| t < FAST_ATTEMPT_MS))
-            .map(|(sub, _)| *sub)
+            .filter_map(|(sub, l)| l.allowance().map(|a| (*sub, a)))
             .collect();
         subs.sort_unstable();
         subs
+    }
+
+    /// Claims wanted to fill the lanes' queues up to their caps (what the global room bounds).
+    fn queued_within_caps(&self) -> usize {
+        self.by_sub.values().map(|l| l.queue.len().min(l.cap)).sum()
+    }
+
+    /// Claims the fast lanes may still take ahead of their caps.
+    fn ahead_room(&self) -> usize {
+        self.by_sub
+            .values()
+            .filter_map(|l| {
+                let held = l.running + l.queue.len();
+                l.allowance()
+                    .map(|a| (a as usize).saturating_sub(held.max(l.cap)))
+            })
+            .sum()
     }
 
     fn queued_claims(&self) -> Vec<(i64, i64)> {
@@ -263,6 +300,7 @@ async fn run(state: AppState, stop: CancellationToken) {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursor = 0;
     let mut claim = true;
+    let mut claiming: Option<JoinHandle<Result<Claims, StoreError>>> = None;
     let mut wait = Duration::ZERO;
     while !stop.is_cancelled() {
         // Start what may start: lanes take turns for the free slots.
@@ -285,45 +323,60 @@ async fn run(state: AppState, stop: CancellationToken) {
             let (state, limiter) = (state.clone(), limiter.clone());
             tokio::spawn(async move { settle_one(&state, &limiter, work, permit, finished).await });
         }
-        // Claim more while there is room: at most twice the concurrency claimed in all, so
-        // that a slot that frees up finds its next delivery already claimed.
+        // Claim more while there is room: at most twice the concurrency claimed within caps, so
+        // that a slot that frees up finds its next delivery already claimed, plus what fast
+        // lanes may hold ahead. One claim at a time, run beside this loop: attempts keep
+        // starting and finishing while the writer applies it.
         let running = concurrency - slots.available_permits();
-        let room = (2 * concurrency).saturating_sub(running + lanes.queued);
-        if claim && room > 0 {
+        let room = (2 * concurrency).saturating_sub(running + lanes.queued_within_caps());
+        let ahead_room = lanes.ahead_room().min(MAX_CLAIM);
+        if claim && claiming.is_none() && (room > 0 || ahead_room > 0) {
             claim = false;
-            let now = now_ms();
             let request = ClaimRequest {
-                now,
+                now: now_ms(),
                 lease_ms: lease.as_millis() as i64,
                 limit: room.min(MAX_CLAIM),
+                ahead_limit: ahead_room,
                 default_max_in_flight: state.config.subscription_max_in_flight,
                 after_subscription: cursor,
                 claim_ahead: lanes.claim_ahead(),
             };
-            match state.store.claim_due(request).await {
-                Ok(claims) => {
-                    cursor = claims.cursor;
-                    claim = claims.more;
-                    wait = claims.next_due.map_or(IDLE_POLL, |due| {
-                        let ms = (due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
-                        Duration::from_millis(ms as u64)
-                    });
-                    for work in claims.claimed {
-                        lanes.add(work, state.config.subscription_max_in_flight);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming deliveries failed");
-                    wait = IDLE_POLL;
-                }
-            }
-            continue;
+            let state = state.clone();
+            claiming = Some(tokio::spawn(
+                async move { state.store.claim_due(request).await },
+            ));
         }
         // Wait for a finished attempt, new work, the next retry, lease expiry or breaker
         // probe (polling at least every second as a backstop), or the heartbeat that keeps
         // the leases of queued claims.
         tokio::select! {
             _ = stop.cancelled() => break,
+            taken = async { claiming.as_mut().expect("a claim is running").await },
+                if claiming.is_some() =>
+            {
+                claiming = None;
+                match taken.map_err(|e| e.to_string()) {
+                    Ok(Ok(claims)) => {
+                        cursor = claims.cursor;
+                        claim |= claims.more;
+                        wait = claims.next_due.map_or(IDLE_POLL, |due| {
+                            let ms = (due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
+                            Duration::from_millis(ms as u64)
+                        });
+                        for work in claims.claimed {
+                            lanes.add(work, state.config.subscription_max_in_flight);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "claiming deliveries failed");
+                        wait = IDLE_POLL;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the claim task failed");
+                        wait = IDLE_POLL;
+                    }
+                }
+            }
             Some(f) = done_rx.recv() => {
                 let released = lanes.finished(&f);
                 if let Some(until) = f.paused_until {
@@ -332,7 +385,7 @@ async fn run(state: AppState, stop: CancellationToken) {
                 claim = true;
             }
             _ = state.dispatcher_wake.notified() => claim = true,
-            _ = tokio::time::sleep(wait) => claim = true,
+            _ = tokio::time::sleep(wait), if claiming.is_none() => claim = true,
             _ = heartbeat.tick() => {
                 let queued = lanes.queued_claims();
                 if !queued.is_empty() {
@@ -353,9 +406,17 @@ async fn run(state: AppState, stop: CancellationToken) {
             }
         }
     }
-    // Queued claims are given back at once (a restart need not wait out their lease); attempts
-    // in flight finish and record their outcome, and any cut short keep their lease and are
-    // attempted again after a restart.
+    // Queued claims, and those of a claim still running, are given back at once (a restart need
+    // not wait out their lease); attempts in flight finish and record their outcome, and any
+    // cut short keep their lease and are attempted again after a restart.
+    if let Some(Ok(Ok(claims))) = match claiming {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        for work in claims.claimed {
+            lanes.add(work, state.config.subscription_max_in_flight);
+        }
+    }
     let queued: Vec<(i64, i64)> = lanes
         .drain()
         .iter()

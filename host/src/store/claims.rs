@@ -24,11 +24,6 @@ use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Subscription};
 /// Subscriptions looked at per claim at most; the rotation continues from there next time.
 const MAX_SCAN: usize = 512;
 
-/// How many times its `max_in_flight` a subscription named in [`ClaimRequest::claim_ahead`] may
-/// hold claimed. The dispatcher still runs at most `max_in_flight` attempts at once; the rest
-/// wait in its memory, so a fast endpoint's next attempt does not wait for a claim round trip.
-pub const CLAIM_AHEAD: u32 = 4;
-
 /// A delivery claimed for one attempt, with everything needed to make it.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -49,15 +44,20 @@ pub struct ClaimRequest {
     pub now: i64,
     /// How long the claim holds (extended while the attempt runs).
     pub lease_ms: i64,
-    /// At most this many deliveries.
+    /// At most this many deliveries within the subscriptions' `max_in_flight`.
     pub limit: usize,
+    /// At most this many more, claimed ahead of their cap by the subscriptions in
+    /// [`ClaimRequest::claim_ahead`].
+    pub ahead_limit: usize,
     /// `max_in_flight` of subscriptions that do not set one.
     pub default_max_in_flight: u32,
     /// Rotation cursor: start with the subscriptions after this one.
     pub after_subscription: i64,
-    /// Subscriptions (sorted seqs) that may hold [`CLAIM_AHEAD`] times their `max_in_flight`
-    /// claimed: those whose attempts the dispatcher has seen finish quickly.
-    pub claim_ahead: Vec<i64>,
+    /// Subscriptions (sorted by seq) that may hold more claims than their `max_in_flight`, with
+    /// how many in all: those whose attempts the dispatcher has seen finish quickly. It still
+    /// runs at most `max_in_flight` of their attempts at once; the rest wait in its memory, so a
+    /// fast endpoint's next attempt never waits for a claim round trip through the writer.
+    pub claim_ahead: Vec<(i64, u32)>,
 }
 
 /// What one claim took, and when to look again.
@@ -189,7 +189,8 @@ fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), St
         cursor: r.after_subscription,
         ..Claims::default()
     };
-    let mut per_sub: Vec<(i64, Vec<i64>)> = Vec::new();
+    // Per subscription: its due deliveries, the first `within` of them inside its cap.
+    let mut per_sub: Vec<(i64, Vec<i64>, usize)> = Vec::new();
     let (mut at, mut wrapped, mut scanned) = (r.after_subscription, false, 0);
     let mut scan_stopped_after = None;
     loop {
@@ -215,50 +216,65 @@ fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), St
         if status != "active" {
             continue; // paused (disabled, or waiting for verification): nothing is dropped
         }
-        let cap = match breaker_until {
+        let (cap, allowance) = match breaker_until {
             Some(until) if until > r.now => {
                 out.next_due = Some(out.next_due.map_or(until, |d| d.min(until)));
                 continue;
             }
-            Some(_) => 1, // half-open: one probe
+            Some(_) => (1, 1), // half-open: one probe
             None => {
                 let cap = cap.unwrap_or(r.default_max_in_flight);
-                if r.claim_ahead.binary_search(&sub).is_ok() {
-                    cap.saturating_mul(CLAIM_AHEAD)
-                } else {
-                    cap
-                }
+                let ahead = r
+                    .claim_ahead
+                    .binary_search_by_key(&sub, |(s, _)| *s)
+                    .map_or(cap, |i| r.claim_ahead[i].1);
+                (cap, ahead.max(cap))
             }
         };
-        let free = cap.saturating_sub(in_flight.get(&sub).copied().unwrap_or(0)) as usize;
+        let held = in_flight.get(&sub).copied().unwrap_or(0);
+        let free = allowance.saturating_sub(held) as usize;
         if free == 0 {
             continue;
         }
+        let within = cap.saturating_sub(held) as usize;
+        let wanted = within.min(r.limit) + (free - within).min(r.ahead_limit);
         let due: Vec<i64> = due_of
-            .query_map(params![sub, r.now, free.min(r.limit) as i64], |row| {
-                row.get(0)
-            })?
+            .query_map(params![sub, r.now, wanted as i64], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         if !due.is_empty() {
-            per_sub.push((sub, due));
+            per_sub.push((sub, due, within));
         }
     }
-    // Round robin: every subscription's first due delivery, then every second one, ...
+    // Round robin: every subscription's first due delivery, then every second one, ...; picks
+    // inside a cap count against `limit`, picks ahead of one against `ahead_limit`.
     let mut picked = Vec::new();
     let mut last_served = None;
-    'rounds: for round in 0.. {
-        let mut any = false;
-        for (sub, due) in &per_sub {
+    let (mut taken_within, mut taken_ahead) = (0, 0);
+    for round in 0.. {
+        let mut any_left = false;
+        for (sub, due, within) in &per_sub {
             let Some(seq) = due.get(round) else { continue };
-            if picked.len() == r.limit {
+            any_left = true;
+            let taken = if round < *within {
+                &mut taken_within
+            } else {
+                &mut taken_ahead
+            };
+            if *taken
+                == if round < *within {
+                    r.limit
+                } else {
+                    r.ahead_limit
+                }
+            {
                 out.more = true;
-                break 'rounds;
+                continue;
             }
+            *taken += 1;
             picked.push(*seq);
             last_served = Some(*sub);
-            any = true;
         }
-        if !any {
+        if !any_left {
             break;
         }
     }
@@ -562,6 +578,7 @@ mod tests {
             now: crate::clock::now_ms() + 1,
             lease_ms: LEASE,
             limit,
+            ahead_limit: 0,
             default_max_in_flight: 2,
             after_subscription: cursor,
             claim_ahead: Vec::new(),
@@ -732,7 +749,7 @@ mod tests {
             ingest(&store, "b", &format!(r#"{{"i":{i}}}"#)).await;
         }
         let mut r = request(100, 0);
-        r.claim_ahead = vec![a];
+        (r.claim_ahead, r.ahead_limit) = (vec![(a, 8)], 100);
         let claims = store.claim_due(r).await.unwrap();
         let count = |sub| {
             claims
@@ -741,12 +758,43 @@ mod tests {
                 .filter(|c| c.subscription.seq == sub)
                 .count()
         };
-        assert_eq!(count(a), 2 * CLAIM_AHEAD as usize);
+        assert_eq!(count(a), 8);
         assert_eq!(count(b), 2, "B is held to its cap");
         // Claimed ahead still counts: A holds its whole allowance.
         let mut r = request(100, claims.cursor);
-        r.claim_ahead = vec![a];
+        (r.claim_ahead, r.ahead_limit) = (vec![(a, 8)], 100);
         assert!(store.claim_due(r).await.unwrap().claimed.is_empty());
+    }
+
+    /// Claims ahead of a cap do not use up the room kept for work within caps (so a fast
+    /// endpoint refilling its queue never holds back another subscription's first claim), and
+    /// have their own bound.
+    #[tokio::test]
+    async fn claims_ahead_have_their_own_limit() {
+        let (store, _dir) = store().await;
+        let a = subscribe(&store, "a", DeliveryOrdering::None).await;
+        let b = subscribe(&store, "b", DeliveryOrdering::None).await;
+        for i in 0..20 {
+            ingest(&store, "a", &format!(r#"{{"i":{i}}}"#)).await;
+            ingest(&store, "b", &format!(r#"{{"i":{i}}}"#)).await;
+        }
+        let mut r = request(2, 0);
+        (r.claim_ahead, r.ahead_limit) = (vec![(a, 16)], 3);
+        let claims = store.claim_due(r).await.unwrap();
+        let count = |sub| {
+            claims
+                .claimed
+                .iter()
+                .filter(|c| c.subscription.seq == sub)
+                .count()
+        };
+        assert_eq!(
+            count(b),
+            1,
+            "B's first claim is not crowded out by A's claims ahead"
+        );
+        assert_eq!(count(a), 1 + 3);
+        assert!(claims.more);
     }
 
     #[tokio::test]
