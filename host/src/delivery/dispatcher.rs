@@ -67,37 +67,52 @@ fn breaker_policy(state: &AppState) -> Policy {
     }
 }
 
-/// What an attempt's task reports back to the dispatcher loop once its outcome is applied
-/// (sent on drop, so a task that fails or panics still gives its lane's slot back).
+/// What an attempt's task reports back to the dispatcher loop once its outcome is queued for
+/// the store (sent on drop, so a task that fails or panics still gives its lane's slot back).
 struct Finished {
     subscription_seq: i64,
     /// An attempt was made (not only put off by a rate limit, nor lost to an error).
     attempted: bool,
     duration_ms: f64,
     healthy: bool,
-    paused_until: Option<i64>,
+}
+
+/// What attempts' tasks tell the dispatcher loop.
+enum Report {
+    /// An attempt's lane slot is free.
+    Finished(Finished),
+    /// Applying an outcome opened (or kept open) the subscription's circuit breaker: its
+    /// queued claims go back, due when the pause ends.
+    Paused { subscription_seq: i64, until: i64 },
 }
 
 struct FinishGuard {
-    tx: mpsc::UnboundedSender<Finished>,
+    tx: mpsc::UnboundedSender<Report>,
     report: Option<Finished>,
 }
 
 impl FinishGuard {
-    /// Reports an attempt that was made and applied.
-    fn send(&mut self, duration_ms: f64, healthy: bool, paused_until: Option<i64>) {
+    /// Reports an attempt that was made and whose outcome is queued.
+    fn send(&mut self, duration_ms: f64, healthy: bool) {
         if let Some(mut f) = self.report.take() {
             (f.attempted, f.duration_ms, f.healthy) = (true, duration_ms, healthy);
-            f.paused_until = paused_until;
-            let _ = self.tx.send(f);
+            let _ = self.tx.send(Report::Finished(f));
         }
+    }
+
+    /// Reports that the subscription's breaker is open until `until`.
+    fn paused(&self, subscription_seq: i64, until: i64) {
+        let _ = self.tx.send(Report::Paused {
+            subscription_seq,
+            until,
+        });
     }
 }
 
 impl Drop for FinishGuard {
     fn drop(&mut self) {
         if let Some(f) = self.report.take() {
-            let _ = self.tx.send(f);
+            let _ = self.tx.send(Report::Finished(f));
         }
     }
 }
@@ -188,11 +203,10 @@ impl Lanes {
         None
     }
 
-    /// Records a finished attempt; returns the lane's queued claims to give back when its
-    /// circuit breaker has just opened.
-    fn finished(&mut self, f: &Finished) -> Vec<Claimed> {
+    /// Records a finished attempt.
+    fn finished(&mut self, f: &Finished) {
         let Some(lane) = self.by_sub.get_mut(&f.subscription_seq) else {
-            return Vec::new();
+            return;
         };
         lane.running = lane.running.saturating_sub(1);
         if f.attempted {
@@ -202,12 +216,6 @@ impl Lanes {
             });
             lane.healthy = f.healthy;
         }
-        let released = if f.paused_until.is_some() {
-            self.queued -= lane.queue.len();
-            lane.queue.drain(..).collect()
-        } else {
-            Vec::new()
-        };
         if !lane.ready && !lane.queue.is_empty() && lane.running < lane.cap {
             lane.ready = true;
             self.ring.push_back(f.subscription_seq);
@@ -215,7 +223,15 @@ impl Lanes {
         if lane.running == 0 && lane.queue.is_empty() && self.by_sub.len() > 4096 {
             self.by_sub.remove(&f.subscription_seq);
         }
-        released
+    }
+
+    /// Takes a lane's queued claims, to give back while its circuit breaker is open.
+    fn paused(&mut self, subscription_seq: i64) -> Vec<Claimed> {
+        let Some(lane) = self.by_sub.get_mut(&subscription_seq) else {
+            return Vec::new();
+        };
+        self.queued -= lane.queue.len();
+        lane.queue.drain(..).collect()
     }
 
     /// Subscriptions allowed to claim ahead (fast, healthy endpoints) and how many claims each
@@ -292,7 +308,7 @@ async fn run(state: AppState, stop: CancellationToken) {
     let concurrency = state.config.delivery_concurrency.max(1);
     let slots = Arc::new(Semaphore::new(concurrency));
     let limiter = Arc::new(RateLimiter::default());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Report>();
     let mut lanes = Lanes::default();
     let lease = lease(&state);
     let mut heartbeat =
@@ -317,7 +333,6 @@ async fn run(state: AppState, stop: CancellationToken) {
                     attempted: false,
                     duration_ms: 0.0,
                     healthy: false,
-                    paused_until: None,
                 }),
             };
             let (state, limiter) = (state.clone(), limiter.clone());
@@ -377,10 +392,12 @@ async fn run(state: AppState, stop: CancellationToken) {
                     }
                 }
             }
-            Some(f) = done_rx.recv() => {
-                let released = lanes.finished(&f);
-                if let Some(until) = f.paused_until {
-                    release(&state, released, until);
+            Some(report) = done_rx.recv() => {
+                match report {
+                    Report::Finished(f) => lanes.finished(&f),
+                    Report::Paused { subscription_seq, until } => {
+                        release(&state, lanes.paused(subscription_seq), until);
+                    }
                 }
                 claim = true;
             }
@@ -660,15 +677,20 @@ async fn record(
             return;
         }
     };
-    let applied = queued.applied().await;
-    // Claims made from now on see this outcome: the subscription's slot (and the next
-    // delivery of an ordered conversation) is free now, not once the disk has it.
+    // Claims queued from now on are applied after this outcome: the attempt's slots (and the
+    // next delivery of an ordered conversation) are free now, not once the writer has applied
+    // it, nor once the disk has it. A lane that is failing may start a few more attempts before
+    // its breaker's pause is known; they are recorded like any other.
     drop(permit);
-    let paused_until = match applied {
-        Ok(Settled::Recorded { paused_until, .. }) => paused_until,
-        _ => None,
-    };
-    finished.send(duration_ms as f64, healthy, paused_until);
+    finished.send(duration_ms as f64, healthy);
+    let applied = queued.applied().await;
+    if let Ok(Settled::Recorded {
+        paused_until: Some(until),
+        ..
+    }) = applied
+    {
+        finished.paused(work.subscription.seq, until);
+    }
     let recorded = match queued.committed().await {
         Ok(()) => applied,
         Err(e) => Err(e),
