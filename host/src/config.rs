@@ -171,6 +171,29 @@ pub struct Config {
     #[arg(long, env = "WASMHOOK_PLUGIN_MEMORY_BUDGET", value_parser = parse_size)]
     pub plugin_memory_budget: Option<u64>,
 
+    /// Events one instance of a plugin in `reuse` mode serves at most before it is thrown away.
+    #[arg(long, env = "WASMHOOK_REUSE_MAX_EVENTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub reuse_max_events: u32,
+
+    /// How long after its instantiation an instance of a plugin in `reuse` mode is still used.
+    #[arg(long, env = "WASMHOOK_REUSE_MAX_AGE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reuse_max_age: Duration,
+
+    /// How long an instance of a plugin in `reuse` mode is kept without an event.
+    #[arg(long, env = "WASMHOOK_REUSE_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub reuse_idle_timeout: Duration,
+
+    /// How many times its linear memory after its first event an instance of a plugin in
+    /// `reuse` mode may grow to before it is thrown away (at least 1).
+    #[arg(long, env = "WASMHOOK_REUSE_MAX_MEMORY_GROWTH", default_value_t = 2.0, value_parser = parse_growth)]
+    pub reuse_max_memory_growth: f64,
+
+    /// Idle instances of plugins in `reuse` mode kept at most, all plugins together (each
+    /// holds an instance slot and its memory reservation; 0 turns reuse off).
+    #[arg(long, env = "WASMHOOK_REUSE_MAX_IDLE", default_value_t = 64)]
+    pub reuse_max_idle: usize,
+
     /// Plugins an account may have.
     #[arg(long, env = "WASMHOOK_MAX_PLUGINS_PER_ACCOUNT", default_value_t = 100)]
     pub max_plugins_per_account: u64,
@@ -199,6 +222,14 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
         .map(|p| humantime::parse_duration(p.trim()).map_err(|e| format!("{p:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Schedule(steps))
+}
+
+/// A growth factor: a finite number of at least 1.
+fn parse_growth(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        _ => Err(format!("{s:?}: a factor of at least 1, such as 2 or 1.5")),
+    }
 }
 
 /// A size in bytes: a number with an optional unit, `B`, `KiB`, `MiB`, `GiB`, `TiB` (powers of
@@ -289,6 +320,14 @@ mod tests {
         assert_eq!(c.max_plugins_per_account, 100);
         assert_eq!(c.max_plugin_storage_per_account, 1 << 30);
         assert_eq!(c.max_subscriptions_per_account, 1000);
+        assert_eq!(c.reuse_max_events, 10_000);
+        assert_eq!(c.reuse_max_age, Duration::from_secs(300));
+        assert_eq!(c.reuse_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.reuse_max_memory_growth, 2.0);
+        assert_eq!(c.reuse_max_idle, 64);
+        assert!(
+            Config::from_args(["--data-dir", "/x", "--reuse-max-memory-growth", "0.5"]).is_err()
+        );
     }
 
     #[test]

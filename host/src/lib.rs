@@ -142,6 +142,13 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         )
         .map_err(|e| anyhow::anyhow!("starting the plugin runtime: {e:#}"))?,
     );
+    plugins.set_reuse(plugins::reuse::ReuseSettings {
+        max_events: config.reuse_max_events,
+        max_age: config.reuse_max_age,
+        idle_timeout: config.reuse_idle_timeout,
+        max_memory_growth: config.reuse_max_memory_growth,
+        max_idle: config.reuse_max_idle,
+    });
     let plugin_logs = plugins::logsink::LogSink::start(store.clone(), live.clone());
     let loaded = plugins.load_all(&store).await.context("loading plugins")?;
     tracing::info!(plugins = loaded, "plugins loaded");

@@ -49,6 +49,51 @@ pub struct BudgetGauges {
     pub waits: Counter,
 }
 
+/// Labels of a plugin event's instance: where it came from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    /// `fresh` (instantiated for the event) or `reused` (kept from an earlier event).
+    pub source: String,
+}
+
+/// Labels of a discarded reused instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscardLabels {
+    /// Why it was thrown away (`max_events`, `trap`, `settings`, ...).
+    pub reason: String,
+}
+
+/// Plugin instance reuse in `/metrics` (kept up to date by `plugins::reuse`).
+#[derive(Clone, Default)]
+pub struct ReuseMetrics {
+    /// Plugin events by where their instance came from.
+    pub instances: Family<InstanceLabels, Counter>,
+    /// Instances of `reuse` plugins thrown away, by reason.
+    pub discards: Family<DiscardLabels, Counter>,
+    /// Instances kept idle now.
+    pub idle: Gauge,
+}
+
+impl ReuseMetrics {
+    /// Counts an event's instance by where it came from.
+    pub fn started(&self, source: &str) {
+        self.instances
+            .get_or_create(&InstanceLabels {
+                source: source.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an instance thrown away for `reason`.
+    pub fn discarded(&self, reason: &str) {
+        self.discards
+            .get_or_create(&DiscardLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +116,8 @@ pub struct Metrics {
     pub http_connections: Gauge,
     /// The plugin memory budget: its size, what is reserved, who waits.
     pub plugin_memory: BudgetGauges,
+    /// Fresh and reused plugin instances, discards, idle instances.
+    pub plugin_instances: ReuseMetrics,
 }
 
 impl Default for Metrics {
@@ -149,10 +196,27 @@ impl Default for Metrics {
             "Plugin instances that had to wait for room in the memory budget",
             plugin_memory.waits.clone(),
         );
+        let plugin_instances = ReuseMetrics::default();
+        registry.register(
+            "plugin_instances",
+            "Plugin events by where their instance came from: fresh (instantiated) or reused",
+            plugin_instances.instances.clone(),
+        );
+        registry.register(
+            "plugin_instance_discards",
+            "Instances of plugins in reuse mode thrown away, by reason",
+            plugin_instances.discards.clone(),
+        );
+        registry.register(
+            "plugin_instances_idle",
+            "Plugin instances kept idle for further events (reuse mode)",
+            plugin_instances.idle.clone(),
+        );
         Metrics {
             registry,
             http_connections,
             plugin_memory,
+            plugin_instances,
             circuit_next_probe,
             requests,
             events_ingested,

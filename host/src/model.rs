@@ -473,6 +473,22 @@ pub enum LogLevel {
 
 str_enum!(LogLevel { Trace => "trace", Debug => "debug", Info => "info", Warn => "warn", Error => "error" });
 
+/// How a plugin's instances are used: a fresh one per event (the default), or one kept for
+/// further events of the same account and subscription (see the README's "Instance reuse").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceMode {
+    /// A fresh instance for every event: nothing survives an event.
+    #[default]
+    PerEvent,
+    /// An instance serves further events of the same plugin version, configuration, account
+    /// and subscription, one at a time, until a discard rule throws it away; its globals and
+    /// heap persist between those events.
+    Reuse,
+}
+
+str_enum!(InstanceMode { PerEvent => "per_event", Reuse => "reuse" });
+
 /// An uploaded plugin. It serializes with the values of its secret config keys masked
 /// (`crate::plugin_config::MASK`): a secret value never leaves the server once set.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -496,6 +512,10 @@ pub struct Plugin {
     pub limits: PluginLimits,
     /// Lines below this level are not kept (default `info`).
     pub log_level: LogLevel,
+    /// `per_event` (default): a fresh instance per event; `reuse`: instances kept between
+    /// events of one subscription.
+    #[serde(default)]
+    pub instances: InstanceMode,
     /// The version new events run on.
     pub version: u32,
     /// Creation time.
@@ -520,6 +540,7 @@ impl Serialize for Plugin {
             allowed_hosts: &'a [String],
             limits: &'a PluginLimits,
             log_level: LogLevel,
+            instances: InstanceMode,
             version: u32,
             #[serde(with = "ms_as_rfc3339")]
             created_at: i64,
@@ -534,6 +555,7 @@ impl Serialize for Plugin {
             allowed_hosts: &self.allowed_hosts,
             limits: &self.limits,
             log_level: self.log_level,
+            instances: self.instances,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,

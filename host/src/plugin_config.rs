@@ -73,6 +73,7 @@ mod tests {
             allowed_hosts: vec![],
             limits: Default::default(),
             log_level: Default::default(),
+            instances: Default::default(),
             version: 1,
             created_at: 0,
             updated_at: 0,

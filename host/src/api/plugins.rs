@@ -19,7 +19,7 @@ use super::{ListResponse, PageQuery, with_status};
 use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
-use crate::model::{LogLevel, Plugin, PluginLimits, PluginLogLine, PluginVersion};
+use crate::model::{InstanceMode, LogLevel, Plugin, PluginLimits, PluginLogLine, PluginVersion};
 use crate::plugin_config;
 use crate::plugins::limits;
 use crate::schema::{Str, array, string_map};
@@ -85,6 +85,11 @@ pub struct UpdatePlugin {
     /// Keep log lines at this level and above: `trace`, `debug`, `info` (default), `warn`, `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<LogLevel>,
+    /// `per_event` (default): a fresh instance for every event; `reuse`: an instance serves
+    /// further events of the same subscription (its globals and heap persist between them)
+    /// until a discard rule throws it away. See the README's "Instance reuse".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstanceMode>,
 }
 
 const MAX_NAME: usize = 100;
@@ -262,6 +267,7 @@ async fn upload(
         allowed_hosts,
         limits: PluginLimits::default(),
         log_level: LogLevel::default(),
+        instances: Default::default(),
         version: 1,
         created_at: now,
         updated_at: now,
@@ -309,8 +315,8 @@ async fn get_one(
     ))
 }
 
-/// Change a plugin's name, configuration (and which of its keys are secret), allowed hosts or
-/// limits.
+/// Change a plugin's name, configuration (and which of its keys are secret), allowed hosts,
+/// limits, log level or instance mode (`instances`).
 #[utoipa::path(patch, path = "/v1/plugins/{id}", operation_id = "update_plugin", tag = "plugins", request_body = UpdatePlugin,
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -350,6 +356,9 @@ async fn update(
             }
             if let Some(l) = req.log_level {
                 p.log_level = l;
+            }
+            if let Some(mode) = req.instances {
+                p.instances = mode;
             }
             p.updated_at = now_ms();
         })

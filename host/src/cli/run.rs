@@ -243,6 +243,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Result<(), CliError> {
         allowed_hosts: args.allow_hosts.clone(),
         limits,
         log_level: LogLevel::parse(&args.log_level).expect("one of the possible values"),
+        instances: Default::default(),
         version: 1,
         created_at: now_ms(),
         updated_at: now_ms(),

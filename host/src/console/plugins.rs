@@ -180,6 +180,7 @@ async fn upload(
             allowed_hosts: Vec::new(),
             limits: PluginLimits::default(),
             log_level: LogLevel::default(),
+            instances: Default::default(),
             version: 1,
             created_at: now,
             updated_at: now,

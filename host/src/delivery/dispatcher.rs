@@ -499,7 +499,9 @@ async fn reserve_memory(
     permit: &mut Option<OwnedSemaphorePermit>,
 ) -> Option<Reservation> {
     let plugin_id = plugin_of(&work.subscription)?;
-    let bytes = state.plugins.memory_needed(plugin_id)?;
+    let bytes = state
+        .plugins
+        .memory_needed(plugin_id, &work.subscription.id)?;
     if let Some(reserved) = state.plugins.memory.try_reserve(bytes) {
         return Some(reserved);
     }

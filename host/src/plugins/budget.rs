@@ -7,6 +7,9 @@
 //! memory-hungry events cannot take the machine's memory together. A plugin whose limit is
 //! larger than the whole budget reserves the whole budget, so it still runs, alone.
 //!
+//! Idle instances kept for reuse (`super::reuse`) hold reservations too; a [`Reclaim`] hook
+//! throws them away, least recently used first, before anyone is refused room or made to wait.
+//!
 //! What it does not do: decide who waits where. The dispatcher reserves before an attempt and
 //! gives its delivery slot back while it waits, so waiting instances never hold the slots URL
 //! deliveries need.
@@ -20,11 +23,18 @@ pub use crate::metrics::BudgetGauges;
 
 const MIB: u64 = 1 << 20;
 
+/// Whoever holds reservations it can give up on demand (idle instances).
+pub trait Reclaim: Send + Sync {
+    /// Gives up one reservation; false when there is none to give.
+    fn reclaim_one(&self) -> bool;
+}
+
 /// The budget. Cheap to share: reservations hold an `Arc` of it.
 pub struct MemoryBudget {
     semaphore: Arc<Semaphore>,
     total_mib: u32,
     gauges: BudgetGauges,
+    reclaim: std::sync::OnceLock<Arc<dyn Reclaim>>,
 }
 
 /// Memory reserved for one instance; given back when dropped.
@@ -75,7 +85,18 @@ impl MemoryBudget {
             semaphore: Arc::new(Semaphore::new(total_mib as usize)),
             total_mib,
             gauges,
+            reclaim: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets who gives reservations up when room is short (once; later calls are ignored).
+    pub fn set_reclaim(&self, reclaim: Arc<dyn Reclaim>) {
+        let _ = self.reclaim.set(reclaim);
+    }
+
+    /// Whether anyone waits for room: an idle instance is then not kept.
+    pub fn has_waiters(&self) -> bool {
+        self.gauges.waiting.get() > 0
     }
 
     /// The budget in bytes.
@@ -104,11 +125,17 @@ impl MemoryBudget {
     }
 
     /// Reserves room for an instance that may use `bytes`, if there is room now (and nobody
-    /// is waiting ahead).
+    /// is waiting ahead), giving up idle instances for it, least recently used first.
     pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
         let mib = self.mib_for(bytes);
-        let permit = self.semaphore.clone().try_acquire_many_owned(mib).ok()?;
-        Some(self.granted(mib, permit))
+        loop {
+            if let Ok(permit) = self.semaphore.clone().try_acquire_many_owned(mib) {
+                return Some(self.granted(mib, permit));
+            }
+            if !self.reclaim.get().is_some_and(|r| r.reclaim_one()) {
+                return None;
+            }
+        }
     }
 
     /// Reserves room for an instance that may use `bytes`, waiting (first come, first

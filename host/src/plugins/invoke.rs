@@ -1,10 +1,12 @@
-//! One invocation: a fresh store and instance for one event, the handler call, and what came
-//! of it (a decision, or a failure with a reason a person can act on).
+//! One invocation: a store and instance for one event (fresh, or kept from an earlier event
+//! of the same subscription in `reuse` mode), the handler call, and what came of it (a
+//! decision, or a failure with a reason a person can act on).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use serde_json::value::RawValue;
-use wasmtime::{Store, Trap};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::PluginRuntime;
@@ -15,10 +17,11 @@ use super::host::{CallContext, HostState, LogBuffer, Stream, outgoing_timeout};
 use super::limits::MemoryLimiter;
 use super::outgoing::HttpPolicy;
 use super::registry::LoadedPlugin;
-use super::services::PluginServices;
+use super::reuse::{AfterEvent, Discard, Kept, Key};
+use super::services::{BetweenEvents, PluginServices};
 use crate::clock::rfc3339;
 use crate::events::{MAX_DEPTH, json_depth};
-use crate::model::{Event, LogLevel};
+use crate::model::{Event, InstanceMode, LogLevel};
 
 /// What a plugin decided.
 #[derive(Debug, Clone)]
@@ -136,7 +139,9 @@ impl PluginRuntime {
 
     /// [`Self::invoke`] with memory already reserved for it from the budget (see
     /// [`Self::memory_needed`]); without one, or with one made too small by a raised limit,
-    /// the invocation reserves what it needs first, waiting for room.
+    /// the invocation reserves what it needs first, waiting for room. A plugin in `reuse`
+    /// mode runs on an idle instance of the same subscription when there is one (which has
+    /// its own reservation: `reservation` is then given back).
     pub async fn invoke_reserved(
         &self,
         services: Arc<dyn PluginServices>,
@@ -151,18 +156,25 @@ impl PluginRuntime {
                 false,
             ));
         };
-        self.invoke_measured(services, plugin, input, reservation)
+        let reuse = plugin.instances == InstanceMode::Reuse;
+        self.run(services, plugin, input, reservation, reuse)
             .await
             .0
     }
 
-    /// The memory an invocation of `plugin_id` reserves from the budget: its memory limit
-    /// (`None` when it is not loaded).
-    pub fn memory_needed(&self, plugin_id: &str) -> Option<usize> {
-        self.registry.get(plugin_id).map(|p| p.limits.memory_bytes)
+    /// The memory an invocation of `plugin_id` for an event of `subscription_id` reserves
+    /// from the budget: its memory limit. `None` when it is not loaded, or when it is in
+    /// `reuse` mode and an idle instance (which holds its own reservation) waits for the
+    /// subscription's events.
+    pub fn memory_needed(&self, plugin_id: &str, subscription_id: &str) -> Option<usize> {
+        let plugin = self.registry.get(plugin_id)?;
+        let idle = plugin.instances == InstanceMode::Reuse
+            && self.registry.idle.has(&Key::new(&plugin, subscription_id));
+        (!idle).then_some(plugin.limits.memory_bytes)
     }
 
-    /// Runs `plugin` (a registered version, or one loaded apart for a dry run) on one event.
+    /// Runs `plugin` (a registered version, or one loaded apart for a dry run) on one event,
+    /// in a fresh instance whatever its mode.
     ///
     /// The plugin runs on the async runtime and yields at every epoch tick, so a busy plugin
     /// shares its thread with other tasks; at the deadline the call is dropped, which stops
@@ -187,65 +199,98 @@ impl PluginRuntime {
         input: Input<'_>,
         reservation: Option<Reservation>,
     ) -> (Result<Decision, InvokeError>, Usage) {
+        self.run(services, plugin, input, reservation, false).await
+    }
+
+    /// One event, on an idle instance of its key when `reuse` allows one, else on a fresh
+    /// one; afterwards the instance is kept for the key's next event (`reuse`, and no discard
+    /// rule applies) or thrown away.
+    async fn run(
+        &self,
+        services: Arc<dyn PluginServices>,
+        plugin: Arc<LoadedPlugin>,
+        input: Input<'_>,
+        reservation: Option<Reservation>,
+        reuse: bool,
+    ) -> (Result<Decision, InvokeError>, Usage) {
         let limits = plugin.limits;
-        let _reservation = self.memory.cover(reservation, limits.memory_bytes).await;
         let event = to_wit(input, &plugin.account_id);
-        let context = plugin.contexts.take();
-        let (stdout, stderr) = (context.stdout, context.stderr);
-        let state = HostState {
-            wasi: context.wasi,
-            http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy {
-                allowed_hosts: plugin.allowed_hosts.clone(),
-                net: self.net_policy.clone(),
-                timeout: outgoing_timeout(&limits),
-                calls: None,
-            },
-            table: Default::default(),
-            limiter: MemoryLimiter::new(limits.memory_bytes),
-            call: CallContext {
-                services,
-                plugin: plugin.clone(),
-                limits,
-                depth: input.event.causation.as_ref().map_or(0, |c| c.depth),
-                sends: 0,
-                logs: LogBuffer::new(event.id.clone(), limits.log_bytes, plugin.log_level),
-            },
+        // Everything an event's host calls act on is the event's own, in a kept instance too.
+        let call = CallContext {
+            services,
+            plugin: plugin.clone(),
+            limits,
+            depth: input.event.causation.as_ref().map_or(0, |c| c.depth),
+            sends: 0,
+            logs: LogBuffer::new(event.id.clone(), limits.log_bytes, plugin.log_level),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_async_yield_and_update(1);
-        let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
-                .wasmhook_plugin_handler()
-                .call_handle(&mut store, &event)
-                .await
+        let idle = &self.registry.idle;
+        let key = reuse.then(|| Key::new(&plugin, input.subscription_id));
+        let mut kept = match key.as_ref().and_then(|k| idle.take(k)) {
+            Some(mut kept) => {
+                drop(reservation);
+                self.metrics.plugin_instances.started("reused");
+                let state = kept.store.data_mut();
+                state.call = call;
+                state.limiter.start_event();
+                state.http_policy.calls = None;
+                kept
+            }
+            None => {
+                let reservation = self.memory.cover(reservation, limits.memory_bytes).await;
+                self.metrics.plugin_instances.started("fresh");
+                self.fresh(&plugin, call, reservation)
+            }
         };
-        let result = match tokio::time::timeout(limits.deadline, call).await {
+        kept.store.epoch_deadline_async_yield_and_update(1);
+        let deadline = tokio::time::Instant::now() + limits.deadline;
+        let outcome = loop {
+            let outcome =
+                tokio::time::timeout_at(deadline, handle(&mut kept, &plugin, &event)).await;
+            match outcome {
+                // Idle instances hold pool slots: one gives its slot up, and the event starts
+                // over in a new store (a failed instantiation may have left parts in this one).
+                Ok(Err(e))
+                    if kept.instance.is_none()
+                        && e.downcast_ref::<PoolConcurrencyLimitError>().is_some()
+                        && idle.evict_one(Discard::Pool) =>
+                {
+                    kept = self.restart(kept, limits.memory_bytes);
+                }
+                outcome => break outcome,
+            }
+        };
+        let result = match outcome {
             Ok(Ok(Ok(decision))) => decide(decision, limits.replace_bytes),
             Ok(Ok(Err(e))) => Err(InvokeError::new(
                 FailureKind::Handler,
                 e.message,
                 e.retryable,
             )),
-            Ok(Err(trap)) => Err(explain(&trap, store.data().limiter.hit, &limits)),
+            Ok(Err(trap)) => Err(explain(&trap, kept.store.data().limiter.hit, &limits)),
             Err(_) => Err(deadline_exceeded(&limits)),
         };
-        let state = store.into_data();
+        let state = kept.store.data_mut();
         let usage = Usage {
             peak_memory_bytes: state.limiter.peak,
         };
-        let services = state.call.services;
-        let mut logs = state.call.logs;
-        if let Some(calls) = &state.http_policy.calls {
+        let memory = state.limiter.current();
+        let services = state.call.services.clone();
+        let mut logs = std::mem::replace(
+            &mut state.call.logs,
+            LogBuffer::new(String::new(), 0, LogLevel::Error),
+        );
+        if let Some(calls) = state.http_policy.calls.take() {
             let calls = std::mem::take(&mut *calls.lock().expect("http calls lock"));
             for denial in calls.denials {
                 logs.push(LogLevel::Warn, denial);
             }
             services.http_requests(calls.requests);
         }
-        for (capture, stream) in [(&stdout, Stream::Stdout), (&stderr, Stream::Stderr)] {
+        for (capture, stream) in [
+            (&kept.stdout, Stream::Stdout),
+            (&kept.stderr, Stream::Stderr),
+        ] {
             let (bytes, dropped) = capture.take();
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -253,17 +298,155 @@ impl PluginRuntime {
             }
             logs.dropped(stream, dropped);
         }
-        plugin.contexts.give_back(Context {
-            wasi: state.wasi,
-            stdout,
-            stderr,
-        });
         if let Err(e) = &result {
             logs.push_always(LogLevel::Error, e.message.clone());
         }
         services.plugin_logs(&plugin.account_id, &plugin.id, logs.finish());
+        if let Some(key) = key {
+            match self.discard_rule(&mut kept, &result, memory) {
+                None => {
+                    kept.store.data_mut().call.services = BETWEEN_EVENTS.clone();
+                    idle.park(key, kept);
+                }
+                Some(reason) => {
+                    idle.discarded(reason);
+                    give_back_context(&plugin, kept);
+                }
+            }
+        } else {
+            give_back_context(&plugin, kept);
+        }
         (result, usage)
     }
+
+    /// A new store for `plugin` under `reservation`; instantiated by the first [`handle`].
+    fn fresh(&self, plugin: &LoadedPlugin, call: CallContext, reservation: Reservation) -> Kept {
+        let context = plugin.contexts.take();
+        let state = HostState {
+            wasi: context.wasi,
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy {
+                allowed_hosts: plugin.allowed_hosts.clone(),
+                net: self.net_policy.clone(),
+                timeout: outgoing_timeout(&plugin.limits),
+                calls: None,
+            },
+            table: Default::default(),
+            limiter: MemoryLimiter::new(plugin.limits.memory_bytes),
+            call,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        Kept {
+            store,
+            instance: None,
+            stdout: context.stdout,
+            stderr: context.stderr,
+            reservation,
+            events: 0,
+            born: Instant::now(),
+            baseline: None,
+        }
+    }
+
+    /// `kept`'s data in a new store, as before its instantiation.
+    fn restart(&self, kept: Kept, memory_bytes: usize) -> Kept {
+        let Kept {
+            store,
+            stdout,
+            stderr,
+            reservation,
+            ..
+        } = kept;
+        let mut state = store.into_data();
+        state.limiter = MemoryLimiter::new(memory_bytes);
+        state.table = Default::default();
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_async_yield_and_update(1);
+        Kept {
+            store,
+            instance: None,
+            stdout,
+            stderr,
+            reservation,
+            events: 0,
+            born: Instant::now(),
+            baseline: None,
+        }
+    }
+
+    /// Why `kept` may not serve another event after this one, if it may not. Counts the event.
+    fn discard_rule(
+        &self,
+        kept: &mut Kept,
+        result: &Result<Decision, InvokeError>,
+        memory: usize,
+    ) -> Option<Discard> {
+        if let Err(e) = result {
+            // A handler's own error leaves the instance as sound as a success does; anything
+            // else may have left it anywhere (a trap mid-way, a call cut at its deadline).
+            let reason = match e.kind {
+                FailureKind::Handler | FailureKind::NotLoaded => None,
+                FailureKind::Trap => Some(Discard::Trap),
+                FailureKind::Deadline => Some(Discard::Deadline),
+                FailureKind::Limit => Some(Discard::Limit),
+                FailureKind::InvalidOutput => Some(Discard::InvalidOutput),
+            };
+            if reason.is_some() {
+                return reason;
+            }
+        }
+        kept.events += 1;
+        let baseline = *kept.baseline.get_or_insert(memory);
+        let after = AfterEvent {
+            events: kept.events,
+            age: kept.born.elapsed(),
+            baseline,
+            memory,
+        };
+        self.registry.idle.settings().worn_out(after).or_else(|| {
+            // Someone waits for memory: an idle instance would only stand in the way.
+            self.memory.has_waiters().then_some(Discard::Budget)
+        })
+    }
+}
+
+/// The services of every instance kept idle (see [`BetweenEvents`]).
+static BETWEEN_EVENTS: LazyLock<Arc<dyn PluginServices>> =
+    LazyLock::new(|| Arc::new(BetweenEvents));
+
+/// Instantiates `kept` if it is not yet, and calls its handler on `event`.
+async fn handle(
+    kept: &mut Kept,
+    plugin: &LoadedPlugin,
+    event: &types::Event,
+) -> wasmtime::Result<Result<types::Decision, types::HandlerError>> {
+    if kept.instance.is_none() {
+        kept.instance = Some(plugin.pre.instantiate_async(&mut kept.store).await?);
+    }
+    let instance = kept.instance.as_ref().expect("instantiated above");
+    instance
+        .wasmhook_plugin_handler()
+        .call_handle(&mut kept.store, event)
+        .await
+}
+
+/// Drops `kept`'s instance and gives its WASI context (which holds no guest state) back to
+/// the plugin's pool.
+fn give_back_context(plugin: &LoadedPlugin, kept: Kept) {
+    let Kept {
+        store,
+        stdout,
+        stderr,
+        ..
+    } = kept;
+    let state = store.into_data();
+    plugin.contexts.give_back(Context {
+        wasi: state.wasi,
+        stdout,
+        stderr,
+    });
 }
 
 fn deadline_exceeded(limits: &super::limits::Limits) -> InvokeError {

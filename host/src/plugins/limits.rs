@@ -129,6 +129,18 @@ impl MemoryLimiter {
             peak: 0,
         }
     }
+
+    /// Starts counting another event of the same instance (reuse mode): its memory stays
+    /// counted; whether the limit was hit, and the peak, are the new event's own.
+    pub fn start_event(&mut self) {
+        self.hit = false;
+        self.peak = self.total;
+    }
+
+    /// Bytes of every memory of the instance together, now.
+    pub fn current(&self) -> usize {
+        self.total
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {

@@ -3,8 +3,10 @@
 //! One [`Engine`] for the process; a [`Linker`] built once with WASI 0.2, outgoing
 //! `wasi:http` and our host interfaces; a pre-instantiated component per plugin version
 //! (compiled once at upload, its artifact stored so a restart does not compile again); and
-//! a fresh `Store` and instance per event, run on the async runtime under a memory limit, yielding
-//! at every epoch tick so other tasks keep being served, and cancelled at its deadline.
+//! a fresh `Store` and instance per event (or, for a plugin in `reuse` mode, one kept from an
+//! earlier event of the same subscription: see [`reuse`]), run on the async runtime under a
+//! memory limit, yielding at every epoch tick so other tasks keep being served, and cancelled
+//! at its deadline.
 //!
 //! The runtime reaches the rest of the server only through [`PluginServices`] (send-message,
 //! the key-value store, where log lines go), which the caller of an invocation passes in: the
@@ -26,6 +28,7 @@ pub mod limits;
 pub mod logsink;
 pub mod outgoing;
 pub mod registry;
+pub mod reuse;
 pub mod services;
 
 use std::path::PathBuf;
@@ -44,6 +47,7 @@ use bindings::Plugin as PluginWorld;
 use budget::MemoryBudget;
 use host::HostState;
 use registry::Registry;
+use reuse::{IdleInstances, ReuseSettings};
 
 /// The plugin runtime shared by the API and the delivery engine.
 pub struct PluginRuntime {
@@ -85,17 +89,25 @@ impl PluginRuntime {
             |s| s,
         )?;
         let engine_hash = engine::compatibility_hash(&engine);
+        let idle = IdleInstances::new(ReuseSettings::default(), metrics.plugin_instances.clone());
+        let memory = MemoryBudget::new(memory_budget, metrics.plugin_memory.clone());
+        memory.set_reclaim(idle.clone());
         Ok(PluginRuntime {
             engine,
             linker,
-            registry: Registry::default(),
+            registry: Registry::new(idle),
             dir: data_dir.join("plugins"),
             engine_hash,
-            memory: MemoryBudget::new(memory_budget, metrics.plugin_memory.clone()),
+            memory,
             metrics,
             net_policy,
             dry_runs: tokio::sync::Semaphore::new(dry_run::DRY_RUNS),
             compiles: tokio::sync::Semaphore::new(1),
         })
+    }
+
+    /// When instances of plugins in `reuse` mode are thrown away (the server's flags).
+    pub fn set_reuse(&self, settings: ReuseSettings) {
+        self.registry.idle.set_settings(settings);
     }
 }

@@ -113,3 +113,42 @@ pub trait PluginServices: Send + Sync {
         _ = requests;
     }
 }
+
+/// The services of an instance kept idle between events (reuse mode): it runs nothing then, so
+/// nothing answers. An idle instance must not hold the server's services, which hold the
+/// runtime that holds the instance: each event gives its instance the services it runs with.
+pub(crate) struct BetweenEvents;
+
+fn between_events() -> Unavailable {
+    Unavailable("no event is being handled".into())
+}
+
+#[async_trait]
+impl PluginServices for BetweenEvents {
+    async fn send_message(&self, _: Outgoing) -> Result<String, SendRefusal> {
+        Err(between_events().into())
+    }
+    async fn kv_get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+        Err(between_events())
+    }
+    async fn kv_set(&self, _: &str, _: &str, _: Vec<u8>, _: KvLimits) -> KvResult<()> {
+        Err(between_events())
+    }
+    async fn kv_delete(&self, _: &str, _: &str) -> Result<(), Unavailable> {
+        Err(between_events())
+    }
+    async fn kv_increment(&self, _: &str, _: &str, _: i64, _: KvLimits) -> KvResult<i64> {
+        Err(between_events())
+    }
+    async fn kv_set_if(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<Vec<u8>>,
+        _: Vec<u8>,
+        _: KvLimits,
+    ) -> KvResult<bool> {
+        Err(between_events())
+    }
+    fn plugin_logs(&self, _: &str, _: &str, _: Vec<PluginLogLine>) {}
+}

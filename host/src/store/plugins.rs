@@ -5,11 +5,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sealing::{open_config, seal_config};
 use super::{OptionalRow, Page, Store, StoreError, kv};
-use crate::model::{LogLevel, Plugin, PluginLogLine, PluginVersion};
+use crate::model::{InstanceMode, LogLevel, Plugin, PluginLogLine, PluginVersion};
 use crate::quotas::{Quota, Quotas};
 use crate::secrets::Keyring;
 
-const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level, secret_keys";
+const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level, secret_keys, instances";
 const VERSION_COLUMNS: &str =
     "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
 /// Log lines kept per plugin: the newest ones; older ones are trimmed as new ones come.
@@ -31,6 +31,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
     let limits: String = r.get(6)?;
     let log_level: String = r.get(10)?;
     let secret_keys: String = r.get(11)?;
+    let instances: String = r.get(12)?;
     Ok((
         r.get(0)?,
         Plugin {
@@ -45,6 +46,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
             created_at: r.get(8)?,
             updated_at: r.get(9)?,
             log_level: LogLevel::parse(&log_level).ok_or_else(|| corrupt("log_level"))?,
+            instances: InstanceMode::parse(&instances).ok_or_else(|| corrupt("instances"))?,
         },
     ))
 }
@@ -184,7 +186,7 @@ impl Store {
             quotas.check(Quota::Plugins, plugins, 1)?;
             check_storage(tx, quotas, &plugin.account_id, version.size_bytes)?;
             tx.prepare_cached(&format!(
-                "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO plugins ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 &COLUMNS["rowid, ".len()..]
             ))?
             .execute(params![
@@ -199,6 +201,7 @@ impl Store {
                 plugin.updated_at,
                 plugin.log_level.as_str(),
                 json(&plugin.secret_keys),
+                plugin.instances.as_str(),
             ])?;
             insert_version(tx, &plugin.id, &version)?;
             Ok(plugin)
@@ -264,10 +267,10 @@ impl Store {
             change(&mut p);
             tx.execute(
                 "UPDATE plugins SET name = ?2, config = ?3, allowed_hosts = ?4, limits = ?5, updated_at = ?6, log_level = ?7,
-                    secret_keys = ?8
+                    secret_keys = ?8, instances = ?9
                  WHERE id = ?1",
                 params![p.id, p.name, stored_config(&keys, &p), json(&p.allowed_hosts), json(&p.limits), p.updated_at,
-                    p.log_level.as_str(), json(&p.secret_keys)],
+                    p.log_level.as_str(), json(&p.secret_keys), p.instances.as_str()],
             )?;
             Ok(p)
         })
@@ -625,6 +628,7 @@ mod tests {
             allowed_hosts: vec![],
             limits: Default::default(),
             log_level: LogLevel::Info,
+            instances: Default::default(),
             version: 1,
             created_at: 0,
             updated_at: 0,

@@ -21,6 +21,7 @@
 //! | `log-lines` | logs `count` (default 100) info lines `batch <b> line <i>`, `b` being the payload's `batch` (or 0); returns `keep` |
 //! | `flood-all` | writes `lines` (default 1000) lines of 99 bytes to each of the log (info), stdout and stderr; returns `keep` |
 //! | `sleep` | sleeps `ms` milliseconds (default 10000) in a blocking WASI clock wait; returns `keep` |
+//! | `counter` | counts the events this instance handled in a static (so the count only goes past 1 when the host reuses instances), logs `counter <n>` and prints `counter stdout <n>`; then does what the payload's `then` says: `trap`, `loop`, `memory` (as those modes), `grow` (allocates and keeps `mb` MiB, default 1), `oversized` (as `oversized-replace`), `error` (a fatal handler error), `send` (`send-message` `counter <n>` into the payload's `conversation_id`), else nothing; returns `replace` with `{"count": n, "event_id", "account_id", "subscription_id"}` |
 //! | `retryable-error` / `fatal-error` | returns a handler error with that retryability and message `hostile: <mode>` |
 //! | `drop` | returns `drop` |
 //! | anything else, or unset | returns `keep` |
@@ -31,6 +32,8 @@ mod http;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 use wasmhook_plugin_sdk::kv::{self, KvError};
@@ -118,6 +121,7 @@ impl Plugin for Hostile {
                 )?));
                 Ok(Decision::Keep)
             }
+            "counter" => counter(&event),
             "retryable-error" => Err(HandlerError::retryable("hostile: retryable-error")),
             "fatal-error" => Err(HandlerError::fatal("hostile: fatal-error")),
             "drop" => Ok(Decision::Drop),
@@ -220,6 +224,47 @@ fn echo_config(event: &Event) -> Result<Decision, HandlerError> {
             })),
             "payload": event.payload_json()?,
         },
+    }))
+}
+
+/// Events this instance handled (`counter` mode).
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Memory `counter` mode keeps between events (`then: grow`).
+static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn counter(event: &Event) -> Result<Decision, HandlerError> {
+    let n = EVENTS.fetch_add(1, Ordering::Relaxed) + 1;
+    let payload = event.payload_json()?;
+    log::info(&format!("counter {n}"));
+    println!("counter stdout {n}");
+    match payload
+        .get("then")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+    {
+        "trap" => panic!("hostile: counter trap"),
+        "loop" => spin_forever(),
+        "memory" => grow_memory_forever(),
+        "grow" => {
+            let mb = payload.get("mb").and_then(Value::as_u64).unwrap_or(1) as usize;
+            // Filled with non-zero bytes so every page is really touched.
+            let block = vec![0xA5; mb * 1024 * 1024];
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(block);
+        }
+        "oversized" => return oversized_replace(2 * 1024 * 1024),
+        "error" => return Err(HandlerError::fatal("hostile: counter error")),
+        "send" => {
+            let conversation = payload.get("conversation_id").and_then(Value::as_str);
+            send_message(conversation.unwrap_or_default(), &format!("counter {n}"))
+                .map_err(|e| HandlerError::fatal(format!("hostile: send-message: {e}")))?;
+        }
+        _ => {}
+    }
+    Decision::replace_json(&json!({
+        "count": n,
+        "event_id": event.id,
+        "account_id": event.account_id,
+        "subscription_id": event.subscription_id,
     }))
 }
 
@@ -328,6 +373,16 @@ mod tests {
         assert_eq!(p["kv"]["counter"], 2);
         assert_eq!(p["event"]["type"], "message:created");
         assert_eq!(p["event"]["payload"]["text"], "hi");
+    }
+
+    #[test]
+    fn counter_counts_the_events_of_its_instance() {
+        let first = replaced(run("counter").unwrap())["count"].as_u64().unwrap();
+        let event = Event::new("x", json!({"then": "grow", "mb": 1}));
+        let second = replaced(Hostile::handle(event).unwrap());
+        assert_eq!(second["count"].as_u64().unwrap(), first + 1);
+        let event = Event::new("x", json!({"then": "error"}));
+        assert!(Hostile::handle(event).is_err());
     }
 
     #[test]

@@ -1,0 +1,474 @@
+//! Instances kept between events, for plugins in `reuse` mode: which idle instance an event
+//! may take, and every rule that throws one away.
+//!
+//! An idle instance is keyed by (account, plugin, loaded generation, subscription): the
+//! generation changes with every version swap and settings change (see `super::registry`), so
+//! an instance only ever serves events of one account and one subscription, under the version
+//! and configuration it started with. Whoever takes an instance has it alone, so it serves one
+//! event at a time; events of the same key that arrive together take other idle instances or
+//! start fresh ones, and at most [`PER_KEY`] of them are kept idle per key.
+//!
+//! An idle instance still holds what it ran with: its instance slot in the pooling allocator
+//! and its memory reservation in `super::budget`. It gives both back when it is thrown away:
+//! the least recently used one first whenever the budget or the pool is short, and in any case
+//! after [`ReuseSettings::idle_timeout`] without an event (a sweeper thread checks).
+//!
+//! What this module does not do: run events. `super::invoke` takes an instance, prepares its
+//! per-event state, runs the event, and hands it back with [`IdleInstances::park`] or drops it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+
+use super::PluginWorld;
+use super::budget::{Reclaim, Reservation};
+use super::capture::Capture;
+use super::host::HostState;
+use super::registry::LoadedPlugin;
+pub use crate::metrics::ReuseMetrics;
+
+/// Idle instances kept per key at most: a burst of concurrent events of one subscription
+/// starts that many instances, and keeping a few of them serves the next burst.
+pub const PER_KEY: usize = 4;
+
+/// When a reused instance is thrown away (server flags; see the README's "Instance reuse").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReuseSettings {
+    /// Events one instance serves at most.
+    pub max_events: u32,
+    /// How long after its instantiation an instance is still reused.
+    pub max_age: Duration,
+    /// How long an instance is kept without an event.
+    pub idle_timeout: Duration,
+    /// How many times its linear memory after its first event an instance may grow to.
+    pub max_memory_growth: f64,
+    /// Idle instances kept across all plugins at most.
+    pub max_idle: usize,
+}
+
+impl Default for ReuseSettings {
+    fn default() -> ReuseSettings {
+        ReuseSettings {
+            max_events: 10_000,
+            max_age: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(30),
+            max_memory_growth: 2.0,
+            max_idle: 64,
+        }
+    }
+}
+
+/// Why an instance was not reused (the `reason` label of
+/// `wasmhook_plugin_instance_discards_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// It served `max_events` events.
+    MaxEvents,
+    /// It is older than `max_age`.
+    MaxAge,
+    /// It went `idle_timeout` without an event.
+    IdleTimeout,
+    /// The plugin trapped.
+    Trap,
+    /// The event ran past its deadline.
+    Deadline,
+    /// A limit was breached: memory, the replacement payload's size, `send-message`s.
+    Limit,
+    /// Its replacement payload was not a JSON object.
+    InvalidOutput,
+    /// Its linear memory grew past `max_memory_growth` times its size after its first event.
+    MemoryGrowth,
+    /// The plugin's settings (configuration, limits, ...) changed.
+    Settings,
+    /// Another version of the plugin was swapped in.
+    Version,
+    /// The plugin was set back to `per_event`.
+    PerEvent,
+    /// The plugin was deleted.
+    Deleted,
+    /// Another instance needed room in the memory budget.
+    Budget,
+    /// Another instance needed a slot in the instance pool.
+    Pool,
+    /// Enough idle instances are kept already (per key or in all).
+    Full,
+}
+
+impl Discard {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discard::MaxEvents => "max_events",
+            Discard::MaxAge => "max_age",
+            Discard::IdleTimeout => "idle_timeout",
+            Discard::Trap => "trap",
+            Discard::Deadline => "deadline",
+            Discard::Limit => "limit",
+            Discard::InvalidOutput => "invalid_output",
+            Discard::MemoryGrowth => "memory_growth",
+            Discard::Settings => "settings",
+            Discard::Version => "version",
+            Discard::PerEvent => "per_event",
+            Discard::Deleted => "deleted",
+            Discard::Budget => "budget",
+            Discard::Pool => "pool",
+            Discard::Full => "full",
+        }
+    }
+}
+
+/// Which events an instance may serve: nothing of another account, subscription, version or
+/// configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    account_id: String,
+    plugin_id: String,
+    generation: u64,
+    subscription_id: String,
+}
+
+impl Key {
+    /// The key of `plugin`'s events through `subscription_id`.
+    pub fn new(plugin: &LoadedPlugin, subscription_id: &str) -> Key {
+        Key {
+            account_id: plugin.account_id.clone(),
+            plugin_id: plugin.id.clone(),
+            generation: plugin.generation,
+            subscription_id: subscription_id.to_string(),
+        }
+    }
+}
+
+/// An instance with its store, between or during events.
+pub struct Kept {
+    /// The store: its data is reset for every event (see `super::invoke`).
+    pub store: Store<HostState>,
+    /// The instance, once instantiated.
+    pub instance: Option<PluginWorld>,
+    /// Its WASI stdout and stderr, taken after every event.
+    pub stdout: Capture,
+    /// See `stdout`.
+    pub stderr: Capture,
+    /// Its memory reservation in the budget.
+    pub reservation: Reservation,
+    /// Events it served.
+    pub events: u32,
+    /// When it was made.
+    pub born: Instant,
+    /// Its linear memory after its first event, in bytes.
+    pub baseline: Option<usize>,
+}
+
+/// What an event left of its instance, for the discard rules.
+#[derive(Debug, Clone, Copy)]
+pub struct AfterEvent {
+    /// Events served, this one included.
+    pub events: u32,
+    /// Time since instantiation.
+    pub age: Duration,
+    /// Linear memory after its first event.
+    pub baseline: usize,
+    /// Linear memory now.
+    pub memory: usize,
+}
+
+impl ReuseSettings {
+    /// Whether an instance that served an event without failing is worn out: the rules that
+    /// depend on the instance alone (failures, settings and room are checked elsewhere).
+    pub fn worn_out(&self, after: AfterEvent) -> Option<Discard> {
+        if after.memory as f64 > after.baseline as f64 * self.max_memory_growth {
+            Some(Discard::MemoryGrowth)
+        } else if after.events >= self.max_events {
+            Some(Discard::MaxEvents)
+        } else if after.age >= self.max_age {
+            Some(Discard::MaxAge)
+        } else {
+            None
+        }
+    }
+}
+
+struct Parked {
+    key: Key,
+    kept: Kept,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// Parked instances by park order: the first is the least recently used.
+    parked: BTreeMap<u64, Parked>,
+    /// Key → its parked instances' numbers, oldest first.
+    by_key: HashMap<Key, Vec<u64>>,
+    /// Plugin id → the generation new events run on: an instance of any other is not parked.
+    current: HashMap<String, u64>,
+    next: u64,
+}
+
+impl Idle {
+    fn remove(&mut self, n: u64) -> Option<Parked> {
+        let parked = self.parked.remove(&n)?;
+        if let Some(list) = self.by_key.get_mut(&parked.key) {
+            list.retain(|&m| m != n);
+            if list.is_empty() {
+                self.by_key.remove(&parked.key);
+            }
+        }
+        Some(parked)
+    }
+}
+
+/// The idle instances of every plugin in `reuse` mode.
+pub struct IdleInstances {
+    settings: std::sync::RwLock<ReuseSettings>,
+    idle: Mutex<Idle>,
+    metrics: ReuseMetrics,
+}
+
+impl IdleInstances {
+    /// An empty set under `settings`; a sweeper thread throws away instances past their idle
+    /// timeout or age for as long as the set exists.
+    pub fn new(settings: ReuseSettings, metrics: ReuseMetrics) -> Arc<IdleInstances> {
+        let idle = Arc::new(IdleInstances {
+            settings: std::sync::RwLock::new(settings),
+            idle: Mutex::default(),
+            metrics,
+        });
+        start_sweeper(Arc::downgrade(&idle));
+        idle
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> ReuseSettings {
+        *self.settings.read().expect("reuse settings lock")
+    }
+
+    /// Replaces the settings (the server's flags, at start-up).
+    pub fn set_settings(&self, settings: ReuseSettings) {
+        *self.settings.write().expect("reuse settings lock") = settings;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().expect("idle instances lock")
+    }
+
+    /// Counts an instance thrown away for `reason`.
+    pub fn discarded(&self, reason: Discard) {
+        self.metrics.discarded(reason.as_str());
+    }
+
+    /// Throws away `dropped` (outside the lock: dropping a store returns its slot to the pool).
+    fn throw_away(&self, dropped: Vec<Parked>, reason: Discard) {
+        if dropped.is_empty() {
+            return;
+        }
+        self.metrics.idle.dec_by(dropped.len() as i64);
+        for _ in &dropped {
+            self.discarded(reason);
+        }
+        drop(dropped);
+    }
+
+    /// The most recently used idle instance of `key`, if one is still young enough.
+    pub fn take(&self, key: &Key) -> Option<Kept> {
+        let (taken, old) = {
+            let mut idle = self.lock();
+            let n = *idle.by_key.get(key)?.last()?;
+            let parked = idle.remove(n)?;
+            if parked.kept.born.elapsed() >= self.settings().max_age {
+                (None, vec![parked])
+            } else {
+                (Some(parked.kept), Vec::new())
+            }
+        };
+        if taken.is_some() {
+            self.metrics.idle.dec();
+        }
+        self.throw_away(old, Discard::MaxAge);
+        taken
+    }
+
+    /// Keeps `kept` for the next event of `key`, unless its plugin moved on to another
+    /// generation meanwhile or [`PER_KEY`] instances of the key are idle already; makes room
+    /// by throwing away the least recently used instance when `max_idle` are kept.
+    pub fn park(&self, key: Key, kept: Kept) {
+        let max_idle = self.settings().max_idle;
+        let mut evicted = Vec::new();
+        let refused = {
+            let mut idle = self.lock();
+            let refused = if idle.current.get(&key.plugin_id) != Some(&key.generation) {
+                Some(Discard::Settings)
+            } else if idle.by_key.get(&key).map_or(0, Vec::len) >= PER_KEY || max_idle == 0 {
+                Some(Discard::Full)
+            } else {
+                None
+            };
+            if refused.is_none() {
+                while idle.parked.len() >= max_idle {
+                    let Some(&oldest) = idle.parked.keys().next() else {
+                        break;
+                    };
+                    evicted.extend(idle.remove(oldest));
+                }
+                let n = idle.next;
+                idle.next += 1;
+                idle.by_key.entry(key.clone()).or_default().push(n);
+                idle.parked.insert(
+                    n,
+                    Parked {
+                        key,
+                        kept,
+                        since: Instant::now(),
+                    },
+                );
+                self.metrics.idle.inc();
+                None
+            } else {
+                Some((refused, kept))
+            }
+        };
+        self.throw_away(evicted, Discard::Full);
+        if let Some((Some(reason), kept)) = refused {
+            self.discarded(reason);
+            drop(kept);
+        }
+    }
+
+    /// Whether an instance of `key` is idle now.
+    pub fn has(&self, key: &Key) -> bool {
+        self.lock().by_key.contains_key(key)
+    }
+
+    /// Records the generation `plugin_id` runs on from now on (`None`: deleted) and throws
+    /// away its idle instances of any other, for `reason`.
+    pub fn retire(&self, plugin_id: &str, current: Option<u64>, reason: Discard) {
+        let dropped = {
+            let mut idle = self.lock();
+            match current {
+                Some(generation) => idle.current.insert(plugin_id.to_string(), generation),
+                None => idle.current.remove(plugin_id),
+            };
+            let stale: Vec<u64> = idle
+                .parked
+                .iter()
+                .filter(|(_, p)| p.key.plugin_id == plugin_id && Some(p.key.generation) != current)
+                .map(|(&n, _)| n)
+                .collect();
+            stale
+                .into_iter()
+                .filter_map(|n| idle.remove(n))
+                .collect::<Vec<_>>()
+        };
+        self.throw_away(dropped, reason);
+    }
+
+    /// Throws away the least recently used idle instance, if any, for `reason`.
+    pub fn evict_one(&self, reason: Discard) -> bool {
+        let oldest = {
+            let mut idle = self.lock();
+            let oldest = idle.parked.keys().next().copied();
+            oldest.and_then(|n| idle.remove(n))
+        };
+        let found = oldest.is_some();
+        self.throw_away(oldest.into_iter().collect(), reason);
+        found
+    }
+
+    /// Throws away the instances idle for longer than the idle timeout, or older than the
+    /// maximum age.
+    pub fn sweep(&self) {
+        let settings = self.settings();
+        let (expired, aged) = {
+            let mut idle = self.lock();
+            let (mut expired, mut aged) = (Vec::new(), Vec::new());
+            let due: Vec<(u64, bool)> = idle
+                .parked
+                .iter()
+                .filter_map(|(&n, p)| {
+                    if p.kept.born.elapsed() >= settings.max_age {
+                        Some((n, true))
+                    } else if p.since.elapsed() >= settings.idle_timeout {
+                        Some((n, false))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            for (n, too_old) in due {
+                if let Some(p) = idle.remove(n) {
+                    if too_old { &mut aged } else { &mut expired }.push(p);
+                }
+            }
+            (expired, aged)
+        };
+        self.throw_away(expired, Discard::IdleTimeout);
+        self.throw_away(aged, Discard::MaxAge);
+    }
+
+    /// Idle instances now.
+    pub fn len(&self) -> usize {
+        self.lock().parked.len()
+    }
+
+    /// True when none is idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Reclaim for IdleInstances {
+    fn reclaim_one(&self) -> bool {
+        self.evict_one(Discard::Budget)
+    }
+}
+
+/// Sweeps every quarter of the idle timeout (at least every second, at most every 10 ms);
+/// holds only a weak reference, so the set can be dropped.
+fn start_sweeper(idle: Weak<IdleInstances>) {
+    std::thread::Builder::new()
+        .name("wasmhook-idle-sweeper".into())
+        .spawn(move || {
+            while let Some(idle) = idle.upgrade() {
+                idle.sweep();
+                let every = (idle.settings().idle_timeout / 4)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(1));
+                drop(idle);
+                std::thread::sleep(every);
+            }
+        })
+        .expect("spawning the idle instance sweeper");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(events: u32, age_s: u64, baseline: usize, memory: usize) -> AfterEvent {
+        AfterEvent {
+            events,
+            age: Duration::from_secs(age_s),
+            baseline,
+            memory,
+        }
+    }
+
+    #[test]
+    fn an_instance_is_worn_out_by_events_age_or_memory_growth() {
+        let s = ReuseSettings {
+            max_events: 3,
+            max_age: Duration::from_secs(60),
+            max_memory_growth: 2.0,
+            ..Default::default()
+        };
+        assert_eq!(s.worn_out(after(1, 0, 128, 128)), None);
+        assert_eq!(s.worn_out(after(2, 59, 128, 256)), None, "2x is allowed");
+        assert_eq!(
+            s.worn_out(after(2, 0, 128, 257)),
+            Some(Discard::MemoryGrowth)
+        );
+        assert_eq!(s.worn_out(after(3, 0, 128, 128)), Some(Discard::MaxEvents));
+        assert_eq!(s.worn_out(after(2, 60, 128, 128)), Some(Discard::MaxAge));
+    }
+}
