@@ -79,6 +79,7 @@ const SCENARIOS: &[&str] = &[
     "receiver",
     "ingest",
     "fanout",
+    "saturation",
     "steady",
     "noisy",
     "transform",
@@ -159,6 +160,11 @@ async fn run(
         keep(rows, "fan-out to 1 subscription", r);
         let r = scenarios::fanout(&ctx, 10, None, None).await;
         keep(rows, "fan-out to 10 subscriptions", r);
+    }
+    if wanted("saturation") {
+        let r = scenarios::saturation(&ctx).await;
+        keep(rows, "saturation", r);
+        keep(rows, "delivery alone", scenarios::drain(&ctx).await);
     }
     if wanted("steady") {
         let r = scenarios::fanout(&ctx, 1, None, Some(1000.0)).await;

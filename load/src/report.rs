@@ -263,6 +263,25 @@ pub fn write(
             v >= 5000.0 || share >= 0.5,
         ));
     }
+    if let Some(r) = find(&rows, "saturation") {
+        let (e, d) = (
+            r.events_per_s.unwrap_or(0.0),
+            r.deliveries_per_s.unwrap_or(0.0),
+        );
+        let kept = if e > 0.0 { d / e } else { 0.0 };
+        targets.push((
+            "saturation (50 clients, 1 subscription): deliveries/s while posting ≥ 90% of events accepted/s"
+                .into(),
+            format!("{d:.0}/s ÷ {e:.0}/s = {:.0}%", kept * 100.0),
+            kept >= 0.9,
+        ));
+        let share = bound.map(|b| d / b).unwrap_or(0.0);
+        targets.push((
+            "saturation: deliveries/s ≥ 50% of the receiver's bound".into(),
+            format!("{d:.0}/s ({:.0}% of {}/s)", share * 100.0, f(bound, 0)),
+            share >= 0.5,
+        ));
+    }
     if let Some(r) = find(&rows, "steady") {
         let v = r.p99_ms.unwrap_or(f64::MAX);
         targets.push((

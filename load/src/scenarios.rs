@@ -258,6 +258,107 @@ pub async fn fanout(
     Ok(row)
 }
 
+/// Clients posting single events at saturation, as in the issue that asked for delivery to
+/// keep up with ingest.
+pub const SATURATION_CLIENTS: usize = 50;
+
+/// Delivery at saturation: [`SATURATION_CLIENTS`] clients post single events as fast as the
+/// server takes them, to one URL subscription on a fast receiver. `events_per_s` is what was
+/// accepted while posting and `deliveries_per_s` what the receiver got in the same window: if
+/// delivery keeps up they are equal, and the backlog left when posting stops is small.
+pub async fn saturation(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
+    let (server, key, _tmp) = fresh(ctx).await?;
+    let url = format!("{}/saturation", ctx.receiver.url);
+    server
+        .post("/v1/subscriptions", &key, json!({ "url": url }))
+        .await?;
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let started = Instant::now();
+    let d = drive(
+        &server.http,
+        format!("{}/v1/events", server.base),
+        Some(key),
+        Plan {
+            workers: SATURATION_CLIENTS,
+            duration: ctx.duration,
+            rate: None,
+        },
+        message_event,
+    )
+    .await;
+    let during = ctx.receiver.total();
+    let cpu = server.cpu_seconds();
+    let done = await_deliveries(&ctx.receiver, d.ok, started).await;
+    let secs = d.elapsed.as_secs_f64();
+    let mut row = Row {
+        scenario: format!("saturation: {SATURATION_CLIENTS} clients, 1 subscription"),
+        events_per_s: Some(d.ok as f64 / secs),
+        deliveries_per_s: Some(during as f64 / secs),
+        note: format!(
+            "{during} of {} accepted events delivered while posting ({:.0}%); all {} delivered {:.2} s after posting stopped; {} failed requests",
+            d.ok,
+            100.0 * during as f64 / d.ok.max(1) as f64,
+            ctx.receiver.total(),
+            (done.as_secs_f64() - secs).max(0.0),
+            d.failed
+        ),
+        ..Default::default()
+    };
+    latencies(&mut row, &ctx.receiver);
+    row.peak_rss_mb = server.peak_rss_mb();
+    row.cpu_cores = cpu.map(|c| (c - cpu0) / secs);
+    server.stop().await?;
+    Ok(row)
+}
+
+/// Delivery alone: events are posted in batches of 100 (faster than one subscription's
+/// delivery can follow) for the duration; once posting stops, `deliveries_per_s` is how fast
+/// the backlog left drains with nothing else running, the delivery path's own capacity.
+pub async fn drain(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
+    let (server, key, _tmp) = fresh(ctx).await?;
+    let url = format!("{}/drain", ctx.receiver.url);
+    server
+        .post("/v1/subscriptions", &key, json!({ "url": url }))
+        .await?;
+    let started = Instant::now();
+    let d = drive(
+        &server.http,
+        format!("{}/v1/events/batch", server.base),
+        Some(key),
+        Plan {
+            workers: 8,
+            duration: ctx.duration,
+            rate: None,
+        },
+        || batch(100),
+    )
+    .await;
+    let (posted_at, before) = (started.elapsed(), ctx.receiver.total());
+    let cpu0 = server.cpu_seconds().unwrap_or(0.0);
+    let expected = d.ok * 100;
+    let done = await_deliveries(&ctx.receiver, expected, started).await;
+    let total = ctx.receiver.total();
+    let drained = total.saturating_sub(before);
+    let secs = (done - posted_at.min(done)).as_secs_f64();
+    let mut row = Row {
+        scenario: "delivery alone: a backlog drained, 1 subscription".into(),
+        deliveries_per_s: (secs > 0.0).then(|| drained as f64 / secs),
+        note: format!(
+            "{} events posted in batches; {} delivered while posting, the other {} drained in {secs:.2} s; {total}/{expected} delivered",
+            thousands(expected),
+            thousands(before),
+            thousands(drained)
+        ),
+        ..Default::default()
+    };
+    row.peak_rss_mb = server.peak_rss_mb();
+    row.cpu_cores = server
+        .cpu_seconds()
+        .map(|c| (c - cpu0) / secs.max(f64::EPSILON));
+    server.stop().await?;
+    Ok(row)
+}
+
 /// A reacting plugin (auto-reply): every customer message gets a reply through
 /// `send-message`, and the replies are delivered to a webhook.
 pub async fn reacting(ctx: &Ctx<'_>, auto_reply: &str) -> anyhow::Result<Row> {
