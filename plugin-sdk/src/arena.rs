@@ -1,7 +1,7 @@
 //! An allocator made for plugin instances that live for one event.
 //!
-//! wasmhook runs every event in a fresh instance, so a plugin's heap is thrown away after each
-//! event. A general-purpose allocator (wasi-libc's dlmalloc, Rust's default on
+//! wasmhook runs every event in a fresh instance (unless the plugin opted into reuse), so a
+//! plugin's heap is thrown away after each event. A general-purpose allocator (wasi-libc's dlmalloc, Rust's default on
 //! `wasm32-wasip2`) sets itself up again in every instance and keeps free lists no one will
 //! reuse. [`EventArena`] hands out memory from a fixed buffer by bumping an offset instead:
 //! allocating is an addition, freeing the latest block gives it back, and a `String` or `Vec`
@@ -22,7 +22,9 @@
 //! The buffer is a zero-initialized static, so it costs nothing until it is touched; keep it
 //! small enough that the component's initial memory does not grow by a page (16 KiB suits a
 //! plugin that links a 64 KiB stack). Memory freed out of order inside the buffer is not
-//! reused before the event ends, which is what makes it fast and why the buffer is bounded.
+//! reused before the instance ends, which is what makes it fast and why the buffer is bounded:
+//! in an instance reused for many events, the buffer fills up once, and later events allocate
+//! from [`System`].
 //!
 //! wasm32-wasip2 components are single-threaded; the offset is still atomic so the type is
 //! sound wherever it is compiled.

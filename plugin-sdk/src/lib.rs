@@ -1,7 +1,8 @@
 //! Write [wasmhook](https://github.com/) plugins in Rust.
 //!
 //! A plugin is a WebAssembly component that wasmhook calls once per event, each time in a
-//! fresh instance. With this crate a plugin is one type implementing [`Plugin`] and one
+//! fresh instance (or, for a plugin set to `"instances": "reuse"`, possibly in one that handled
+//! earlier events of the same subscription). With this crate a plugin is one type implementing [`Plugin`] and one
 //! [`export_plugin!`] line; the WIT bindings (`wit/plugin.wit`, world `plugin`) stay hidden.
 //!
 //! ```
@@ -84,7 +85,9 @@ pub use message::{MessageCreated, Sender};
 /// A wasmhook plugin: handles one event at a time.
 ///
 /// wasmhook instantiates the plugin afresh for every event, so `handle` takes no `self`:
-/// nothing kept in memory survives to the next event. Keep state in [`kv`].
+/// nothing kept in memory survives to the next event. A plugin set to `"instances": "reuse"`
+/// may find its statics as an earlier event of the same subscription left them (a cache, say),
+/// but any event may be the first of a fresh instance. Keep state in [`kv`].
 pub trait Plugin {
     /// Handles one event.
     ///

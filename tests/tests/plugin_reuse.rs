@@ -171,6 +171,28 @@ async fn globals_persist_between_events_in_reuse_mode_and_never_in_per_event_mod
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("instances"), "{message}");
+
+    // The API document has the field, on the plugin and in its PATCH body.
+    let doc: Value = s
+        .http
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["Plugin", "UpdatePlugin"] {
+        let field = &schemas[schema]["properties"]["instances"];
+        assert!(!field.is_null(), "{schema}: {}", schemas[schema]);
+    }
+    assert_eq!(
+        schemas["InstanceMode"]["enum"],
+        json!(["per_event", "reuse"]),
+        "{}",
+        schemas["InstanceMode"]
+    );
 }
 
 #[tokio::test]

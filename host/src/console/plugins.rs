@@ -29,7 +29,7 @@ use crate::api::plugins as api_rules;
 use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::model::{LogLevel, Plugin, PluginLimits, SubscriptionStatus};
+use crate::model::{InstanceMode, LogLevel, Plugin, PluginLimits, SubscriptionStatus};
 use crate::plugin_config;
 use crate::plugins::limits::{self, CEILING, DEFAULTS};
 use crate::state::AppState;
@@ -408,6 +408,11 @@ async fn plugin_page(
                     option value=(l.as_str()) selected[plugin.log_level == l] { (l.as_str()) }
                 }
             }
+            label for="p-instances" { "Instances (reuse: an instance serves further events of the same subscription, keeping its globals and heap; see the README)" }
+            select #p-instances name="instances" data-test="plugin-instances" {
+                option value="per_event" selected[plugin.instances == InstanceMode::PerEvent] { "per_event: a fresh instance per event" }
+                option value="reuse" selected[plugin.instances == InstanceMode::Reuse] { "reuse" }
+            }
             div.actions { button type="submit" data-test="save-settings" { "Save settings" } }
         }
         h2 { "Attach" }
@@ -491,6 +496,8 @@ struct Settings {
     hosts: Vec<String>,
     limits: PluginLimits,
     level: LogLevel,
+    /// Unchanged when the form has no such field.
+    instances: Option<InstanceMode>,
 }
 
 fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
@@ -546,6 +553,13 @@ fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
         .get("log_level")
         .and_then(|l| LogLevel::parse(&l))
         .unwrap_or_default();
+    let instances = match f.get("instances") {
+        None => None,
+        Some(m) => Some(
+            InstanceMode::parse(&m)
+                .ok_or_else(|| ApiError::invalid("instances: one of per_event, reuse"))?,
+        ),
+    };
     Ok(Settings {
         name,
         config,
@@ -553,6 +567,7 @@ fn parse_settings(f: &Fields) -> Result<Settings, ApiError> {
         hosts,
         limits,
         level,
+        instances,
     })
 }
 
@@ -569,6 +584,7 @@ async fn settings(
         hosts,
         limits: plugin_limits,
         level,
+        instances,
     } = match parse_settings(&fields) {
         Ok(v) => v,
         Err(e) => {
@@ -591,6 +607,9 @@ async fn settings(
             p.allowed_hosts = hosts;
             p.limits = plugin_limits;
             p.log_level = level;
+            if let Some(mode) = instances {
+                p.instances = mode;
+            }
             p.updated_at = now_ms();
         })
         .await?;
