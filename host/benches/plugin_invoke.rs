@@ -161,6 +161,9 @@ fn floor_pre_sync(engine: &wasmtime::Engine, path: &str) -> sync_floor::PluginPr
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     sync_floor::Plugin::add_to_linker::<Floor, HasSelf<Floor>>(&mut linker, |s| s).unwrap();
     let component = Component::from_file(engine, path).unwrap();
+    // What the floor's host does not serve (ComponentizeJS imports `wasi:http` for `fetch`)
+    // traps if called; the examples measured never call it.
+    linker.define_unknown_imports_as_traps(&component).unwrap();
     sync_floor::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
 }
 
@@ -169,6 +172,7 @@ fn floor_pre_async(engine: &wasmtime::Engine, path: &str) -> PluginPre<Floor> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
     bindings::Plugin::add_to_linker::<Floor, HasSelf<Floor>>(&mut linker, |s| s).unwrap();
     let component = Component::from_file(engine, path).unwrap();
+    linker.define_unknown_imports_as_traps(&component).unwrap();
     PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
 }
 
@@ -177,7 +181,7 @@ fn bench_plugin(
     name: &str,
     path: &str,
     config: &[(&str, &str)],
-    native: fn(wasmhook_plugin_sdk::Event),
+    native: Option<fn(wasmhook_plugin_sdk::Event)>,
 ) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -371,39 +375,73 @@ fn bench_plugin(
         })
     });
 
-    for (k, v) in &config {
-        wasmhook_plugin_sdk::testing::set_config(k, v);
+    if let Some(native) = native {
+        for (k, v) in &config {
+            wasmhook_plugin_sdk::testing::set_config(k, v);
+        }
+        group.bench_function("native", |b| {
+            b.iter(|| {
+                native(wasmhook_plugin_sdk::Event::new(
+                    "message:created",
+                    payload(),
+                ))
+            })
+        });
     }
-    group.bench_function("native", |b| {
-        b.iter(|| {
-            native(wasmhook_plugin_sdk::Event::new(
-                "message:created",
-                payload(),
-            ))
-        })
-    });
     group.finish();
     rt.block_on(state.store.close());
 }
 
 fn plugins(c: &mut Criterion) {
-    bench_plugin(c, "noop", artifacts::NOOP, &[], |e| {
-        noop::Noop::handle(e).unwrap();
-    });
-    bench_plugin(c, "pii-redactor", artifacts::PII_REDACTOR, &[], |e| {
-        pii_redactor::PiiRedactor::handle(e).unwrap();
-    });
+    bench_plugin(
+        c,
+        "noop",
+        artifacts::NOOP,
+        &[],
+        Some(|e| {
+            noop::Noop::handle(e).unwrap();
+        }),
+    );
+    bench_plugin(
+        c,
+        "pii-redactor",
+        artifacts::PII_REDACTOR,
+        &[],
+        Some(|e| {
+            pii_redactor::PiiRedactor::handle(e).unwrap();
+        }),
+    );
     bench_plugin(
         c,
         "auto-reply",
         artifacts::AUTO_REPLY,
         &[("reply_text", "Thanks!")],
-        |e| {
+        Some(|e| {
             auto_reply::AutoReply::handle(e).unwrap();
             wasmhook_plugin_sdk::testing::reset();
             wasmhook_plugin_sdk::testing::set_config("reply_text", "Thanks!");
-        },
+        }),
     );
+    // The Python and JavaScript examples, built by their own toolchains (`scripts/bench` runs
+    // their build.sh first). They have no native counterpart.
+    let dir = std::env::var_os("WASMHOOK_OTHER_LANGUAGES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/other-languages")
+        });
+    for (name, file) in [
+        ("python-hello", "python_hello.wasm"),
+        ("js-hello", "js_hello.wasm"),
+    ] {
+        let path = dir.join(file);
+        match path.to_str() {
+            Some(p) if path.exists() => bench_plugin(c, name, p, &[("greeting", "hi")], None),
+            _ => eprintln!(
+                "skipping plugin/{name}: {} not built (run its build.sh)",
+                path.display()
+            ),
+        }
+    }
 }
 
 criterion_group!(benches, plugins);

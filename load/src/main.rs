@@ -49,6 +49,14 @@ enum Command {
         /// How many deliveries the list-pages scenario ("lists") stores before timing the pages.
         #[arg(long, default_value_t = 100_000)]
         stored_deliveries: u64,
+        /// Where the Python and JavaScript example plugins were built (their build.sh's output
+        /// directory); the transform scenarios run them when they are there.
+        #[arg(
+            long,
+            env = "WASMHOOK_OTHER_LANGUAGES_DIR",
+            default_value = "target/other-languages"
+        )]
+        other_languages: PathBuf,
     },
     /// Write BENCHMARKS.md from the load results and criterion's estimates.
     Report {
@@ -121,6 +129,7 @@ async fn run(
     out: PathBuf,
     only: Vec<String>,
     stored_deliveries: u64,
+    other_languages: PathBuf,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         server.exists(),
@@ -175,9 +184,28 @@ async fn run(
         keep(rows, "noisy neighbour", r);
     }
     if wanted("transform") {
-        let pii = wasmhook_plugin_artifacts::PII_REDACTOR;
+        let pii = ("pii-redactor", wasmhook_plugin_artifacts::PII_REDACTOR);
         let r = scenarios::fanout(&ctx, 1, Some(pii), None).await;
         keep(rows, "transform plugin (pii-redactor), 1 subscription", r);
+        // The Python and JavaScript examples, when built (scripts/bench builds them).
+        for (name, file) in [
+            ("python-hello", "python_hello.wasm"),
+            ("js-hello", "js_hello.wasm"),
+        ] {
+            let path = other_languages.join(file);
+            let scenario = format!("transform plugin ({name}), 1 subscription");
+            match path.to_str() {
+                Some(p) if path.exists() => {
+                    let r = scenarios::fanout(&ctx, 1, Some((name, p)), None).await;
+                    keep(rows, &scenario, r);
+                }
+                _ => keep(
+                    rows,
+                    &scenario,
+                    Err(anyhow::anyhow!("{} not built", path.display())),
+                ),
+            }
+        }
     }
     if wanted("reacting") {
         let r = scenarios::reacting(&ctx, wasmhook_plugin_artifacts::AUTO_REPLY).await;
@@ -219,7 +247,18 @@ async fn main() -> anyhow::Result<()> {
             out,
             only,
             stored_deliveries,
-        } => run(server, duration, out, only, stored_deliveries).await,
+            other_languages,
+        } => {
+            run(
+                server,
+                duration,
+                out,
+                only,
+                stored_deliveries,
+                other_languages,
+            )
+            .await
+        }
         Command::Report {
             load,
             criterion,

@@ -26,10 +26,15 @@ pub fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// The send time embedded in a body as `"conversation_id":"c<ns>"`.
+/// The send time embedded in a body as `"conversation_id":"c<ns>"` (with or without a space
+/// after the colon: Python's `json.dumps` writes one).
 fn sent_ns(body: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = b"\"conversation_id\":\"c";
-    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    const KEY: &[u8] = b"\"conversation_id\":";
+    let mut at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    while body.get(at) == Some(&b' ') {
+        at += 1;
+    }
+    at += body[at..].starts_with(b"\"c").then_some(2)?;
     let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&body[at..at + digits])
         .ok()?
@@ -169,6 +174,7 @@ mod tests {
             Some(12345)
         );
         assert_eq!(sent_ns(br#"{"conversation_id":"other"}"#), None);
+        assert_eq!(sent_ns(br#"{"conversation_id": "c42", "x": 1}"#), Some(42));
         assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.5), Some(3.0));
     }
 }

@@ -201,16 +201,17 @@ pub async fn ingest(ctx: &Ctx<'_>, batched: bool) -> anyhow::Result<Row> {
 }
 
 /// Events posted for the duration, each delivered to `subs` URL subscriptions (optionally
-/// through a transform plugin); with `rate`, at that steady rate.
+/// through a transform plugin, given by name and component file); with `rate`, at that steady
+/// rate.
 pub async fn fanout(
     ctx: &Ctx<'_>,
     subs: usize,
-    transform: Option<&str>,
+    transform: Option<(&str, &str)>,
     rate: Option<f64>,
 ) -> anyhow::Result<Row> {
     let (server, key, _tmp) = fresh(ctx).await?;
     let plugin = match transform {
-        Some(path) => Some(server.plugin(&key, path, json!({})).await?),
+        Some((_, path)) => Some(server.plugin(&key, path, json!({})).await?),
         None => None,
     };
     for i in 0..subs {
@@ -239,10 +240,10 @@ pub async fn fanout(
     let done = await_deliveries(&ctx.receiver, expected, started).await;
     let delivered = ctx.receiver.total();
     let mut row = Row {
-        scenario: match (transform.is_some(), rate) {
+        scenario: match (transform, rate) {
             (_, Some(r)) => format!("steady {r:.0} events/s, 1 subscription"),
-            (true, None) => format!("transform plugin (pii-redactor), {subs} subscription"),
-            (false, None) => format!(
+            (Some((name, _)), None) => format!("transform plugin ({name}), {subs} subscription"),
+            (None, None) => format!(
                 "fan-out to {subs} subscription{}",
                 if subs > 1 { "s" } else { "" }
             ),
