@@ -11,6 +11,7 @@ use wasmtime::component::Component;
 use super::bindings::PluginPre;
 use super::host::HostState;
 use super::registry::LoadedPlugin;
+use super::stack::StackMap;
 use super::{PluginRuntime, engine, heap};
 use crate::clock::now_ms;
 use crate::model::{Plugin, PluginVersion};
@@ -48,6 +49,9 @@ pub enum PluginError {
 }
 
 const HANDLER_EXPORT: &str = "wasmhook:plugin/handler@0.1.0";
+
+/// A version ready to run: what [`LoadedPlugin::new`] takes besides the plugin's record.
+type Ready = (PluginPre<HostState>, Arc<StackMap>);
 
 /// Checks the header: `\0asm`, then a component's version/layer (`0d 00 01 00`).
 pub fn check_header(bytes: &[u8]) -> Result<(), PluginError> {
@@ -140,9 +144,10 @@ impl PluginRuntime {
         plugin_id: &str,
         version: u32,
         wasm: &[u8],
-    ) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
+    ) -> Result<(Ready, PluginVersion), PluginError> {
         check_header(wasm)?;
         let compiled = self.precompile(wasm)?;
+        let stack = Arc::new(StackMap::of_component(wasm));
         let (wasm_path, cwasm_path) = self.paths(plugin_id, version);
         let io = |e: std::io::Error| PluginError::Io(e.to_string());
         std::fs::create_dir_all(wasm_path.parent().expect("a plugin dir")).map_err(io)?;
@@ -171,7 +176,7 @@ impl PluginRuntime {
             engine_hash: self.engine_hash.clone(),
             created_at: now_ms(),
         };
-        Ok((pre, v))
+        Ok(((pre, stack), v))
     }
 
     /// Validates and compiles a component to run here only: nothing is stored or registered
@@ -179,7 +184,8 @@ impl PluginRuntime {
     pub fn load_local(&self, plugin: &Plugin, wasm: &[u8]) -> Result<LoadedPlugin, PluginError> {
         check_header(wasm)?;
         let component = self.compile(wasm)?;
-        Ok(LoadedPlugin::new(plugin, self.pre(&component)?))
+        let stack = Arc::new(StackMap::of_component(wasm));
+        Ok(LoadedPlugin::new(plugin, self.pre(&component)?, stack))
     }
 
     /// Uploads a new plugin.
@@ -194,7 +200,7 @@ impl PluginRuntime {
             .plugin_quota_allows(plugin.account_id.clone(), true, wasm.len() as u64)
             .await?;
         let id = plugin.id.clone();
-        let (pre, version) = self.prepare_blocking(id.clone(), 1, wasm).await?;
+        let ((pre, stack), version) = self.prepare_blocking(id.clone(), 1, wasm).await?;
         let plugin = match store.create_plugin(plugin, version).await {
             Ok(plugin) => plugin,
             Err(e) => {
@@ -203,7 +209,7 @@ impl PluginRuntime {
                 return Err(e.into());
             }
         };
-        self.registry.put(LoadedPlugin::new(&plugin, pre));
+        self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
         Ok(plugin)
     }
 
@@ -221,7 +227,7 @@ impl PluginRuntime {
         store
             .plugin_quota_allows(account_id.clone(), false, wasm.len() as u64)
             .await?;
-        let (pre, version) = self.prepare_blocking(id.clone(), next, wasm).await?;
+        let ((pre, stack), version) = self.prepare_blocking(id.clone(), next, wasm).await?;
         let plugin = match store
             .add_plugin_version(account_id, id.clone(), version)
             .await
@@ -234,7 +240,7 @@ impl PluginRuntime {
                 return Err(e.into());
             }
         };
-        self.registry.put(LoadedPlugin::new(&plugin, pre));
+        self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
         Ok(plugin)
     }
 
@@ -246,7 +252,7 @@ impl PluginRuntime {
         id: String,
         version: u32,
         wasm: Vec<u8>,
-    ) -> Result<(PluginPre<HostState>, PluginVersion), PluginError> {
+    ) -> Result<(Ready, PluginVersion), PluginError> {
         let _turn = self
             .compiles
             .acquire()
@@ -285,7 +291,7 @@ impl PluginRuntime {
             let mut out = Vec::new();
             for (plugin, version) in plugins {
                 match rt.load_version(&plugin, &version) {
-                    Ok((pre, rebuilt)) => out.push((plugin, pre, rebuilt.then_some(version))),
+                    Ok((ready, rebuilt)) => out.push((plugin, ready, rebuilt.then_some(version))),
                     Err(e) => tracing::error!(plugin = %plugin.id, error = %e, "plugin could not be loaded"),
                 }
             }
@@ -294,26 +300,38 @@ impl PluginRuntime {
         })
         .await?;
         let count = loaded.len();
-        for (plugin, pre, rebuilt) in loaded {
+        for (plugin, (pre, stack), rebuilt) in loaded {
             if let Some(v) = rebuilt {
                 store
                     .set_plugin_engine_hash(plugin.id.clone(), v.version, self.engine_hash.clone())
                     .await?;
             }
-            self.registry.put(LoadedPlugin::new(&plugin, pre));
+            self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
         }
         Ok(count)
     }
 
-    /// Returns the pre-instantiated version and whether it had to be compiled again.
+    /// Returns the version ready to run and whether it had to be compiled again.
     fn load_version(
         &self,
         plugin: &Plugin,
         v: &PluginVersion,
-    ) -> Result<(PluginPre<HostState>, bool), PluginError> {
+    ) -> Result<(Ready, bool), PluginError> {
         if v.engine_hash == self.engine_hash {
             match self.deserialize(Path::new(&v.cwasm_path)) {
-                Ok(component) => return Ok((self.pre(&component)?, false)),
+                Ok(component) => {
+                    // The stack layout is read from the uploaded bytes, kept beside the
+                    // artifact; without them the plugin still runs, its overflows with large
+                    // frames reported as out-of-bounds accesses.
+                    let stack = match std::fs::read(&v.wasm_path) {
+                        Ok(wasm) => StackMap::of_component(&wasm),
+                        Err(e) => {
+                            tracing::warn!(plugin = %plugin.id, error = %e, path = %v.wasm_path, "uploaded component unreadable; stack overflows with large frames will not be recognized");
+                            StackMap::default()
+                        }
+                    };
+                    return Ok(((self.pre(&component)?, Arc::new(stack)), false));
+                }
                 Err(e) => {
                     tracing::warn!(plugin = %plugin.id, error = %e, "stored artifact unusable; compiling again")
                 }
@@ -322,6 +340,8 @@ impl PluginRuntime {
         let wasm = std::fs::read(&v.wasm_path)
             .map_err(|e| PluginError::Io(format!("{}: {e}", v.wasm_path)))?;
         let compiled = self.precompile(&wasm)?;
+        let stack = Arc::new(StackMap::of_component(&wasm));
+        drop(wasm);
         write_atomic(Path::new(&v.cwasm_path), &compiled)
             .map_err(|e| PluginError::Io(e.to_string()))?;
         drop(compiled);
@@ -329,7 +349,7 @@ impl PluginRuntime {
         let component = self
             .deserialize(Path::new(&v.cwasm_path))
             .map_err(|e| PluginError::Io(format!("{}: {e:#}", v.cwasm_path)))?;
-        Ok((self.pre(&component)?, true))
+        Ok(((self.pre(&component)?, stack), true))
     }
 
     #[allow(unsafe_code)]

@@ -21,6 +21,10 @@ fn base_config() -> Config {
     config
         .epoch_interruption(true)
         .max_wasm_stack(1 << 20)
+        // The frames a trap's backtrace keeps: telling a stack overflow in linear memory from
+        // another out-of-bounds access adds up the frames on it (see `stack`). Not part of the
+        // compatibility hash: stored artifacts stay valid.
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(super::stack::BACKTRACE_FRAMES))
         // No component-model async in our host: skipping its per-store state is measurably cheaper.
         .concurrency_support(false);
     config

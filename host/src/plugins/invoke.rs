@@ -19,6 +19,7 @@ use super::outgoing::HttpPolicy;
 use super::registry::LoadedPlugin;
 use super::reuse::{AfterEvent, Discard, Kept, Key};
 use super::services::{BetweenEvents, PluginServices};
+use super::stack::StackMap;
 use crate::clock::rfc3339;
 use crate::events::{MAX_DEPTH, json_depth};
 use crate::model::{Event, InstanceMode, LogLevel};
@@ -267,7 +268,12 @@ impl PluginRuntime {
                 e.message,
                 e.retryable,
             )),
-            Ok(Err(trap)) => Err(explain(&trap, kept.store.data().limiter.hit, &limits)),
+            Ok(Err(trap)) => Err(explain(
+                &trap,
+                kept.store.data().limiter.hit,
+                &limits,
+                &plugin.stack,
+            )),
             Err(_) => Err(deadline_exceeded(&limits)),
         };
         let state = kept.store.data_mut();
@@ -506,7 +512,10 @@ fn decide(decision: types::Decision, max_bytes: usize) -> Result<Decision, Invok
 /// calls, and the access faults as "out of bounds memory access" instead. Wasmtime adds the
 /// faulting wasm address to the trap ("memory fault at wasm address 0x... in linear memory of
 /// size 0x..."): an address at or above 2 GiB, which no memory under our 512 MiB ceiling
-/// reaches, is such a wrapped stack pointer.
+/// reaches, is such a wrapped stack pointer (or a wild pointer: the frames on the trap's
+/// backtrace, see `stack::StackMap::overflowed`, tell them apart when they can). A bulk memory
+/// instruction (`memory.copy`, `memory.fill`) traps without an address: for those, only the
+/// frames can tell.
 fn below_address_zero(err: &wasmtime::Error) -> bool {
     fault(err).is_some_and(|(address, _)| address >= 1 << 31)
 }
@@ -523,8 +532,14 @@ fn fault(err: &wasmtime::Error) -> Option<(u64, String)> {
     })
 }
 
-/// Turns a trap into the reason recorded on the attempt.
-fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limits) -> InvokeError {
+/// Turns a trap into the reason recorded on the attempt; `stack` is where the plugin's core
+/// modules keep their stacks.
+fn explain(
+    err: &wasmtime::Error,
+    memory_hit: bool,
+    limits: &super::limits::Limits,
+    stack: &StackMap,
+) -> InvokeError {
     if memory_hit {
         return InvokeError::new(
             FailureKind::Limit,
@@ -535,7 +550,12 @@ fn explain(err: &wasmtime::Error, memory_hit: bool, limits: &super::limits::Limi
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => deadline_exceeded(limits),
         Some(Trap::StackOverflow) => InvokeError::new(FailureKind::Trap, "stack overflow", false),
-        Some(Trap::MemoryOutOfBounds) if below_address_zero(err) => {
+        // The frames on the backtrace decide when they can; else the faulting address does.
+        Some(Trap::MemoryOutOfBounds)
+            if stack
+                .overflowed(err)
+                .unwrap_or_else(|| below_address_zero(err)) =>
+        {
             InvokeError::new(FailureKind::Trap, "stack overflow", false)
         }
         Some(Trap::UnreachableCodeReached) => InvokeError::new(
@@ -581,11 +601,15 @@ mod tests {
         let under = trap_loading(-16);
         assert_eq!(under.downcast_ref::<Trap>(), Some(&Trap::MemoryOutOfBounds));
         assert!(below_address_zero(&under), "{under:?}");
-        assert_eq!(explain(&under, false, &limits).message, "stack overflow");
+        let stack = StackMap::default();
+        assert_eq!(
+            explain(&under, false, &limits, &stack).message,
+            "stack overflow"
+        );
         // Past the end of memory is something else.
         let over = trap_loading(70_000);
         assert!(!below_address_zero(&over), "{over:?}");
-        let reason = explain(&over, false, &limits).message;
+        let reason = explain(&over, false, &limits, &stack).message;
         assert!(
             reason.starts_with("plugin trapped") && reason.contains("out of bounds memory access"),
             "{reason}"

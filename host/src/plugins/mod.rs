@@ -30,6 +30,7 @@ pub mod outgoing;
 pub mod registry;
 pub mod reuse;
 pub mod services;
+mod stack;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use super::context::Pool;
 use super::host::HostState;
 use super::limits::Limits;
 use super::reuse::{Discard, IdleInstances};
+use super::stack::StackMap;
 use crate::model::{InstanceMode, LogLevel, Plugin};
 
 /// Generations of loaded plugins, unique in the process.
@@ -38,6 +39,8 @@ pub struct LoadedPlugin {
     /// Whether its instances are kept between events.
     pub instances: InstanceMode,
     pub(crate) pre: PluginPre<HostState>,
+    /// Where its core modules keep their stacks: how a trap is told to be a stack overflow.
+    pub(crate) stack: Arc<StackMap>,
     /// What `config-get` returns.
     pub config: BTreeMap<String, String>,
     /// Hosts outgoing HTTP may reach.
@@ -51,7 +54,11 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    pub(crate) fn new(plugin: &Plugin, pre: PluginPre<HostState>) -> LoadedPlugin {
+    pub(crate) fn new(
+        plugin: &Plugin,
+        pre: PluginPre<HostState>,
+        stack: Arc<StackMap>,
+    ) -> LoadedPlugin {
         let limits = Limits::resolve(&plugin.limits);
         LoadedPlugin {
             id: plugin.id.clone(),
@@ -60,6 +67,7 @@ impl LoadedPlugin {
             generation: next_generation(),
             instances: plugin.instances,
             pre,
+            stack,
             config: plugin.config.clone(),
             allowed_hosts: Arc::new(plugin.allowed_hosts.clone()),
             limits,
@@ -80,6 +88,7 @@ impl LoadedPlugin {
             generation: next_generation(),
             instances: self.instances,
             pre: self.pre.clone(),
+            stack: self.stack.clone(),
             config,
             allowed_hosts: self.allowed_hosts.clone(),
             limits: self.limits,
@@ -126,7 +135,7 @@ impl Registry {
         let Some(old) = map.get(&plugin.id) else {
             return;
         };
-        let mut next = LoadedPlugin::new(plugin, old.pre.clone());
+        let mut next = LoadedPlugin::new(plugin, old.pre.clone(), old.stack.clone());
         next.version = old.version;
         let generation = next.generation;
         map.insert(plugin.id.clone(), Arc::new(next));
