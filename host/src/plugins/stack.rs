@@ -723,6 +723,9 @@ mod tests {
         // 16 KiB arrays in its frame.
         assert_eq!(module.initial, 256 * 1024);
         assert!(module.bodies.iter().any(|b| b.frame == 32 * 1024));
+        // No `alloca` and no over-aligned frame: the frames on a backtrace tell exactly where
+        // the stack pointer is, so a wild pointer is told from an overflow too.
+        assert!(module.exact);
     }
 
     /// Both ways the hostile fixture runs out of stack are reported as a stack overflow: small
@@ -758,6 +761,7 @@ mod tests {
                 allowed_hosts: vec![],
                 limits: Default::default(),
                 log_level: Default::default(),
+                instances: Default::default(),
                 version: 1,
                 created_at: 0,
                 updated_at: 0,
