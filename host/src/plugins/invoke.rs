@@ -532,6 +532,18 @@ fn fault(err: &wasmtime::Error) -> Option<(u64, String)> {
     })
 }
 
+/// The causes of `err` without the backtrace wasmtime attaches to it: the frames of a deep
+/// stack (wasmtime keeps up to `stack::BACKTRACE_FRAMES` of them) are not a reason to store.
+fn without_backtrace(err: &wasmtime::Error) -> String {
+    const BACKTRACE: &str = "error while executing at wasm backtrace:";
+    let causes: Vec<String> = err
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.starts_with(BACKTRACE))
+        .collect();
+    causes.join(": ")
+}
+
 /// Turns a trap into the reason recorded on the attempt; `stack` is where the plugin's core
 /// modules keep their stacks.
 fn explain(
@@ -568,7 +580,11 @@ fn explain(
             let message = format!("plugin trapped: {trap}{}", at.unwrap_or_default());
             InvokeError::new(FailureKind::Trap, message, false)
         }
-        None => InvokeError::new(FailureKind::Trap, format!("plugin failed: {err:#}"), false),
+        None => InvokeError::new(
+            FailureKind::Trap,
+            format!("plugin failed: {}", without_backtrace(err)),
+            false,
+        ),
     }
 }
 
@@ -592,6 +608,29 @@ mod tests {
             .get_typed_func::<(), ()>(&mut store, "load")
             .unwrap();
         load.call(&mut store, ()).unwrap_err()
+    }
+
+    #[test]
+    fn a_failure_that_is_not_a_trap_is_recorded_without_the_backtrace() {
+        let engine = Engine::default();
+        let wat = r#"(module (import "host" "fail" (func $fail))
+            (func $deep (param i32) local.get 0 i32.eqz if call $fail else local.get 0
+              i32.const 1 i32.sub call $deep end)
+            (func (export "run") i32.const 50 call $deep))"#;
+        let module = Module::new(&engine, wat).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        let fail = wasmtime::Func::wrap(&mut store, || -> wasmtime::Result<()> {
+            Err(wasmtime::format_err!("host refused"))
+        });
+        let instance = Instance::new(&mut store, &module, &[fail.into()]).unwrap();
+        let run = instance
+            .get_typed_func::<(), ()>(&mut store, "run")
+            .unwrap();
+        let err = run.call(&mut store, ()).unwrap_err();
+        assert!(err.downcast_ref::<wasmtime::WasmBacktrace>().is_some());
+        let limits = Limits::resolve(&DEFAULTS);
+        let reason = explain(&err, false, &limits, &StackMap::default()).message;
+        assert_eq!(reason, "plugin failed: host refused");
     }
 
     #[test]
