@@ -2,23 +2,18 @@
 //! of the same subscription in `reuse` mode), the handler call, and what came of it (a
 //! decision, or a failure with a reason a person can act on).
 
-use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
-use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime::{PoolConcurrencyLimitError, Trap};
 
 use super::PluginRuntime;
 use super::bindings::types;
 use super::budget::Reservation;
-use super::context::Context;
-use super::host::{CallContext, HostState, LogBuffer, Stream, outgoing_timeout};
-use super::limits::MemoryLimiter;
-use super::outgoing::HttpPolicy;
+use super::host::{CallContext, LogBuffer, Stream};
 use super::registry::LoadedPlugin;
-use super::reuse::{AfterEvent, Discard, Kept, Key};
-use super::services::{BetweenEvents, PluginServices};
+use super::reuse::{Discard, Key};
+use super::services::PluginServices;
 use super::stack::StackMap;
 use crate::clock::rfc3339;
 use crate::events::{MAX_DEPTH, json_depth};
@@ -246,8 +241,7 @@ impl PluginRuntime {
         kept.store.epoch_deadline_async_yield_and_update(1);
         let deadline = tokio::time::Instant::now() + limits.deadline;
         let outcome = loop {
-            let outcome =
-                tokio::time::timeout_at(deadline, handle(&mut kept, &plugin, &event)).await;
+            let outcome = tokio::time::timeout_at(deadline, kept.handle(&plugin, &event)).await;
             match outcome {
                 // Idle instances hold pool slots: one gives its slot up, and the event starts
                 // over in a new store (a failed instantiation may have left parts in this one).
@@ -308,151 +302,25 @@ impl PluginRuntime {
             logs.push_always(LogLevel::Error, e.message.clone());
         }
         services.plugin_logs(&plugin.account_id, &plugin.id, logs.finish());
-        if let Some(key) = key {
-            match self.discard_rule(&mut kept, &result, memory) {
-                None => {
-                    kept.store.data_mut().call.services = BETWEEN_EVENTS.clone();
-                    idle.park(key, kept);
-                }
-                Some(reason) => {
-                    idle.discarded(reason);
-                    give_back_context(&plugin, kept);
-                }
+        let Some(key) = key else {
+            kept.give_back(&plugin);
+            return (result, usage);
+        };
+        let failure = result.as_ref().err().map(|e| e.kind);
+        let rule = idle.settings().after_event(&mut kept, failure, memory);
+        // Someone waits for memory: an idle instance would only stand in the way.
+        match rule.or_else(|| self.memory.has_waiters().then_some(Discard::Budget)) {
+            None => {
+                kept.between_events();
+                idle.park(key, kept);
             }
-        } else {
-            give_back_context(&plugin, kept);
+            Some(reason) => {
+                idle.discarded(reason);
+                kept.give_back(&plugin);
+            }
         }
         (result, usage)
     }
-
-    /// A new store for `plugin` under `reservation`; instantiated by the first [`handle`].
-    fn fresh(&self, plugin: &LoadedPlugin, call: CallContext, reservation: Reservation) -> Kept {
-        let context = plugin.contexts.take();
-        let state = HostState {
-            wasi: context.wasi,
-            http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy {
-                allowed_hosts: plugin.allowed_hosts.clone(),
-                net: self.net_policy.clone(),
-                timeout: outgoing_timeout(&plugin.limits),
-                calls: None,
-            },
-            table: Default::default(),
-            limiter: MemoryLimiter::new(plugin.limits.memory_bytes),
-            call,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        Kept {
-            store,
-            instance: None,
-            stdout: context.stdout,
-            stderr: context.stderr,
-            reservation,
-            events: 0,
-            born: Instant::now(),
-            baseline: None,
-        }
-    }
-
-    /// `kept`'s data in a new store, as before its instantiation.
-    fn restart(&self, kept: Kept, memory_bytes: usize) -> Kept {
-        let Kept {
-            store,
-            stdout,
-            stderr,
-            reservation,
-            ..
-        } = kept;
-        let mut state = store.into_data();
-        state.limiter = MemoryLimiter::new(memory_bytes);
-        state.table = Default::default();
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_async_yield_and_update(1);
-        Kept {
-            store,
-            instance: None,
-            stdout,
-            stderr,
-            reservation,
-            events: 0,
-            born: Instant::now(),
-            baseline: None,
-        }
-    }
-
-    /// Why `kept` may not serve another event after this one, if it may not. Counts the event.
-    fn discard_rule(
-        &self,
-        kept: &mut Kept,
-        result: &Result<Decision, InvokeError>,
-        memory: usize,
-    ) -> Option<Discard> {
-        if let Err(e) = result {
-            // A handler's own error leaves the instance as sound as a success does; anything
-            // else may have left it anywhere (a trap mid-way, a call cut at its deadline).
-            let reason = match e.kind {
-                FailureKind::Handler | FailureKind::NotLoaded => None,
-                FailureKind::Trap => Some(Discard::Trap),
-                FailureKind::Deadline => Some(Discard::Deadline),
-                FailureKind::Limit => Some(Discard::Limit),
-                FailureKind::InvalidOutput => Some(Discard::InvalidOutput),
-            };
-            if reason.is_some() {
-                return reason;
-            }
-        }
-        kept.events += 1;
-        let baseline = *kept.baseline.get_or_insert(memory);
-        let after = AfterEvent {
-            events: kept.events,
-            age: kept.born.elapsed(),
-            baseline,
-            memory,
-        };
-        self.registry.idle.settings().worn_out(after).or_else(|| {
-            // Someone waits for memory: an idle instance would only stand in the way.
-            self.memory.has_waiters().then_some(Discard::Budget)
-        })
-    }
-}
-
-/// The services of every instance kept idle (see [`BetweenEvents`]).
-static BETWEEN_EVENTS: LazyLock<Arc<dyn PluginServices>> =
-    LazyLock::new(|| Arc::new(BetweenEvents));
-
-/// Instantiates `kept` if it is not yet, and calls its handler on `event`.
-async fn handle(
-    kept: &mut Kept,
-    plugin: &LoadedPlugin,
-    event: &types::Event,
-) -> wasmtime::Result<Result<types::Decision, types::HandlerError>> {
-    if kept.instance.is_none() {
-        kept.instance = Some(plugin.pre.instantiate_async(&mut kept.store).await?);
-    }
-    let instance = kept.instance.as_ref().expect("instantiated above");
-    instance
-        .wasmhook_plugin_handler()
-        .call_handle(&mut kept.store, event)
-        .await
-}
-
-/// Drops `kept`'s instance and gives its WASI context (which holds no guest state) back to
-/// the plugin's pool.
-fn give_back_context(plugin: &LoadedPlugin, kept: Kept) {
-    let Kept {
-        store,
-        stdout,
-        stderr,
-        ..
-    } = kept;
-    let state = store.into_data();
-    plugin.contexts.give_back(Context {
-        wasi: state.wasi,
-        stdout,
-        stderr,
-    });
 }
 
 fn deadline_exceeded(limits: &super::limits::Limits) -> InvokeError {

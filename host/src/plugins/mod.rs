@@ -23,6 +23,7 @@ pub mod engine;
 pub mod heap;
 pub mod host;
 pub mod inspect;
+mod instance;
 pub mod invoke;
 pub mod limits;
 pub mod logsink;

@@ -20,12 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::Store;
-
-use super::PluginWorld;
-use super::budget::{Reclaim, Reservation};
-use super::capture::Capture;
-use super::host::HostState;
+use super::budget::Reclaim;
+pub use super::instance::Kept;
+use super::invoke::FailureKind;
 use super::registry::LoadedPlugin;
 pub use crate::metrics::ReuseMetrics;
 
@@ -141,26 +138,6 @@ impl Key {
     }
 }
 
-/// An instance with its store, between or during events.
-pub struct Kept {
-    /// The store: its data is reset for every event (see `super::invoke`).
-    pub store: Store<HostState>,
-    /// The instance, once instantiated.
-    pub instance: Option<PluginWorld>,
-    /// Its WASI stdout and stderr, taken after every event.
-    pub stdout: Capture,
-    /// See `stdout`.
-    pub stderr: Capture,
-    /// Its memory reservation in the budget.
-    pub reservation: Reservation,
-    /// Events it served.
-    pub events: u32,
-    /// When it was made.
-    pub born: Instant,
-    /// Its linear memory after its first event, in bytes.
-    pub baseline: Option<usize>,
-}
-
 /// What an event left of its instance, for the discard rules.
 #[derive(Debug, Clone, Copy)]
 pub struct AfterEvent {
@@ -175,8 +152,38 @@ pub struct AfterEvent {
 }
 
 impl ReuseSettings {
-    /// Whether an instance that served an event without failing is worn out: the rules that
-    /// depend on the instance alone (failures, settings and room are checked elsewhere).
+    /// Why `kept` may not serve another event after one that ended with `failure` and left
+    /// `memory` bytes of linear memory, if it may not; counts the event. The rules that depend
+    /// on the instance alone: settings and room are checked elsewhere.
+    pub fn after_event(
+        &self,
+        kept: &mut Kept,
+        failure: Option<FailureKind>,
+        memory: usize,
+    ) -> Option<Discard> {
+        // A handler's own error leaves the instance as sound as a success does; anything else
+        // may have left it anywhere (a trap mid-way, a call cut at its deadline).
+        let failed = match failure {
+            None | Some(FailureKind::Handler) | Some(FailureKind::NotLoaded) => None,
+            Some(FailureKind::Trap) => Some(Discard::Trap),
+            Some(FailureKind::Deadline) => Some(Discard::Deadline),
+            Some(FailureKind::Limit) => Some(Discard::Limit),
+            Some(FailureKind::InvalidOutput) => Some(Discard::InvalidOutput),
+        };
+        if failed.is_some() {
+            return failed;
+        }
+        kept.events += 1;
+        let baseline = *kept.baseline.get_or_insert(memory);
+        self.worn_out(AfterEvent {
+            events: kept.events,
+            age: kept.born.elapsed(),
+            baseline,
+            memory,
+        })
+    }
+
+    /// Whether an instance that served an event without failing is worn out.
     pub fn worn_out(&self, after: AfterEvent) -> Option<Discard> {
         if after.memory as f64 > after.baseline as f64 * self.max_memory_growth {
             Some(Discard::MemoryGrowth)
