@@ -3,7 +3,9 @@
 //! component instantiated and called by a minimal wasmtime loop with nothing of wasmhook).
 //! `host_path` runs with the server's own `PluginServices` (store, messages, log writer);
 //! `host_path_stub_services` runs the same runtime without any server, its host calls answered
-//! by a stub `PluginServices`: the runtime's own cost.
+//! by a stub `PluginServices`: the runtime's own cost. `host_path_reuse` is `host_path` with
+//! the plugin in `reuse` mode (`"instances": "reuse"`): every event after the first runs in the
+//! instance the previous one left idle.
 //!
 //! Run with `cargo bench -p wasmhook --bench plugin_invoke` (or `scripts/bench`).
 
@@ -22,7 +24,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use wasmhook::clock::{new_id, now_ms, rfc3339};
 use wasmhook::delivery::netpolicy::NetPolicy;
-use wasmhook::model::{Plugin, PluginLimits, PluginLogLine};
+use wasmhook::model::{InstanceMode, Plugin, PluginLimits, PluginLogLine};
 use wasmhook::plugins::PluginRuntime;
 use wasmhook::plugins::bindings::{self, PluginPre};
 use wasmhook::plugins::invoke::{Input, to_wit};
@@ -203,7 +205,7 @@ fn bench_plugin(
         .collect();
 
     // An account, the conversation (for send-message), the plugin, and one stored event.
-    let (event, plugin_id) = rt.block_on(async {
+    let (event, plugin) = rt.block_on(async {
         let (_, key) = wasmhook::auth::new_api_key();
         let account = wasmhook::model::Account {
             id: new_id("acc"),
@@ -251,8 +253,9 @@ fn bench_plugin(
             .create(&state.store, plugin, std::fs::read(path).unwrap())
             .await
             .unwrap();
-        (event, plugin.id)
+        (event, plugin)
     });
+    let (plugin_id, account_id) = (plugin.id, plugin.account_id);
 
     let mut group = c.benchmark_group(format!("plugin/{name}"));
     group
@@ -260,6 +263,35 @@ fn bench_plugin(
         .sample_size(50);
 
     group.bench_function("host_path", |b| {
+        b.to_async(&rt).iter(|| {
+            let input = Input {
+                event: &event,
+                subscription_id: "sub",
+                attempt: 1,
+            };
+            let (state, plugin_id) = (&state, &plugin_id);
+            async move {
+                state
+                    .plugins
+                    .invoke(state.plugin_services(), plugin_id, input)
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+
+    // The same plugin, now keeping its instance between events (of subscription "sub").
+    let reuse = rt
+        .block_on(
+            state
+                .store
+                .update_plugin(account_id, plugin_id.clone(), |p| {
+                    p.instances = InstanceMode::Reuse
+                }),
+        )
+        .unwrap();
+    state.plugins.registry.update_settings(&reuse);
+    group.bench_function("host_path_reuse", |b| {
         b.to_async(&rt).iter(|| {
             let input = Input {
                 event: &event,
