@@ -184,26 +184,28 @@ async fn run(
         keep(rows, "noisy neighbour", r);
     }
     if wanted("transform") {
-        let pii = ("pii-redactor", wasmhook_plugin_artifacts::PII_REDACTOR);
-        let r = scenarios::fanout(&ctx, 1, Some(pii), None).await;
-        keep(rows, "transform plugin (pii-redactor), 1 subscription", r);
-        // The Python and JavaScript examples, when built (scripts/bench builds them).
-        for (name, file) in [
-            ("python-hello", "python_hello.wasm"),
-            ("js-hello", "js_hello.wasm"),
-        ] {
-            let path = other_languages.join(file);
-            let scenario = format!("transform plugin ({name}), 1 subscription");
-            match path.to_str() {
-                Some(p) if path.exists() => {
-                    let r = scenarios::fanout(&ctx, 1, Some((name, p)), None).await;
-                    keep(rows, &scenario, r);
-                }
-                _ => keep(
-                    rows,
-                    &scenario,
-                    Err(anyhow::anyhow!("{} not built", path.display())),
-                ),
+        // pii-redactor, then the Python and JavaScript examples when built (scripts/bench
+        // builds them), each with one instance per event and with instances reused.
+        let mut plugins = vec![(
+            "pii-redactor",
+            PathBuf::from(wasmhook_plugin_artifacts::PII_REDACTOR),
+        )];
+        plugins.push(("python-hello", other_languages.join("python_hello.wasm")));
+        plugins.push(("js-hello", other_languages.join("js_hello.wasm")));
+        for (name, path) in &plugins {
+            for reuse in [false, true] {
+                let scenario = format!(
+                    "transform plugin ({name}{}), 1 subscription",
+                    if reuse { ", reuse" } else { "" }
+                );
+                let r = match path.to_str() {
+                    Some(path) if std::path::Path::new(path).exists() => {
+                        let t = scenarios::Transform { name, path, reuse };
+                        scenarios::fanout(&ctx, 1, Some(t), None).await
+                    }
+                    _ => Err(anyhow::anyhow!("{} not built", path.display())),
+                };
+                keep(rows, &scenario, r);
             }
         }
     }

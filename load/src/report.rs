@@ -304,6 +304,15 @@ pub fn write(
             share >= 0.5,
         ));
     }
+    if let Some(r) = find(&rows, "transform plugin (python-hello, reuse)") {
+        let v = r.deliveries_per_s.unwrap_or(0.0);
+        targets.push((
+            "Python example transform (python-hello), instances reused: ≥ 3,000 events/s end to end"
+                .into(),
+            format!("{v:.0}/s"),
+            v >= 3000.0,
+        ));
+    }
     if let Some(r) = find(&rows, "steady") {
         let v = r.p99_ms.unwrap_or(f64::MAX);
         targets.push((

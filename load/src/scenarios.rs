@@ -200,18 +200,34 @@ pub async fn ingest(ctx: &Ctx<'_>, batched: bool) -> anyhow::Result<Row> {
     Ok(row)
 }
 
+/// A transform plugin for [`fanout`].
+#[derive(Clone, Copy)]
+pub struct Transform<'a> {
+    /// The name the row shows.
+    pub name: &'a str,
+    /// The component file.
+    pub path: &'a str,
+    /// Instances reused across events (`"instances": "reuse"`) instead of one per event.
+    pub reuse: bool,
+}
+
 /// Events posted for the duration, each delivered to `subs` URL subscriptions (optionally
-/// through a transform plugin, given by name and component file); with `rate`, at that steady
-/// rate.
+/// through a transform plugin); with `rate`, at that steady rate.
 pub async fn fanout(
     ctx: &Ctx<'_>,
     subs: usize,
-    transform: Option<(&str, &str)>,
+    transform: Option<Transform<'_>>,
     rate: Option<f64>,
 ) -> anyhow::Result<Row> {
     let (server, key, _tmp) = fresh(ctx).await?;
     let plugin = match transform {
-        Some((_, path)) => Some(server.plugin(&key, path, json!({})).await?),
+        Some(t) => {
+            let mut settings = json!({"config": {}});
+            if t.reuse {
+                settings["instances"] = json!("reuse");
+            }
+            Some(server.plugin(&key, t.path, settings).await?)
+        }
         None => None,
     };
     for i in 0..subs {
@@ -242,7 +258,11 @@ pub async fn fanout(
     let mut row = Row {
         scenario: match (transform, rate) {
             (_, Some(r)) => format!("steady {r:.0} events/s, 1 subscription"),
-            (Some((name, _)), None) => format!("transform plugin ({name}), {subs} subscription"),
+            (Some(t), None) => format!(
+                "transform plugin ({}{}), {subs} subscription",
+                t.name,
+                if t.reuse { ", reuse" } else { "" }
+            ),
             (None, None) => format!(
                 "fan-out to {subs} subscription{}",
                 if subs > 1 { "s" } else { "" }
@@ -368,7 +388,7 @@ pub async fn reacting(ctx: &Ctx<'_>, auto_reply: &str) -> anyhow::Result<Row> {
         .plugin(
             &key,
             auto_reply,
-            json!({"reply_text": "Thanks, we are on it!"}),
+            json!({"config": {"reply_text": "Thanks, we are on it!"}}),
         )
         .await?;
     server

@@ -202,8 +202,9 @@ impl Server {
         Ok(sum_of(&text, series))
     }
 
-    /// Uploads a plugin with a configuration; returns its id.
-    pub async fn plugin(&self, key: &str, path: &str, config: Value) -> anyhow::Result<String> {
+    /// Uploads a plugin and applies `settings` (the body of `PATCH /v1/plugins/{id}`, e.g.
+    /// its `config`); returns its id.
+    pub async fn plugin(&self, key: &str, path: &str, settings: Value) -> anyhow::Result<String> {
         let resp = self
             .http
             .post(format!("{}/v1/plugins?name=load", self.base))
@@ -220,7 +221,7 @@ impl Server {
             .http
             .patch(format!("{}/v1/plugins/{id}", self.base))
             .bearer_auth(key)
-            .json(&json!({"config": config}))
+            .json(&settings)
             .send()
             .await?;
         anyhow::ensure!(resp.status() == 200, "configure: {}", resp.status());
