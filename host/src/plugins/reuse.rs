@@ -450,7 +450,15 @@ fn start_sweeper(idle: Weak<IdleInstances>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::delivery::netpolicy::NetPolicy;
+    use crate::metrics::{DiscardLabels, Metrics};
+    use crate::model::{Event, InstanceMode, Plugin};
+    use crate::plugins::dry_run::{DryRun, MemoryKv};
+    use crate::plugins::invoke::Input;
+    use crate::plugins::{Decision, PluginRuntime};
 
     fn after(events: u32, age_s: u64, baseline: usize, memory: usize) -> AfterEvent {
         AfterEvent {
@@ -477,5 +485,88 @@ mod tests {
         );
         assert_eq!(s.worn_out(after(3, 0, 128, 128)), Some(Discard::MaxEvents));
         assert_eq!(s.worn_out(after(2, 60, 128, 128)), Some(Discard::MaxAge));
+    }
+
+    /// The count the hostile fixture in `counter` mode delivered for an event of `sub`.
+    async fn count(runtime: &PluginRuntime, sub: &str) -> u64 {
+        let event = Event {
+            seq: 0,
+            id: "evt_1".into(),
+            event_type: "x".into(),
+            payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            occurred_at: "2026-11-28T00:00:00Z".into(),
+            received_at: 0,
+            causation: None,
+        };
+        let input = Input {
+            event: &event,
+            subscription_id: sub,
+            attempt: 1,
+        };
+        let services = Arc::new(DryRun::new(Arc::new(MemoryKv::new(BTreeMap::new()))));
+        match runtime.invoke(services, "plg_1", input).await.unwrap() {
+            Decision::Replace(p) => {
+                let p: serde_json::Value = serde_json::from_str(p.get()).unwrap();
+                assert_eq!(p["subscription_id"], sub, "{p}");
+                p["count"].as_u64().unwrap()
+            }
+            other => panic!("expected replace, got {other:?}"),
+        }
+    }
+
+    /// With every slot of the instance pool held by an idle instance, a new instance takes the
+    /// slot of the least recently used one instead of failing.
+    #[tokio::test]
+    async fn idle_instances_give_their_pool_slots_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let runtime = PluginRuntime::new(
+            dir.path(),
+            2,
+            crate::plugins::budget::default_budget(),
+            metrics.clone(),
+            Arc::new(NetPolicy::new(vec![])),
+        )
+        .unwrap();
+        let plugin = Plugin {
+            id: "plg_1".into(),
+            account_id: "acc_1".into(),
+            name: "counter".into(),
+            config: BTreeMap::from([("mode".to_string(), "counter".to_string())]),
+            secret_keys: Default::default(),
+            allowed_hosts: vec![],
+            limits: Default::default(),
+            log_level: Default::default(),
+            instances: InstanceMode::Reuse,
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let wasm = std::fs::read(wasmhook_plugin_artifacts::HOSTILE).unwrap();
+        runtime
+            .registry
+            .put(runtime.load_local(&plugin, &wasm).unwrap());
+        let pool = || {
+            let labels = DiscardLabels {
+                reason: "pool".into(),
+            };
+            metrics
+                .plugin_instances
+                .discards
+                .get_or_create(&labels)
+                .get()
+        };
+
+        assert_eq!(
+            (count(&runtime, "s1").await, count(&runtime, "s2").await),
+            (1, 1)
+        );
+        assert_eq!(runtime.registry.idle.len(), 2, "both slots held idle");
+        // A third subscription's instance: s1's (the least recently used) gives its slot up.
+        assert_eq!(count(&runtime, "s3").await, 1);
+        assert_eq!(pool(), 1);
+        assert_eq!(count(&runtime, "s2").await, 2, "s2's instance was kept");
+        assert_eq!(count(&runtime, "s1").await, 1, "s1's was not");
+        assert_eq!(pool(), 2);
     }
 }
