@@ -64,7 +64,7 @@ pub struct DiscardLabels {
 }
 
 /// Plugin instance reuse in `/metrics` (kept up to date by `plugins::reuse`).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReuseMetrics {
     /// Plugin events by where their instance came from.
     pub instances: Family<InstanceLabels, Counter>,
@@ -72,16 +72,35 @@ pub struct ReuseMetrics {
     pub discards: Family<DiscardLabels, Counter>,
     /// Instances kept idle now.
     pub idle: Gauge,
+    // The two series of `instances`, counted on every event without a label lookup.
+    fresh: Counter,
+    reused: Counter,
+}
+
+impl Default for ReuseMetrics {
+    fn default() -> ReuseMetrics {
+        let instances = Family::<InstanceLabels, Counter>::default();
+        let series = |source: &str| {
+            let labels = InstanceLabels {
+                source: source.to_string(),
+            };
+            instances.get_or_create(&labels).clone()
+        };
+        let (fresh, reused) = (series("fresh"), series("reused"));
+        ReuseMetrics {
+            instances,
+            discards: Default::default(),
+            idle: Default::default(),
+            fresh,
+            reused,
+        }
+    }
 }
 
 impl ReuseMetrics {
-    /// Counts an event's instance by where it came from.
-    pub fn started(&self, source: &str) {
-        self.instances
-            .get_or_create(&InstanceLabels {
-                source: source.to_string(),
-            })
-            .inc();
+    /// Counts an event's instance: fresh, or reused.
+    pub fn started(&self, reused: bool) {
+        if reused { &self.reused } else { &self.fresh }.inc();
     }
 
     /// Counts an instance thrown away for `reason`.

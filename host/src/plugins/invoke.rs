@@ -225,7 +225,7 @@ impl PluginRuntime {
         let mut kept = match key.as_ref().and_then(|k| idle.take(k)) {
             Some(mut kept) => {
                 drop(reservation);
-                self.metrics.plugin_instances.started("reused");
+                self.metrics.plugin_instances.started(true);
                 let state = kept.store.data_mut();
                 state.call = call;
                 state.limiter.start_event();
@@ -234,7 +234,7 @@ impl PluginRuntime {
             }
             None => {
                 let reservation = self.memory.cover(reservation, limits.memory_bytes).await;
-                self.metrics.plugin_instances.started("fresh");
+                self.metrics.plugin_instances.started(false);
                 self.fresh(&plugin, call, reservation)
             }
         };

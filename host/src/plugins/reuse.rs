@@ -16,7 +16,7 @@
 //! What this module does not do: run events. `super::invoke` takes an instance, prepares its
 //! per-event state, runs the event, and hands it back with [`IdleInstances::park`] or drops it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -118,10 +118,12 @@ impl Discard {
 
 /// Which events an instance may serve: nothing of another account, subscription, version or
 /// configuration.
+///
+/// The generation stands for the plugin, its account, its version and its settings at once:
+/// it is unique in the process and belongs to one loaded plugin, which belongs to one account
+/// (see `super::registry`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
-    account_id: String,
-    plugin_id: String,
     generation: u64,
     subscription_id: String,
 }
@@ -130,8 +132,6 @@ impl Key {
     /// The key of `plugin`'s events through `subscription_id`.
     pub fn new(plugin: &LoadedPlugin, subscription_id: &str) -> Key {
         Key {
-            account_id: plugin.account_id.clone(),
-            plugin_id: plugin.id.clone(),
             generation: plugin.generation,
             subscription_id: subscription_id.to_string(),
         }
@@ -209,8 +209,10 @@ struct Idle {
     parked: BTreeMap<u64, Parked>,
     /// Key → its parked instances' numbers, oldest first.
     by_key: HashMap<Key, Vec<u64>>,
-    /// Plugin id → the generation new events run on: an instance of any other is not parked.
+    /// Plugin id → the generation new events run on.
     current: HashMap<String, u64>,
+    /// The generations of `current`: an instance of any other is not parked.
+    live: HashSet<u64>,
     next: u64,
 }
 
@@ -305,7 +307,7 @@ impl IdleInstances {
         let mut evicted = Vec::new();
         let refused = {
             let mut idle = self.lock();
-            let refused = if idle.current.get(&key.plugin_id) != Some(&key.generation) {
+            let refused = if !idle.live.contains(&key.generation) {
                 Some(Discard::Settings)
             } else if idle.by_key.get(&key).map_or(0, Vec::len) >= PER_KEY || max_idle == 0 {
                 Some(Discard::Full)
@@ -353,14 +355,21 @@ impl IdleInstances {
     pub fn retire(&self, plugin_id: &str, current: Option<u64>, reason: Discard) {
         let dropped = {
             let mut idle = self.lock();
-            match current {
+            let old = match current {
                 Some(generation) => idle.current.insert(plugin_id.to_string(), generation),
                 None => idle.current.remove(plugin_id),
             };
+            if let Some(old) = old {
+                idle.live.remove(&old);
+            }
+            if let Some(generation) = current {
+                idle.live.insert(generation);
+            }
+            // Only instances of a live generation are parked: the plugin's are of `old`.
             let stale: Vec<u64> = idle
                 .parked
                 .iter()
-                .filter(|(_, p)| p.key.plugin_id == plugin_id && Some(p.key.generation) != current)
+                .filter(|(_, p)| old.is_some_and(|g| g == p.key.generation))
                 .map(|(&n, _)| n)
                 .collect();
             stale
