@@ -418,6 +418,7 @@ fn show(p: &Plugin, ctx: &Ctx) {
     field("name", p.name.clone());
     field("version", p.version.to_string());
     field("log_level", p.log_level.as_str().to_string());
+    field("instances", p.instances.as_str().to_string());
     field("allowed_hosts", p.allowed_hosts.join(","));
     field(
         "limits",
