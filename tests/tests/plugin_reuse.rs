@@ -270,6 +270,10 @@ async fn a_failed_event_throws_its_instance_away_but_a_handler_error_does_not() 
     assert_eq!(post(&s, &key, &r, "x", then("memory")).await, None);
     assert_eq!(counts(&s, &key, &r, "x", 2).await, [1, 2]);
 
+    // A replacement that is not a JSON object.
+    assert_eq!(post(&s, &key, &r, "x", then("invalid")).await, None);
+    assert_eq!(counts(&s, &key, &r, "x", 2).await, [1, 2]);
+
     // The deadline (retried on the schedule, each attempt in a fresh instance it throws away).
     assert_eq!(post(&s, &key, &r, "x", then("loop")).await, None);
     assert_eq!(counts(&s, &key, &r, "x", 1).await, [1]);
@@ -278,6 +282,20 @@ async fn a_failed_event_throws_its_instance_away_but_a_handler_error_does_not() 
     assert_eq!(discards(&m, "trap"), 1, "{m}");
     assert_eq!(discards(&m, "limit"), 2, "oversized, memory: {m}");
     assert!(discards(&m, "deadline") >= 1, "{m}");
+    assert_eq!(discards(&m, "invalid_output"), 1, "{m}");
+}
+
+#[tokio::test]
+async fn past_max_idle_the_least_recently_used_idle_instance_goes() {
+    let (s, key, r) = setup(&["--reuse-max-idle", "1"]).await;
+    let plugin = counter_plugin(&s, &key, json!({"instances": "reuse"})).await;
+    through(&s, &key, &r, &plugin, "a").await;
+    through(&s, &key, &r, &plugin, "b").await;
+    assert_eq!(counts(&s, &key, &r, "a", 2).await, [1, 2]);
+    // b's instance takes the one idle place: a's goes.
+    assert_eq!(counts(&s, &key, &r, "b", 2).await, [1, 2]);
+    assert_eq!(discards(&s.metrics().await, "full"), 1);
+    assert_eq!(counts(&s, &key, &r, "a", 1).await, [1]);
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@
 //! | `log-lines` | logs `count` (default 100) info lines `batch <b> line <i>`, `b` being the payload's `batch` (or 0); returns `keep` |
 //! | `flood-all` | writes `lines` (default 1000) lines of 99 bytes to each of the log (info), stdout and stderr; returns `keep` |
 //! | `sleep` | sleeps `ms` milliseconds (default 10000) in a blocking WASI clock wait; returns `keep` |
-//! | `counter` | counts the events this instance handled in a static (so the count only goes past 1 when the host reuses instances), logs `counter <n>` and prints `counter stdout <n>`; then does what the payload's `then` says: `trap`, `loop`, `memory` (as those modes), `grow` (allocates and keeps `mb` MiB, default 1), `oversized` (as `oversized-replace`), `error` (a fatal handler error), `send` (`send-message` `counter <n>` into the payload's `conversation_id`), else nothing; returns `replace` with `{"count": n, "event_id", "account_id", "subscription_id"}` |
+//! | `counter` | counts the events this instance handled in a static (so the count only goes past 1 when the host reuses instances), logs `counter <n>` and prints `counter stdout <n>`; then does what the payload's `then` says: `trap`, `loop`, `memory` (as those modes), `grow` (allocates and keeps `mb` MiB, default 1), `oversized` (as `oversized-replace`), `invalid` (returns `replace` with a JSON array), `error` (a fatal handler error), `send` (`send-message` `counter <n>` into the payload's `conversation_id`), else nothing; returns `replace` with `{"count": n, "event_id", "account_id", "subscription_id"}` |
 //! | `retryable-error` / `fatal-error` | returns a handler error with that retryability and message `hostile: <mode>` |
 //! | `drop` | returns `drop` |
 //! | anything else, or unset | returns `keep` |
@@ -252,6 +252,7 @@ fn counter(event: &Event) -> Result<Decision, HandlerError> {
             HELD.lock().unwrap_or_else(|e| e.into_inner()).push(block);
         }
         "oversized" => return oversized_replace(2 * 1024 * 1024),
+        "invalid" => return Ok(Decision::Replace("[\"not an object\"]".into())),
         "error" => return Err(HandlerError::fatal("hostile: counter error")),
         "send" => {
             let conversation = payload.get("conversation_id").and_then(Value::as_str);
