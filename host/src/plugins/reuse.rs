@@ -1,10 +1,10 @@
 //! Instances kept between events, for plugins in `reuse` mode: which idle instance an event
 //! may take, and every rule that throws one away.
 //!
-//! An idle instance is keyed by (account, plugin, loaded generation, subscription): the
-//! generation changes with every version swap and settings change (see `super::registry`), so
-//! an instance only ever serves events of one account and one subscription, under the version
-//! and configuration it started with. Whoever takes an instance has it alone, so it serves one
+//! An idle instance is keyed by (loaded generation, subscription): a generation belongs to one
+//! loaded plugin, hence one account, and changes with every version swap and settings change
+//! (see `super::registry`), so an instance only ever serves events of one account and one
+//! subscription, under the version and configuration it started with. Whoever takes an instance has it alone, so it serves one
 //! event at a time; events of the same key that arrive together take other idle instances or
 //! start fresh ones, and at most [`PER_KEY`] of them are kept idle per key.
 //!
