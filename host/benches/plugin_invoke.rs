@@ -257,14 +257,22 @@ fn bench_plugin(
             log_level: Default::default(),
             instances: Default::default(),
             version: 1,
+            latest_version: 1,
+            status: wasmhook::model::VersionStatus::Ready,
+            failure: None,
             created_at: now_ms(),
             updated_at: now_ms(),
         };
+        // Uploads compile in the background, as on a server.
+        let _compiler = state
+            .plugins
+            .start_compiler(state.store.clone(), Default::default(), None);
         let plugin = state
             .plugins
             .create(&state.store, plugin, std::fs::read(path).unwrap())
             .await
             .unwrap();
+        state.plugins.until_compiled(&plugin.id).await.unwrap();
         (event, plugin)
     });
     let (plugin_id, account_id) = (plugin.id, plugin.account_id);
@@ -341,6 +349,9 @@ fn bench_plugin(
         log_level: Default::default(),
         instances: Default::default(),
         version: 1,
+        latest_version: 1,
+        status: wasmhook::model::VersionStatus::Ready,
+        failure: None,
         created_at: now_ms(),
         updated_at: now_ms(),
     };

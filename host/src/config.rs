@@ -165,6 +165,11 @@ pub struct Config {
     #[arg(long, env = "WASMHOOK_MAX_PLUGIN_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_plugin_bytes: usize,
 
+    /// Tests only (hidden): uploads are not compiled until this file exists, so a test can
+    /// act while a version is `compiling` (post events, restart) without racing the compiler.
+    #[arg(long, hide = true)]
+    pub test_hold_compiles_until: Option<PathBuf>,
+
     /// Memory all plugin instances may reserve together (e.g. `8GiB`; bare numbers are bytes).
     /// Each instance reserves its plugin's memory limit before it starts; one that does not fit
     /// waits for running ones to finish. Default: half of the machine's memory (`MemTotal`).

@@ -58,6 +58,11 @@ pub async fn run(
     let store = state.store.clone();
     let stop_delivery = CancellationToken::new();
     let dispatcher = delivery::dispatcher::spawn(state.clone(), stop_delivery.clone());
+    let compiler = state.plugins.start_compiler(
+        store.clone(),
+        stop_delivery.clone(),
+        state.config.test_hold_compiles_until.clone(),
+    );
     let depth_sampler = backpressure::spawn_sampler(state.clone(), stop_delivery.clone());
     let listener_sweep = tokio::spawn(delivery::listen::sweep(
         state.clone(),
@@ -77,6 +82,7 @@ pub async fn run(
     tracing::info!("shutting down: finishing deliveries in flight");
     stop_delivery.cancel();
     let _ = dispatcher.await;
+    let _ = compiler.await;
     let _ = listener_sweep.await;
     let _ = depth_sampler.await;
     store.close().await;

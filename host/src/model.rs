@@ -94,6 +94,7 @@ str_enum!(SubscriptionStatus {
     PendingVerification => "pending_verification",
     Disabled => "disabled",
 });
+str_enum!(VersionStatus { Compiling => "compiling", Ready => "ready", Failed => "failed" });
 str_enum!(DeliveryStatus {
     Pending => "pending",
     Succeeded => "succeeded",
@@ -516,8 +517,19 @@ pub struct Plugin {
     /// events of one subscription.
     #[serde(default)]
     pub instances: InstanceMode,
-    /// The version new events run on.
+    /// The version new events run on: the newest `ready` one; until one is ready, the first
+    /// upload's (events wait while it compiles).
     pub version: u32,
+    /// The newest uploaded version: `version` once it is ready.
+    #[serde(default)]
+    pub latest_version: u32,
+    /// The newest version's status: `compiling`, then `ready` (it becomes `version`) or
+    /// `failed` (`version` stays the one that runs).
+    #[serde(default)]
+    pub status: VersionStatus,
+    /// Why the newest version failed (`status: "failed"`), else null.
+    #[serde(default)]
+    pub failure: Option<String>,
     /// Creation time.
     #[serde(with = "ms_as_rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -542,6 +554,9 @@ impl Serialize for Plugin {
             log_level: LogLevel,
             instances: InstanceMode,
             version: u32,
+            latest_version: u32,
+            status: VersionStatus,
+            failure: Option<&'a str>,
             #[serde(with = "ms_as_rfc3339")]
             created_at: i64,
             #[serde(with = "ms_as_rfc3339")]
@@ -557,11 +572,28 @@ impl Serialize for Plugin {
             log_level: self.log_level,
             instances: self.instances,
             version: self.version,
+            latest_version: self.latest_version,
+            status: self.status,
+            failure: self.failure.as_deref(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
         .serialize(serializer)
     }
+}
+
+/// Where an uploaded version stands: uploads are validated in their request and compiled after
+/// it, one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    /// Waiting for or being compiled; events for a plugin with no ready version wait for it.
+    Compiling,
+    /// Compiled: it runs (the newest ready version is the plugin's active one).
+    #[default]
+    Ready,
+    /// It did not compile or does not fit the host (`failure` says why); it never runs.
+    Failed,
 }
 
 /// One uploaded version of a plugin's component.
@@ -583,6 +615,12 @@ pub struct PluginVersion {
     #[serde(with = "ms_as_rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    /// `compiling`, then `ready` or `failed`.
+    #[serde(default)]
+    pub status: VersionStatus,
+    /// Why it failed (`status: "failed"`), e.g. an import the host does not provide.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 /// A line of a plugin's log.

@@ -75,6 +75,9 @@ mod tests {
             log_level: Default::default(),
             instances: Default::default(),
             version: 1,
+            latest_version: 1,
+            status: crate::model::VersionStatus::Ready,
+            failure: None,
             created_at: 0,
             updated_at: 0,
         }

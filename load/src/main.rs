@@ -12,6 +12,7 @@ mod receiver;
 mod report;
 mod scenarios;
 mod server;
+mod uploads;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,6 +95,7 @@ const SCENARIOS: &[&str] = &[
     "reacting",
     "ordered",
     "startup",
+    "uploads",
     "lists",
 ];
 
@@ -224,6 +226,12 @@ async fn run(
         match scenarios::startup_and_idle(&ctx, wasmhook_plugin_artifacts::NOOP).await {
             Ok(all) => all.into_iter().for_each(|r| keep(rows, "", Ok(r))),
             Err(e) => keep(rows, "start-up and idle", Err(e)),
+        }
+    }
+    if wanted("uploads") {
+        match uploads::uploads(&ctx).await {
+            Ok(all) => all.into_iter().for_each(|r| keep(rows, "", Ok(r))),
+            Err(e) => keep(rows, "upload answered", Err(e)),
         }
     }
     if wanted("lists") {

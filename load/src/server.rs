@@ -202,21 +202,51 @@ impl Server {
         Ok(sum_of(&text, series))
     }
 
-    /// Uploads a plugin and applies `settings` (the body of `PATCH /v1/plugins/{id}`, e.g.
-    /// its `config`); returns its id.
-    pub async fn plugin(&self, key: &str, path: &str, settings: Value) -> anyhow::Result<String> {
+    /// Uploads a component as a new plugin and waits until it is compiled; returns its id,
+    /// the time to the upload's answer (`202`) and the time to `ready`.
+    pub async fn upload(
+        &self,
+        key: &str,
+        path: &str,
+    ) -> anyhow::Result<(String, Duration, Duration)> {
+        let bytes = std::fs::read(path)?;
+        let started = Instant::now();
         let resp = self
             .http
             .post(format!("{}/v1/plugins?name=load", self.base))
             .bearer_auth(key)
-            .body(std::fs::read(path)?)
+            .header("content-type", "application/wasm")
+            .body(bytes)
             .send()
             .await?;
-        anyhow::ensure!(resp.status() == 201, "upload: {}", resp.status());
+        anyhow::ensure!(resp.status() == 202, "upload: {}", resp.status());
         let id = resp.json::<Value>().await?["id"]
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let answered = started.elapsed();
+        loop {
+            let plugin: Value = self
+                .http
+                .get(format!("{}/v1/plugins/{id}", self.base))
+                .bearer_auth(key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            match plugin["status"].as_str() {
+                Some("ready") => break,
+                Some("compiling") => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => anyhow::bail!("{path} did not compile: {plugin}"),
+            }
+        }
+        Ok((id, answered, started.elapsed()))
+    }
+
+    /// Uploads a plugin, waits until it is compiled, and applies `settings` (the body of
+    /// `PATCH /v1/plugins/{id}`, e.g. its `config`); returns its id.
+    pub async fn plugin(&self, key: &str, path: &str, settings: Value) -> anyhow::Result<String> {
+        let (id, _, _) = self.upload(key, path).await?;
         let resp = self
             .http
             .patch(format!("{}/v1/plugins/{id}", self.base))

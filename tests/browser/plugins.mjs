@@ -31,6 +31,8 @@ run("plugins", async (page, { step }) => {
     await page.getByLabel("WebAssembly component (.wasm)").setInputFiles(PII);
     await page.waitForURL("**/console/plugins/plg_*?done=uploaded", { timeout: 60_000 });
     await page.locator("[data-test=plugin-version]").getByText("v1").waitFor();
+    // Compiled after the upload: the page follows the version until it is ready.
+    await page.locator("[data-test=plugin-status]").getByText("ready").waitFor({ timeout: 120_000 });
     return page.url().match(/plugins\/(plg_[^?]+)/)[1];
   });
   result({ plugin: pluginId });

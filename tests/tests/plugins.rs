@@ -137,7 +137,9 @@ async fn plugins_are_managed_and_survive_a_restart_without_recompiling() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 202);
+    let ready = s.compiled(&key, &id, "ready").await;
+    assert_eq!(ready["version"], 2);
     let (_, versions) = s.get(&format!("/v1/plugins/{id}/versions"), &key).await;
     assert_eq!(versions["data"].as_array().unwrap().len(), 2);
     assert_eq!(versions["data"][0]["version"], 2);

@@ -58,20 +58,23 @@ async fn concurrent_uploads_stop_at_the_plugin_quota_and_leave_no_files() {
             .collect(),
     )
     .await;
-    let created = results.iter().filter(|(status, _)| *status == 201).count();
+    let created = results.iter().filter(|(status, _)| *status == 202).count();
     assert_eq!(created, 3, "{results:?}");
-    for (status, body) in results.iter().filter(|(status, _)| *status != 201) {
+    for (status, body) in results.iter().filter(|(status, _)| *status != 202) {
         assert_quota(*status, body, "plugins", 3, 3);
     }
     let (_, list) = s.get("/v1/plugins", &key).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    for p in list["data"].as_array().unwrap() {
+        s.compiled(&key, p["id"].as_str().unwrap(), "ready").await;
+    }
     assert_eq!(stored_files(&s), 3 * 2, "refused uploads leave no files");
     // Another account has its own quota.
-    assert_eq!(upload(&s, &other, wasm::NOOP).await.0, 201);
+    assert_eq!(upload(&s, &other, wasm::NOOP).await.0, 202);
     // Deleting one makes room again.
     let id = list["data"][0]["id"].as_str().unwrap();
     assert_eq!(s.delete(&format!("/v1/plugins/{id}"), &key).await.0, 204);
-    assert_eq!(upload(&s, &key, wasm::NOOP).await.0, 201);
+    assert_eq!(upload(&s, &key, wasm::NOOP).await.0, 202);
 }
 
 #[tokio::test]
@@ -81,10 +84,10 @@ async fn every_version_counts_against_the_storage_quota() {
     let s = TestServer::start_with(&["--max-plugin-storage-per-account", &limit.to_string()]).await;
     let (_, key) = s.account("A").await;
     let (status, plugin) = upload(&s, &key, wasm::NOOP).await;
-    assert_eq!(status, 201, "{plugin}");
+    assert_eq!(status, 202, "{plugin}");
     let id = plugin["id"].as_str().unwrap();
     let (status, body) = new_version(&s, &key, id, wasm::NOOP).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 202, "{body}");
     let (status, body) = new_version(&s, &key, id, wasm::NOOP).await;
     assert_quota(status, &body, "plugin_bytes", limit, 2 * size);
     assert_eq!(body["error"]["quota"]["requested"], size);
@@ -92,6 +95,7 @@ async fn every_version_counts_against_the_storage_quota() {
     assert_quota(status, &body, "plugin_bytes", limit, 2 * size);
     let (_, versions) = s.get(&format!("/v1/plugins/{id}/versions"), &key).await;
     assert_eq!(versions["data"].as_array().unwrap().len(), 2, "{versions}");
+    s.compiled(&key, id, "ready").await;
     assert_eq!(stored_files(&s), 2 * 2, "refused versions leave no files");
     let (_, got) = s.get(&format!("/v1/plugins/{id}"), &key).await;
     assert_eq!(got["version"], 2);
@@ -148,7 +152,7 @@ async fn the_defaults_allow_ordinary_use() {
         )
         .await;
     }
-    assert_eq!(upload(&s, &key, wasm::NOOP).await.0, 201);
+    assert_eq!(upload(&s, &key, wasm::NOOP).await.0, 202);
 }
 
 /// Sends the requests side by side; returns each one's status and body, in order.

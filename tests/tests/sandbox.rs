@@ -524,7 +524,9 @@ async fn a_new_version_swaps_in_while_calls_in_flight_finish_on_the_old_one() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 202);
+    // It replaces v1 once compiled (while v1's call is still in flight).
+    s.compiled(&key, &id, "ready").await;
     s.event(&key, json!({"type": "swap", "payload": {"text": text}}))
         .await;
     let got = eventually("both delivered", WAIT, || async {

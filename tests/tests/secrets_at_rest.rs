@@ -497,7 +497,7 @@ async fn secret_keys_are_checked_and_settable_at_upload() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.status(), 202);
     let plugin: Value = resp.json().await.unwrap();
     assert_eq!(plugin["config"]["token"], "********", "{plugin}");
     assert_eq!(plugin["secret_keys"], json!(["token"]));

@@ -271,11 +271,14 @@ impl From<DryRunReport> for TestRunOut {
 /// key-value writes are captured and returned, not performed (key-value reads see the plugin's
 /// real store overlaid with the run's own writes); log lines are returned, not written to the
 /// plugin's log. Outgoing HTTP still reaches the plugin's `allowed_hosts` (and nothing else).
-/// A few runs go at once per server; a run waits for a free slot up to 10 s (then 503).
+/// A few runs go at once per server; a run waits for a free slot up to 10 s (then 503). A
+/// plugin with no version that runs yet (its first one compiling, or failed) is a 409 saying so.
 #[utoipa::path(post, path = "/v1/plugins/{id}/test", operation_id = "test_plugin", tag = "plugins", request_body = TestRunIn,
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = TestRunOut), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody,
+            description = "The plugin has no version that runs: compiling, or failed"),
+        (status = 503, body = ErrorBody)))]
 async fn test_run(
     State(state): State<AppState>,
     AccountId(account): AccountId,
@@ -317,10 +320,24 @@ pub async fn run(
         causation: None,
     };
     let Some(loaded) = state.plugins.registry.get(&plugin.id) else {
-        return Err(ApiError::Conflict(format!(
-            "plugin {} is not loaded on this server (its component failed to load at start; see the server log)",
-            plugin.id
-        )));
+        use crate::plugins::registry::Unloaded;
+        return Err(ApiError::Conflict(
+            match state.plugins.registry.unloaded(&plugin.id) {
+                Some(Unloaded::Compiling(v)) => format!(
+                    "plugin {} has no version that runs yet: version {v} is still compiling; \
+                 try again once the plugin's status is \"ready\"",
+                    plugin.id
+                ),
+                Some(Unloaded::Failed(v, why)) => format!(
+                    "plugin {} has no version that runs: version {v} failed to compile: {why}",
+                    plugin.id
+                ),
+                None => format!(
+                    "plugin {} is not loaded on this server (its component failed to load at start; see the server log)",
+                    plugin.id
+                ),
+            },
+        ));
     };
     let loaded = Arc::new(loaded.with_config(req.config));
     let base = Arc::new(StoreKv {

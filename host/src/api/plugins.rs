@@ -19,7 +19,9 @@ use super::{ListResponse, PageQuery, with_status};
 use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
-use crate::model::{InstanceMode, LogLevel, Plugin, PluginLimits, PluginLogLine, PluginVersion};
+use crate::model::{
+    InstanceMode, LogLevel, Plugin, PluginLimits, PluginLogLine, PluginVersion, VersionStatus,
+};
 use crate::plugin_config;
 use crate::plugins::limits;
 use crate::schema::{Str, array, string_map};
@@ -215,11 +217,15 @@ pub(crate) fn check_hosts(hosts: &[String]) -> Result<(), ApiError> {
 }
 
 /// Upload a plugin: the component is the raw body (`curl --data-binary @plugin.wasm`).
+///
+/// The component is validated in the request (a 400 names what is wrong) and compiled after
+/// it: the answer is `202` with `status: "compiling"`; poll the plugin until `status` is
+/// `ready` or `failed` (with `failure`). Its deliveries wait for the compilation.
 #[utoipa::path(post, path = "/v1/plugins", operation_id = "upload_plugin", tag = "plugins", params(UploadQuery),
     request_body(content((Component = "application/wasm"), (Component = "application/octet-stream")),
         description = "A WebAssembly component"),
     security(("api_key" = [])),
-    responses((status = 201, body = Plugin), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+    responses((status = 202, body = Plugin, description = "Stored and compiling"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "quota_exceeded: plugins or plugin_bytes")))]
 async fn upload(
     State(state): State<AppState>,
@@ -269,6 +275,9 @@ async fn upload(
         log_level: LogLevel::default(),
         instances: Default::default(),
         version: 1,
+        latest_version: 1,
+        status: VersionStatus::Compiling,
+        failure: None,
         created_at: now,
         updated_at: now,
     };
@@ -276,7 +285,7 @@ async fn upload(
         .plugins
         .create(&state.store, plugin, body.to_vec())
         .await?;
-    Ok(with_status(StatusCode::CREATED, plugin))
+    Ok(with_status(StatusCode::ACCEPTED, plugin))
 }
 
 /// List plugins, newest first.
@@ -368,25 +377,26 @@ async fn update(
     Ok(Json(plugin))
 }
 
-/// Upload a new version; it replaces the current one atomically (calls in flight finish on the old one).
+/// Upload a new version, validated in the request and compiled after it (`202`, `status:
+/// "compiling"`, `latest_version` its number). Once `ready` it replaces the current version
+/// atomically (calls in flight finish on the old one); one that `failed` never does.
 #[utoipa::path(put, path = "/v1/plugins/{id}", operation_id = "replace_plugin", tag = "plugins",
     request_body(content((Component = "application/wasm"), (Component = "application/octet-stream")),
         description = "A WebAssembly component"),
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
-    responses((status = 200, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 202, body = Plugin, description = "Stored and compiling"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 403, body = ErrorBody, description = "quota_exceeded: plugin_bytes")))]
 async fn replace(
     State(state): State<AppState>,
     AccountId(account): AccountId,
     ApiPath(id): ApiPath<String>,
     WasmBody(body): WasmBody,
-) -> Result<Json<Plugin>, ApiError> {
-    Ok(Json(
-        state
-            .plugins
-            .new_version(&state.store, account, id, body.to_vec())
-            .await?,
-    ))
+) -> Result<Response, ApiError> {
+    let plugin = state
+        .plugins
+        .new_version(&state.store, account, id, body.to_vec())
+        .await?;
+    Ok(with_status(StatusCode::ACCEPTED, plugin))
 }
 
 /// Delete a plugin (refused while a subscription uses it).
@@ -402,7 +412,8 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A plugin's versions, newest first.
+/// A plugin's versions, newest first, each with its `status` (`compiling`, `ready`, `failed`
+/// with `failure`).
 #[utoipa::path(get, path = "/v1/plugins/{id}/versions", operation_id = "list_plugin_versions", tag = "plugins",
     params(("id" = String, Path, description = "Plugin id")), security(("api_key" = [])),
     responses((status = 200, body = ListResponse<PluginVersion>), (status = 404, body = ErrorBody)))]

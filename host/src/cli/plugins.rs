@@ -13,15 +13,19 @@ use crate::api::ListResponse;
 use crate::api::plugin_test_runs::{TestRunIn, TestRunOut};
 use crate::api::plugins::UpdatePlugin;
 use crate::api::subscriptions::CreatedSubscription;
-use crate::model::{Plugin, PluginLogLine, Subscription};
+use crate::model::{Plugin, PluginLogLine, PluginVersion, Subscription, VersionStatus};
 use crate::subscriptions::{CreateSubscription, UpdateSubscription};
 
 /// `plugin` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Upload a component: creates the plugin, or a new version of the plugin with that name.
+    ///
+    /// The server checks the component at once and compiles it after; the command waits until
+    /// the version is ready (it runs from then on) or failed (exit 1, with the reason), unless
+    /// --no-wait.
     #[command(
-        after_help = "Example:\n  wasmhook plugin push target/wasm32-wasip2/release/my_plugin.wasm --name my-plugin"
+        after_help = "Examples:\n  wasmhook plugin push target/wasm32-wasip2/release/my_plugin.wasm --name my-plugin\n  wasmhook plugin push my_plugin.wasm --name my-plugin --no-wait"
     )]
     Push(PushArgs),
     /// List plugins, newest first.
@@ -88,6 +92,13 @@ pub struct PushArgs {
     /// The plugin's name: a plugin with this name gets a new version, else one is created.
     #[arg(long)]
     name: String,
+    /// Return once the upload is stored, without waiting for its compilation (the version
+    /// is then `compiling`; `plugin get` shows when it is `ready` or `failed`).
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for the compilation before giving up waiting (e.g. `2m`).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 /// Arguments of `plugin config`.
@@ -175,12 +186,13 @@ pub async fn run(cmd: PluginCommand, ctx: &Ctx) -> Result<(), CliError> {
                 print_json(&page);
                 return Ok(());
             }
-            let mut t = Table::new(["ID", "NAME", "VERSION", "LOG LEVEL", "UPDATED"]);
+            let mut t = Table::new(["ID", "NAME", "VERSION", "STATUS", "LOG LEVEL", "UPDATED"]);
             for p in &page.data {
                 t.row([
                     p.id.clone(),
                     p.name.clone(),
                     p.version.to_string(),
+                    status_text(p),
                     p.log_level.as_str().to_string(),
                     time(p.updated_at),
                 ]);
@@ -235,6 +247,16 @@ pub async fn run(cmd: PluginCommand, ctx: &Ctx) -> Result<(), CliError> {
     }
 }
 
+/// A plugin's newest version's status, e.g. `ready`, or `v3 compiling` when it is not the
+/// active one.
+fn status_text(p: &Plugin) -> String {
+    if p.latest_version == p.version || p.latest_version == 0 {
+        p.status.as_str().to_string()
+    } else {
+        format!("v{} {}", p.latest_version, p.status.as_str())
+    }
+}
+
 async fn find_by_name(client: &Client, name: &str) -> Result<Option<Plugin>, CliError> {
     let mut cursor: Option<String> = None;
     loop {
@@ -266,20 +288,85 @@ async fn push(args: PushArgs, client: &Client, ctx: &Ctx) -> Result<(), CliError
             ),
         ),
     };
-    let plugin: Plugin = client
+    let mut plugin: Plugin = client
         .json(req.header("content-type", "application/wasm").body(wasm))
         .await?;
+    let uploaded = plugin.latest_version;
+    let status = if args.no_wait {
+        VersionStatus::Compiling
+    } else {
+        if !ctx.json() {
+            eprintln!("Compiling version {uploaded} of {}...", plugin.name);
+        }
+        let version = compiled(client, &plugin.id, uploaded, args.timeout).await?;
+        plugin = client.get(&format!("/v1/plugins/{}", plugin.id)).await?;
+        if let Some(why) = version
+            .failure
+            .filter(|_| version.status == VersionStatus::Failed)
+        {
+            if ctx.json() {
+                print_json(&plugin);
+            }
+            return Err(CliError::Failed(format!(
+                "version {uploaded} of {} ({}) failed to compile: {why}",
+                plugin.name, plugin.id
+            )));
+        }
+        version.status
+    };
     if ctx.json() {
         print_json(&plugin);
-    } else if existing.is_some() {
+        return Ok(());
+    }
+    let what = match status {
+        VersionStatus::Compiling => "compiling (see `wasmhook plugin get`)",
+        _ => "ready, new events run on it",
+    };
+    if existing.is_some() {
         println!(
-            "Uploaded version {} of {} ({})",
-            plugin.version, plugin.name, plugin.id
+            "Uploaded version {uploaded} of {} ({}): {what}",
+            plugin.name, plugin.id
         );
     } else {
-        println!("Created plugin {} ({}), version 1", plugin.name, plugin.id);
+        println!(
+            "Created plugin {} ({}), version 1: {what}",
+            plugin.name, plugin.id
+        );
     }
     Ok(())
+}
+
+/// Polls version `version` of plugin `id` until it is no longer `compiling` (or `timeout`).
+async fn compiled(
+    client: &Client,
+    id: &str,
+    version: u32,
+    timeout: Duration,
+) -> Result<PluginVersion, CliError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let versions: ListResponse<PluginVersion> =
+            client.get(&format!("/v1/plugins/{id}/versions")).await?;
+        match versions.data.into_iter().find(|v| v.version == version) {
+            Some(v) if v.status != VersionStatus::Compiling => return Ok(v),
+            Some(_) => {}
+            None => {
+                return Err(CliError::Invalid(format!(
+                    "version {version} of plugin {id} is gone (deleted?)"
+                )));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::Failed(format!(
+                "version {version} of plugin {id} is still compiling after {}; \
+                 `wasmhook plugin get {id}` shows when it is ready",
+                humantime::format_duration(timeout)
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 fn print_log_line(line: &PluginLogLine) {
@@ -417,6 +504,10 @@ fn show(p: &Plugin, ctx: &Ctx) {
     field("id", p.id.clone());
     field("name", p.name.clone());
     field("version", p.version.to_string());
+    field("status", status_text(p));
+    if let Some(why) = &p.failure {
+        field("failure", why.clone());
+    }
     field("log_level", p.log_level.as_str().to_string());
     field("instances", p.instances.as_str().to_string());
     field("allowed_hosts", p.allowed_hosts.join(","));

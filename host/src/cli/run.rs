@@ -245,6 +245,9 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Result<(), CliError> {
         log_level: LogLevel::parse(&args.log_level).expect("one of the possible values"),
         instances: Default::default(),
         version: 1,
+        latest_version: 1,
+        status: crate::model::VersionStatus::Ready,
+        failure: None,
         created_at: now_ms(),
         updated_at: now_ms(),
     };

@@ -121,8 +121,8 @@ pub fn opt_time(ms: Option<i64>) -> Markup {
 /// A status word as a coloured badge (the class is chosen from a fixed list, never from data).
 pub fn badge(status: &str) -> Markup {
     let class = match status {
-        "active" | "succeeded" | "closed" | "keep" | "ok" => "badge good",
-        "pending" | "pending_verification" | "half_open" | "retrying" => "badge wait",
+        "active" | "succeeded" | "closed" | "keep" | "ok" | "ready" => "badge good",
+        "pending" | "pending_verification" | "half_open" | "retrying" | "compiling" => "badge wait",
         "failed" | "disabled" | "open" | "error" => "badge bad",
         _ => "badge",
     };

@@ -29,7 +29,9 @@ use crate::api::plugins as api_rules;
 use crate::clock::{new_id, now_ms};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::model::{InstanceMode, LogLevel, Plugin, PluginLimits, SubscriptionStatus};
+use crate::model::{
+    InstanceMode, LogLevel, Plugin, PluginLimits, SubscriptionStatus, VersionStatus,
+};
 use crate::plugin_config;
 use crate::plugins::limits::{self, CEILING, DEFAULTS};
 use crate::state::AppState;
@@ -59,8 +61,12 @@ struct Done {
 
 fn done_notice(done: Option<&str>) -> Option<&'static str> {
     match done? {
-        "uploaded" => Some("Plugin uploaded and compiled."),
-        "version" => Some("New version uploaded; new events run on it."),
+        "uploaded" => Some(
+            "Plugin uploaded: it is compiling, and its events wait until it is ready (this page follows it).",
+        ),
+        "version" => Some(
+            "New version uploaded: it is compiling; new events run on it once it is ready (this page follows it).",
+        ),
         "saved" => Some("Settings saved."),
         "subscriber" => Some("Subscribed: the plugin now receives the chosen events."),
         "transform" => Some(
@@ -82,7 +88,7 @@ fn upload_zone(action: &str, with_name: bool, label: &str) -> Markup {
             }
             label for="plugin-file" { (label) }
             input #plugin-file type="file" accept=".wasm,application/wasm" data-test="plugin-file";
-            p.hint { "…or drop a .wasm component here. It is checked and compiled at once." }
+            p.hint { "…or drop a .wasm component here. It is checked at once and compiled right after." }
             p.hint data-upload-progress role="status" {}
             p.error data-upload-error role="alert" data-test="upload-error" {}
         }
@@ -114,7 +120,7 @@ async fn list(State(state): State<AppState>, s: Signed, Query(d): Query<Done>) -
             } @else {
                 div.table-wrap {
                     table.responsive data-test="plugins-table" {
-                        thead { tr { th { "Name" } th { "Active version" } th { "Attached to" } th { "Failures (24 h)" } } }
+                        thead { tr { th { "Name" } th { "Active version" } th { "Status" } th { "Attached to" } th { "Failures (24 h)" } } }
                         tbody {
                             @for p in &plugins {
                                 @let u = uses.get(&p.id).cloned().unwrap_or_default();
@@ -124,6 +130,7 @@ async fn list(State(state): State<AppState>, s: Signed, Query(d): Query<Done>) -
                                         div.hint.mono { (p.id) }
                                     }
                                     td data-label="Active version" { "v" (p.version) }
+                                    td.wrap data-label="Status" data-test="plugin-status" data-compile-status=(p.id) { (compile_status(p)) }
                                     td.wrap data-label="Attached to" data-test="plugin-attached" {
                                         @if u.subscriber_of.is_empty() && u.transform_of.is_empty() { "—" }
                                         @for id in &u.subscriber_of { div { "subscriber: " a href={ "/console/subscriptions/" (seg(id)) } { (id) } } }
@@ -141,6 +148,17 @@ async fn list(State(state): State<AppState>, s: Signed, Query(d): Query<Done>) -
         },
     )
     .into_response())
+}
+
+/// Where a plugin's newest version stands: its status badge (named when it is not the active
+/// version) and, when it failed, why. While it compiles, the page follows it (console.js).
+fn compile_status(p: &Plugin) -> Markup {
+    html! {
+        @if p.latest_version != p.version { "v" (p.latest_version) " " }
+        (badge(p.status.as_str()))
+        @if p.status == VersionStatus::Compiling { span data-compiling {} }
+        @if let Some(why) = &p.failure { div.error data-test="plugin-failure" { (why) } }
+    }
 }
 
 /// The JSON the upload script reads: where to go next, or the API's reason.
@@ -182,6 +200,9 @@ async fn upload(
             log_level: LogLevel::default(),
             instances: Default::default(),
             version: 1,
+            latest_version: 1,
+            status: VersionStatus::Compiling,
+            failure: None,
             created_at: now,
             updated_at: now,
         };
@@ -354,6 +375,7 @@ async fn plugin_page(
         dl.kv {
             dt { "Id" } dd.mono { (plugin.id) }
             dt { "Active version" } dd data-test="plugin-version" { "v" (plugin.version) }
+            dt { "Status" } dd data-test="plugin-status" data-compile-status="plugin" { (compile_status(&plugin)) }
             dt { "Attached to" } dd data-test="plugin-attached" {
                 @if uses.subscriber_of.is_empty() && uses.transform_of.is_empty() { "nothing yet" }
                 @for sid in &uses.subscriber_of { div { "subscriber: " a href={ "/console/subscriptions/" (seg(sid)) } { (sid) } } }
@@ -365,11 +387,15 @@ async fn plugin_page(
         h2 { "Versions" }
         div.table-wrap {
             table.responsive data-test="plugin-versions" {
-                thead { tr { th { "Version" } th { "Uploaded" } th { "Size" } th { "SHA-256" } } }
+                thead { tr { th { "Version" } th { "Status" } th { "Uploaded" } th { "Size" } th { "SHA-256" } } }
                 tbody {
                     @for v in &versions {
                         tr {
-                            td data-label="Version" { "v" (v.version) @if v.version == plugin.version { " " (badge("active")) } }
+                            td data-label="Version" { "v" (v.version) @if v.version == plugin.version && v.status == VersionStatus::Ready { " " (badge("active")) } }
+                            td.wrap data-label="Status" data-compile-status={ "v" (v.version) } {
+                                (badge(v.status.as_str()))
+                                @if let Some(why) = &v.failure { div.error { (why) } }
+                            }
                             td data-label="Uploaded" { (layout::time(v.created_at)) }
                             td data-label="Size" { (v.size_bytes) " bytes" }
                             td.mono.wrap data-label="SHA-256" { (v.sha256) }

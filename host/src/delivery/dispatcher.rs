@@ -511,6 +511,26 @@ async fn reserve_memory(
     Some(state.plugins.memory.reserve(bytes).await)
 }
 
+/// Waits while the plugin the attempt runs has no version that runs yet but one compiling:
+/// its event is not failed, no attempt is counted and no breaker hears of it. As while waiting
+/// for memory, the delivery slot is given back meanwhile and the claim stays leased.
+async fn wait_for_compile(
+    state: &AppState,
+    work: &Claimed,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) {
+    let Some(plugin_id) = plugin_of(&work.subscription) else {
+        return;
+    };
+    if !state.plugins.registry.is_compiling(plugin_id) {
+        return;
+    }
+    if permit.take().is_some() {
+        state.wake_dispatcher();
+    }
+    state.plugins.registry.compiled(plugin_id).await;
+}
+
 /// Makes the attempt (after reserving its plugin's memory), extending the claim's lease
 /// while it waits and runs. Returns the delivery slot if it was kept.
 async fn attempt_holding_lease(
@@ -522,6 +542,7 @@ async fn attempt_holding_lease(
     let every = lease / 3;
     let mut permit = Some(permit);
     let attempt = async {
+        wait_for_compile(state, work, &mut permit).await;
         let memory = reserve_memory(state, work, &mut permit).await;
         let started_at = now_ms();
         let started = std::time::Instant::now();

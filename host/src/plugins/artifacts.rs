@@ -1,6 +1,6 @@
-//! Turning uploaded bytes into a runnable plugin: validation with errors a plugin author can
-//! act on, compilation once at upload, and the stored compiled artifact that lets a restart
-//! skip compilation.
+//! Turning uploaded bytes into a runnable plugin: the upload (validated, stored `compiling`),
+//! compilation (see `compiler`, after the request) into a stored compiled artifact, and loading
+//! at start, which skips compilation when the artifact fits the engine.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,14 +10,15 @@ use wasmtime::component::Component;
 
 use super::bindings::PluginPre;
 use super::host::HostState;
-use super::registry::LoadedPlugin;
+use super::registry::{LoadedPlugin, Unloaded};
 use super::stack::StackMap;
+use super::validate::{HANDLER_EXPORT, check_header, no_handler, unknown_import, validate};
 use super::{PluginRuntime, engine, heap};
 use crate::clock::now_ms;
-use crate::model::{Plugin, PluginVersion};
+use crate::model::{Plugin, PluginVersion, VersionStatus};
 use crate::store::{Store, StoreError};
 
-/// Why an upload was refused.
+/// Why an upload was refused, or a version failed to compile.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// Nothing was uploaded.
@@ -34,7 +35,7 @@ pub enum PluginError {
          (or wrap a wasip1 module with `wasm-tools component new --adapt`)"
     )]
     CoreModule,
-    /// The component does not compile.
+    /// The component is not valid, or does not compile.
     #[error("invalid component: {0}")]
     Invalid(String),
     /// The component does not fit the host: a missing export or an import the host lacks.
@@ -48,42 +49,20 @@ pub enum PluginError {
     Io(String),
 }
 
-const HANDLER_EXPORT: &str = "wasmhook:plugin/handler@0.1.0";
-
 /// A version ready to run: what [`LoadedPlugin::new`] takes besides the plugin's record.
-type Ready = (PluginPre<HostState>, Arc<StackMap>);
-
-/// Checks the header: `\0asm`, then a component's version/layer (`0d 00 01 00`).
-pub fn check_header(bytes: &[u8]) -> Result<(), PluginError> {
-    if bytes.is_empty() {
-        return Err(PluginError::Empty);
-    }
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(PluginError::NotWasm);
-    }
-    match &bytes[4..8] {
-        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
-        [0x01, 0x00, 0x00, 0x00] => Err(PluginError::CoreModule),
-        other => Err(PluginError::Invalid(format!(
-            "unknown WebAssembly version/layer {other:02x?}"
-        ))),
-    }
-}
+pub(super) type Ready = (PluginPre<HostState>, Arc<StackMap>);
 
 /// Describes a link failure in terms of what the author must change.
 fn incompatible(e: wasmtime::Error) -> PluginError {
     let text = format!("{e:#}");
     if text.contains("matching implementation was not found") || text.contains("import") {
-        PluginError::Incompatible(format!(
-            "the component imports something wasmhook does not provide: {text}. \
-             wasmhook provides wasmhook:plugin/host, wasmhook:plugin/kv, WASI 0.2 and wasi:http/outgoing-handler"
-        ))
+        unknown_import(&text)
     } else {
         PluginError::Incompatible(text)
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::File::open(&tmp)?.sync_all()?;
@@ -98,17 +77,14 @@ impl PluginRuntime {
             .instantiate_pre(component)
             .map_err(incompatible)?;
         if component.get_export_index(None, HANDLER_EXPORT).is_none() {
-            return Err(PluginError::Incompatible(format!(
-                "the component does not export {HANDLER_EXPORT}: build it against the `plugin` world in wit/ \
-                 (with the wasmhook-plugin-sdk crate: implement Plugin and call export_plugin!)"
-            )));
+            return Err(no_handler());
         }
         PluginPre::new(instance_pre).map_err(|e| PluginError::Incompatible(format!("{e:#}")))
     }
 
     /// Compiles a component with a throwaway engine (see [`engine::for_compiling`]) into an
     /// artifact the server's engine loads.
-    fn precompile(&self, wasm: &[u8]) -> Result<Vec<u8>, PluginError> {
+    pub(super) fn precompile(&self, wasm: &[u8]) -> Result<Vec<u8>, PluginError> {
         let engine =
             engine::for_compiling().map_err(|e| PluginError::Io(format!("compiler: {e:#}")))?;
         let compiled = engine
@@ -125,58 +101,12 @@ impl PluginRuntime {
         Ok(component)
     }
 
-    fn paths(&self, plugin_id: &str, version: u32) -> (PathBuf, PathBuf) {
+    pub(super) fn paths(&self, plugin_id: &str, version: u32) -> (PathBuf, PathBuf) {
         let dir = self.dir.join(plugin_id);
         (
             dir.join(format!("v{version}.wasm")),
             dir.join(format!("v{version}.cwasm")),
         )
-    }
-
-    /// Validates, compiles and stores a component as `version` of `plugin_id` (blocking).
-    ///
-    /// It is compiled by a throwaway engine, and the version is loaded from the stored
-    /// artifact, as a restart loads it: the artifact is mapped from its file, so its pages are
-    /// shared with the page cache and read in as used, where compiled code kept from the
-    /// compilation would be private memory, all of it resident.
-    fn prepare(
-        &self,
-        plugin_id: &str,
-        version: u32,
-        wasm: &[u8],
-    ) -> Result<(Ready, PluginVersion), PluginError> {
-        check_header(wasm)?;
-        let compiled = self.precompile(wasm)?;
-        let stack = Arc::new(StackMap::of_component(wasm));
-        let (wasm_path, cwasm_path) = self.paths(plugin_id, version);
-        let io = |e: std::io::Error| PluginError::Io(e.to_string());
-        std::fs::create_dir_all(wasm_path.parent().expect("a plugin dir")).map_err(io)?;
-        write_atomic(&wasm_path, wasm).map_err(io)?;
-        write_atomic(&cwasm_path, &compiled).map_err(io)?;
-        drop(compiled);
-        let loaded = self
-            .deserialize(&cwasm_path)
-            .map_err(|e| PluginError::Io(format!("{}: {e:#}", cwasm_path.display())))
-            .and_then(|component| self.pre(&component));
-        let pre = match loaded {
-            Ok(pre) => pre,
-            Err(e) => {
-                // Refused (an import the host lacks, no handler): nothing of it is kept.
-                let _ = std::fs::remove_file(&wasm_path);
-                let _ = std::fs::remove_file(&cwasm_path);
-                return Err(e);
-            }
-        };
-        let v = PluginVersion {
-            version,
-            sha256: hex::encode(Sha256::digest(wasm)),
-            size_bytes: wasm.len() as u64,
-            wasm_path: wasm_path.display().to_string(),
-            cwasm_path: cwasm_path.display().to_string(),
-            engine_hash: self.engine_hash.clone(),
-            created_at: now_ms(),
-        };
-        Ok(((pre, stack), v))
     }
 
     /// Validates and compiles a component to run here only: nothing is stored or registered
@@ -188,7 +118,38 @@ impl PluginRuntime {
         Ok(LoadedPlugin::new(plugin, self.pre(&component)?, stack))
     }
 
-    /// Uploads a new plugin.
+    /// Validates `wasm` and stores it as `version` of `plugin_id`, `compiling` (on a blocking
+    /// thread: validating a large component takes a while). Its compilation comes after.
+    async fn store_upload(
+        self: &Arc<Self>,
+        plugin_id: &str,
+        version: u32,
+        wasm: Vec<u8>,
+    ) -> Result<PluginVersion, PluginError> {
+        let (wasm_path, cwasm_path) = self.paths(plugin_id, version);
+        let task = tokio::task::spawn_blocking(move || {
+            validate(&wasm)?;
+            let io = |e: std::io::Error| PluginError::Io(e.to_string());
+            std::fs::create_dir_all(wasm_path.parent().expect("a plugin dir")).map_err(io)?;
+            write_atomic(&wasm_path, &wasm).map_err(io)?;
+            Ok(PluginVersion {
+                version,
+                sha256: hex::encode(Sha256::digest(&wasm)),
+                size_bytes: wasm.len() as u64,
+                wasm_path: wasm_path.display().to_string(),
+                cwasm_path: cwasm_path.display().to_string(),
+                engine_hash: String::new(),
+                created_at: now_ms(),
+                status: VersionStatus::Compiling,
+                failure: None,
+            })
+        });
+        task.await
+            .map_err(|e| PluginError::Io(format!("validation task failed: {e}")))?
+    }
+
+    /// Uploads a new plugin: validated and stored now, compiled after (`compiling`, then
+    /// `ready` or `failed`); its deliveries wait until then.
     pub async fn create(
         self: &Arc<Self>,
         store: &Store,
@@ -200,20 +161,25 @@ impl PluginRuntime {
             .plugin_quota_allows(plugin.account_id.clone(), true, wasm.len() as u64)
             .await?;
         let id = plugin.id.clone();
-        let ((pre, stack), version) = self.prepare_blocking(id.clone(), 1, wasm).await?;
+        let version = self.store_upload(&id, 1, wasm).await?;
+        // Known as compiling before the compiler can see it, so its outcome is never
+        // overwritten by this.
+        self.registry.set_unloaded(&id, Unloaded::Compiling(1));
         let plugin = match store.create_plugin(plugin, version).await {
             Ok(plugin) => plugin,
             Err(e) => {
                 // Refused (a quota another upload reached meanwhile) or not stored: its files go.
+                self.registry.remove(&id);
                 let _ = std::fs::remove_dir_all(self.dir.join(&id));
                 return Err(e.into());
             }
         };
-        self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
+        self.compiler_wake.notify_one();
         Ok(plugin)
     }
 
-    /// Uploads a new version of a plugin and swaps it in.
+    /// Uploads a new version of a plugin: validated and stored now, compiled after; it replaces
+    /// the current version once it is `ready` (a version that fails never does).
     pub async fn new_version(
         self: &Arc<Self>,
         store: &Store,
@@ -227,46 +193,25 @@ impl PluginRuntime {
         store
             .plugin_quota_allows(account_id.clone(), false, wasm.len() as u64)
             .await?;
-        let ((pre, stack), version) = self.prepare_blocking(id.clone(), next, wasm).await?;
+        let version = self.store_upload(&id, next, wasm).await?;
+        // Only a plugin with no version that runs waits for this one (ignored otherwise); set
+        // before the compiler can see it, as in `create`.
+        let before = self.registry.unloaded(&id);
+        self.registry.set_unloaded(&id, Unloaded::Compiling(next));
         let plugin = match store
             .add_plugin_version(account_id, id.clone(), version)
             .await
         {
             Ok(plugin) => plugin,
             Err(e) => {
-                let (wasm_path, cwasm_path) = self.paths(&id, next);
+                self.registry.restore_unloaded(&id, before);
+                let (wasm_path, _) = self.paths(&id, next);
                 let _ = std::fs::remove_file(wasm_path);
-                let _ = std::fs::remove_file(cwasm_path);
                 return Err(e.into());
             }
         };
-        self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
+        self.compiler_wake.notify_one();
         Ok(plugin)
-    }
-
-    /// [`Self::prepare`] on a blocking thread, one upload at a time: compiling a large
-    /// component takes hundreds of megabytes for a while, and uploads side by side would take
-    /// that many times over. What the compilation freed is given back to the system after it.
-    async fn prepare_blocking(
-        self: &Arc<Self>,
-        id: String,
-        version: u32,
-        wasm: Vec<u8>,
-    ) -> Result<(Ready, PluginVersion), PluginError> {
-        let _turn = self
-            .compiles
-            .acquire()
-            .await
-            .expect("the compile semaphore is never closed");
-        let rt = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let prepared = rt.prepare(&id, version, &wasm);
-            drop(wasm);
-            heap::give_back_free_memory();
-            prepared
-        })
-        .await
-        .map_err(|e| PluginError::Io(format!("compilation task failed: {e}")))?
     }
 
     /// Deletes a plugin's record, files and loaded version.
@@ -283,9 +228,25 @@ impl PluginRuntime {
     }
 
     /// Loads every plugin's current version at start-up, from the stored compiled artifact
-    /// when it was made by a compatible engine, else by compiling (and storing) it again.
+    /// when it was made by a compatible engine, else by compiling (and storing) it again. A
+    /// plugin whose current version never compiled is registered as waiting for it, or as
+    /// failed; versions left `compiling` are the compiler's (see `compiler`).
     pub async fn load_all(self: &Arc<Self>, store: &Store) -> anyhow::Result<usize> {
-        let plugins = store.all_current_plugins().await?;
+        let mut plugins = store.all_current_plugins().await?;
+        plugins.retain(|(plugin, version)| match version.status {
+            VersionStatus::Ready => true,
+            VersionStatus::Compiling => {
+                self.registry
+                    .set_unloaded(&plugin.id, Unloaded::Compiling(version.version));
+                false
+            }
+            VersionStatus::Failed => {
+                let why = version.failure.clone().unwrap_or_default();
+                self.registry
+                    .set_unloaded(&plugin.id, Unloaded::Failed(version.version, why));
+                false
+            }
+        });
         let rt = self.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -345,7 +306,7 @@ impl PluginRuntime {
         write_atomic(Path::new(&v.cwasm_path), &compiled)
             .map_err(|e| PluginError::Io(e.to_string()))?;
         drop(compiled);
-        // Mapped from the file, as `prepare` does.
+        // Mapped from the file, as a compiled upload is.
         let component = self
             .deserialize(Path::new(&v.cwasm_path))
             .map_err(|e| PluginError::Io(format!("{}: {e:#}", v.cwasm_path)))?;
@@ -353,29 +314,10 @@ impl PluginRuntime {
     }
 
     #[allow(unsafe_code)]
-    fn deserialize(&self, path: &Path) -> wasmtime::Result<Component> {
+    pub(super) fn deserialize(&self, path: &Path) -> wasmtime::Result<Component> {
         // SAFETY: the file is an artifact this server wrote with `Component::serialize` into its
         // own data dir (never user input), for an engine with the same compatibility hash;
         // wasmtime still checks the header and version before using it.
         unsafe { Component::deserialize_file(&self.engine, path) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_tell_modules_from_components() {
-        assert!(matches!(check_header(b""), Err(PluginError::Empty)));
-        assert!(matches!(
-            check_header(b"hello world"),
-            Err(PluginError::NotWasm)
-        ));
-        assert!(matches!(
-            check_header(b"\0asm\x01\0\0\0"),
-            Err(PluginError::CoreModule)
-        ));
-        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

@@ -1,11 +1,13 @@
 //! What `wasmhook plugin check` reports about a component without a server: the upload's own
-//! validation (header, compilation, imports the host provides, the handler export) and the
+//! validation (header, the bytes, the world's names), what its compilation and linking would
+//! say (imports the host provides, the handler export), and the
 //! component's imported and exported interfaces with their functions.
 
 use wasmtime::component::types::ComponentItem;
 
 use super::PluginRuntime;
-use super::artifacts::{PluginError, check_header};
+use super::artifacts::PluginError;
+use super::validate::{check_header, validate};
 
 /// An interface (or a lone function) a component imports or exports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -81,9 +83,10 @@ impl PluginRuntime {
                 .map(|(name, e)| interface(&self.engine, name, &e.ty))
                 .collect(),
         };
+        // What the upload's request refuses, else what its compilation would fail with.
         Checked {
             interface: Some(described),
-            refused: self.pre(&component).err(),
+            refused: validate(wasm).err().or_else(|| self.pre(&component).err()),
         }
     }
 }

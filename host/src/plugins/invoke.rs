@@ -146,11 +146,8 @@ impl PluginRuntime {
         reservation: Option<Reservation>,
     ) -> Result<Decision, InvokeError> {
         let Some(plugin) = self.registry.get(plugin_id) else {
-            return Err(InvokeError::new(
-                FailureKind::NotLoaded,
-                format!("plugin {plugin_id} is not loaded (deleted?)"),
-                false,
-            ));
+            let (message, retryable) = self.registry.not_loaded_reason(plugin_id);
+            return Err(InvokeError::new(FailureKind::NotLoaded, message, retryable));
         };
         let reuse = plugin.instances == InstanceMode::Reuse;
         self.run(services, plugin, input, reservation, reuse)

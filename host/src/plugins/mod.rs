@@ -2,7 +2,8 @@
 //!
 //! One [`Engine`] for the process; a [`Linker`] built once with WASI 0.2, outgoing
 //! `wasi:http` and our host interfaces; a pre-instantiated component per plugin version
-//! (compiled once at upload, its artifact stored so a restart does not compile again); and
+//! (validated in its upload request, compiled once after it by the background compiler, its
+//! artifact stored so a restart does not compile again); and
 //! a fresh `Store` and instance per event (or, for a plugin in `reuse` mode, one kept from an
 //! earlier event of the same subscription: see [`reuse`]), run on the async runtime under a
 //! memory limit, yielding at every epoch tick so other tasks keep being served, and cancelled
@@ -16,6 +17,7 @@ mod artifacts;
 pub mod bindings;
 pub mod budget;
 mod capture;
+mod compiler;
 mod context;
 mod dial;
 pub mod dry_run;
@@ -32,6 +34,7 @@ pub mod registry;
 pub mod reuse;
 pub mod services;
 mod stack;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,8 +68,10 @@ pub struct PluginRuntime {
     /// Dry runs at once: they take instances from the same pool as deliveries.
     dry_runs: tokio::sync::Semaphore,
     /// Uploads compiled at once: one, so that compiling never holds more than one
-    /// component's working memory (see `artifacts`).
+    /// component's working memory (see `compiler`).
     compiles: tokio::sync::Semaphore,
+    /// Wakes the compiler when an upload is stored.
+    compiler_wake: tokio::sync::Notify,
     /// The memory every running instance reserves its ceiling from.
     pub memory: MemoryBudget,
 }
@@ -105,6 +110,7 @@ impl PluginRuntime {
             net_policy,
             dry_runs: tokio::sync::Semaphore::new(dry_run::DRY_RUNS),
             compiles: tokio::sync::Semaphore::new(1),
+            compiler_wake: tokio::sync::Notify::new(),
         })
     }
 

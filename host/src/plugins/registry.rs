@@ -1,6 +1,7 @@
 //! Plugin id → the loaded current version. Swapping an entry is atomic: an invocation holds
 //! the `Arc` it started with, so calls in flight finish on the old version while new events
-//! see the new one.
+//! see the new one. A plugin with no loaded version yet is known here too, while its first
+//! version compiles (its deliveries wait for it) or after it failed (they fail with why).
 //!
 //! Every entry put here is a new generation: a version swap, a settings change or a deletion
 //! throws away the plugin's idle instances (see `super::reuse`), and an instance of an older
@@ -98,10 +99,23 @@ impl LoadedPlugin {
     }
 }
 
-/// The loaded plugins, and the idle instances of those in `reuse` mode.
+/// Why a plugin has no loaded version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unloaded {
+    /// Its version is compiling: what runs it should wait ([`Registry::compiled`]).
+    Compiling(u32),
+    /// Its only versions failed to compile; the newest one's reason.
+    Failed(u32, String),
+}
+
+/// The loaded plugins, the idle instances of those in `reuse` mode, and the plugins waiting
+/// for a first version that runs.
 pub struct Registry {
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     pub(crate) idle: Arc<IdleInstances>,
+    unloaded: RwLock<HashMap<String, Unloaded>>,
+    /// Bumped on every change, for [`Registry::compiled`].
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Registry {
@@ -110,6 +124,79 @@ impl Registry {
         Registry {
             plugins: Default::default(),
             idle,
+            unloaded: Default::default(),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Why `id` has no loaded version, if it is known to be compiling or failed.
+    pub fn unloaded(&self, id: &str) -> Option<Unloaded> {
+        self.unloaded
+            .read()
+            .expect("registry lock")
+            .get(id)
+            .cloned()
+    }
+
+    /// Whether events for `id` must wait for a compilation.
+    pub fn is_compiling(&self, id: &str) -> bool {
+        matches!(self.unloaded(id), Some(Unloaded::Compiling(_)))
+    }
+
+    /// Records why a plugin has no loaded version; ignored when it has one (that version keeps
+    /// running while a newer one compiles, or after a newer one failed).
+    pub fn set_unloaded(&self, id: &str, why: Unloaded) {
+        if self.get(id).is_some() {
+            return;
+        }
+        self.unloaded
+            .write()
+            .expect("registry lock")
+            .insert(id.to_string(), why);
+        self.changed();
+    }
+
+    /// Why an invocation of `id` found no loaded version, and whether a later attempt may
+    /// find one: one that compiles, or a fixed version uploaded after a failed one.
+    pub fn not_loaded_reason(&self, id: &str) -> (String, bool) {
+        match self.unloaded(id) {
+            Some(Unloaded::Compiling(v)) => (
+                format!("plugin {id} has no version that runs yet: version {v} is still compiling"),
+                true,
+            ),
+            Some(Unloaded::Failed(v, why)) => (
+                format!(
+                    "plugin {id} has no version that runs: version {v} failed to compile: {why}"
+                ),
+                true,
+            ),
+            None => (format!("plugin {id} is not loaded (deleted?)"), false),
+        }
+    }
+
+    /// Puts back what [`Registry::unloaded`] said before an upload that was not stored.
+    pub fn restore_unloaded(&self, id: &str, before: Option<Unloaded>) {
+        {
+            let mut unloaded = self.unloaded.write().expect("registry lock");
+            match before {
+                Some(why) => unloaded.insert(id.to_string(), why),
+                None => unloaded.remove(id),
+            };
+        }
+        self.changed();
+    }
+
+    /// Resolves once `id` is no longer compiling (loaded, failed or deleted).
+    pub async fn compiled(&self, id: &str) {
+        let mut changes = self.changes.subscribe();
+        while self.is_compiling(id) {
+            if changes.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -126,6 +213,9 @@ impl Registry {
         // Under the registry's lock, so that the idle set learns generations in the order
         // they were installed.
         self.idle.retire(&id, Some(generation), Discard::Version);
+        drop(map);
+        self.unloaded.write().expect("registry lock").remove(&id);
+        self.changed();
     }
 
     /// Applies new settings (config, hosts, limits, log level, instance mode) to the loaded
@@ -151,6 +241,9 @@ impl Registry {
         let mut map = self.plugins.write().expect("registry lock");
         map.remove(id);
         self.idle.retire(id, None, Discard::Deleted);
+        drop(map);
+        self.unloaded.write().expect("registry lock").remove(id);
+        self.changed();
     }
 
     /// How many plugins are loaded.
@@ -161,5 +254,34 @@ impl Registry {
     /// True when none is loaded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_wake_when_the_compile_settles() {
+        let idle = IdleInstances::new(Default::default(), Default::default());
+        let registry = Arc::new(Registry::new(idle));
+        // Not known: nothing to wait for.
+        registry.compiled("plg_a").await;
+        registry.set_unloaded("plg_a", Unloaded::Compiling(1));
+        assert!(registry.is_compiling("plg_a"));
+        let waiter = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.compiled("plg_a").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        registry.set_unloaded("plg_a", Unloaded::Failed(1, "bad".into()));
+        waiter.await.unwrap();
+        assert_eq!(
+            registry.unloaded("plg_a"),
+            Some(Unloaded::Failed(1, "bad".into()))
+        );
+        registry.remove("plg_a");
+        assert_eq!(registry.unloaded("plg_a"), None);
     }
 }

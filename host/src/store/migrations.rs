@@ -11,6 +11,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0006_listeners.sql")),
     M::up(include_str!("migrations/0007_secrets_at_rest.sql")),
     M::up(include_str!("migrations/0008_attempt_requests.sql")),
+    M::up(include_str!("migrations/0009_plugin_compiles.sql")),
     M::up(include_str!("migrations/0010_plugin_instances.sql")),
 ];
 

@@ -5,13 +5,20 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sealing::{open_config, seal_config};
 use super::{OptionalRow, Page, Store, StoreError, kv};
-use crate::model::{InstanceMode, LogLevel, Plugin, PluginLogLine, PluginVersion};
+use crate::model::{InstanceMode, LogLevel, Plugin, PluginLogLine, PluginVersion, VersionStatus};
 use crate::quotas::{Quota, Quotas};
 use crate::secrets::Keyring;
 
 const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level, secret_keys, instances";
+/// A plugin as read: its row, with its newest version's number, status and failure.
+const SELECT_PLUGIN: &str =
+    "SELECT p.rowid, p.id, p.account_id, p.name, p.config, p.allowed_hosts, p.limits,
+    p.current_version, p.created_at, p.updated_at, p.log_level, p.secret_keys, p.instances,
+    v.version, v.status, v.failure
+    FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id
+        AND v.version = (SELECT MAX(version) FROM plugin_versions WHERE plugin_id = p.id)";
 const VERSION_COLUMNS: &str =
-    "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at";
+    "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at, status, failure";
 /// Log lines kept per plugin: the newest ones; older ones are trimmed as new ones come.
 pub const KEEP_LOG_LINES: i64 = 1000;
 
@@ -32,6 +39,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
     let log_level: String = r.get(10)?;
     let secret_keys: String = r.get(11)?;
     let instances: String = r.get(12)?;
+    let status: String = r.get(14)?;
     Ok((
         r.get(0)?,
         Plugin {
@@ -47,11 +55,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Plugin)> {
             updated_at: r.get(9)?,
             log_level: LogLevel::parse(&log_level).ok_or_else(|| corrupt("log_level"))?,
             instances: InstanceMode::parse(&instances).ok_or_else(|| corrupt("instances"))?,
+            latest_version: r.get(13)?,
+            status: VersionStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            failure: r.get(15)?,
         },
     ))
 }
 
 fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PluginVersion> {
+    let status: String = r.get(7)?;
     Ok(PluginVersion {
         version: r.get(0)?,
         sha256: r.get(1)?,
@@ -60,6 +72,8 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PluginVersion> {
         cwasm_path: r.get(4)?,
         engine_hash: r.get(5)?,
         created_at: r.get(6)?,
+        status: VersionStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        failure: r.get(8)?,
     })
 }
 
@@ -91,7 +105,7 @@ fn get_open(
 /// A plugin as stored (secret config values sealed): to check it exists, or before [`open`].
 fn get_in(c: &Connection, account_id: &str, id: &str) -> Result<Plugin, StoreError> {
     c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM plugins WHERE id = ?1 AND account_id = ?2"
+        "{SELECT_PLUGIN} WHERE p.id = ?1 AND p.account_id = ?2"
     ))?
     .query_row(params![id, account_id], row)
     .found()
@@ -100,9 +114,10 @@ fn get_in(c: &Connection, account_id: &str, id: &str) -> Result<Plugin, StoreErr
 
 fn insert_version(c: &Connection, plugin_id: &str, v: &PluginVersion) -> Result<(), StoreError> {
     c.prepare_cached(&format!(
-        "INSERT INTO plugin_versions (plugin_id, {VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        "INSERT INTO plugin_versions (plugin_id, {VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))?
-    .execute(params![plugin_id, v.version, v.sha256, v.size_bytes, v.wasm_path, v.cwasm_path, v.engine_hash, v.created_at])?;
+    .execute(params![plugin_id, v.version, v.sha256, v.size_bytes, v.wasm_path, v.cwasm_path, v.engine_hash, v.created_at,
+        v.status.as_str(), v.failure])?;
     Ok(())
 }
 
@@ -144,17 +159,18 @@ fn kv_put(tx: &Connection, plugin_id: &str, key: &str, value: &[u8]) -> Result<(
 /// One page of account ?1's plugins below rowid ?2, newest first, at most ?3.
 pub(super) fn list_sql() -> String {
     format!(
-        "SELECT {COLUMNS} FROM plugins WHERE account_id = ?1 AND rowid < ?2 ORDER BY rowid DESC LIMIT ?3"
+        "{SELECT_PLUGIN} WHERE p.account_id = ?1 AND p.rowid < ?2 ORDER BY p.rowid DESC LIMIT ?3"
     )
 }
 
 /// Plugin ?1's newest ?2 log lines.
 pub(super) const LOGS: &str = "SELECT at, level, event_id, message FROM plugin_logs WHERE plugin_id = ?1 ORDER BY seq DESC LIMIT ?2";
-/// Bytes of plugin components the account stores, every version counted.
+/// Bytes of plugin components the account stores, every version counted but failed ones
+/// (their component is not kept).
 fn stored_bytes(c: &Connection, account_id: &str) -> Result<u64, StoreError> {
     Ok(c.prepare_cached(
         "SELECT COALESCE(SUM(v.size_bytes), 0) FROM plugin_versions v
-             JOIN plugins p ON p.id = v.plugin_id WHERE p.account_id = ?1",
+             JOIN plugins p ON p.id = v.plugin_id WHERE p.account_id = ?1 AND v.status != 'failed'",
     )?
     .query_row([account_id], |r| r.get(0))?)
 }
@@ -204,13 +220,14 @@ impl Store {
                 plugin.instances.as_str(),
             ])?;
             insert_version(tx, &plugin.id, &version)?;
-            Ok(plugin)
+            get_open(tx, &keys, &plugin.account_id, &plugin.id)
         })
         .await
     }
 
-    /// Adds a version and makes it current, unless it would take the account past its storage
-    /// quota (counted in this transaction).
+    /// Adds a version, unless it would take the account past its storage quota (counted in
+    /// this transaction). It becomes current once compiled ([`Store::plugin_version_ready`]);
+    /// one stored ready becomes current at once.
     pub async fn add_plugin_version(
         &self,
         account_id: String,
@@ -220,16 +237,92 @@ impl Store {
         let keys = self.keys.clone();
         let quotas = self.quotas;
         self.write(move |tx| {
-            let mut plugin = get_open(tx, &keys, &account_id, &id)?;
+            get_in(tx, &account_id, &id)?;
             check_storage(tx, quotas, &account_id, version.size_bytes)?;
             insert_version(tx, &id, &version)?;
-            tx.execute(
-                "UPDATE plugins SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, version.version, version.created_at],
+            if version.status == VersionStatus::Ready {
+                tx.execute(
+                    "UPDATE plugins SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, version.version, version.created_at],
+                )?;
+            }
+            get_open(tx, &keys, &account_id, &id)
+        })
+        .await
+    }
+
+    /// The oldest upload still `compiling`, with its plugin's id: the compiler's next job.
+    pub async fn next_compiling_version(
+        &self,
+    ) -> Result<Option<(String, PluginVersion)>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS}, plugin_id FROM plugin_versions
+                     WHERE status = 'compiling' ORDER BY created_at LIMIT 1"
+            ))?
+            .query_row([], |r| Ok((r.get(9)?, version_row(r)?)))
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Marks a compiled version `ready` (its artifact made by the engine `engine_hash`) and
+    /// makes it current when it is the current one (a first version), newer than it, or the
+    /// current one never compiled. Returns the plugin (secret config opened) when it is
+    /// current: the caller loads it.
+    /// `NotFound` when the plugin was deleted meanwhile.
+    pub async fn plugin_version_ready(
+        &self,
+        id: String,
+        version: u32,
+        engine_hash: String,
+    ) -> Result<Option<Plugin>, StoreError> {
+        let keys = self.keys.clone();
+        self.write(move |tx| {
+            let updated = tx.execute(
+                "UPDATE plugin_versions SET status = 'ready', failure = NULL, engine_hash = ?3
+                 WHERE plugin_id = ?1 AND version = ?2",
+                params![id, version, engine_hash],
             )?;
-            plugin.version = version.version;
-            plugin.updated_at = version.created_at;
-            Ok(plugin)
+            if updated == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let activated = tx.execute(
+                "UPDATE plugins SET current_version = ?2, updated_at = ?3 WHERE id = ?1 AND (
+                     current_version <= ?2 OR (SELECT status FROM plugin_versions
+                         WHERE plugin_id = ?1 AND version = plugins.current_version) != 'ready')",
+                params![id, version, crate::clock::now_ms()],
+            )?;
+            if activated == 0 {
+                return Ok(None);
+            }
+            let account_id: String =
+                tx.query_row("SELECT account_id FROM plugins WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })?;
+            get_open(tx, &keys, &account_id, &id).map(Some)
+        })
+        .await
+    }
+
+    /// Marks a version `failed` with the reason; the current version, if one runs, stays.
+    /// `NotFound` when the plugin was deleted meanwhile.
+    pub async fn plugin_version_failed(
+        &self,
+        id: String,
+        version: u32,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let updated = tx.execute(
+                "UPDATE plugin_versions SET status = 'failed', failure = ?3
+                 WHERE plugin_id = ?1 AND version = ?2",
+                params![id, version, reason],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
         })
         .await
     }
@@ -362,9 +455,7 @@ impl Store {
     pub async fn all_current_plugins(&self) -> Result<Vec<(Plugin, PluginVersion)>, StoreError> {
         let keys = self.keys.clone();
         self.read(move |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM plugins ORDER BY rowid"
-            ))?;
+            let mut stmt = c.prepare(&format!("{SELECT_PLUGIN} ORDER BY p.rowid"))?;
             let plugins = stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::with_capacity(plugins.len());
             for (_, p) in plugins {
@@ -630,6 +721,9 @@ mod tests {
             log_level: LogLevel::Info,
             instances: Default::default(),
             version: 1,
+            latest_version: 1,
+            status: VersionStatus::Ready,
+            failure: None,
             created_at: 0,
             updated_at: 0,
         }
@@ -644,6 +738,8 @@ mod tests {
             cwasm_path: String::new(),
             engine_hash: String::new(),
             created_at: 0,
+            status: VersionStatus::Ready,
+            failure: None,
         }
     }
 
@@ -693,6 +789,103 @@ mod tests {
         assert!(matches!(
             store.plugin_quota_allows("acc_a".into(), false, 1).await,
             Err(StoreError::Quota(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_version_becomes_current_once_ready_and_never_when_it_failed() {
+        let (_dir, store) = store_with(Quotas {
+            plugins: 10,
+            plugin_bytes: 250,
+            subscriptions: 0,
+        })
+        .await;
+        let compiling = |n, size| PluginVersion {
+            status: VersionStatus::Compiling,
+            ..version(n, size)
+        };
+        let p = store
+            .create_plugin(plugin("plg_a"), compiling(1, 100))
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.version, p.latest_version, p.status),
+            (1, 1, VersionStatus::Compiling)
+        );
+        let next = store.next_compiling_version().await.unwrap().unwrap();
+        assert_eq!((next.0.as_str(), next.1.version), ("plg_a", 1));
+        let ready = store
+            .plugin_version_ready("plg_a".into(), 1, "h".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            ready.map(|p| (p.version, p.status)),
+            Some((1, VersionStatus::Ready))
+        );
+        assert!(store.next_compiling_version().await.unwrap().is_none());
+
+        // Version 2 fails: version 1 stays current, and 2's bytes no longer count.
+        let p = store
+            .add_plugin_version("acc_a".into(), "plg_a".into(), compiling(2, 100))
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.version, p.latest_version, p.status),
+            (1, 2, VersionStatus::Compiling)
+        );
+        store
+            .plugin_version_failed("plg_a".into(), 2, "no handler".into())
+            .await
+            .unwrap();
+        let p = store
+            .get_plugin("acc_a".into(), "plg_a".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.version, p.status, p.failure.as_deref()),
+            (1, VersionStatus::Failed, Some("no handler"))
+        );
+        store
+            .plugin_quota_allows("acc_a".into(), false, 150)
+            .await
+            .unwrap();
+
+        // 3 and 4 compile out of order: 4 becomes current, 3 (older) does not replace it.
+        for n in [3, 4] {
+            store
+                .add_plugin_version("acc_a".into(), "plg_a".into(), compiling(n, 1))
+                .await
+                .unwrap();
+        }
+        let four = store
+            .plugin_version_ready("plg_a".into(), 4, "h".into())
+            .await
+            .unwrap();
+        assert_eq!(four.map(|p| p.version), Some(4));
+        let three = store
+            .plugin_version_ready("plg_a".into(), 3, "h".into())
+            .await
+            .unwrap();
+        assert!(three.is_none());
+        let versions = store
+            .plugin_versions("acc_a".into(), "plg_a".into())
+            .await
+            .unwrap();
+        let statuses: Vec<_> = versions.iter().map(|v| (v.version, v.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                (4, VersionStatus::Ready),
+                (3, VersionStatus::Ready),
+                (2, VersionStatus::Failed),
+                (1, VersionStatus::Ready)
+            ]
+        );
+        assert!(matches!(
+            store
+                .plugin_version_ready("plg_gone".into(), 1, "h".into())
+                .await,
+            Err(StoreError::NotFound)
         ));
     }
 

@@ -210,7 +210,10 @@ impl TestServer {
             .unwrap();
         let status = resp.status().as_u16();
         let plugin: Value = resp.json().await.unwrap();
-        assert_eq!(status, 201, "{plugin}");
+        assert_eq!(status, 202, "{plugin}");
+        let plugin = self
+            .compiled(key, plugin["id"].as_str().unwrap(), "ready")
+            .await;
         if patch.is_null() {
             return plugin;
         }
@@ -223,6 +226,42 @@ impl TestServer {
             .await;
         assert_eq!(status, 200, "{patched}");
         patched
+    }
+
+    /// The plugin's JSON once its newest version has compiled (`status` no longer
+    /// `compiling`); asserts it ended `expected` (`ready` or `failed`).
+    pub async fn compiled(&self, key: &str, plugin_id: &str, expected: &str) -> Value {
+        let path = format!("/v1/plugins/{plugin_id}");
+        let plugin = eventually(
+            &format!("plugin {plugin_id} compiled"),
+            Duration::from_secs(120),
+            || async {
+                let (status, p) = self.get(&path, key).await;
+                assert_eq!(status, 200, "{p}");
+                (p["status"] != "compiling").then_some(p)
+            },
+        )
+        .await;
+        assert_eq!(plugin["status"], expected, "{plugin}");
+        plugin
+    }
+
+    /// Uploads `bytes` as a new version of a plugin (`PUT`), expecting `202`; returns the
+    /// plugin's JSON as answered (its `latest_version` is the upload).
+    pub async fn upload_version(&self, key: &str, plugin_id: &str, bytes: Vec<u8>) -> Value {
+        let resp = self
+            .http
+            .put(self.url(&format!("/v1/plugins/{plugin_id}")))
+            .bearer_auth(key)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let plugin: Value = resp.json().await.unwrap();
+        assert_eq!(status, 202, "{plugin}");
+        plugin
     }
 
     /// A plugin's log lines, once one of them satisfies `wanted` (logs are written in batches).

@@ -199,6 +199,28 @@
     });
   });
 
+  // A page showing a plugin version still compiling follows it: it reloads once the version is
+  // ready or failed, unless a form on it was changed meanwhile (then only the status updates).
+  var compiling = document.querySelector("[data-compiling]");
+  if (compiling) {
+    var edited = false;
+    document.addEventListener("input", function () { edited = true; });
+    var poll = function () {
+      fetch(window.location.href, { credentials: "same-origin" }).then(function (r) {
+        return r.text();
+      }).then(function (text) {
+        var next = new DOMParser().parseFromString(text, "text/html");
+        if (next.querySelector("[data-compiling]")) { setTimeout(poll, 1000); return; }
+        if (!edited) { window.location.reload(); return; }
+        document.querySelectorAll("[data-compile-status]").forEach(function (node) {
+          var fresh = next.querySelector('[data-compile-status="' + node.getAttribute("data-compile-status") + '"]');
+          if (fresh) node.innerHTML = fresh.innerHTML;
+        });
+      }).catch(function () { setTimeout(poll, 3000); });
+    };
+    setTimeout(poll, 1000);
+  }
+
   // "All event types" unchecks and disables the individual types.
   document.querySelectorAll("input[data-all-types]").forEach(function (all) {
     var group = all.closest("fieldset");
