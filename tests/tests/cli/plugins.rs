@@ -34,6 +34,38 @@ async fn plugins_are_pushed_configured_attached_and_their_logs_read() {
         out.stdout.contains("Uploaded version 3 of auto-reply"),
         "{out:?}"
     );
+    // Without waiting: the upload's answer, the version still compiling.
+    let queued = term
+        .json(&["plugin", "push", wasm, "--name", "auto-reply", "--no-wait"])
+        .await;
+    assert_eq!(
+        (&queued["status"], &queued["latest_version"]),
+        (&json!("compiling"), &json!(4)),
+        "{queued}"
+    );
+    // Valid, but it cannot be linked: push waits for the compilation and exits 1 with why.
+    let unlinkable = term.home.path().join("unlinkable.wasm");
+    let component = wat::parse_str(
+        r#"(component
+            (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "get" (func))))
+            (instance $h)
+            (export "wasmhook:plugin/handler@0.1.0" (instance $h)))"#,
+    )
+    .unwrap();
+    std::fs::write(&unlinkable, component).unwrap();
+    let out = term
+        .fails(&[
+            "plugin",
+            "push",
+            path_str(&unlinkable),
+            "--name",
+            "unlinkable",
+        ])
+        .await;
+    assert!(
+        out.stderr.contains("failed to compile") && out.stderr.contains("wasi:keyvalue"),
+        "{out:?}"
+    );
     // Not a component: the upload's own reason.
     let not_wasm = term.home.path().join("x.wasm");
     std::fs::write(&not_wasm, "hello").unwrap();
@@ -43,12 +75,15 @@ async fn plugins_are_pushed_configured_attached_and_their_logs_read() {
     assert!(out.stderr.contains("not a WebAssembly binary"), "{out:?}");
 
     let list = term.json(&["plugin", "list"]).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        2,
+        "auto-reply and unlinkable"
+    );
+    let listed = term.ok(&["plugin", "list"]).await.stdout;
     assert!(
-        term.ok(&["plugin", "list"])
-            .await
-            .stdout
-            .contains("auto-reply")
+        listed.contains("auto-reply") && listed.contains("failed"),
+        "{listed}"
     );
 
     let configured = term
