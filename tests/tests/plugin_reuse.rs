@@ -371,7 +371,9 @@ async fn a_config_change_a_new_version_or_deletion_throws_instances_away() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.status().as_u16(), 202);
+    // Swapped in (and the old version's instances thrown away) once it is compiled.
+    s.compiled(&key, &plugin, "ready").await;
     assert_eq!(discards(&s.metrics().await, "version"), 1);
     assert_eq!(counts(&s, &key, &r, "x", 2).await, [1, 2]);
 

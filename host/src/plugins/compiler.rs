@@ -116,7 +116,10 @@ impl PluginRuntime {
                         self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
                         // A settings change committed before `put` but applied to the version
                         // it replaced would be lost: read the settings once more.
-                        if let Ok(now) = store.get_plugin(plugin.account_id, id.to_string()).await {
+                        let (account, changed_at) = (plugin.account_id.clone(), plugin.updated_at);
+                        if let Ok(now) = store.get_plugin(account, id.to_string()).await
+                            && now.updated_at != changed_at
+                        {
                             self.registry.update_settings(&now);
                         }
                         tracing::info!(plugin = %id, version = n, elapsed_ms = started.elapsed().as_millis() as u64, "plugin version ready");
