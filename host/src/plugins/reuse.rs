@@ -548,6 +548,9 @@ mod tests {
             log_level: Default::default(),
             instances: InstanceMode::Reuse,
             version: 1,
+            latest_version: 1,
+            status: Default::default(),
+            failure: None,
             created_at: 0,
             updated_at: 0,
         };
