@@ -165,9 +165,10 @@ pub struct Config {
     #[arg(long, env = "WASMHOOK_MAX_PLUGIN_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_plugin_bytes: usize,
 
-    /// Tests only (hidden): uploads are not compiled until this file exists, so a test can
-    /// act while a version is `compiling` (post events, restart) without racing the compiler.
-    #[arg(long, hide = true)]
+    /// Tests only, never an option of the command line: uploads are not compiled until this
+    /// file exists, so a test can act while a version is `compiling` (post events, restart)
+    /// without racing the compiler. Set on the parsed configuration by the test harness.
+    #[arg(skip)]
     pub test_hold_compiles_until: Option<PathBuf>,
 
     /// Memory all plugin instances may reserve together (e.g. `8GiB`; bare numbers are bytes).

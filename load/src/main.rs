@@ -143,6 +143,7 @@ async fn run(
         bin: &server,
         duration,
         receiver,
+        other_languages: &other_languages,
     };
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut rows: Vec<Row> = Vec::new();
@@ -192,8 +193,11 @@ async fn run(
             "pii-redactor",
             PathBuf::from(wasmhook_plugin_artifacts::PII_REDACTOR),
         )];
-        plugins.push(("python-hello", other_languages.join("python_hello.wasm")));
-        plugins.push(("js-hello", other_languages.join("js_hello.wasm")));
+        plugins.push((
+            "python-hello",
+            ctx.other_languages.join("python_hello.wasm"),
+        ));
+        plugins.push(("js-hello", ctx.other_languages.join("js_hello.wasm")));
         for (name, path) in &plugins {
             for reuse in [false, true] {
                 let scenario = format!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::drive::{CONVERSATIONS, Plan, batch, conversation_event, drive, message_event};
+use crate::drive::{CONVERSATIONS, Driven, Plan, batch, conversation_event, drive, message_event};
 use crate::receiver::{Receiver, SLOW_RESPONSE, quantile};
 use crate::server::Server;
 
@@ -30,6 +30,8 @@ pub struct Ctx<'a> {
     pub bin: &'a Path,
     pub duration: Duration,
     pub receiver: Receiver,
+    /// Where the Python and JavaScript example plugins were built, if they were.
+    pub other_languages: &'a Path,
 }
 
 async fn fresh(ctx: &Ctx<'_>) -> anyhow::Result<(Server, String, tempfile::TempDir)> {
@@ -150,37 +152,28 @@ pub async fn receiver_bound(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
     Ok(row)
 }
 
+/// Posts single message events (`POST /v1/events`), or batches of 100 of them
+/// (`/v1/events/batch`), with `key`, as planned.
+async fn post_events(server: &Server, key: &str, plan: Plan, batched: bool) -> Driven {
+    let (path, body): (&str, fn() -> serde_json::Value) = if batched {
+        ("/v1/events/batch", || batch(100))
+    } else {
+        ("/v1/events", message_event)
+    };
+    let url = format!("{}{path}", server.base);
+    drive(&server.http, url, Some(key.to_string()), plan, body).await
+}
+
 /// Events accepted per second with nothing subscribed: single requests, then batches of 100.
 pub async fn ingest(ctx: &Ctx<'_>, batched: bool) -> anyhow::Result<Row> {
     let (server, key, _tmp) = fresh(ctx).await?;
     let cpu0 = server.cpu_seconds().unwrap_or(0.0);
-    let d = if batched {
-        drive(
-            &server.http,
-            format!("{}/v1/events/batch", server.base),
-            Some(key),
-            Plan {
-                workers: 8,
-                duration: ctx.duration,
-                rate: None,
-            },
-            || batch(100),
-        )
-        .await
-    } else {
-        drive(
-            &server.http,
-            format!("{}/v1/events", server.base),
-            Some(key),
-            Plan {
-                workers: 64,
-                duration: ctx.duration,
-                rate: None,
-            },
-            message_event,
-        )
-        .await
+    let plan = Plan {
+        workers: if batched { 8 } else { 64 },
+        duration: ctx.duration,
+        rate: None,
     };
+    let d = post_events(&server, &key, plan, batched).await;
     let per_request = if batched { 100.0 } else { 1.0 };
     let mut row = Row {
         scenario: if batched {
@@ -240,16 +233,15 @@ pub async fn fanout(
     let cpu0 = server.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     let workers = if rate.is_some() { 16 } else { 32 };
-    let d = drive(
-        &server.http,
-        format!("{}/v1/events", server.base),
-        Some(key),
+    let d = post_events(
+        &server,
+        &key,
         Plan {
             workers,
             duration: ctx.duration,
             rate,
         },
-        message_event,
+        false,
     )
     .await;
     let expected = d.ok * subs as u64;
@@ -295,16 +287,15 @@ pub async fn saturation(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
         .await?;
     let cpu0 = server.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
-    let d = drive(
-        &server.http,
-        format!("{}/v1/events", server.base),
-        Some(key),
+    let d = post_events(
+        &server,
+        &key,
         Plan {
             workers: SATURATION_CLIENTS,
             duration: ctx.duration,
             rate: None,
         },
-        message_event,
+        false,
     )
     .await;
     let during = ctx.receiver.total();
@@ -342,16 +333,15 @@ pub async fn drain(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
         .post("/v1/subscriptions", &key, json!({ "url": url }))
         .await?;
     let started = Instant::now();
-    let d = drive(
-        &server.http,
-        format!("{}/v1/events/batch", server.base),
-        Some(key),
+    let d = post_events(
+        &server,
+        &key,
         Plan {
             workers: 8,
             duration: ctx.duration,
             rate: None,
         },
-        || batch(100),
+        true,
     )
     .await;
     let (posted_at, before) = (started.elapsed(), ctx.receiver.total());
@@ -404,16 +394,15 @@ pub async fn reacting(ctx: &Ctx<'_>, auto_reply: &str) -> anyhow::Result<Row> {
     ctx.receiver.require("/replies", "app_user");
     let cpu0 = server.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
-    let d = drive(
-        &server.http,
-        format!("{}/v1/events", server.base),
-        Some(key),
+    let d = post_events(
+        &server,
+        &key,
         Plan {
             workers: 16,
             duration: ctx.duration,
             rate: None,
         },
-        message_event,
+        false,
     )
     .await;
     let done = await_deliveries(&ctx.receiver, d.ok, started).await;
@@ -463,16 +452,15 @@ pub async fn noisy_neighbour(ctx: &Ctx<'_>) -> anyhow::Result<Row> {
     }
     let cpu0 = server.cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
-    let d = drive(
-        &server.http,
-        format!("{}/v1/events", server.base),
-        Some(key_b),
+    let d = post_events(
+        &server,
+        &key_b,
         Plan {
             workers: 16,
             duration: ctx.duration,
             rate: Some(RATE),
         },
-        message_event,
+        false,
     )
     .await;
     // B's events are due at once; the ones still queued behind A's backlog 30 s after the

@@ -1,19 +1,16 @@
 //! Plugin uploads: the time to the upload's answer (`202`, validated and stored) and to the
 //! version's `ready` (compiled in the background), for the largest components at hand: the
-//! Python and JavaScript examples when built (`WASMHOOK_OTHER_LANGUAGES_DIR`, as `scripts/test`
-//! sets it, else `target/other-languages`) and pii-redactor. Uploads answer within 2 s
+//! Python and JavaScript examples when built (`--other-languages`, `WASMHOOK_OTHER_LANGUAGES_DIR`
+//! as `scripts/test` and `scripts/bench` set it, else `target/other-languages`) and pii-redactor. Uploads answer within 2 s
 //! whatever the component's size; compiling takes what it takes, after the answer.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::scenarios::{Ctx, Row};
 use crate::server::Server;
 
 /// The components to upload: (label, path), largest first when they exist.
-fn components() -> Vec<(String, String)> {
-    let dir = std::env::var_os("WASMHOOK_OTHER_LANGUAGES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/other-languages"));
+fn components(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (label, file) in [
         ("Python example (componentize-py)", "python_hello.wasm"),
@@ -37,7 +34,7 @@ pub async fn uploads(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     let (server, _) = Server::start(ctx.bin, &tmp.path().join("data")).await?;
     let key = server.account().await?;
     let mut rows = Vec::new();
-    for (label, path) in components() {
+    for (label, path) in components(ctx.other_languages) {
         let size_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
         let (_, answered, ready) = server.upload(&key, &path).await?;
         rows.push(Row {

@@ -4,8 +4,8 @@
 //! failed version never replaces the one that runs; a restart resumes a compilation.
 //!
 //! To act while a version is compiling without racing the compiler, the servers here are
-//! started with the hidden `--test-hold-compiles-until FILE`: nothing compiles until the test
-//! creates FILE.
+//! started with the harness's `HOLD_COMPILES` knob (not a server option): nothing compiles
+//! until the test creates the file it names.
 
 mod common;
 
@@ -33,7 +33,7 @@ fn unlinkable() -> Vec<u8> {
 
 /// A server whose compiler waits for `gate` to exist.
 async fn held_server(gate: &Path) -> TestServer {
-    TestServer::start_with(&["--test-hold-compiles-until", gate.to_str().unwrap()]).await
+    TestServer::start_with(&[common::HOLD_COMPILES, gate.to_str().unwrap()]).await
 }
 
 fn open_gate(gate: &Path) {

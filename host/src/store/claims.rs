@@ -739,25 +739,33 @@ mod tests {
         assert_eq!(payloads(&next), vec![r#"{"i":2}"#]);
     }
 
+    /// Two subscriptions, `a` and `b`, with 20 due deliveries each.
+    async fn two_backlogs(store: &Store) -> (i64, i64) {
+        let a = subscribe(store, "a", DeliveryOrdering::None).await;
+        let b = subscribe(store, "b", DeliveryOrdering::None).await;
+        for i in 0..20 {
+            ingest(store, "a", &format!(r#"{{"i":{i}}}"#)).await;
+            ingest(store, "b", &format!(r#"{{"i":{i}}}"#)).await;
+        }
+        (a, b)
+    }
+
+    fn count_of(claims: &Claims, sub: i64) -> usize {
+        claims
+            .claimed
+            .iter()
+            .filter(|c| c.subscription.seq == sub)
+            .count()
+    }
+
     #[tokio::test]
     async fn a_subscription_named_to_claim_ahead_may_hold_more_than_its_cap() {
         let (store, _dir) = store().await;
-        let a = subscribe(&store, "a", DeliveryOrdering::None).await;
-        let b = subscribe(&store, "b", DeliveryOrdering::None).await;
-        for i in 0..20 {
-            ingest(&store, "a", &format!(r#"{{"i":{i}}}"#)).await;
-            ingest(&store, "b", &format!(r#"{{"i":{i}}}"#)).await;
-        }
+        let (a, b) = two_backlogs(&store).await;
         let mut r = request(100, 0);
         (r.claim_ahead, r.ahead_limit) = (vec![(a, 8)], 100);
         let claims = store.claim_due(r).await.unwrap();
-        let count = |sub| {
-            claims
-                .claimed
-                .iter()
-                .filter(|c| c.subscription.seq == sub)
-                .count()
-        };
+        let count = |sub| count_of(&claims, sub);
         assert_eq!(count(a), 8);
         assert_eq!(count(b), 2, "B is held to its cap");
         // Claimed ahead still counts: A holds its whole allowance.
@@ -772,22 +780,11 @@ mod tests {
     #[tokio::test]
     async fn claims_ahead_have_their_own_limit() {
         let (store, _dir) = store().await;
-        let a = subscribe(&store, "a", DeliveryOrdering::None).await;
-        let b = subscribe(&store, "b", DeliveryOrdering::None).await;
-        for i in 0..20 {
-            ingest(&store, "a", &format!(r#"{{"i":{i}}}"#)).await;
-            ingest(&store, "b", &format!(r#"{{"i":{i}}}"#)).await;
-        }
+        let (a, b) = two_backlogs(&store).await;
         let mut r = request(2, 0);
         (r.claim_ahead, r.ahead_limit) = (vec![(a, 16)], 3);
         let claims = store.claim_due(r).await.unwrap();
-        let count = |sub| {
-            claims
-                .claimed
-                .iter()
-                .filter(|c| c.subscription.seq == sub)
-                .count()
-        };
+        let count = |sub| count_of(&claims, sub);
         assert_eq!(
             count(b),
             1,

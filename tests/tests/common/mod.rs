@@ -55,6 +55,10 @@ pub fn args_with(extra: &[String]) -> Vec<String> {
     args
 }
 
+/// A test-only knob `start_with` takes like an option: uploads are not compiled until the file
+/// given after it exists (see `Config::test_hold_compiles_until`).
+pub const HOLD_COMPILES: &str = "--test-hold-compiles-until";
+
 /// A running server.
 pub struct TestServer {
     pub base: String,
@@ -85,7 +89,14 @@ impl TestServer {
     async fn launch(dir: PathBuf, extra: Vec<String>) -> TestServer {
         let mut args = args_with(&extra);
         args.extend(["--data-dir".to_string(), dir.display().to_string()]);
-        let config = wasmhook::config::Config::from_args(args).expect("valid test options");
+        // `HOLD_COMPILES` is not an option of the server: taken out of the arguments and set on
+        // the parsed configuration.
+        let mut hold = None;
+        if let Some(at) = args.iter().position(|a| a == HOLD_COMPILES) {
+            hold = args.drain(at..at + 2).nth(1).map(PathBuf::from);
+        }
+        let mut config = wasmhook::config::Config::from_args(args).expect("valid test options");
+        config.test_hold_compiles_until = hold;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
