@@ -32,7 +32,7 @@ use wasmhook::plugins::invoke::{Input, to_wit};
 use wasmhook::plugins::services::{
     KvLimits, KvResult, Outgoing, PluginServices, SendRefusal, Unavailable,
 };
-use wasmhook::store::events::NewEvent;
+use wasmhook::store::NewEvent;
 use wasmhook_plugin_artifacts as artifacts;
 use wasmhook_plugin_sdk::Plugin as _;
 

@@ -21,7 +21,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::clock::new_id;
-use crate::store::accounts::NewApiKey;
+use crate::store::NewApiKey;
 
 /// SHA-256 of a key or token.
 pub fn hash(secret: &str) -> [u8; 32] {

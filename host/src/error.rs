@@ -161,6 +161,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("resource".into()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Quota(q) => ApiError::QuotaExceeded(q),
             other => ApiError::Internal(other.to_string()),
         }

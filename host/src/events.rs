@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::model::{Causation, Conversation};
 use crate::schema::Str;
 use crate::state::AppState;
-use crate::store::events::{Ingested, NewEvent};
+use crate::store::{Ingested, NewEvent};
 
 /// The largest batch `POST /v1/events/batch` accepts.
 pub const MAX_BATCH: usize = 1000;

@@ -12,8 +12,8 @@ use crate::clock::{now_ms, rfc3339};
 use crate::error::ApiError;
 use crate::model::{Causation, Message, Sender};
 use crate::state::Shared;
+use crate::store::NewEvent;
 use crate::store::StoreError;
-use crate::store::events::NewEvent;
 
 /// The sender type of messages sent through the API or by plugins (Airy's name for them);
 /// contacts' messages carry `source_contact`.

@@ -16,7 +16,7 @@ use crate::clock::{now_ms, parse_rfc3339};
 use crate::error::{ApiError, ErrorBody, NotFoundAs};
 use crate::model::{Attempt, Delivery, DeliveryStatus};
 use crate::state::AppState;
-use crate::store::delivery_lists::{DeliveryFilter, DeliveryScope};
+use crate::store::{DeliveryFilter, DeliveryScope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -16,9 +16,9 @@ use super::session::Signed;
 use crate::error::ApiError;
 use crate::model::Event;
 use crate::state::AppState;
+use crate::store::EventSearch;
 use crate::store::StoreError;
-use crate::store::deliveries::MAX_PLUGIN_DEPTH;
-use crate::store::summaries::EventSearch;
+use crate::store::policy::MAX_PLUGIN_DEPTH;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::events::EventIn;
 use crate::model::{Event, Plugin};
 use crate::state::AppState;
-use crate::store::summaries::EventSearch;
+use crate::store::EventSearch;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/console/plugins/{id}/test", post(test_run))

@@ -24,7 +24,7 @@ use crate::auth::{hash, random_token, same_hash};
 use crate::clock::now_ms;
 use crate::error::{ApiError, retry_after_secs};
 use crate::state::AppState;
-use crate::store::sessions::{ConsoleSession, NewConsoleSession};
+use crate::store::{ConsoleSession, NewConsoleSession};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "wasmhook_session";

@@ -29,9 +29,9 @@ use crate::live::AttemptSettled;
 use crate::model::{Attempt, AttemptRequest, DeliveryStatus, Subscription};
 use crate::plugins::budget::Reservation;
 use crate::state::AppState;
+use crate::store::NewEvent;
 use crate::store::StoreError;
-use crate::store::claims::{ClaimRequest, Claimed, Claims, Outcome, Settled};
-use crate::store::events::NewEvent;
+use crate::store::{ClaimRequest, Claimed, Claims, Outcome, Settled};
 
 const MAX_CLAIM: usize = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);

@@ -18,7 +18,7 @@ use crate::plugins::budget::Reservation;
 use crate::plugins::invoke::Input;
 use crate::plugins::{Decision, InvokeError};
 use crate::state::AppState;
-use crate::store::claims::Claimed;
+use crate::store::Claimed;
 use serde_json::value::RawValue;
 
 /// Where a subscription's events go.

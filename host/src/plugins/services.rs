@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 
 use crate::model::{Causation, PluginLogLine};
-pub use crate::store::kv::{KvLimits, KvRefusal};
+pub use crate::store::{KvLimits, KvRefusal};
 
 /// A service that could not answer (the database is unavailable, the server is stopping).
 #[derive(Debug, Clone, thiserror::Error)]

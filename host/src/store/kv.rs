@@ -1,40 +1,9 @@
-//! The rules of a plugin's key-value store that are not storage: the key limit, counters as
-//! decimal text, and the records of a refusal. Every backend applies them inside its write, and
-//! the plugin runtime's dry run applies them to its overlay, so a test run refuses exactly what
-//! a real run would. Pure: no SQL here.
+//! The rules of a plugin's key-value store that are not storage: the key limit and counters as
+//! decimal text (the records of a refusal are [`KvLimits`] and [`KvRefusal`]). Every backend
+//! applies them inside its write, and the plugin runtime's dry run applies them to its overlay,
+//! so a test run refuses exactly what a real run would. Pure: no SQL here.
 
-/// A key-value operation's limits, checked inside the write.
-#[derive(Debug, Clone, Copy)]
-pub struct KvLimits {
-    /// Largest value.
-    pub value_bytes: usize,
-    /// Most keys.
-    pub keys: u32,
-}
-
-/// Why a key-value write was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvRefusal {
-    /// The plugin already has this many keys.
-    TooManyKeys(u32),
-    /// The value to write is larger than this limit (in bytes).
-    ValueTooLarge(usize),
-    /// `increment` found a value that is not the decimal text of an `i64`.
-    NotANumber,
-    /// `increment`'s result does not fit in an `i64`.
-    Overflow,
-}
-
-impl std::fmt::Display for KvRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KvRefusal::TooManyKeys(n) => write!(f, "already storing the maximum of {n} keys"),
-            KvRefusal::ValueTooLarge(n) => write!(f, "value larger than {n} bytes"),
-            KvRefusal::NotANumber => f.write_str("the value to increment is not an integer"),
-            KvRefusal::Overflow => f.write_str("the increment overflows a 64-bit integer"),
-        }
-    }
-}
+pub use super::records::{KvLimits, KvRefusal};
 
 /// Whether a new key fits next to the `count` keys the plugin has.
 pub fn room_for_new_key(count: u32, limits: KvLimits) -> Result<(), KvRefusal> {

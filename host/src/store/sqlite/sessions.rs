@@ -5,42 +5,15 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError};
-
-/// A session to store.
-#[derive(Debug, Clone)]
-pub struct NewConsoleSession {
-    /// SHA-256 of the cookie's token.
-    pub token_hash: [u8; 32],
-    /// The account signed in, or `None` for the admin.
-    pub account_id: Option<String>,
-    /// The API key used to sign in (absent for the admin).
-    pub api_key_id: Option<String>,
-    /// The token every form of this session must carry.
-    pub csrf_token: String,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms; the session is refused from then on.
-    pub expires_at: i64,
-}
-
-/// A live session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsoleSession {
-    /// The account signed in, or `None` for the admin.
-    pub account_id: Option<String>,
-    /// The session's CSRF token.
-    pub csrf_token: String,
-    /// Unix ms.
-    pub expires_at: i64,
-}
+use super::{SqliteStore, StoreError};
+use crate::store::{ConsoleSession, NewConsoleSession};
 
 const FIND: &str = "SELECT s.account_id, s.csrf_token, s.expires_at FROM console_sessions s
      LEFT JOIN api_keys k ON k.id = s.api_key_id
      WHERE s.token_hash = ?1 AND s.expires_at > ?2
        AND (s.api_key_id IS NULL OR k.revoked_at IS NULL)";
 
-impl Store {
+impl SqliteStore {
     /// The key id and account of a live (unrevoked) API key.
     pub async fn api_key_by_hash(
         &self,
@@ -114,7 +87,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::Account;
-    use crate::store::SyncMode;
+    use crate::store::{Store, SyncMode};
 
     #[tokio::test]
     async fn sessions_expire_end_and_follow_their_key() {

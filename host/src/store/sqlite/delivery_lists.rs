@@ -7,29 +7,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_FROM, delivery_row};
-use super::{Page, Store, StoreError};
+use super::{Page, SqliteStore, StoreError};
 use crate::model::{Delivery, DeliveryStatus};
-
-/// Whose deliveries a page shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum DeliveryScope {
-    /// The whole account's.
-    #[default]
-    Account,
-    /// One subscription's (by id).
-    Subscription(String),
-    /// One event's (by id).
-    Event(String),
-}
-
-/// Which deliveries a listing shows.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFilter {
-    /// Whose.
-    pub scope: DeliveryScope,
-    /// Only in this status.
-    pub status: Option<DeliveryStatus>,
-}
+use crate::store::{DeliveryFilter, DeliveryScope};
 
 /// A scope resolved to the key its index starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +118,7 @@ pub(super) fn event_seq(
     )
 }
 
-impl Store {
+impl SqliteStore {
     /// Deliveries, newest first; an unknown subscription or event has none.
     pub async fn list_deliveries(
         &self,
@@ -178,13 +158,13 @@ mod tests {
     use super::*;
     use crate::events::{EventIn, prepare};
     use crate::model::Account;
+    use crate::store::NewApiKey;
     use crate::store::SyncMode;
-    use crate::store::accounts::NewApiKey;
     use crate::subscriptions::{CreateSubscription, build};
 
-    async fn store() -> (Store, tempfile::TempDir) {
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
+        let store = SqliteStore::open(
             dir.path(),
             SyncMode::Normal,
             crate::secrets::Keyring::ephemeral().into(),
@@ -206,7 +186,7 @@ mod tests {
         (store, dir)
     }
 
-    async fn subscribe(store: &Store, account: &str) -> String {
+    async fn subscribe(store: &SqliteStore, account: &str) -> String {
         let req: CreateSubscription = serde_json::from_value(serde_json::json!({
             "url": "https://example.com/hook", "event_types": ["*"],
         }))
@@ -215,7 +195,7 @@ mod tests {
         store.create_subscription(sub).await.unwrap().id
     }
 
-    async fn ingest(store: &Store, account: &str, n: usize) -> Vec<String> {
+    async fn ingest(store: &SqliteStore, account: &str, n: usize) -> Vec<String> {
         let events = (0..n)
             .map(|i| {
                 let e = EventIn {
@@ -233,7 +213,7 @@ mod tests {
 
     /// Every page of `filter`, `limit` at a time, as (delivery id, status) in order.
     async fn all_pages(
-        store: &Store,
+        store: &SqliteStore,
         account: &str,
         filter: DeliveryFilter,
         limit: usize,

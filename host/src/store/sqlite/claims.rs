@@ -17,98 +17,13 @@ use std::collections::HashMap;
 
 use rusqlite::{Transaction, params};
 
-use super::{Applied, OptionalRow, Store, StoreError};
-use crate::breaker::{Breaker, Policy, Signal};
-use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Subscription};
+use super::{Applied, OptionalRow, SqliteStore, StoreError};
+use crate::breaker::Breaker;
+use crate::model::{Delivery, DeliveryStatus, Event, Subscription};
+use crate::store::{ClaimRequest, Claimed, Claims, Outcome, Settled};
 
 /// Subscriptions looked at per claim at most; the rotation continues from there next time.
 const MAX_SCAN: usize = 512;
-
-/// A delivery claimed for one attempt, with everything needed to make it.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The delivery (its `attempts` counts attempts before this one).
-    pub delivery: Delivery,
-    /// The event to deliver.
-    pub event: Event,
-    /// Where it goes.
-    pub subscription: Subscription,
-    /// The claim's token: outcomes and lease extensions must present it.
-    pub token: i64,
-}
-
-/// What a dispatcher asks of one claim.
-#[derive(Debug, Clone)]
-pub struct ClaimRequest {
-    /// The current time (Unix ms).
-    pub now: i64,
-    /// How long the claim holds (extended while the attempt runs).
-    pub lease_ms: i64,
-    /// At most this many deliveries within the subscriptions' `max_in_flight`.
-    pub limit: usize,
-    /// At most this many more, claimed ahead of their cap by the subscriptions in
-    /// [`ClaimRequest::claim_ahead`].
-    pub ahead_limit: usize,
-    /// `max_in_flight` of subscriptions that do not set one.
-    pub default_max_in_flight: u32,
-    /// Rotation cursor: start with the subscriptions after this one.
-    pub after_subscription: i64,
-    /// Subscriptions (sorted by seq) that may hold more claims than their `max_in_flight`, with
-    /// how many in all: those whose attempts the dispatcher has seen finish quickly. It still
-    /// runs at most `max_in_flight` of their attempts at once; the rest wait in its memory, so a
-    /// fast endpoint's next attempt never waits for a claim round trip through the writer.
-    pub claim_ahead: Vec<(i64, u32)>,
-}
-
-/// What one claim took, and when to look again.
-#[derive(Debug, Default)]
-pub struct Claims {
-    /// The deliveries claimed.
-    pub claimed: Vec<Claimed>,
-    /// Where the next claim's rotation starts.
-    pub cursor: i64,
-    /// More may be claimable right now (the scan stopped early).
-    pub more: bool,
-    /// The earliest time something not claimable now becomes due by itself (a retry, a lease
-    /// running out, a breaker's pause ending). Work held by `max_in_flight` becomes claimable
-    /// when an attempt settles instead.
-    pub next_due: Option<i64>,
-}
-
-/// How one attempt ended, to be written back.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The delivery.
-    pub delivery_seq: i64,
-    /// The token of the claim the attempt was made under.
-    pub token: i64,
-    /// The attempt made (none when the delivery was only put off, e.g. by a rate limit).
-    pub attempt: Option<Attempt>,
-    /// The delivery's new status.
-    pub status: DeliveryStatus,
-    /// When to try next, for a pending delivery.
-    pub next_attempt_at: Option<i64>,
-    /// The failure, if the attempt failed.
-    pub last_error: Option<String>,
-    /// What the attempt said about the endpoint, for the circuit breaker.
-    pub breaker: Option<(Policy, Signal)>,
-}
-
-/// What recording an outcome did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    /// Recorded; the subscription's `failing_since` afterwards.
-    Recorded {
-        /// Start of the subscription's current failure streak, if one is running.
-        failing_since: Option<i64>,
-        /// The end of the pause this outcome's circuit breaker started or kept (none when
-        /// the breaker is closed or the attempt said nothing about the endpoint).
-        paused_until: Option<i64>,
-    },
-    /// The claim was no longer current (its lease ran out and the delivery was claimed again,
-    /// or it was settled otherwise): nothing was written.
-    LeaseLost,
-}
 
 // The claim runs on every freed slot over a table of millions of settled rows: each query names
 // the partial index it must use (SQLite's planner would otherwise prefer an index that matches
@@ -294,7 +209,7 @@ fn pick(tx: &Transaction<'_>, r: &ClaimRequest) -> Result<(Vec<i64>, Claims), St
     Ok((picked, out))
 }
 
-impl Store {
+impl SqliteStore {
     /// Claims due deliveries under the scheduling rules (see the module docs).
     ///
     /// Answers once the claim is applied, without waiting for its commit: every later write
@@ -520,18 +435,18 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::breaker::Signal;
+    use crate::breaker::{Policy, Signal};
     use crate::events::{EventIn, prepare};
-    use crate::model::{Account, AttemptRequest, DeliveryOrdering};
+    use crate::model::{Account, Attempt, AttemptRequest, DeliveryOrdering};
+    use crate::store::NewApiKey;
     use crate::store::SyncMode;
-    use crate::store::accounts::NewApiKey;
     use crate::subscriptions::{CreateSubscription, build};
 
     const LEASE: i64 = 60_000;
 
-    async fn store() -> (Store, tempfile::TempDir) {
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
+        let store = SqliteStore::open(
             dir.path(),
             SyncMode::Normal,
             crate::secrets::Keyring::ephemeral().into(),
@@ -551,7 +466,7 @@ mod tests {
         (store, dir)
     }
 
-    async fn subscribe(store: &Store, event_type: &str, ordering: DeliveryOrdering) -> i64 {
+    async fn subscribe(store: &SqliteStore, event_type: &str, ordering: DeliveryOrdering) -> i64 {
         let req: CreateSubscription = serde_json::from_value(serde_json::json!({
             "url": "https://example.com/hook",
             "event_types": [event_type],
@@ -562,7 +477,7 @@ mod tests {
         store.create_subscription(sub).await.unwrap().seq
     }
 
-    async fn ingest(store: &Store, event_type: &str, payload: &str) {
+    async fn ingest(store: &SqliteStore, event_type: &str, payload: &str) {
         let e = EventIn {
             event_type: event_type.into(),
             payload: RawValue::from_string(payload.into()).unwrap(),
@@ -585,7 +500,7 @@ mod tests {
         }
     }
 
-    async fn settle(store: &Store, c: &Claimed, status: DeliveryStatus) -> Settled {
+    async fn settle(store: &SqliteStore, c: &Claimed, status: DeliveryStatus) -> Settled {
         let o = Outcome {
             delivery_seq: c.delivery.seq,
             token: c.token,
@@ -679,7 +594,7 @@ mod tests {
     fn claim_queries_use_their_indexes() {
         let dir = tempfile::tempdir().unwrap();
         drop(
-            Store::open(
+            SqliteStore::open(
                 dir.path(),
                 SyncMode::Normal,
                 crate::secrets::Keyring::ephemeral().into(),
@@ -694,7 +609,7 @@ mod tests {
             NEXT_DUE_AFTER,
             HEAD_ACTIVE,
             RELEASE_HEAD,
-            crate::store::deliveries::ANY_PENDING_OF_KEY,
+            super::super::deliveries::ANY_PENDING_OF_KEY,
         ];
         for q in queries {
             let n = q.matches('?').count();
@@ -740,7 +655,7 @@ mod tests {
     }
 
     /// Two subscriptions, `a` and `b`, with 20 due deliveries each.
-    async fn two_backlogs(store: &Store) -> (i64, i64) {
+    async fn two_backlogs(store: &SqliteStore) -> (i64, i64) {
         let a = subscribe(store, "a", DeliveryOrdering::None).await;
         let b = subscribe(store, "b", DeliveryOrdering::None).await;
         for i in 0..20 {

@@ -3,44 +3,9 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::value::RawValue;
 
-use super::{OptionalRow, Page, Store, StoreError, unique_violation};
+use super::{OptionalRow, Page, SqliteStore, StoreError, unique_violation};
 use crate::model::{Causation, Conversation, Event};
-
-/// An event to store.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Public id.
-    pub id: String,
-    /// Owner.
-    pub account_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// JSON object.
-    pub payload: Box<RawValue>,
-    /// RFC 3339, UTC.
-    pub occurred_at: String,
-    /// Unix ms.
-    pub received_at: i64,
-    /// Client id or `Idempotency-Key`.
-    pub idempotency_key: Option<String>,
-    /// Hash of what the client sent, to tell a replay from a conflicting reuse of a key.
-    pub body_hash: [u8; 32],
-    /// Set for events emitted by plugins.
-    pub causation: Option<Causation>,
-    /// Conversation facts found in the payload, for the conversation index.
-    pub conversation: Option<(String, Conversation)>,
-}
-
-/// The outcome of storing one event.
-#[derive(Debug, Clone)]
-pub struct Ingested {
-    /// The stored event (the first one, for a replay).
-    pub event: Event,
-    /// True when the event was already stored under the same idempotency key.
-    pub replayed: bool,
-    /// Deliveries created for it.
-    pub deliveries: usize,
-}
+use crate::store::{Ingested, NewEvent};
 
 const COLUMNS: &str = "seq, id, type, payload, occurred_at, received_at, cause_plugin_id, cause_event_id, cause_depth";
 
@@ -152,7 +117,7 @@ pub(crate) fn insert(tx: &Transaction<'_>, e: NewEvent) -> Result<Ingested, Stor
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Stores events all-or-none in one transaction, with one delivery per matching subscription.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<Ingested>, StoreError> {
         self.write(move |tx| events.into_iter().map(|e| insert(tx, e)).collect())
@@ -180,7 +145,7 @@ impl Store {
         limit: usize,
         cursor: Option<i64>,
     ) -> Result<Page<Event>, StoreError> {
-        let search = super::summaries::EventSearch {
+        let search = crate::store::EventSearch {
             event_type,
             ..Default::default()
         };

@@ -7,64 +7,15 @@ use rusqlite::{Connection, params};
 
 use super::deliveries::{DELIVERY_COLUMNS, DELIVERY_FROM, delivery_row};
 use super::delivery_lists::{Keyed, page};
-use super::{OptionalRow, Page, Store, StoreError};
+use super::{OptionalRow, Page, SqliteStore, StoreError};
 use crate::model::{Delivery, DeliveryStatus, Event};
+use crate::store::{EventSearch, Overview, PluginUse, Target};
 
 /// The event columns, in the order `events::row` reads them.
 const EVENT: &str = "seq, id, type, payload, occurred_at, received_at, cause_plugin_id, cause_event_id, cause_depth";
 
 fn subscription_seq(c: &Connection, account_id: &str, id: &str) -> Result<i64, StoreError> {
     super::delivery_lists::subscription_seq(c, account_id, id)?.ok_or(StoreError::NotFound)
-}
-
-/// What the event list filters on; every field is optional.
-#[derive(Debug, Clone, Default)]
-pub struct EventSearch {
-    /// Only this type.
-    pub event_type: Option<String>,
-    /// Only this event id.
-    pub event_id: Option<String>,
-    /// Only events whose payload's `conversation_id` is this.
-    pub conversation_id: Option<String>,
-    /// Received at or after (Unix ms).
-    pub from: Option<i64>,
-    /// Received before (Unix ms).
-    pub to: Option<i64>,
-}
-
-/// Who a delivery goes to, for a list of deliveries of one event.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The subscription's URL, if a URL subscription.
-    pub url: Option<String>,
-    /// Its subscriber plugin, if a plugin subscription.
-    pub plugin_id: Option<String>,
-    /// Its transform plugin.
-    pub transform_plugin_id: Option<String>,
-}
-
-/// What the overview shows of an account.
-#[derive(Debug, Clone, Default)]
-pub struct Overview {
-    /// Deliveries waiting for an attempt.
-    pub queue_depth: i64,
-    /// Deliveries changed in the last hour, by status.
-    pub last_hour: Vec<(DeliveryStatus, i64)>,
-    /// Subscriptions whose deliveries all fail: (id, url or plugin, failing since).
-    pub failing: Vec<(String, String, i64)>,
-    /// Plugins with error lines since the window's start: (id, name, count).
-    pub plugin_errors: Vec<(String, String, i64)>,
-}
-
-/// A plugin's place in the account: subscriptions that use it and its recent error lines.
-#[derive(Debug, Clone, Default)]
-pub struct PluginUse {
-    /// Subscriptions with it as subscriber: ids.
-    pub subscriber_of: Vec<String>,
-    /// Subscriptions with it as transform: ids.
-    pub transform_of: Vec<String>,
-    /// Error lines (failures included) since the window's start.
-    pub errors: i64,
 }
 
 /// An account's deliveries, most recently changed first: ?1 the account, ?2 changed since, ?3
@@ -176,7 +127,7 @@ fn search_sql(search: &EventSearch) -> String {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// The account's deliveries, most recently changed first, optionally in one status and
     /// changed since a time; `after` is the (updated_at, seq) of the previous page's last row.
     /// Reads the (account, updated_at, status) index.
@@ -430,9 +381,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::delivery_lists::{Keyed, page_sql};
     use super::*;
-    use crate::store::SyncMode;
-    use crate::store::delivery_lists::{Keyed, page_sql};
+    use crate::store::{Store, SyncMode};
 
     /// A list query and what its plan must show.
     struct Listed {
@@ -626,20 +577,20 @@ mod tests {
             ),
             listed(
                 "subscriptions",
-                crate::store::subscriptions::list_sql(),
+                super::super::subscriptions::list_sql(),
                 "subscriptions_account",
             ),
             Listed {
                 sorts: Some("one account's plugins"),
                 ..listed(
                     "plugins",
-                    crate::store::plugins::list_sql(),
+                    super::super::plugins::list_sql(),
                     "plugins_account",
                 )
             },
             listed(
                 "a plugin's log",
-                crate::store::plugins::LOGS.into(),
+                super::super::plugins::LOGS.into(),
                 "plugin_logs_plugin",
             ),
         ];

@@ -7,17 +7,12 @@
 use rusqlite::{Connection, Transaction, params};
 
 use super::claims::release_next;
-use super::events::NewEvent;
-use super::subscriptions::Match;
-use super::{OptionalRow, Store, StoreError};
+use super::{OptionalRow, SqliteStore, StoreError};
 use crate::clock::new_id;
 use crate::model::{
-    Attempt, AttemptRequest, Causation, Delivery, DeliveryOrdering, DeliveryStatus, Event,
-    Subscription,
+    Attempt, AttemptRequest, Delivery, DeliveryOrdering, DeliveryStatus, Event, Subscription,
 };
-
-/// Plugins are not given events caused deeper than this many plugin hops.
-pub const MAX_PLUGIN_DEPTH: u32 = 8;
+use crate::store::{NewEvent, policy};
 
 const INSERT_DELIVERY: &str =
     "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status,
@@ -26,28 +21,6 @@ const INSERT_DELIVERY: &str =
 pub(crate) const ANY_PENDING_OF_KEY: &str =
     "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_ordering
      WHERE subscription_seq = ?1 AND ordering_key = ?2 AND status = 'pending')";
-
-/// Why a plugin must not be given an event, if it must not: it caused the event, or the event
-/// is too many plugin hops deep.
-fn loop_guard(causation: Option<&Causation>, m: &Match) -> Option<String> {
-    let c = causation?;
-    let involves_plugin = m.plugin_id.is_some() || m.transform_plugin_id.is_some();
-    if m.plugin_id.as_deref() == Some(&c.plugin_id)
-        || m.transform_plugin_id.as_deref() == Some(&c.plugin_id)
-    {
-        Some(format!(
-            "not given to plugin {}: it caused this event",
-            c.plugin_id
-        ))
-    } else if involves_plugin && c.depth > MAX_PLUGIN_DEPTH {
-        Some(format!(
-            "causation depth {} exceeds {MAX_PLUGIN_DEPTH}: not given to plugins",
-            c.depth
-        ))
-    } else {
-        None
-    }
-}
 
 /// Puts a delivery back in the queue: due at ?2, or held (?3) for an ordered conversation's
 /// turn (see `release_next`). Any claim on it is void.
@@ -65,7 +38,11 @@ pub(crate) fn enqueue_for_event(
     let mut insert = tx.prepare_cached(INSERT_DELIVERY)?;
     let mut pending = 0;
     for m in matches {
-        let skip = loop_guard(e.causation.as_ref(), &m);
+        let skip = policy::loop_guard(
+            e.causation.as_ref(),
+            m.plugin_id.as_deref(),
+            m.transform_plugin_id.as_deref(),
+        );
         let key = match (m.ordering, &e.conversation) {
             (DeliveryOrdering::Conversation, Some((conversation_id, _))) => Some(conversation_id),
             _ => None,
@@ -171,7 +148,7 @@ fn attempts_of(c: &Connection, delivery_seq: i64) -> Result<Vec<Attempt>, StoreE
     Ok(rows)
 }
 
-impl Store {
+impl SqliteStore {
     /// One delivery with its attempts.
     pub async fn get_delivery(
         &self,

@@ -3,12 +3,12 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::sealing::{open_subscription, seal_subscription};
-use super::{OptionalRow, Page, Store, StoreError};
+use super::{OptionalRow, Page, SqliteStore, StoreError};
 use crate::clock::now_ms;
 use crate::model::{Circuit, DeliveryOrdering, Format, Subscription, SubscriptionStatus};
 use crate::quotas::{Quota, Quotas};
 use crate::secrets::Keyring;
+use crate::store::sealing::{open_subscription, seal_subscription};
 
 const COLUMNS: &str = "seq, id, account_id, url, plugin_id, transform_plugin_id, description, event_types,
     headers, format, status, status_reason, secret, previous_secret, previous_secret_expires_at, verify,
@@ -235,7 +235,7 @@ pub(crate) fn matching(
     Ok(rows)
 }
 
-impl Store {
+impl SqliteStore {
     /// Stores a new subscription.
     pub async fn create_subscription(
         &self,

@@ -2,11 +2,11 @@
 
 use rusqlite::params;
 
-use super::events::{Ingested, NewEvent};
-use super::{OptionalRow, Store, StoreError};
+use super::{OptionalRow, SqliteStore, StoreError};
 use crate::model::{Conversation, Message};
+use crate::store::{Ingested, NewEvent};
 
-impl Store {
+impl SqliteStore {
     /// Looks the conversation up, lets `build` shape the message and its `message:created` event
     /// from what is known of it, and stores both in one transaction. An unknown conversation is
     /// [`StoreError::NotFound`].

@@ -2,18 +2,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{OptionalRow, Store, StoreError};
+use super::{OptionalRow, SqliteStore, StoreError};
 use crate::model::{Account, ApiKeyInfo};
-
-/// A freshly issued key, as the store keeps it: never the key itself.
-pub struct NewApiKey {
-    /// Key id.
-    pub id: String,
-    /// SHA-256 of the key.
-    pub hash: [u8; 32],
-    /// Visible prefix.
-    pub prefix: String,
-}
+use crate::store::NewApiKey;
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
@@ -52,7 +43,7 @@ fn insert_key(
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Creates an account together with its first API key.
     pub async fn create_account(
         &self,

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::{Applied, StoreError};
 
 /// The largest number of requests folded into one transaction.
 const MAX_GROUP: usize = 1024;
@@ -161,33 +161,12 @@ impl Writer {
             .send(Msg::Op(op))
             .await
             .map_err(|_| StoreError::Closed)?;
-        Ok(Applied {
-            applied: applied_rx,
-            committed: committed_rx,
-        })
+        Ok(Applied::new(applied_rx, committed_rx))
     }
 
     /// Asks the thread to stop once the writes queued so far are committed.
     pub(crate) async fn close(&self) {
         let _ = self.ops.send(Msg::Close).await;
-    }
-}
-
-/// The two replies of `Writer::submit_applied`.
-pub struct Applied<R> {
-    applied: oneshot::Receiver<Result<R, StoreError>>,
-    committed: oneshot::Receiver<Result<(), StoreError>>,
-}
-
-impl<R> Applied<R> {
-    /// The op's result, once applied (not yet committed).
-    pub async fn applied(&mut self) -> Result<R, StoreError> {
-        (&mut self.applied).await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Whether the op's group committed.
-    pub async fn committed(self) -> Result<(), StoreError> {
-        self.committed.await.map_err(|_| StoreError::Closed)?
     }
 }
 

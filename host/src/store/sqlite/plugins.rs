@@ -3,11 +3,13 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sealing::{open_config, seal_config};
-use super::{OptionalRow, Page, Store, StoreError, kv};
+use super::{OptionalRow, Page, SqliteStore, StoreError};
 use crate::model::{InstanceMode, LogLevel, Plugin, PluginLogLine, PluginVersion, VersionStatus};
 use crate::quotas::{Quota, Quotas};
 use crate::secrets::Keyring;
+use crate::store::kv::{self, KvLimits, KvRefusal};
+use crate::store::policy::{self, KEEP_LOG_LINES};
+use crate::store::sealing::{open_config, seal_config};
 
 const COLUMNS: &str = "rowid, id, account_id, name, config, allowed_hosts, limits, current_version, created_at, updated_at, log_level, secret_keys, instances";
 /// A plugin as read: its row, with its newest version's number, status and failure.
@@ -19,9 +21,6 @@ const SELECT_PLUGIN: &str =
         AND v.version = (SELECT MAX(version) FROM plugin_versions WHERE plugin_id = p.id)";
 const VERSION_COLUMNS: &str =
     "version, sha256, size_bytes, wasm_path, cwasm_path, engine_hash, created_at, status, failure";
-/// Log lines kept per plugin: the newest ones; older ones are trimmed as new ones come.
-pub const KEEP_LOG_LINES: i64 = 1000;
-
 /// Deletes a plugin's log lines older than its newest [`KEEP_LOG_LINES`]: each plugin keeps
 /// its own, however busy the others are. Walks the (plugin_id, seq) index from the newest.
 const TRIM_PLUGIN_LOGS: &str = "DELETE FROM plugin_logs WHERE plugin_id = ?1 AND seq <= (
@@ -121,8 +120,6 @@ fn insert_version(c: &Connection, plugin_id: &str, v: &PluginVersion) -> Result<
     Ok(())
 }
 
-pub use super::kv::{KvLimits, KvRefusal};
-
 /// The value under `key`, read inside a write so that what follows acts on it atomically.
 fn kv_value(tx: &Connection, plugin_id: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(tx
@@ -185,7 +182,7 @@ fn check_storage(
     Ok(quotas.check(Quota::PluginBytes, stored_bytes(tx, account_id)?, size)?)
 }
 
-impl Store {
+impl SqliteStore {
     /// Stores a new plugin with its first version, unless the account has as many plugins, or
     /// as many stored bytes, as its quotas allow (counted in this transaction).
     pub async fn create_plugin(
@@ -610,14 +607,12 @@ impl Store {
                 "INSERT INTO plugin_logs (plugin_id, event_id, level, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut trim = tx.prepare_cached(TRIM_PLUGIN_LOGS)?;
-            let mut written = std::collections::BTreeSet::new();
             for (plugin_id, lines) in &batch {
                 for l in lines {
                     insert.execute(params![plugin_id, l.event_id, l.level, l.message, l.at])?;
                 }
-                written.insert(plugin_id);
             }
-            for plugin_id in written {
+            for plugin_id in policy::logs_to_trim(&batch) {
                 trim.execute(params![plugin_id, KEEP_LOG_LINES])?;
             }
             Ok(())
@@ -686,7 +681,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::Account;
-    use crate::store::SyncMode;
+    use crate::store::{Store, SyncMode};
 
     async fn store_with(quotas: Quotas) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
