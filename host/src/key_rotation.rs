@@ -3,7 +3,7 @@
 //!
 //! Rotation is three steps: `keys rotate` adds a key at the end of the key file; the next start
 //! of the server seals new secrets with it and re-encrypts every stored secret under it (see
-//! `store::sealing::reseal_all`); `keys prune` then removes the keys no stored secret uses.
+//! `store::sqlite::reseal`); `keys prune` then removes the keys no stored secret uses.
 
 use std::path::PathBuf;
 

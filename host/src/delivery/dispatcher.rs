@@ -1,6 +1,6 @@
 //! The dispatcher: claims due deliveries under the store's scheduling rules (fair rotation,
 //! per-subscription `max_in_flight`, circuit breakers, conversation order: see
-//! `store::claims`), runs at most `--delivery-concurrency` at once, holds each claim's lease
+//! `store::sqlite::claims`), runs at most `--delivery-concurrency` at once, holds each claim's lease
 //! while its attempt runs, and settles each outcome.
 //!
 //! It is woken by the ingest path when new deliveries are due now and by every settled

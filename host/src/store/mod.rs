@@ -2,16 +2,16 @@
 //!
 //! [`Store`] is a façade over an enum of backends (today `sqlite`, the embedded default).
 //! Every public method keeps one name and signature whichever backend runs, and dispatches by
-//! `match` (the [`dispatch!`] macro), so `api/`, `delivery/`, the console and the plugin runtime
+//! `match` (the `dispatch!` macro), so `api/`, `delivery/`, the console and the plugin runtime
 //! never know which backend they use. Static dispatch, not a `dyn` trait: methods that take a
 //! closure (`update_subscription(.., |sub| ..)`) stay generic.
 //!
 //! What crosses the seam is backend-neutral: the records ([`records`]), the errors
 //! ([`StoreError`], no driver's types), the rules that are not storage ([`policy`], [`kv`]) and
 //! the sealing of secret fields ([`sealing`]). A backend only stores; adding one is a module
-//! with the same methods, a `Backend` variant, and an arm in [`dispatch!`].
+//! with the same methods, a `Backend` variant, and an arm in `dispatch!`.
 
-mod records;
+pub mod records;
 mod sqlite;
 
 pub mod kv;

@@ -6,7 +6,7 @@
 //! reading it, each value bound to its table, row and field (so a sealed value copied to
 //! another row or field does not open); the crypto itself is [`crate::secrets`], which knows no
 //! database. Walking a database to re-seal everything at start is each backend's own
-//! (`sqlite::reseal`), built from [`reseal_subscription_field`] and [`reseal_config`].
+//! (`sqlite::reseal`), built from `reseal_subscription_field` and `reseal_config`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
