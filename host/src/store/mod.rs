@@ -18,6 +18,9 @@ pub mod kv;
 pub mod policy;
 pub mod sealing;
 
+#[cfg(test)]
+mod contract;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,920 @@
+//! The store's contract: what every backend must do, checked the same way on each.
+//!
+//! Every test here runs against every backend [`backends`] returns, through the public
+//! [`Store`] only (no SQL, no backend's types), so a behaviour one backend gets wrong fails
+//! with that backend's name in the message. Backend-specific checks (query plans, on-disk
+//! encryption, the writer's grouping) stay in the backend's own module.
+//!
+//! Times are chosen by the tests, not read from a clock: a claim's `now` is the caller's, so
+//! lease expiry and retry times are exact without sleeping.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::{
+    ClaimRequest, Claimed, DeliveryFilter, DeliveryScope, KvLimits, KvRefusal, NewApiKey, NewEvent,
+    Outcome, Settled, Store, StoreError, SyncMode,
+};
+use crate::events::{EventIn, prepare};
+use crate::model::{
+    Account, Attempt, Causation, Delivery, DeliveryStatus, LogLevel, Plugin, PluginLogLine,
+    PluginVersion, VersionStatus,
+};
+use crate::secrets::Keyring;
+use crate::subscriptions::{CreateSubscription, build};
+
+/// The account every test works in.
+const ACCOUNT: &str = "acc_contract";
+/// A claim's lease in these tests.
+const LEASE: i64 = 60_000;
+
+/// One backend under test: a fresh, empty store holding [`ACCOUNT`].
+struct Fixture {
+    /// Named in every assertion message.
+    name: &'static str,
+    store: Store,
+    /// Whatever must live as long as the store (a temp dir, a throwaway database).
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+/// Every backend available in this run, each a fresh store.
+///
+/// SQLite always. A server-based backend joins here when its test server is configured:
+/// PostgreSQL when `WASMHOOK_TEST_DATABASE_URL` names one (the test command starts a private
+/// cluster and sets it) — one more function building a [`Fixture`] over a fresh database on
+/// that server, pushed onto this list. Nothing else in this file changes.
+async fn backends() -> Vec<Fixture> {
+    let all = vec![sqlite()];
+    for f in &all {
+        create_account(f).await;
+    }
+    all
+}
+
+fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = Store::open(dir.path(), SyncMode::Normal, Arc::new(Keyring::ephemeral()))
+        .expect("opening SQLite");
+    Fixture {
+        name: "sqlite",
+        store,
+        _keep: Box::new(dir),
+    }
+}
+
+async fn create_account(f: &Fixture) {
+    let account = Account {
+        id: ACCOUNT.into(),
+        name: "Contract".into(),
+        created_at: 0,
+    };
+    let key = NewApiKey {
+        id: "key_contract".into(),
+        hash: [9; 32],
+        prefix: "whk_c".into(),
+    };
+    f.store.create_account(account, key).await.unwrap();
+}
+
+/// A URL subscription to `event_type`; returns its id.
+async fn subscribe_url(store: &Store, event_type: &str) -> String {
+    subscribe(
+        store,
+        serde_json::json!({"url": "https://example.com/hook", "event_types": [event_type]}),
+    )
+    .await
+}
+
+async fn subscribe(store: &Store, req: serde_json::Value) -> String {
+    let req: CreateSubscription = serde_json::from_value(req).unwrap();
+    let sub = build(ACCOUNT, req, &Default::default()).unwrap();
+    store.create_subscription(sub).await.unwrap().id
+}
+
+/// An event as the API prepares it, received at `received_at`.
+fn event(event_type: &str, payload: &str, id: Option<&str>, received_at: i64) -> NewEvent {
+    let e = EventIn {
+        event_type: event_type.into(),
+        payload: RawValue::from_string(payload.into()).unwrap(),
+        id: id.map(String::from),
+        occurred_at: None,
+    };
+    let mut e = prepare(ACCOUNT, e, None, 1 << 20, "").unwrap();
+    e.received_at = received_at;
+    e
+}
+
+fn claim_at(now: i64) -> ClaimRequest {
+    ClaimRequest {
+        now,
+        lease_ms: LEASE,
+        limit: 100,
+        ahead_limit: 0,
+        default_max_in_flight: 100,
+        after_subscription: 0,
+        claim_ahead: Vec::new(),
+    }
+}
+
+fn attempt(at: i64, status_code: u16) -> Attempt {
+    Attempt {
+        attempted_at: at,
+        duration_ms: 5,
+        status_code: Some(status_code),
+        error_kind: (status_code >= 300).then(|| "http_status".into()),
+        error_message: (status_code >= 300).then(|| format!("HTTP {status_code}")),
+        response_body: None,
+        request: None,
+    }
+}
+
+/// The outcome of an attempt made under claim `c` that answered `status_code`.
+fn outcome(
+    c: &Claimed,
+    status: DeliveryStatus,
+    status_code: u16,
+    at: i64,
+    next: Option<i64>,
+) -> Outcome {
+    Outcome {
+        delivery_seq: c.delivery.seq,
+        token: c.token,
+        attempt: Some(attempt(at, status_code)),
+        status,
+        next_attempt_at: next,
+        last_error: (status_code >= 300).then(|| format!("HTTP {status_code}")),
+        breaker: None,
+    }
+}
+
+async fn delivery(store: &Store, id: &str) -> (Delivery, Vec<Attempt>) {
+    store.get_delivery(ACCOUNT.into(), id.into()).await.unwrap()
+}
+
+/// The deliveries of one event, oldest first.
+async fn deliveries_of(store: &Store, event_id: &str) -> Vec<Delivery> {
+    let filter = DeliveryFilter {
+        scope: DeliveryScope::Event(event_id.into()),
+        status: None,
+    };
+    let mut items = store
+        .list_deliveries(ACCOUNT.into(), filter, 100, None)
+        .await
+        .unwrap()
+        .items;
+    items.reverse();
+    items
+}
+
+fn plugin(id: &str) -> Plugin {
+    Plugin {
+        id: id.into(),
+        account_id: ACCOUNT.into(),
+        name: id.into(),
+        config: Default::default(),
+        secret_keys: Default::default(),
+        allowed_hosts: vec![],
+        limits: Default::default(),
+        log_level: LogLevel::Info,
+        instances: Default::default(),
+        version: 1,
+        latest_version: 1,
+        status: VersionStatus::Ready,
+        failure: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn version(n: u32, status: VersionStatus) -> PluginVersion {
+    PluginVersion {
+        version: n,
+        sha256: format!("{n:064x}"),
+        size_bytes: 100 * u64::from(n),
+        wasm_path: String::new(),
+        cwasm_path: String::new(),
+        engine_hash: String::new(),
+        created_at: i64::from(n),
+        status,
+        failure: None,
+    }
+}
+
+#[tokio::test]
+async fn ingest_with_the_same_id_or_key_stores_one_event() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        subscribe_url(store, "order:paid").await;
+        let first = event("order:paid", r#"{"n":1}"#, Some("evt_client_1"), 1_000);
+        let stored = store.ingest(vec![first.clone()]).await.unwrap();
+        assert!(!stored[0].replayed, "{on}");
+        assert_eq!(stored[0].deliveries, 1, "{on}");
+
+        // The same event again, alone and twice within one batch: the first one comes back.
+        let again = store
+            .ingest(vec![first.clone(), first.clone()])
+            .await
+            .unwrap();
+        for i in &again {
+            assert!(i.replayed, "{on}: a replay is reported as one");
+            assert_eq!(i.event.seq, stored[0].event.seq, "{on}");
+            assert_eq!(i.deliveries, 0, "{on}: a replay creates no deliveries");
+        }
+        // A new key twice in one batch: stored once.
+        let fresh = event("order:paid", r#"{"n":2}"#, Some("evt_client_2"), 1_001);
+        let both = store
+            .ingest(vec![fresh.clone(), fresh.clone()])
+            .await
+            .unwrap();
+        assert_eq!((both[0].replayed, both[1].replayed), (false, true), "{on}");
+        assert_eq!(both[0].event.seq, both[1].event.seq, "{on}");
+
+        // The same key for a different body is refused, and nothing of its batch is stored.
+        let clash = event("order:paid", r#"{"n":3}"#, Some("evt_client_1"), 1_002);
+        let other = event("order:paid", r#"{"n":4}"#, None, 1_002);
+        match store.ingest(vec![other.clone(), clash]).await {
+            Err(StoreError::Conflict(m)) => assert!(m.contains("evt_client_1"), "{on}: {m}"),
+            r => panic!("{on}: a conflicting reuse of a key is refused, got {r:?}"),
+        }
+        assert!(
+            matches!(
+                store.get_event(ACCOUNT.into(), other.id.clone()).await,
+                Err(StoreError::NotFound)
+            ),
+            "{on}: a batch is stored all or none"
+        );
+
+        let events = store
+            .list_events(ACCOUNT.into(), None, 100, None)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(events.len(), 2, "{on}: one event per key");
+        assert_eq!(store.queue_depth().await.unwrap(), 2, "{on}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_claim_holds_its_lease_and_a_lost_lease_cannot_settle() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        subscribe_url(store, "order:paid").await;
+        let now = 10_000;
+        store
+            .ingest(vec![event("order:paid", "{}", None, now)])
+            .await
+            .unwrap();
+
+        let first = store.claim_due(claim_at(now)).await.unwrap();
+        assert_eq!(first.claimed.len(), 1, "{on}");
+        let old = first.claimed[0].clone();
+        assert_eq!(old.delivery.attempts, 0, "{on}");
+        assert_eq!(old.event.payload.get(), "{}", "{on}");
+
+        let held = store.claim_due(claim_at(now + 1)).await.unwrap();
+        assert!(
+            held.claimed.is_empty(),
+            "{on}: a leased delivery is not claimed twice"
+        );
+        assert_eq!(
+            held.next_due,
+            Some(now + LEASE),
+            "{on}: due again when its lease ends"
+        );
+
+        assert!(
+            store
+                .extend_lease(old.delivery.seq, old.token, now + 2 * LEASE)
+                .await
+                .unwrap(),
+            "{on}: the holder extends its lease"
+        );
+        assert!(
+            !store
+                .extend_lease(old.delivery.seq, old.token ^ 1, now + 3 * LEASE)
+                .await
+                .unwrap(),
+            "{on}: another token does not"
+        );
+        let still = store.claim_due(claim_at(now + LEASE + 1)).await.unwrap();
+        assert!(still.claimed.is_empty(), "{on}: the extended lease holds");
+
+        // The lease runs out: the delivery is claimed again, under a new token.
+        let later = now + 2 * LEASE;
+        let again = store.claim_due(claim_at(later)).await.unwrap();
+        assert_eq!(
+            again.claimed.len(),
+            1,
+            "{on}: due again once its lease ended"
+        );
+        let new = again.claimed[0].clone();
+        assert_eq!(new.delivery.seq, old.delivery.seq, "{on}");
+        assert_ne!(new.token, old.token, "{on}: a new claim, a new token");
+
+        let stale = store
+            .record_outcome(
+                outcome(&old, DeliveryStatus::Failed, 500, later, None),
+                later,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            stale,
+            Settled::LeaseLost,
+            "{on}: the old holder writes nothing"
+        );
+        assert!(
+            !store
+                .extend_lease(old.delivery.seq, old.token, later + LEASE)
+                .await
+                .unwrap(),
+            "{on}: nor extends the new owner's lease"
+        );
+        let settled = store
+            .record_outcome(
+                outcome(&new, DeliveryStatus::Succeeded, 200, later, None),
+                later,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(settled, Settled::Recorded { .. }), "{on}");
+        let (d, attempts) = delivery(store, &new.delivery.id).await;
+        assert_eq!(d.status, DeliveryStatus::Succeeded, "{on}");
+        assert_eq!(
+            (d.attempts, attempts.len()),
+            (1, 1),
+            "{on}: only the holder's attempt"
+        );
+        assert_eq!(attempts[0].status_code, Some(200), "{on}");
+
+        // Claims given back unattempted are due again at once, with no attempt counted.
+        store
+            .ingest(vec![event("order:paid", "{}", None, later)])
+            .await
+            .unwrap();
+        let taken = store.claim_due(claim_at(later)).await.unwrap();
+        let c = taken.claimed[0].clone();
+        store
+            .release_claims(vec![(c.delivery.seq, c.token)], later + 5)
+            .await
+            .unwrap();
+        let back = store.claim_due(claim_at(later + 5)).await.unwrap();
+        assert_eq!(back.claimed.len(), 1, "{on}: a released claim is due again");
+        assert_eq!(back.claimed[0].delivery.attempts, 0, "{on}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn settling_succeeds_retries_later_or_dead_letters() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        subscribe_url(store, "order:paid").await;
+        let now = 20_000;
+        let evs: Vec<_> = (0..3)
+            .map(|i| event("order:paid", &format!(r#"{{"i":{i}}}"#), None, now))
+            .collect();
+        store.ingest(evs).await.unwrap();
+        let claims = store.claim_due(claim_at(now)).await.unwrap();
+        assert_eq!(claims.claimed.len(), 3, "{on}");
+        let [ok, retry, dead] = [0, 1, 2].map(|i| claims.claimed[i].clone());
+
+        store
+            .record_outcome(outcome(&ok, DeliveryStatus::Succeeded, 204, now, None), now)
+            .await
+            .unwrap();
+        let retry_at = now + 30_000;
+        store
+            .record_outcome(
+                outcome(&retry, DeliveryStatus::Pending, 503, now, Some(retry_at)),
+                now,
+            )
+            .await
+            .unwrap();
+        store
+            .record_outcome(outcome(&dead, DeliveryStatus::Failed, 500, now, None), now)
+            .await
+            .unwrap();
+
+        let (d, _) = delivery(store, &ok.delivery.id).await;
+        assert_eq!(
+            (d.status, d.attempts),
+            (DeliveryStatus::Succeeded, 1),
+            "{on}"
+        );
+        let (d, attempts) = delivery(store, &retry.delivery.id).await;
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1), "{on}");
+        assert_eq!(d.next_attempt_at, Some(retry_at), "{on}");
+        assert_eq!(d.last_error.as_deref(), Some("HTTP 503"), "{on}");
+        assert_eq!(attempts[0].status_code, Some(503), "{on}");
+        let (d, _) = delivery(store, &dead.delivery.id).await;
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Failed, 1), "{on}");
+        assert_eq!(d.next_attempt_at, None, "{on}: a dead letter is never due");
+
+        // The retry waits for its time, then comes back with its attempts counted.
+        let early = store.claim_due(claim_at(retry_at - 1)).await.unwrap();
+        assert!(early.claimed.is_empty(), "{on}: not before its time");
+        assert_eq!(early.next_due, Some(retry_at), "{on}");
+        let due = store.claim_due(claim_at(retry_at)).await.unwrap();
+        assert_eq!(due.claimed.len(), 1, "{on}");
+        let second = due.claimed[0].clone();
+        assert_eq!(second.delivery.id, retry.delivery.id, "{on}");
+        assert_eq!(second.delivery.attempts, 1, "{on}");
+        store
+            .record_outcome(
+                outcome(&second, DeliveryStatus::Succeeded, 200, retry_at, None),
+                retry_at,
+            )
+            .await
+            .unwrap();
+        let (d, attempts) = delivery(store, &retry.delivery.id).await;
+        assert_eq!(
+            (d.status, d.attempts),
+            (DeliveryStatus::Succeeded, 2),
+            "{on}"
+        );
+        let codes: Vec<_> = attempts.iter().map(|a| a.status_code).collect();
+        assert_eq!(codes, [Some(503), Some(200)], "{on}: attempts in order");
+        assert_eq!(store.queue_depth().await.unwrap(), 0, "{on}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn retry_and_recover_requeue_dead_letters() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        let sub = subscribe_url(store, "order:paid").await;
+        let now = 30_000;
+        let evs: Vec<_> = (0..3)
+            .map(|i| event("order:paid", &format!(r#"{{"i":{i}}}"#), None, now + i))
+            .collect();
+        store.ingest(evs).await.unwrap();
+        let claims = store.claim_due(claim_at(now + 10)).await.unwrap();
+        assert_eq!(claims.claimed.len(), 3, "{on}");
+        for c in &claims.claimed {
+            store
+                .record_outcome(outcome(c, DeliveryStatus::Failed, 500, now, None), now)
+                .await
+                .unwrap();
+        }
+        assert!(
+            store
+                .claim_due(claim_at(now + 100))
+                .await
+                .unwrap()
+                .claimed
+                .is_empty(),
+            "{on}: dead letters are not claimed"
+        );
+
+        // A retry of one: due at once, its attempts kept.
+        let one = &claims.claimed[0].delivery.id;
+        let retried = store
+            .retry_delivery(ACCOUNT.into(), one.clone(), now + 200)
+            .await
+            .unwrap();
+        assert_eq!(retried.status, DeliveryStatus::Pending, "{on}");
+        let got = store.claim_due(claim_at(now + 200)).await.unwrap();
+        assert_eq!(got.claimed.len(), 1, "{on}");
+        assert_eq!(&got.claimed[0].delivery.id, one, "{on}");
+        assert_eq!(got.claimed[0].delivery.attempts, 1, "{on}");
+        store
+            .record_outcome(
+                outcome(&got.claimed[0], DeliveryStatus::Succeeded, 200, now, None),
+                now + 200,
+            )
+            .await
+            .unwrap();
+
+        // Recover the rest: only failed ones created since the given time.
+        let none = store
+            .recover_deliveries(ACCOUNT.into(), sub.clone(), now + 1_000, now + 300)
+            .await
+            .unwrap();
+        assert_eq!(none, 0, "{on}: nothing failed since then");
+        let recovered = store
+            .recover_deliveries(ACCOUNT.into(), sub.clone(), now, now + 300)
+            .await
+            .unwrap();
+        assert_eq!(recovered, 2, "{on}: the two still failed");
+        let back = store.claim_due(claim_at(now + 300)).await.unwrap();
+        let mut ids: Vec<_> = back.claimed.iter().map(|c| c.delivery.id.clone()).collect();
+        ids.sort();
+        let mut want: Vec<_> = claims.claimed[1..]
+            .iter()
+            .map(|c| c.delivery.id.clone())
+            .collect();
+        want.sort();
+        assert_eq!(ids, want, "{on}");
+        assert!(
+            matches!(
+                store
+                    .recover_deliveries(ACCOUNT.into(), "sub_missing".into(), 0, now)
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "{on}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_loop_guard_filters_what_a_plugin_caused() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        subscribe_url(store, "message:created").await;
+        let own = subscribe(
+            store,
+            serde_json::json!({"plugin_id": "plg_a", "event_types": ["message:created"]}),
+        )
+        .await;
+        let other = subscribe(
+            store,
+            serde_json::json!({"plugin_id": "plg_b", "event_types": ["message:created"]}),
+        )
+        .await;
+        let caused = |depth, id: &str| {
+            let mut e = event("message:created", "{}", Some(id), 40_000);
+            e.causation = Some(Causation {
+                plugin_id: "plg_a".into(),
+                event_id: "evt_cause".into(),
+                depth,
+            });
+            e
+        };
+        let shallow = store.ingest(vec![caused(1, "evt_1")]).await.unwrap();
+        assert_eq!(
+            shallow[0].deliveries, 2,
+            "{on}: the URL and the other plugin"
+        );
+        let deep = store
+            .ingest(vec![caused(super::policy::MAX_PLUGIN_DEPTH + 1, "evt_2")])
+            .await
+            .unwrap();
+        assert_eq!(deep[0].deliveries, 1, "{on}: past the depth, only the URL");
+
+        for (event_id, filtered) in [("evt_1", vec![&own]), ("evt_2", vec![&own, &other])] {
+            for d in deliveries_of(store, event_id).await {
+                let want = if filtered.contains(&&d.subscription_id) {
+                    DeliveryStatus::Filtered
+                } else {
+                    DeliveryStatus::Pending
+                };
+                assert_eq!(d.status, want, "{on}: {event_id} to {}", d.subscription_id);
+                if want == DeliveryStatus::Filtered {
+                    assert!(d.last_error.is_some(), "{on}: a filtered delivery says why");
+                }
+            }
+        }
+        assert_eq!(deliveries_of(store, "evt_1").await.len(), 3, "{on}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn kv_reads_writes_counts_and_refuses_past_its_limits() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        store
+            .create_plugin(plugin("plg_kv"), version(1, VersionStatus::Ready))
+            .await
+            .unwrap();
+        let p = || "plg_kv".to_string();
+        let limits = KvLimits {
+            value_bytes: 8,
+            keys: 2,
+        };
+        assert_eq!(store.kv_get(p(), "a".into()).await.unwrap(), None, "{on}");
+        store
+            .kv_set(p(), "a".into(), b"x".to_vec(), limits)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.kv_get(p(), "a".into()).await.unwrap().as_deref(),
+            Some(&b"x"[..]),
+            "{on}"
+        );
+        assert_eq!(
+            store
+                .kv_increment(p(), "n".into(), 5, limits)
+                .await
+                .unwrap(),
+            Ok(5),
+            "{on}: a missing counter counts as 0"
+        );
+        assert_eq!(
+            store
+                .kv_increment(p(), "n".into(), -7, limits)
+                .await
+                .unwrap(),
+            Ok(-2),
+            "{on}"
+        );
+        assert_eq!(store.kv_key_count(p()).await.unwrap(), 2, "{on}");
+
+        // At the key limit: a new key is refused whichever way it is written, an existing one
+        // may change.
+        let full = KvRefusal::TooManyKeys(2);
+        assert_eq!(
+            store
+                .kv_set(p(), "c".into(), b"1".to_vec(), limits)
+                .await
+                .unwrap(),
+            Err(full.clone()),
+            "{on}"
+        );
+        assert_eq!(
+            store
+                .kv_increment(p(), "c".into(), 1, limits)
+                .await
+                .unwrap(),
+            Err(full.clone()),
+            "{on}"
+        );
+        assert_eq!(
+            store
+                .kv_set_if(p(), "c".into(), None, b"1".to_vec(), limits)
+                .await
+                .unwrap(),
+            Err(full.clone()),
+            "{on}"
+        );
+        store
+            .kv_set(p(), "a".into(), b"y".to_vec(), limits)
+            .await
+            .unwrap()
+            .unwrap();
+
+        // Counters are decimal text and never wrap or outgrow the value limit.
+        assert_eq!(
+            store
+                .kv_increment(p(), "a".into(), 1, limits)
+                .await
+                .unwrap(),
+            Err(KvRefusal::NotANumber),
+            "{on}"
+        );
+        store
+            .kv_set(p(), "n".into(), b"99999999".to_vec(), limits)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .kv_increment(p(), "n".into(), 1, limits)
+                .await
+                .unwrap(),
+            Err(KvRefusal::ValueTooLarge(8)),
+            "{on}"
+        );
+        assert_eq!(
+            store.kv_get(p(), "n".into()).await.unwrap().as_deref(),
+            Some(&b"99999999"[..]),
+            "{on}: a refused write changes nothing"
+        );
+
+        // Compare and set.
+        assert_eq!(
+            store
+                .kv_set_if(p(), "a".into(), Some(b"y".to_vec()), b"z".to_vec(), limits)
+                .await
+                .unwrap(),
+            Ok(true),
+            "{on}"
+        );
+        assert_eq!(
+            store
+                .kv_set_if(p(), "a".into(), Some(b"y".to_vec()), b"w".to_vec(), limits)
+                .await
+                .unwrap(),
+            Ok(false),
+            "{on}: the value moved on"
+        );
+        assert_eq!(
+            store
+                .kv_set_if(p(), "a".into(), None, b"w".to_vec(), limits)
+                .await
+                .unwrap(),
+            Ok(false),
+            "{on}: expected absent, but present"
+        );
+        assert_eq!(
+            store.kv_get(p(), "a".into()).await.unwrap().as_deref(),
+            Some(&b"z"[..]),
+            "{on}"
+        );
+
+        // Deleting frees a key.
+        store.kv_delete(p(), "a".into()).await.unwrap();
+        store.kv_delete(p(), "never".into()).await.unwrap();
+        assert_eq!(store.kv_get(p(), "a".into()).await.unwrap(), None, "{on}");
+        assert_eq!(store.kv_key_count(p()).await.unwrap(), 1, "{on}");
+        assert_eq!(
+            store
+                .kv_set_if(p(), "c".into(), None, b"1".to_vec(), limits)
+                .await
+                .unwrap(),
+            Ok(true),
+            "{on}: room again"
+        );
+
+        // Concurrent increments lose no update.
+        store.kv_delete(p(), "c".into()).await.unwrap();
+        let wide = KvLimits {
+            value_bytes: 8,
+            keys: 10,
+        };
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.kv_increment(p(), "hits".into(), 1, wide).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap().unwrap();
+        }
+        assert_eq!(
+            store.kv_get(p(), "hits".into()).await.unwrap().as_deref(),
+            Some(&b"20"[..]),
+            "{on}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn plugin_versions_become_current_once_ready() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        let first = store
+            .create_plugin(plugin("plg_v"), version(1, VersionStatus::Ready))
+            .await
+            .unwrap();
+        assert_eq!((first.version, first.latest_version), (1, 1), "{on}");
+        assert_eq!(
+            store
+                .next_plugin_version(ACCOUNT.into(), "plg_v".into())
+                .await
+                .unwrap(),
+            2,
+            "{on}"
+        );
+
+        // An upload is stored compiling; the running version stays until it is ready.
+        let p = store
+            .add_plugin_version(
+                ACCOUNT.into(),
+                "plg_v".into(),
+                version(2, VersionStatus::Compiling),
+            )
+            .await
+            .unwrap();
+        assert_eq!((p.version, p.latest_version), (1, 2), "{on}");
+        assert_eq!(p.status, VersionStatus::Compiling, "{on}");
+        let (id, next) = store
+            .next_compiling_version()
+            .await
+            .unwrap()
+            .expect("the compiler's next job");
+        assert_eq!((id.as_str(), next.version), ("plg_v", 2), "{on}");
+        let current = store
+            .plugin_version_ready("plg_v".into(), 2, "engine-1".into())
+            .await
+            .unwrap()
+            .expect("the newer version becomes current");
+        assert_eq!(current.version, 2, "{on}");
+        assert!(
+            store.next_compiling_version().await.unwrap().is_none(),
+            "{on}"
+        );
+
+        // A version that fails never runs.
+        store
+            .add_plugin_version(
+                ACCOUNT.into(),
+                "plg_v".into(),
+                version(3, VersionStatus::Compiling),
+            )
+            .await
+            .unwrap();
+        store
+            .plugin_version_failed("plg_v".into(), 3, "missing import".into())
+            .await
+            .unwrap();
+        let p = store
+            .get_plugin(ACCOUNT.into(), "plg_v".into())
+            .await
+            .unwrap();
+        assert_eq!((p.version, p.latest_version), (2, 3), "{on}");
+        assert_eq!(p.status, VersionStatus::Failed, "{on}");
+        assert_eq!(p.failure.as_deref(), Some("missing import"), "{on}");
+
+        let versions = store
+            .plugin_versions(ACCOUNT.into(), "plg_v".into())
+            .await
+            .unwrap();
+        let mut seen: Vec<_> = versions.iter().map(|v| (v.version, v.status)).collect();
+        seen.sort_by_key(|(n, _)| *n);
+        assert_eq!(
+            seen,
+            [
+                (1, VersionStatus::Ready),
+                (2, VersionStatus::Ready),
+                (3, VersionStatus::Failed)
+            ],
+            "{on}"
+        );
+        let v2 = versions.iter().find(|v| v.version == 2).unwrap();
+        assert_eq!(v2.sha256, format!("{:064x}", 2), "{on}");
+        assert_eq!(
+            v2.engine_hash, "engine-1",
+            "{on}: the engine that compiled it"
+        );
+
+        let loaded = store.all_current_plugins().await.unwrap();
+        assert_eq!(loaded.len(), 1, "{on}");
+        assert_eq!(
+            (loaded[0].0.id.as_str(), loaded[0].1.version),
+            ("plg_v", 2),
+            "{on}"
+        );
+        assert!(
+            matches!(
+                store
+                    .plugin_version_ready("plg_gone".into(), 1, "h".into())
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "{on}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn each_plugin_keeps_its_own_newest_log_lines() {
+    use super::policy::KEEP_LOG_LINES;
+    let keep = KEEP_LOG_LINES as usize;
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        for id in ["plg_busy", "plg_quiet"] {
+            store
+                .create_plugin(plugin(id), version(1, VersionStatus::Ready))
+                .await
+                .unwrap();
+        }
+        let line = |i: usize| PluginLogLine {
+            at: i as i64,
+            level: "info".into(),
+            event_id: None,
+            message: format!("line {i}"),
+        };
+        store
+            .append_plugin_logs(vec![("plg_quiet".into(), (0..10).map(line).collect())])
+            .await
+            .unwrap();
+        // The busy plugin writes more than it keeps, in batches shared with the quiet one.
+        for batch in 0..3 {
+            let lines = (batch * keep..(batch + 1) * keep).map(line).collect();
+            store
+                .append_plugin_logs(vec![
+                    ("plg_busy".into(), lines),
+                    ("plg_quiet".into(), vec![line(100 + batch)]),
+                ])
+                .await
+                .unwrap();
+        }
+        let busy = store
+            .plugin_logs(ACCOUNT.into(), "plg_busy".into(), 5 * keep)
+            .await
+            .unwrap();
+        assert_eq!(busy.len(), keep, "{on}");
+        assert_eq!(
+            busy[0].message,
+            format!("line {}", 3 * keep - 1),
+            "{on}: newest first"
+        );
+        assert_eq!(busy[keep - 1].message, format!("line {}", 2 * keep), "{on}");
+        let quiet = store
+            .plugin_logs(ACCOUNT.into(), "plg_quiet".into(), 5 * keep)
+            .await
+            .unwrap();
+        assert_eq!(
+            quiet.len(),
+            13,
+            "{on}: the quiet plugin's lines are its own"
+        );
+        assert_eq!(quiet[0].message, "line 102", "{on}");
+        let few = store
+            .plugin_logs(ACCOUNT.into(), "plg_quiet".into(), 2)
+            .await
+            .unwrap();
+        assert_eq!(few.len(), 2, "{on}: at most the limit asked");
+        store.close().await;
+    }
+}
