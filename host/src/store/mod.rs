@@ -9,7 +9,9 @@
 //! What crosses the seam is backend-neutral: the records ([`records`]), the errors
 //! ([`StoreError`], no driver's types), the rules that are not storage ([`policy`], [`kv`]) and
 //! the sealing of secret fields ([`sealing`]). A backend only stores; adding one is a module
-//! with the same methods, a `Backend` variant, and an arm in `dispatch!`.
+//! with the same methods, a `Backend` variant with its arm in `dispatch!` and in
+//! [`Store::with_quotas`], a way to open it, and its fixture in the contract tests
+//! (`contract::backends`), which then run every contract test on it too.
 
 pub mod records;
 mod sqlite;
