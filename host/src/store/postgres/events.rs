@@ -1,0 +1,882 @@
+//! Ingest on PostgreSQL: events with their deliveries and conversation facts, in groups.
+//!
+//! **Group commit.** Concurrent `ingest` calls queue up while a transaction is being written
+//! and go together in the next one, as multi-row inserts (`UNNEST` of one array per column):
+//! a burst of N requests costs one commit and a handful of statements, not N of each. Each
+//! request stays all-or-none: conflicts are found before anything is inserted, and a request
+//! that breaks a rule is answered alone while the rest of its group commits.
+//!
+//! **Idempotency across nodes** rests on the unique indexes alone (`events_public_id`,
+//! `events_idempotency`): events are inserted with `ON CONFLICT DO NOTHING RETURNING`. When
+//! another node inserted the same key meanwhile (so a row was not inserted although it was
+//! not there a moment before), the group is rolled back and written again: the second pass
+//! sees the other node's event and answers with it (a replay) or with a conflict.
+//!
+//! **Ordered conversations.** Whether a new delivery is due or held behind an earlier one of
+//! its conversation is decided under a transaction-scoped advisory lock per (subscription,
+//! conversation), taken in a fixed order; settling a conversation's head takes the same lock
+//! before releasing the next one, so two nodes never both make a conversation's delivery due.
+//!
+//! **Wake-ups** are sent after the commit (never inside the transaction, where a NOTIFY would
+//! serialise commits), once per group.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use deadpool_postgres::Pool;
+
+use super::{PgStore, db};
+use crate::clock::new_id;
+use crate::model::{Causation, Conversation, DeliveryOrdering, DeliveryStatus, Event};
+use crate::store::StoreError;
+use crate::store::events::{Ingested, NewEvent};
+
+/// The channel other nodes' dispatchers listen on for new due work.
+pub(in crate::store) const WAKE_CHANNEL: &str = "wasmhook_due";
+
+/// At most this many events are folded into one transaction.
+const MAX_GROUP_EVENTS: usize = 2048;
+/// A group whose rows raced another node's is written again at most this many times.
+const MAX_PASSES: usize = 4;
+
+/// The event columns, in the order [`event_row`] reads them.
+pub(in crate::store) const EVENT_COLUMNS: &str = "seq, id, type, payload, occurred_at, received_at, cause_plugin_id, cause_event_id, cause_depth";
+
+/// Reads [`EVENT_COLUMNS`] (the first nine columns of the row).
+pub(in crate::store) fn event_row(r: &Row) -> Result<Event, StoreError> {
+    let payload: String = r.try_get(3).map_err(db)?;
+    let cause_plugin: Option<String> = r.try_get(6).map_err(db)?;
+    let cause_event: Option<String> = r.try_get(7).map_err(db)?;
+    let depth: i64 = r.try_get(8).map_err(db)?;
+    Ok(Event {
+        seq: r.try_get(0).map_err(db)?,
+        id: r.try_get(1).map_err(db)?,
+        event_type: r.try_get(2).map_err(db)?,
+        payload: RawValue::from_string(payload)
+            .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
+        occurred_at: r.try_get(4).map_err(db)?,
+        received_at: r.try_get(5).map_err(db)?,
+        causation: match (cause_plugin, cause_event) {
+            (Some(plugin_id), Some(event_id)) => Some(Causation {
+                plugin_id,
+                event_id,
+                depth: u32::try_from(depth)
+                    .map_err(|_| StoreError::Corrupt("cause_depth".into()))?,
+            }),
+            _ => None,
+        },
+    })
+}
+
+/// One `ingest` call waiting for its group.
+pub(in crate::store) struct IngestRequest {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Ingested>, StoreError>>,
+}
+
+/// Starts the group committer; ingest requests go to the returned sender.
+pub(super) fn start(pool: Pool) -> mpsc::Sender<IngestRequest> {
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(group_commit(pool, rx));
+    tx
+}
+
+async fn group_commit(store: Pool, mut rx: mpsc::Receiver<IngestRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut size = first.events.len();
+        let mut group = vec![first];
+        while size < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(more) => {
+                    size += more.events.len();
+                    group.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        let answers = match write_group(&store, &group).await {
+            Ok(answers) => answers,
+            // A failure of the whole group that is not the database going away: write each
+            // request alone, so one request's bad row cannot fail the others.
+            Err(e) if group.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
+                let mut answers = Vec::with_capacity(group.len());
+                for request in &group {
+                    let alone = std::slice::from_ref(request);
+                    answers.push(match write_group(&store, alone).await {
+                        Ok(mut a) => a.pop().expect("one answer per request"),
+                        Err(e) => Err(e),
+                    });
+                }
+                answers
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
+                group
+                    .iter()
+                    .map(|_| {
+                        Err(if unavailable {
+                            StoreError::Unavailable(message.clone())
+                        } else {
+                            StoreError::Commit(message.clone())
+                        })
+                    })
+                    .collect()
+            }
+        };
+        let due = answers.iter().any(|a| {
+            a.as_ref()
+                .is_ok_and(|ingested| ingested.iter().any(|i| i.deliveries > 0))
+        });
+        for (request, answer) in group.into_iter().zip(answers) {
+            // The caller may have gone away (request cancelled); the write stands regardless.
+            let _ = request.reply.send(answer);
+        }
+        if due {
+            notify_due(&store).await;
+        }
+    }
+}
+
+/// What one request's event became once checked against the stored events and the group.
+enum Plan {
+    /// Inserted as the group's `n`th new event.
+    New(usize),
+    /// Already stored (by an earlier request, a node, or earlier in this group): a replay.
+    Replay(Replayed),
+}
+
+enum Replayed {
+    Stored(Event),
+    InGroup(usize),
+}
+
+/// Writes one group in one transaction; one answer per request, in order.
+async fn write_group(
+    store: &Pool,
+    group: &[IngestRequest],
+) -> Result<Vec<Result<Vec<Ingested>, StoreError>>, StoreError> {
+    let mut client = store.get().await.map_err(super::pool_error)?;
+    let requests: Vec<&[NewEvent]> = group.iter().map(|r| r.events.as_slice()).collect();
+    for pass in 1.. {
+        let attempt = async {
+            let tx = client.transaction().await?;
+            let answers = write_in(&tx, &requests).await?;
+            tx.commit().await?;
+            Ok::<_, Retry>(answers)
+        };
+        match attempt.await {
+            Err(Retry::Again) | Err(Retry::Db(_)) if pass < MAX_PASSES => continue,
+            Err(Retry::Again) => {
+                return Err(StoreError::Database(
+                    "events kept racing other nodes' inserts".into(),
+                ));
+            }
+            Err(Retry::Db(e)) | Err(Retry::Fail(e)) => return Err(e),
+            Ok(answers) => return Ok(answers),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+pub(in crate::store) enum Retry {
+    /// Another node's rows got in between the check and the insert: write the group again.
+    Again,
+    /// A serialization failure or deadlock (another node's group): write the group again.
+    Db(StoreError),
+    /// Anything else.
+    Fail(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Retry {
+    fn from(e: tokio_postgres::Error) -> Retry {
+        match e.code() {
+            Some(c)
+                if *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                Retry::Db(db(e))
+            }
+            _ => Retry::Fail(db(e)),
+        }
+    }
+}
+
+impl From<StoreError> for Retry {
+    fn from(e: StoreError) -> Retry {
+        Retry::Fail(e)
+    }
+}
+
+/// A 64-bit advisory lock key for one ordered conversation of one subscription.
+pub(in crate::store) fn conversation_lock(subscription_seq: i64, key: &str) -> i64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(subscription_seq.to_be_bytes());
+    h.update(key.as_bytes());
+    let d = h.finalize();
+    i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// Takes the advisory locks of these conversations for the rest of the transaction, in
+/// ascending key order (so two transactions never wait for each other in a cycle).
+pub(in crate::store) async fn lock_conversations(
+    tx: &deadpool_postgres::Transaction<'_>,
+    conversations: &[(i64, String)],
+) -> Result<(), tokio_postgres::Error> {
+    if conversations.is_empty() {
+        return Ok(());
+    }
+    let mut locks: Vec<i64> = conversations
+        .iter()
+        .map(|(s, k)| conversation_lock(*s, k))
+        .collect();
+    locks.sort_unstable();
+    locks.dedup();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS l(k, n) ORDER BY n",
+        &[&locks],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes the requests' events inside `tx` (which the caller commits); one answer per
+/// request, in order. [`Retry::Again`] or [`Retry::Db`]: roll back and call again.
+pub(in crate::store) async fn write_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    group: &[&[NewEvent]],
+) -> Result<Vec<Result<Vec<Ingested>, StoreError>>, Retry> {
+    // 1. What is stored already under the group's idempotency keys and ids.
+    let (mut key_accounts, mut keys, mut id_accounts, mut ids) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for e in group.iter().flat_map(|r| r.iter()) {
+        if let Some(key) = &e.idempotency_key {
+            key_accounts.push(e.account_id.as_str());
+            keys.push(key.as_str());
+        }
+        id_accounts.push(e.account_id.as_str());
+        ids.push(e.id.as_str());
+    }
+    let mut stored_by_key: HashMap<(String, String), StoredEvent> = HashMap::new();
+    if !keys.is_empty() {
+        let stmt = tx
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS}, body_hash, account_id, idempotency_key FROM events
+                 WHERE (account_id, idempotency_key) IN
+                    (SELECT * FROM unnest($1::text[], $2::text[]))"
+            ))
+            .await?;
+        for r in tx.query(&stmt, &[&key_accounts, &keys]).await? {
+            let event = event_row(&r)?;
+            let hash: Option<Vec<u8>> = r.try_get(9).map_err(db)?;
+            let account: String = r.try_get(10).map_err(db)?;
+            let key: String = r.try_get(11).map_err(db)?;
+            stored_by_key.insert((account, key), (event, hash));
+        }
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT account_id, id FROM events
+             WHERE (account_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .await?;
+    let stored_ids: HashSet<(String, String)> = tx
+        .query(&stmt, &[&id_accounts, &ids])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+
+    // 2. Each request in order: its events are new, replays, or a conflict that fails it.
+    let mut new: Vec<&NewEvent> = Vec::new();
+    let mut group_keys: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut group_ids: HashSet<(&str, &str)> = HashSet::new();
+    let mut plans: Vec<Result<Vec<Plan>, StoreError>> = Vec::with_capacity(group.len());
+    for request in group {
+        let mut plan = Vec::with_capacity(request.len());
+        // This request's keys (account, key, index among the new events) and ids.
+        let mut own_keys: Vec<(&str, &str, usize)> = Vec::new();
+        let mut own_ids: Vec<(&str, &str)> = Vec::new();
+        let start = new.len();
+        let mut failed = None;
+        for e in request.iter() {
+            let account = e.account_id.as_str();
+            if let Some(key) = e.idempotency_key.as_deref() {
+                if let Some((event, hash)) =
+                    stored_by_key.get(&(e.account_id.clone(), key.to_string()))
+                {
+                    if hash.as_deref() != Some(&e.body_hash[..]) {
+                        failed = Some(reused_key(key));
+                        break;
+                    }
+                    plan.push(Plan::Replay(Replayed::Stored(event.clone())));
+                    continue;
+                }
+                let earlier = group_keys.get(&(account, key)).copied().or_else(|| {
+                    own_keys
+                        .iter()
+                        .find(|(a, k, _)| *a == account && *k == key)
+                        .map(|(_, _, n)| *n)
+                });
+                if let Some(n) = earlier {
+                    let first: &NewEvent = new[n];
+                    if first.body_hash != e.body_hash {
+                        failed = Some(reused_key(key));
+                        break;
+                    }
+                    plan.push(Plan::Replay(Replayed::InGroup(n)));
+                    continue;
+                }
+            }
+            let id = e.id.as_str();
+            if stored_ids.contains(&(e.account_id.clone(), e.id.clone()))
+                || group_ids.contains(&(account, id))
+                || own_ids.contains(&(account, id))
+            {
+                failed = Some(StoreError::Conflict(format!(
+                    "an event with id {id:?} already exists"
+                )));
+                break;
+            }
+            if let Some(key) = e.idempotency_key.as_deref() {
+                own_keys.push((account, key, new.len()));
+            }
+            own_ids.push((account, id));
+            plan.push(Plan::New(new.len()));
+            new.push(e);
+        }
+        match failed {
+            Some(e) => {
+                new.truncate(start);
+                plans.push(Err(e));
+            }
+            None => {
+                for (account, key, n) in own_keys {
+                    group_keys.insert((account, key), n);
+                }
+                group_ids.extend(own_ids);
+                plans.push(Ok(plan));
+            }
+        }
+    }
+
+    // 3. The new events, in one statement.
+    let mut seqs: Vec<i64> = Vec::with_capacity(new.len());
+    if !new.is_empty() {
+        let col = |f: fn(&NewEvent) -> Option<String>| new.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let ids: Vec<&str> = new.iter().map(|e| e.id.as_str()).collect();
+        let accounts: Vec<&str> = new.iter().map(|e| e.account_id.as_str()).collect();
+        let types: Vec<&str> = new.iter().map(|e| e.event_type.as_str()).collect();
+        let payloads: Vec<&str> = new.iter().map(|e| e.payload.get()).collect();
+        let occurred: Vec<&str> = new.iter().map(|e| e.occurred_at.as_str()).collect();
+        let received: Vec<i64> = new.iter().map(|e| e.received_at).collect();
+        let keys = col(|e| e.idempotency_key.clone());
+        let hashes: Vec<&[u8]> = new.iter().map(|e| &e.body_hash[..]).collect();
+        let cause_plugins = col(|e| e.causation.as_ref().map(|c| c.plugin_id.clone()));
+        let cause_events = col(|e| e.causation.as_ref().map(|c| c.event_id.clone()));
+        let depths: Vec<i64> = new
+            .iter()
+            .map(|e| e.causation.as_ref().map_or(0, |c| i64::from(c.depth)))
+            .collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (id, account_id, type, payload, occurred_at, received_at,
+                    idempotency_key, body_hash, cause_plugin_id, cause_event_id, cause_depth)
+                 SELECT id, account_id, type, payload, occurred_at, received_at, idempotency_key,
+                    body_hash, cause_plugin_id, cause_event_id, cause_depth
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                    $6::bigint[], $7::text[], $8::bytea[], $9::text[], $10::text[], $11::bigint[])
+                    WITH ORDINALITY AS n(id, account_id, type, payload, occurred_at, received_at,
+                        idempotency_key, body_hash, cause_plugin_id, cause_event_id, cause_depth, ord)
+                 ORDER BY ord
+                 ON CONFLICT DO NOTHING
+                 RETURNING seq, account_id, id",
+            )
+            .await?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &accounts,
+                    &types,
+                    &payloads,
+                    &occurred,
+                    &received,
+                    &keys,
+                    &hashes,
+                    &cause_plugins,
+                    &cause_events,
+                    &depths,
+                ],
+            )
+            .await?;
+        if rows.len() != new.len() {
+            // Another node stored one of these meanwhile: start over, and see it this time.
+            return Err(Retry::Again);
+        }
+        let by_id: HashMap<(String, String), i64> = rows
+            .iter()
+            .map(|r| ((r.get(1), r.get(2)), r.get(0)))
+            .collect();
+        for e in &new {
+            seqs.push(by_id[&(e.account_id.clone(), e.id.clone())]);
+        }
+    }
+
+    // 4. The conversation index: one row per conversation, the group's latest facts winning
+    //    (in key order, so concurrent groups lock rows in the same order).
+    // (account, conversation) -> (customer, source, updated_at)
+    type Facts<'a> = (Option<&'a str>, Option<&'a str>, i64);
+    let mut conversations: HashMap<(&str, &str), Facts<'_>> = HashMap::new();
+    for e in &new {
+        if let Some((conversation_id, c)) = &e.conversation {
+            let slot = conversations
+                .entry((e.account_id.as_str(), conversation_id.as_str()))
+                .or_insert((None, None, e.received_at));
+            slot.0 = c.customer_id.as_deref().or(slot.0);
+            slot.1 = c.source.as_deref().or(slot.1);
+            slot.2 = e.received_at;
+        }
+    }
+    if !conversations.is_empty() {
+        let mut rows: Vec<_> = conversations.into_iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let accounts: Vec<&str> = rows.iter().map(|r| r.0.0).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.0.1).collect();
+        let customers: Vec<Option<&str>> = rows.iter().map(|r| r.1.0).collect();
+        let sources: Vec<Option<&str>> = rows.iter().map(|r| r.1.1).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.1.2).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO conversations (account_id, conversation_id, customer_id, source, updated_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                 ON CONFLICT (account_id, conversation_id) DO UPDATE SET
+                    customer_id = COALESCE(excluded.customer_id, conversations.customer_id),
+                    source = COALESCE(excluded.source, conversations.source),
+                    updated_at = excluded.updated_at",
+            )
+            .await?;
+        tx.execute(&stmt, &[&accounts, &ids, &customers, &sources, &at])
+            .await?;
+    }
+
+    // 5. The deliveries: one per matching active subscription (the outbox).
+    let mut delivery_counts = vec![0usize; new.len()];
+    if !new.is_empty() {
+        let mut pairs: Vec<(&str, &str)> = new
+            .iter()
+            .map(|e| (e.account_id.as_str(), e.event_type.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let accounts: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+        let types: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT DISTINCT k.account_id, k.event_type, s.seq, s.plugin_id,
+                    s.transform_plugin_id, s.ordering
+                 FROM unnest($1::text[], $2::text[]) AS k(account_id, event_type)
+                 JOIN subscription_event_types t
+                    ON t.account_id = k.account_id AND t.event_type IN (k.event_type, '*')
+                 JOIN subscriptions s ON s.seq = t.subscription_seq
+                 WHERE s.status = 'active'
+                 ORDER BY s.seq",
+            )
+            .await?;
+        let mut matches: HashMap<(String, String), Vec<crate::store::subscriptions::Match>> =
+            HashMap::new();
+        for r in tx.query(&stmt, &[&accounts, &types]).await? {
+            let ordering: String = r.get(5);
+            matches.entry((r.get(0), r.get(1))).or_default().push(
+                crate::store::subscriptions::Match {
+                    seq: r.get(2),
+                    plugin_id: r.get(3),
+                    transform_plugin_id: r.get(4),
+                    ordering: DeliveryOrdering::parse(&ordering)
+                        .ok_or_else(|| StoreError::Corrupt("subscription ordering".into()))?,
+                },
+            );
+        }
+        // Ordered conversations first: lock them, then see which already have a delivery
+        // pending (a new one waits behind it).
+        let mut ordered: Vec<(i64, String)> = Vec::new();
+        for e in &new {
+            let Some((conversation_id, _)) = &e.conversation else {
+                continue;
+            };
+            for m in matches
+                .get(&(e.account_id.clone(), e.event_type.clone()))
+                .into_iter()
+                .flatten()
+            {
+                if m.ordering == DeliveryOrdering::Conversation {
+                    ordered.push((m.seq, conversation_id.clone()));
+                }
+            }
+        }
+        ordered.sort_unstable();
+        ordered.dedup();
+        let mut busy: HashSet<(i64, String)> = HashSet::new();
+        if !ordered.is_empty() {
+            lock_conversations(tx, &ordered).await?;
+            let subs: Vec<i64> = ordered.iter().map(|o| o.0).collect();
+            let keys: Vec<&str> = ordered.iter().map(|o| o.1.as_str()).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT DISTINCT d.subscription_seq, d.ordering_key
+                     FROM unnest($1::bigint[], $2::text[]) AS k(subscription_seq, ordering_key)
+                     JOIN deliveries d ON d.subscription_seq = k.subscription_seq
+                        AND d.ordering_key = k.ordering_key AND d.status = 'pending'",
+                )
+                .await?;
+            for r in tx.query(&stmt, &[&subs, &keys]).await? {
+                busy.insert((r.get(0), r.get(1)));
+            }
+        }
+        let mut d_ids = Vec::new();
+        let mut d_accounts = Vec::new();
+        let mut d_events = Vec::new();
+        let mut d_subs = Vec::new();
+        let mut d_status = Vec::new();
+        let mut d_due: Vec<Option<i64>> = Vec::new();
+        let mut d_error: Vec<Option<String>> = Vec::new();
+        let mut d_created = Vec::new();
+        let mut d_keys: Vec<Option<&str>> = Vec::new();
+        for (n, e) in new.iter().enumerate() {
+            for m in matches
+                .get(&(e.account_id.clone(), e.event_type.clone()))
+                .into_iter()
+                .flatten()
+            {
+                let skip = crate::store::deliveries::loop_guard(e.causation.as_ref(), m);
+                let key = match (m.ordering, &e.conversation) {
+                    (DeliveryOrdering::Conversation, Some((conversation_id, _))) => {
+                        Some(conversation_id.as_str())
+                    }
+                    _ => None,
+                };
+                let (status, due) = match &skip {
+                    Some(_) => (DeliveryStatus::Filtered, None),
+                    None => {
+                        delivery_counts[n] += 1;
+                        // Behind an earlier pending delivery of its conversation (stored, or
+                        // earlier in this group), it waits its turn.
+                        let held = match key {
+                            Some(key) => !busy.insert((m.seq, key.to_string())),
+                            None => false,
+                        };
+                        (DeliveryStatus::Pending, (!held).then_some(e.received_at))
+                    }
+                };
+                d_ids.push(new_id("msg"));
+                d_accounts.push(e.account_id.as_str());
+                d_events.push(seqs[n]);
+                d_subs.push(m.seq);
+                d_status.push(status.as_str());
+                d_due.push(due);
+                d_error.push(skip);
+                d_created.push(e.received_at);
+                d_keys.push(key);
+            }
+        }
+        if !d_ids.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status,
+                        next_attempt_at, last_error, created_at, updated_at, ordering_key)
+                     SELECT id, account_id, event_seq, subscription_seq, status, next_attempt_at,
+                        last_error, created_at, created_at, ordering_key
+                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                        $6::bigint[], $7::text[], $8::bigint[], $9::text[])
+                        AS d(id, account_id, event_seq, subscription_seq, status, next_attempt_at,
+                            last_error, created_at, ordering_key)",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &d_ids,
+                    &d_accounts,
+                    &d_events,
+                    &d_subs,
+                    &d_status,
+                    &d_due,
+                    &d_error,
+                    &d_created,
+                    &d_keys,
+                ],
+            )
+            .await?;
+        }
+    }
+    // 6. The answers, from the plans.
+    let stored_event = |n: usize| -> Event {
+        let e = new[n];
+        Event {
+            seq: seqs[n],
+            id: e.id.clone(),
+            event_type: e.event_type.clone(),
+            payload: e.payload.clone(),
+            occurred_at: e.occurred_at.clone(),
+            received_at: e.received_at,
+            causation: e.causation.clone(),
+        }
+    };
+    Ok(plans
+        .into_iter()
+        .map(|plan| {
+            Ok(plan?
+                .into_iter()
+                .map(|p| match p {
+                    Plan::New(n) => Ingested {
+                        event: stored_event(n),
+                        replayed: false,
+                        deliveries: delivery_counts[n],
+                    },
+                    Plan::Replay(Replayed::Stored(event)) => Ingested {
+                        event,
+                        replayed: true,
+                        deliveries: 0,
+                    },
+                    Plan::Replay(Replayed::InGroup(n)) => Ingested {
+                        event: stored_event(n),
+                        replayed: true,
+                        deliveries: 0,
+                    },
+                })
+                .collect())
+        })
+        .collect())
+}
+
+async fn notify_due(pool: &Pool) {
+    if let Ok(client) = pool.get().await {
+        let _ = client
+            .execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
+            .await;
+    }
+}
+
+/// An event stored before, with the hash of the body it was sent with.
+type StoredEvent = (Event, Option<Vec<u8>>);
+
+fn reused_key(key: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "idempotency key {key:?} was already used for a different event"
+    ))
+}
+
+impl PgStore {
+    /// Stores events all-or-none, with one delivery per matching subscription; concurrent calls
+    /// share a transaction (see the module docs).
+    pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<Ingested>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.ingest
+            .send(IngestRequest { events, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Tells every node's dispatcher (this one's too) that deliveries became due. Sent after
+    /// the commit that made them due; a lost notification only delays them to the next poll.
+    pub(in crate::store) async fn notify_due(&self) {
+        notify_due(&self.pool).await;
+    }
+
+    /// One event of the account.
+    pub async fn get_event(&self, account_id: String, id: String) -> Result<Event, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE account_id = $1 AND id = $2"
+            ))
+            .await
+            .map_err(db)?;
+        match client
+            .query_opt(&stmt, &[&account_id, &id])
+            .await
+            .map_err(db)?
+        {
+            Some(r) => event_row(&r),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    /// What the conversation index knows of a conversation.
+    pub async fn conversation(
+        &self,
+        account_id: String,
+        conversation_id: String,
+    ) -> Result<Conversation, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT customer_id, source FROM conversations
+                 WHERE account_id = $1 AND conversation_id = $2",
+            )
+            .await
+            .map_err(db)?;
+        match client
+            .query_opt(&stmt, &[&account_id, &conversation_id])
+            .await
+            .map_err(db)?
+        {
+            Some(r) => Ok(Conversation {
+                customer_id: r.get(0),
+                source: r.get(1),
+            }),
+            None => Err(StoreError::NotFound),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::events::{EventIn, prepare};
+    use crate::store::postgres::testing;
+
+    /// An account `acc` with one active subscription to `event_type`; returns its seq.
+    async fn seed(store: &PgStore, event_type: &str, ordering: &str) -> i64 {
+        let c = store.client().await.unwrap();
+        c.execute(
+            "INSERT INTO accounts (id, name, created_at) VALUES ('acc', 'A', 0)
+             ON CONFLICT DO NOTHING",
+            &[],
+        )
+        .await
+        .unwrap();
+        let seq: i64 = c
+            .query_one(
+                "INSERT INTO subscriptions (id, account_id, url, event_types, headers, format,
+                    status, secret, created_at, updated_at, ordering)
+                 VALUES ('sub_' || md5(random()::text), 'acc', 'https://example.com', '[]', '{}',
+                    'standard', 'active', 'whsec_x', 0, 0, $1)
+                 RETURNING seq",
+                &[&ordering],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        c.execute(
+            "INSERT INTO subscription_event_types VALUES ('acc', $1, $2)",
+            &[&event_type, &seq],
+        )
+        .await
+        .unwrap();
+        seq
+    }
+
+    fn event(event_type: &str, payload: &str, key: Option<&str>) -> NewEvent {
+        let e = EventIn {
+            event_type: event_type.into(),
+            payload: RawValue::from_string(payload.into()).unwrap(),
+            id: None,
+            occurred_at: None,
+        };
+        prepare("acc", e, key.map(String::from), 1 << 20, "").unwrap()
+    }
+
+    async fn pending(store: &PgStore) -> Vec<(String, Option<i64>)> {
+        let c = store.client().await.unwrap();
+        c.query(
+            "SELECT e.payload, d.next_attempt_at FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE d.status = 'pending' ORDER BY d.seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_a_group_and_keep_idempotency() {
+        let Some(store) = testing::store().await else {
+            return;
+        };
+        seed(&store, "a", "none").await;
+        // Many requests at once, half of them with the same key and body: one event for those.
+        let mut calls = Vec::new();
+        for i in 0..40 {
+            let store = store.clone();
+            let (payload, key) = if i % 2 == 0 {
+                (r#"{"same":true}"#.to_string(), Some("k1"))
+            } else {
+                (format!(r#"{{"i":{i}}}"#), None)
+            };
+            calls.push(tokio::spawn(async move {
+                store.ingest(vec![event("a", &payload, key)]).await
+            }));
+        }
+        let mut fresh = 0;
+        let mut replayed = 0;
+        let mut stored_seq = None;
+        for call in calls {
+            let ingested = call.await.unwrap().unwrap().remove(0);
+            if ingested.event.payload.get() == r#"{"same":true}"# {
+                assert_eq!(
+                    *stored_seq.get_or_insert(ingested.event.seq),
+                    ingested.event.seq
+                );
+                if ingested.replayed {
+                    replayed += 1;
+                } else {
+                    fresh += 1;
+                    assert_eq!(ingested.deliveries, 1);
+                }
+            }
+        }
+        assert_eq!((fresh, replayed), (1, 19));
+        assert_eq!(pending(&store).await.len(), 21);
+        // The same key with another body is a conflict, and nothing of that request is stored.
+        let e = store
+            .ingest(vec![
+                event("a", r#"{"new":1}"#, None),
+                event("a", r#"{"same":false}"#, Some("k1")),
+            ])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        assert_eq!(pending(&store).await.len(), 21);
+    }
+
+    #[tokio::test]
+    async fn an_ordered_conversation_holds_all_but_its_head() {
+        let Some(store) = testing::store().await else {
+            return;
+        };
+        seed(&store, "m", "conversation").await;
+        let batch = vec![
+            event("m", r#"{"conversation_id":"x","n":0}"#, None),
+            event("m", r#"{"conversation_id":"x","n":1}"#, None),
+            event("m", r#"{"conversation_id":"y","n":0}"#, None),
+        ];
+        store.ingest(batch).await.unwrap();
+        store
+            .ingest(vec![event("m", r#"{"conversation_id":"y","n":1}"#, None)])
+            .await
+            .unwrap();
+        let due: Vec<bool> = pending(&store)
+            .await
+            .iter()
+            .map(|p| p.1.is_some())
+            .collect();
+        assert_eq!(due, vec![true, false, true, false]);
+        let conv = store.conversation("acc".into(), "x".into()).await.unwrap();
+        assert_eq!(conv.customer_id, None);
+    }
+}
