@@ -149,6 +149,7 @@ impl PgStore {
             let mut client = store.client().await?;
             migrations::apply(&mut client).await?;
         }
+        tokio::spawn(listen(config, Arc::downgrade(&store.wake)));
         Ok(store)
     }
 
@@ -188,9 +189,68 @@ impl PgStore {
         }
     }
 
+    /// Woken when deliveries became due on any node: the dispatcher waits on it (besides
+    /// its own wake-ups and its poll).
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// Closes the pool: connections in use are closed as they are returned.
     pub async fn close(&self) {
         self.pool.close();
+    }
+}
+
+/// Listens for other nodes' wake-ups on a connection of its own and wakes this node's
+/// dispatcher; reconnects (after a second) whenever the connection drops, and wakes the
+/// dispatcher after each reconnect, since notifications sent meanwhile are lost. Correctness
+/// never depends on it: the dispatcher polls at least every second. Ends with the store.
+async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<Notify>) {
+    use futures_util::StreamExt;
+    loop {
+        if wake.strong_count() == 0 {
+            return;
+        }
+        match config.connect(tls()).await {
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let subscribe = client.batch_execute(&format!("LISTEN {}", events::WAKE_CHANNEL));
+                // The connection must be driven for the LISTEN to complete.
+                let listening = tokio::select! {
+                    r = subscribe => r.is_ok(),
+                    _ = messages.next() => false,
+                };
+                if listening {
+                    if let Some(w) = wake.upgrade() {
+                        w.notify_one();
+                    }
+                    loop {
+                        let next = tokio::time::timeout(Duration::from_secs(5), messages.next());
+                        match next.await {
+                            Ok(Some(Ok(tokio_postgres::AsyncMessage::Notification(_)))) => {
+                                match wake.upgrade() {
+                                    Some(w) => w.notify_one(),
+                                    None => return,
+                                }
+                            }
+                            Ok(Some(Ok(_))) => {}
+                            Ok(Some(Err(e))) => {
+                                tracing::warn!(error = %e, "database wake-up listener lost its connection");
+                                break;
+                            }
+                            Ok(None) => break,
+                            // Quiet: check whether the store is still there.
+                            Err(_) if wake.strong_count() == 0 => return,
+                            Err(_) => {}
+                        }
+                    }
+                }
+                drop(client);
+            }
+            Err(e) => tracing::debug!(error = %e, "database wake-up listener cannot connect"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
