@@ -33,7 +33,7 @@ use super::{PgStore, db};
 use crate::clock::new_id;
 use crate::model::{Causation, Conversation, DeliveryOrdering, DeliveryStatus, Event};
 use crate::store::StoreError;
-use crate::store::events::{Ingested, NewEvent};
+use crate::store::{Ingested, NewEvent};
 
 /// The channel other nodes' dispatchers listen on for new due work.
 pub(in crate::store) const WAKE_CHANNEL: &str = "wasmhook_due";
@@ -489,19 +489,19 @@ pub(in crate::store) async fn write_in(
                  ORDER BY s.seq",
             )
             .await?;
-        let mut matches: HashMap<(String, String), Vec<crate::store::subscriptions::Match>> =
-            HashMap::new();
+        let mut matches: HashMap<(String, String), Vec<Match>> = HashMap::new();
         for r in tx.query(&stmt, &[&accounts, &types]).await? {
             let ordering: String = r.get(5);
-            matches.entry((r.get(0), r.get(1))).or_default().push(
-                crate::store::subscriptions::Match {
+            matches
+                .entry((r.get(0), r.get(1)))
+                .or_default()
+                .push(Match {
                     seq: r.get(2),
                     plugin_id: r.get(3),
                     transform_plugin_id: r.get(4),
                     ordering: DeliveryOrdering::parse(&ordering)
                         .ok_or_else(|| StoreError::Corrupt("subscription ordering".into()))?,
-                },
-            );
+                });
         }
         // Ordered conversations first: lock them, then see which already have a delivery
         // pending (a new one waits behind it).
@@ -554,7 +554,11 @@ pub(in crate::store) async fn write_in(
                 .into_iter()
                 .flatten()
             {
-                let skip = crate::store::deliveries::loop_guard(e.causation.as_ref(), m);
+                let skip = crate::store::policy::loop_guard(
+                    e.causation.as_ref(),
+                    m.plugin_id.as_deref(),
+                    m.transform_plugin_id.as_deref(),
+                );
                 let key = match (m.ordering, &e.conversation) {
                     (DeliveryOrdering::Conversation, Some((conversation_id, _))) => {
                         Some(conversation_id.as_str())
@@ -661,6 +665,14 @@ async fn notify_due(pool: &Pool) {
             .execute("SELECT pg_notify($1, '')", &[&WAKE_CHANNEL])
             .await;
     }
+}
+
+/// An active subscription that wants an event.
+struct Match {
+    seq: i64,
+    plugin_id: Option<String>,
+    transform_plugin_id: Option<String>,
+    ordering: DeliveryOrdering,
 }
 
 /// An event stored before, with the hash of the body it was sent with.

@@ -18,8 +18,22 @@
 //! five nodes fit a default PostgreSQL. More does not go faster: transactions are short and the
 //! database has as many useful concurrent writers as cores.
 
+mod claims;
+mod deliveries;
 mod events;
 mod migrations;
+
+// Ported by the rest of the store's operations (accounts, sessions, subscriptions, plugins,
+// key-value, summaries, listings, messages).
+mod accounts;
+mod decode;
+mod delivery_lists;
+mod kv;
+mod messages;
+mod plugins;
+mod sessions;
+mod subscriptions;
+mod summaries;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,7 +229,8 @@ async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<Notify>) {
             Ok((client, mut connection)) => {
                 let mut messages =
                     futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let subscribe = client.batch_execute(&format!("LISTEN {}", events::WAKE_CHANNEL));
+                let listen = format!("LISTEN {}", events::WAKE_CHANNEL);
+                let subscribe = client.batch_execute(&listen);
                 // The connection must be driven for the LISTEN to complete.
                 let listening = tokio::select! {
                     r = subscribe => r.is_ok(),
