@@ -54,6 +54,18 @@ pub struct Config {
     #[arg(long, env = "WASMHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 
+    /// Store everything in this PostgreSQL database (`postgres://user:password@host:port/db`,
+    /// PostgreSQL 13 or newer) instead of the embedded SQLite database in the data dir: any
+    /// number of nodes started with the same URL share one queue. Migrations run at start.
+    #[arg(long, env = "WASMHOOK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Connections to PostgreSQL this node opens at most (plus one that listens for wake-ups).
+    /// Keep `nodes × (pool size + 1)` below the server's `max_connections` minus its reserved
+    /// ones.
+    #[arg(long, env = "WASMHOOK_DATABASE_POOL_SIZE", default_value_t = crate::store::postgres::DEFAULT_POOL_SIZE)]
+    pub database_pool_size: usize,
+
     /// `full` syncs every group commit to disk (survives power loss); `normal` survives a process
     /// crash but may lose the last commits on power loss.
     #[arg(long, env = "WASMHOOK_SYNC", value_enum, default_value_t = SyncMode::Full)]

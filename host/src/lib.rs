@@ -100,7 +100,16 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let (keys, generated) = keyring(&config)?;
     let keys = Arc::new(keys);
     let key_path = keys.path().to_path_buf();
-    let opened = tokio::task::spawn_blocking(move || Store::open(&data_dir, sync, keys)).await?;
+    let opened = match config.database_url.as_deref() {
+        Some(url) => {
+            let options = store::postgres::PgOptions {
+                pool_size: config.database_pool_size,
+                ..Default::default()
+            };
+            Store::connect(url, keys, options).await
+        }
+        None => tokio::task::spawn_blocking(move || Store::open(&data_dir, sync, keys)).await?,
+    };
     let store = match opened {
         Ok(store) => store.with_quotas(quotas::Quotas {
             plugins: config.max_plugins_per_account,
@@ -113,8 +122,10 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
             if generated {
                 let _ = std::fs::remove_file(&key_path);
             }
-            return Err(e)
-                .with_context(|| format!("opening the database in {}", config.data_dir.display()));
+            return Err(e).with_context(|| match config.database_url {
+                Some(_) => "connecting to the PostgreSQL database (--database-url)".to_string(),
+                None => format!("opening the database in {}", config.data_dir.display()),
+            });
         }
     };
     let admin_token_hash = match config.admin_token.as_deref() {
@@ -166,6 +177,8 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         config.auth_failures_per_minute,
         std::time::Duration::from_secs(60),
     );
+    // On a shared database, other nodes' wake-ups arrive through the store.
+    let dispatcher_wake = store.shared_wake().unwrap_or_default();
     Ok(AppState::new(state::Shared {
         store,
         config: Arc::new(config),
@@ -173,7 +186,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         admin_token_hash,
         metrics,
         net_policy,
-        dispatcher_wake: Default::default(),
+        dispatcher_wake,
         http,
         plugins,
         plugin_logs,

@@ -25,6 +25,20 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// The database backend a node runs on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+}
+
+/// A state of the database connection pool's connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `max` (allowed), `open`, `idle` (open and unused) or `waiting` (requests waiting).
+    pub state: String,
+}
+
 /// Labels of a subscription whose circuit breaker is tripped.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CircuitLabels {
@@ -133,6 +147,10 @@ pub struct Metrics {
     pub circuit_next_probe: Family<CircuitLabels, Gauge>,
     /// HTTP connections open now.
     pub http_connections: Gauge,
+    /// 1, labelled with the database backend (set at start).
+    pub database_backend: Family<BackendLabels, Gauge>,
+    /// The database connection pool (PostgreSQL; refreshed on scrape).
+    pub database_pool: Family<PoolLabels, Gauge>,
     /// The plugin memory budget: its size, what is reserved, who waits.
     pub plugin_memory: BudgetGauges,
     /// Fresh and reused plugin instances, discards, idle instances.
@@ -189,6 +207,18 @@ impl Default for Metrics {
             "HTTP connections open",
             http_connections.clone(),
         );
+        let database_backend = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "database_backend",
+            "The database backend this node runs on (the label; the value is 1)",
+            database_backend.clone(),
+        );
+        let database_pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "database_pool_connections",
+            "The database connection pool: connections allowed, open and idle, requests waiting",
+            database_pool.clone(),
+        );
         let plugin_memory = BudgetGauges::default();
         registry.register(
             "plugin_memory_budget_bytes",
@@ -234,6 +264,8 @@ impl Default for Metrics {
         Metrics {
             registry,
             http_connections,
+            database_backend,
+            database_pool,
             plugin_memory,
             plugin_instances,
             circuit_next_probe,

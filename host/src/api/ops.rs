@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::metrics::CircuitLabels;
+use crate::metrics::{BackendLabels, CircuitLabels, PoolLabels};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -30,11 +30,13 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers (within 2 s: a database that is away or unreachable makes
+/// the node not ready, so a load balancer sends traffic elsewhere until it is back).
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "ops",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
-    if state.store.ping().await {
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping());
+    if answered.await.unwrap_or(false) {
         Ok(axum::Json(Health { status: "ready" }))
     } else {
         Err(ApiError::Unavailable("the database does not answer".into()))
@@ -48,6 +50,27 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, Api
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(depth) = state.store.queue_depth().await {
         state.metrics.queue_depth.set(depth);
+    }
+    state
+        .metrics
+        .database_backend
+        .get_or_create(&BackendLabels {
+            backend: state.store.backend_name().into(),
+        })
+        .set(1);
+    if let Some(pool) = state.store.pool_status() {
+        for (name, value) in [
+            ("max", pool.max_size),
+            ("open", pool.size),
+            ("idle", pool.available),
+            ("waiting", pool.waiting),
+        ] {
+            state
+                .metrics
+                .database_pool
+                .get_or_create(&PoolLabels { state: name.into() })
+                .set(value as i64);
+        }
     }
     if let Ok(tripped) = state.store.tripped_circuits().await {
         let now = crate::clock::now_ms();

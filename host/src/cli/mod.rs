@@ -60,6 +60,14 @@ pub struct Global {
     pub profile: Option<String>,
 }
 
+/// `wasmhook migrate`.
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The PostgreSQL database (`postgres://user:password@host:port/db`).
+    #[arg(long, env = "WASMHOOK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
@@ -146,6 +154,12 @@ pub enum Command {
         after_help = "Examples:\n  wasmhook keys rotate --data-dir ./wasmhook-data\n  wasmhook keys prune --data-dir ./wasmhook-data"
     )]
     Keys(crate::key_rotation::KeysCommand),
+    /// Apply pending schema migrations to a PostgreSQL database and exit (`serve` also applies
+    /// them at start; this runs them ahead of an upgrade of the nodes).
+    #[command(
+        after_help = "Example:\n  wasmhook migrate --database-url postgres://wasmhook@db.internal/wasmhook"
+    )]
+    Migrate(MigrateArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  wasmhook completion bash > ~/.local/share/bash-completion/completions/wasmhook\n  wasmhook completion zsh > \"${fpath[1]}/_wasmhook\"\n  wasmhook completion fish > ~/.config/fish/completions/wasmhook.fish"
@@ -292,6 +306,13 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<(), CliError> {
         Command::Plugin(cmd) => plugins::run(cmd, ctx).await,
         Command::Keys(cmd) => {
             crate::key_rotation::run(cmd).map_err(|e| CliError::Invalid(format!("{e:#}")))
+        }
+        Command::Migrate(args) => {
+            let applied = crate::store::postgres::PgStore::migrate(&args.database_url)
+                .await
+                .map_err(|e| CliError::Invalid(format!("migrating the database: {e}")))?;
+            println!("{applied} migration(s) applied; the schema is up to date");
+            Ok(())
         }
         Command::Verify(args) => verify::verify(args, ctx).await,
         Command::Tail(args) => tail::tail(args, ctx).await,

@@ -45,7 +45,10 @@ struct Fixture {
 /// cluster and sets it) — one more function building a [`Fixture`] over a fresh database on
 /// that server, pushed onto this list. Nothing else in this file changes.
 async fn backends() -> Vec<Fixture> {
-    let all = vec![sqlite()];
+    let mut all = vec![sqlite()];
+    if let Some(pg) = postgres().await {
+        all.push(pg);
+    }
     for f in &all {
         create_account(f).await;
     }
@@ -61,6 +64,24 @@ fn sqlite() -> Fixture {
         store,
         _keep: Box::new(dir),
     }
+}
+
+/// A fresh database on the test cluster (`WASMHOOK_TEST_DATABASE_URL`), when one is set.
+async fn postgres() -> Option<Fixture> {
+    let base = super::postgres::testing::url()?;
+    let url = super::postgres::testing::fresh_database(&base).await;
+    let store = Store::connect(
+        &url,
+        Arc::new(Keyring::ephemeral()),
+        super::postgres::PgOptions::default(),
+    )
+    .await
+    .expect("connecting to PostgreSQL");
+    Some(Fixture {
+        name: "postgres",
+        store,
+        _keep: Box::new(()),
+    })
 }
 
 async fn create_account(f: &Fixture) {

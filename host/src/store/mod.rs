@@ -18,8 +18,6 @@ mod sqlite;
 
 pub mod kv;
 pub mod policy;
-// Not reachable from the server until the façade dispatches to it (the next step of issue 15).
-#[allow(dead_code)]
 pub mod postgres;
 pub mod sealing;
 
@@ -83,6 +81,8 @@ pub enum StoreError {
 enum Backend {
     /// The embedded database in the data dir (the default).
     Sqlite(sqlite::SqliteStore),
+    /// A PostgreSQL database shared by any number of nodes (`--database-url`).
+    Postgres(postgres::PgStore),
 }
 
 /// Runs `$call` on the backend bound to `$b`: one arm per [`Backend`] variant. Every
@@ -91,6 +91,7 @@ macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match &$self.backend {
             Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
         }
     };
 }
@@ -113,10 +114,51 @@ impl Store {
         })
     }
 
+    /// Connects to the PostgreSQL database at `url` (see [`postgres`]), applies pending
+    /// migrations, then brings every secret to rest under the current key of `keys`, as
+    /// [`Store::open`] does.
+    pub async fn connect(
+        url: &str,
+        keys: Arc<Keyring>,
+        options: postgres::PgOptions,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(
+                postgres::PgStore::connect(url, keys, Quotas::UNLIMITED, options).await?,
+            ),
+        })
+    }
+
+    /// Which backend this is: `sqlite` or `postgres` (for `/metrics` and logs).
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The connection pool's state, for a backend with one (PostgreSQL).
+    pub fn pool_status(&self) -> Option<postgres::PoolStatus> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.pool_status()),
+        }
+    }
+
+    /// Woken when another node made deliveries due, for a backend shared by several nodes:
+    /// the dispatcher waits on it besides its own wake-ups.
+    pub fn shared_wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.wake()),
+        }
+    }
+
     /// This store, refusing writes past `quotas` (a newly opened one has none).
     pub fn with_quotas(self, quotas: Quotas) -> Store {
         let backend = match self.backend {
             Backend::Sqlite(b) => Backend::Sqlite(b.with_quotas(quotas)),
+            Backend::Postgres(b) => Backend::Postgres(b.with_quotas(quotas)),
         };
         Store { backend }
     }

@@ -26,14 +26,14 @@ use super::{PgStore, db};
 use crate::breaker::{Breaker, Policy};
 use crate::model::{Delivery, DeliveryStatus, Event, Subscription};
 use crate::store::StoreError;
-use crate::store::{ClaimRequest, Claimed, Claims, Outcome, Settled};
+use crate::store::{Applied, ClaimRequest, Claimed, Claims, Outcome, Settled};
 
 /// Subscriptions looked at per claim at most; the rotation continues from there next time.
 const MAX_SCAN: i64 = 512;
 
 /// Subscriptions with pending deliveries in `($1, $2]`, in order, at most `$3`.
 const WALK: &str = "WITH RECURSIVE walk(seq, n) AS (
-        (SELECT subscription_seq, 1 FROM deliveries
+        (SELECT subscription_seq, 1::bigint FROM deliveries
          WHERE status = 'pending' AND subscription_seq > $1 AND subscription_seq <= $2
          ORDER BY subscription_seq LIMIT 1)
         UNION ALL
@@ -435,6 +435,27 @@ impl PgStore {
             self.notify_due().await;
         }
         Ok(settled)
+    }
+}
+
+impl PgStore {
+    /// Records an outcome (see [`PgStore::record_outcome`]) and answers with both replies
+    /// at once: on PostgreSQL a write is answered once committed.
+    pub async fn queue_outcome(
+        &self,
+        o: Outcome,
+        now: i64,
+    ) -> Result<Applied<Settled>, StoreError> {
+        let settled = self.record_outcome(o, now).await;
+        let (applied_tx, applied) = tokio::sync::oneshot::channel();
+        let (committed_tx, committed) = tokio::sync::oneshot::channel();
+        let commit = match &settled {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StoreError::Commit(e.to_string())),
+        };
+        let _ = applied_tx.send(settled);
+        let _ = committed_tx.send(commit);
+        Ok(Applied::new(applied, committed))
     }
 }
 

@@ -43,7 +43,7 @@ pub(in crate::store) fn delivery_row(r: &Row) -> Result<Delivery, StoreError> {
 /// Puts deliveries back in the queue: due at `$2`, or held (`$3`) for an ordered
 /// conversation's turn (see `claims::release_next`). Any claim on them is void.
 const REQUEUE: &str = "UPDATE deliveries SET status = 'pending',
-        next_attempt_at = CASE WHEN $3 THEN NULL ELSE $2 END,
+        next_attempt_at = CASE WHEN $3::boolean THEN NULL ELSE $2::bigint END,
         lease_until = NULL, claim_token = NULL, updated_at = $2
      WHERE seq = ANY($1)";
 

@@ -724,6 +724,22 @@ impl PgStore {
         }
     }
 
+    /// The account's events, newest first, optionally of one type (see
+    /// [`PgStore::search_events`]).
+    pub async fn list_events(
+        &self,
+        account_id: String,
+        event_type: Option<String>,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<crate::store::Page<Event>, StoreError> {
+        let search = crate::store::EventSearch {
+            event_type,
+            ..Default::default()
+        };
+        self.search_events(account_id, search, limit, cursor).await
+    }
+
     /// What the conversation index knows of a conversation.
     pub async fn conversation(
         &self,

@@ -22,6 +22,7 @@ mod claims;
 mod deliveries;
 mod events;
 mod migrations;
+mod reseal;
 
 // Ported by the rest of the store's operations (accounts, sessions, subscriptions, plugins,
 // key-value, summaries, listings, messages).
@@ -162,9 +163,16 @@ impl PgStore {
         {
             let mut client = store.client().await?;
             migrations::apply(&mut client).await?;
+            reseal::reseal_all(&mut client, &store.keys).await?;
         }
         tokio::spawn(listen(config, Arc::downgrade(&store.wake)));
         Ok(store)
+    }
+
+    /// This store, refusing writes past `quotas` (a newly connected one has none).
+    pub fn with_quotas(mut self, quotas: Quotas) -> PgStore {
+        self.quotas = quotas;
+        self
     }
 
     /// Applies pending migrations to the database at `url` and returns how many were applied
@@ -283,14 +291,26 @@ pub struct PoolStatus {
 }
 
 /// Maps a database error: a unique violation to [`StoreError::Conflict`] (with the
-/// constraint's name; use [`unique_violation`] to say what it means), a lost or refused
+/// constraint's name), a lost or refused
 /// connection or a cancelled statement to [`StoreError::Unavailable`], the rest to
 /// [`StoreError::Database`].
 pub(in crate::store) fn db(e: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
     let Some(code) = e.code() else {
-        // No SQLSTATE: the connection failed or closed, not the statement.
-        return StoreError::Unavailable(e.to_string());
+        // No SQLSTATE: either the connection failed or closed (the database is away), or the
+        // statement could not be sent or read (a bug: a parameter of the wrong type).
+        let message = e.to_string();
+        let source = std::error::Error::source(&e).map(|s| format!(": {s}"));
+        let message = format!("{message}{}", source.unwrap_or_default());
+        let lost = e.is_closed()
+            || ["error connecting", "error communicating", "timeout", "error performing TLS"]
+                .iter()
+                .any(|m| message.starts_with(m));
+        return if lost {
+            StoreError::Unavailable(message)
+        } else {
+            StoreError::Database(message)
+        };
     };
     if *code == SqlState::UNIQUE_VIOLATION {
         let constraint = e
@@ -310,17 +330,6 @@ pub(in crate::store) fn db(e: tokio_postgres::Error) -> StoreError {
         return StoreError::Unavailable(message);
     }
     StoreError::Database(format!("{} ({})", message, code.code()))
-}
-
-/// Maps a unique violation to [`StoreError::Conflict`] with `what` as its message, any other
-/// error as [`db`] does.
-pub(in crate::store) fn unique_violation(e: tokio_postgres::Error, what: &str) -> StoreError {
-    match e.code() {
-        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
-            StoreError::Conflict(what.to_string())
-        }
-        _ => db(e),
-    }
 }
 
 pub(in crate::store) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
