@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::{
-    ClaimRequest, Claimed, DeliveryFilter, DeliveryScope, KvLimits, KvRefusal, NewApiKey, NewEvent,
-    Outcome, Settled, Store, StoreError, SyncMode,
+    ClaimRequest, Claimed, DeliveryFilter, DeliveryScope, EventSearch, KvLimits, KvRefusal,
+    NewApiKey, NewConsoleSession, NewEvent, Outcome, Settled, Store, StoreError, SyncMode,
 };
 use crate::events::{EventIn, prepare};
 use crate::model::{
@@ -936,6 +936,485 @@ async fn each_plugin_keeps_its_own_newest_log_lines() {
             .await
             .unwrap();
         assert_eq!(few.len(), 2, "{on}: at most the limit asked");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn accounts_keys_and_console_sessions() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        let other = Account {
+            id: "acc_other".into(),
+            name: "Other".into(),
+            created_at: 5,
+        };
+        store
+            .create_account(
+                other,
+                NewApiKey {
+                    id: "key_other".into(),
+                    hash: [7; 32],
+                    prefix: "whk_o".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<_> = store
+            .list_accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, [ACCOUNT, "acc_other"], "{on}: oldest first");
+        assert_eq!(
+            store.get_account("acc_other".into()).await.unwrap().name,
+            "Other",
+            "{on}"
+        );
+        let second = NewApiKey {
+            id: "key_second".into(),
+            hash: [8; 32],
+            prefix: "whk_s".into(),
+        };
+        store.add_api_key(ACCOUNT.into(), second, 10).await.unwrap();
+        let missing = NewApiKey {
+            id: "key_missing".into(),
+            hash: [6; 32],
+            prefix: "whk_m".into(),
+        };
+        assert!(
+            matches!(
+                store.add_api_key("acc_missing".into(), missing, 10).await,
+                Err(StoreError::NotFound)
+            ),
+            "{on}"
+        );
+        let keys: Vec<_> = store
+            .list_api_keys(ACCOUNT.into())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(keys, ["key_contract", "key_second"], "{on}");
+        assert_eq!(
+            store.account_for_key([8; 32]).await.unwrap().as_deref(),
+            Some(ACCOUNT),
+            "{on}"
+        );
+
+        let session = |hash: [u8; 32], key: Option<&str>| NewConsoleSession {
+            token_hash: hash,
+            account_id: key.map(|_| ACCOUNT.to_string()),
+            api_key_id: key.map(str::to_string),
+            csrf_token: "csrf".into(),
+            created_at: 1_000,
+            expires_at: 2_000,
+        };
+        store
+            .create_console_session(session([1; 32], Some("key_second")))
+            .await
+            .unwrap();
+        store
+            .create_console_session(session([2; 32], None))
+            .await
+            .unwrap();
+        let live = store.console_session([1; 32], 1_500).await.unwrap();
+        assert_eq!(
+            live.map(|s| s.account_id),
+            Some(Some(ACCOUNT.to_string())),
+            "{on}"
+        );
+        assert!(
+            store
+                .console_session([1; 32], 2_000)
+                .await
+                .unwrap()
+                .is_none(),
+            "{on}: expired"
+        );
+        // Another account cannot revoke the key; its owner can, once.
+        assert!(
+            matches!(
+                store
+                    .revoke_api_key("acc_other".into(), "key_second".into(), 1_600)
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "{on}"
+        );
+        let hash = store
+            .revoke_api_key(ACCOUNT.into(), "key_second".into(), 1_600)
+            .await
+            .unwrap();
+        assert_eq!(hash, [8; 32], "{on}");
+        store
+            .revoke_api_key(ACCOUNT.into(), "key_second".into(), 1_700)
+            .await
+            .unwrap();
+        let revoked = store.list_api_keys(ACCOUNT.into()).await.unwrap();
+        assert_eq!(
+            revoked[1].revoked_at,
+            Some(1_600),
+            "{on}: the first time stays"
+        );
+        assert_eq!(store.account_for_key([8; 32]).await.unwrap(), None, "{on}");
+        assert_eq!(store.api_key_by_hash([8; 32]).await.unwrap(), None, "{on}");
+        assert!(
+            store
+                .console_session([1; 32], 1_700)
+                .await
+                .unwrap()
+                .is_none(),
+            "{on}: revoking the key ends its sessions"
+        );
+        assert!(
+            store
+                .console_session([2; 32], 1_700)
+                .await
+                .unwrap()
+                .is_some(),
+            "{on}: the admin's session stays"
+        );
+        store.delete_console_session([2; 32]).await.unwrap();
+        assert!(
+            store
+                .console_session([2; 32], 1_700)
+                .await
+                .unwrap()
+                .is_none(),
+            "{on}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_keep_their_secrets_page_newest_first_and_change_atomically() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(subscribe_url(store, "order:paid").await);
+        }
+        let first = store
+            .get_subscription(ACCOUNT.into(), ids[0].clone())
+            .await
+            .unwrap();
+        assert!(first.secret.starts_with("whsec_"), "{on}: clear when read");
+        let (mut seen, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = store
+                .list_subscriptions(ACCOUNT.into(), 2, cursor)
+                .await
+                .unwrap();
+            assert!(page.items.len() <= 2, "{on}");
+            seen.extend(page.items.iter().map(|s| s.id.clone()));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
+        assert_eq!(seen, newest_first, "{on}");
+
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                let id = ids[0].clone();
+                tokio::spawn(async move {
+                    store
+                        .update_subscription(ACCOUNT.into(), id, move |s| {
+                            s.description.push('x');
+                            s.secret = format!("whsec_rotated{i}");
+                            Ok(())
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let changed = store
+            .get_subscription(ACCOUNT.into(), ids[0].clone())
+            .await
+            .unwrap();
+        assert_eq!(changed.description, "x".repeat(10), "{on}: no change lost");
+        assert!(changed.secret.starts_with("whsec_rotated"), "{on}");
+        let refused = store
+            .update_subscription(ACCOUNT.into(), ids[0].clone(), |s| {
+                s.description = "lost".into();
+                Err::<(), _>(StoreError::Conflict("refused".into()))
+            })
+            .await;
+        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{on}");
+        assert_eq!(
+            store
+                .get_subscription(ACCOUNT.into(), ids[0].clone())
+                .await
+                .unwrap()
+                .description,
+            changed.description,
+            "{on}: a refused change writes nothing"
+        );
+        assert!(
+            matches!(
+                store
+                    .get_subscription("acc_other".into(), ids[0].clone())
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "{on}: another account's is not found"
+        );
+
+        // The Airy webhook: made once, then changed.
+        let build_airy = || {
+            let req: CreateSubscription = serde_json::from_value(
+                serde_json::json!({"url": "https://example.com/airy", "event_types": ["*"]}),
+            )
+            .unwrap();
+            let mut sub = build(ACCOUNT, req, &Default::default()).unwrap();
+            sub.airy_api_secret = Some("airy".into());
+            sub
+        };
+        let made = store
+            .upsert_airy_webhook(build_airy(), |s| s.description = "one".into())
+            .await
+            .unwrap();
+        let again = store
+            .upsert_airy_webhook(build_airy(), |s| s.description.push_str(" two"))
+            .await
+            .unwrap();
+        assert_eq!(made.id, again.id, "{on}");
+        let airy = store.airy_webhook(ACCOUNT.into()).await.unwrap().unwrap();
+        assert_eq!(
+            (airy.description.as_str(), airy.airy_api_secret.as_deref()),
+            ("one two", Some("airy")),
+            "{on}"
+        );
+
+        store
+            .delete_subscription(ACCOUNT.into(), ids[1].clone())
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store
+                    .delete_subscription(ACCOUNT.into(), ids[1].clone())
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "{on}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn delivery_pages_searches_and_summaries() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        let (a, b) = (
+            subscribe_url(store, "*").await,
+            subscribe_url(store, "*").await,
+        );
+        let now = 40_000;
+        let evs: Vec<_> = (0..12)
+            .map(|i| {
+                let t = if i % 2 == 0 {
+                    "order:paid"
+                } else {
+                    "order:sent"
+                };
+                let payload = format!(r#"{{"i":{i},"conversation_id":"c{}"}}"#, i % 3);
+                event(t, &payload, None, now + i)
+            })
+            .collect();
+        let events: Vec<String> = store
+            .ingest(evs)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.event.id)
+            .collect();
+        // Settle by position: succeeded, failed, or left pending (still claimed).
+        let claims = store.claim_due(claim_at(now + 100)).await.unwrap();
+        assert_eq!(claims.claimed.len(), 24, "{on}");
+        for c in &claims.claimed {
+            let (status, code) = match c.delivery.seq % 3 {
+                0 => (DeliveryStatus::Succeeded, 200),
+                1 => (DeliveryStatus::Failed, 500),
+                _ => continue,
+            };
+            store
+                .record_outcome(outcome(c, status, code, now + 200, None), now + 200)
+                .await
+                .unwrap();
+        }
+
+        let pages = |filter: DeliveryFilter, limit: usize| async move {
+            let (mut out, mut cursor) = (Vec::new(), None);
+            loop {
+                let page = store
+                    .list_deliveries(ACCOUNT.into(), filter.clone(), limit, cursor)
+                    .await
+                    .unwrap();
+                out.extend(page.items.iter().map(|d| (d.seq, d.status)));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return out,
+                }
+            }
+        };
+        let all = pages(DeliveryFilter::default(), 5).await;
+        assert_eq!(all.len(), 24, "{on}");
+        assert!(
+            all.windows(2).all(|w| w[0].0 > w[1].0),
+            "{on}: newest first"
+        );
+        for status in [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Succeeded,
+            DeliveryStatus::Failed,
+        ] {
+            let only = pages(
+                DeliveryFilter {
+                    status: Some(status),
+                    ..Default::default()
+                },
+                2,
+            )
+            .await;
+            let expected: Vec<_> = all.iter().filter(|(_, s)| *s == status).cloned().collect();
+            assert!(!expected.is_empty(), "{on}");
+            assert_eq!(only, expected, "{on}: {status:?}");
+        }
+        let of_a = pages(
+            DeliveryFilter {
+                scope: DeliveryScope::Subscription(a.clone()),
+                status: None,
+            },
+            4,
+        )
+        .await;
+        assert_eq!(of_a.len(), 12, "{on}");
+
+        // By last change: the settled ones (changed later) first, then by seq.
+        let (changed, next) = store
+            .account_deliveries(ACCOUNT.into(), None, None, 100, None)
+            .await
+            .unwrap();
+        assert!(next.is_none(), "{on}");
+        let keys: Vec<_> = changed.iter().map(|d| (d.updated_at, d.seq)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable_by(|x, y| y.cmp(x));
+        assert_eq!(keys, sorted, "{on}");
+        let (first_page, cursor) = store
+            .account_deliveries(ACCOUNT.into(), None, None, 5, None)
+            .await
+            .unwrap();
+        let (second_page, _) = store
+            .account_deliveries(ACCOUNT.into(), None, None, 5, cursor)
+            .await
+            .unwrap();
+        let both: Vec<_> = first_page
+            .iter()
+            .chain(&second_page)
+            .map(|d| d.seq)
+            .collect();
+        assert_eq!(
+            both,
+            changed.iter().take(10).map(|d| d.seq).collect::<Vec<_>>(),
+            "{on}"
+        );
+
+        let latest = store
+            .latest_deliveries(ACCOUNT.into(), vec![a.clone(), b.clone()])
+            .await
+            .unwrap();
+        assert_eq!(latest[&b].event_id, events[11], "{on}");
+        let targets = store
+            .event_deliveries(ACCOUNT.into(), events[4].clone())
+            .await
+            .unwrap();
+        assert_eq!(targets.len(), 2, "{on}");
+        assert!(
+            targets
+                .iter()
+                .all(|(_, t)| t.url.as_deref() == Some("https://example.com/hook")),
+            "{on}"
+        );
+
+        let search = |s: EventSearch| async move {
+            let (mut out, mut cursor) = (Vec::new(), None);
+            loop {
+                let page = store
+                    .search_events(ACCOUNT.into(), s.clone(), 2, cursor)
+                    .await
+                    .unwrap();
+                out.extend(page.items.iter().map(|e| e.id.clone()));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return out,
+                }
+            }
+        };
+        let expect = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+            (0..12)
+                .rev()
+                .filter(|i| keep(*i))
+                .map(|i| events[i].clone())
+                .collect()
+        };
+        let by_conversation = EventSearch {
+            conversation_id: Some("c2".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            search(by_conversation).await,
+            expect(&|i| i % 3 == 2),
+            "{on}"
+        );
+        let typed_window = EventSearch {
+            event_type: Some("order:sent".into()),
+            from: Some(now + 3),
+            to: Some(now + 9),
+            ..Default::default()
+        };
+        assert_eq!(
+            search(typed_window).await,
+            expect(&|i| i % 2 == 1 && (3..9).contains(&i)),
+            "{on}"
+        );
+
+        let overview = store
+            .overview(ACCOUNT.into(), now + 1_000, 0)
+            .await
+            .unwrap();
+        let pending = all
+            .iter()
+            .filter(|(_, s)| *s == DeliveryStatus::Pending)
+            .count() as i64;
+        assert_eq!(overview.queue_depth, pending, "{on}");
+        let total: i64 = overview.last_hour.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 24, "{on}");
+        let failed = all
+            .iter()
+            .filter(|(_, s)| *s == DeliveryStatus::Failed)
+            .count() as i64;
+        let counted = store
+            .count_failed_since(ACCOUNT.into(), a.clone(), 0)
+            .await
+            .unwrap()
+            + store
+                .count_failed_since(ACCOUNT.into(), b.clone(), 0)
+                .await
+                .unwrap();
+        assert_eq!(counted, failed, "{on}");
         store.close().await;
     }
 }

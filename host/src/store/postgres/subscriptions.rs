@@ -739,7 +739,7 @@ pub(super) mod tests {
             .delete_expired_listeners(500, vec![kept.id.clone()], 1_000)
             .await
             .unwrap();
-        assert_eq!(deleted, [gone.id.clone()]);
+        assert_eq!(deleted, [gone.id]);
         let kept = nodes[0]
             .get_subscription("acc_a".into(), kept.id.clone())
             .await

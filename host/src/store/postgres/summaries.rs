@@ -399,7 +399,7 @@ mod tests {
 
     fn event(account: &str, i: usize, at: i64) -> NewEvent {
         let e = EventIn {
-            event_type: if i % 2 == 0 {
+            event_type: if i.is_multiple_of(2) {
                 "message:created"
             } else {
                 "conversation:updated"
