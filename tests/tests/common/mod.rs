@@ -1,5 +1,10 @@
 //! The test harness: a real wasmhook server on 127.0.0.1:0 with a temporary data dir, a
 //! recording receiver on loopback, and small HTTP helpers.
+//!
+//! The backend is the harness's choice: SQLite in the data dir by default; with
+//! `WASMHOOK_TEST_BACKEND=postgres`, every server gets a fresh database of its own
+//! (`wasmhook_test_<random>`, dropped with the server) on the cluster named by
+//! `WASMHOOK_TEST_DATABASE_URL` (`scripts/pg-test-cluster start` sets it), kept across restarts.
 
 #![allow(dead_code)]
 
@@ -66,6 +71,8 @@ pub struct TestServer {
     pub dir: PathBuf,
     _tmp: Option<TempDir>,
     extra: Vec<String>,
+    /// The server's own PostgreSQL database, when the tests run on PostgreSQL.
+    pub database_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -80,15 +87,26 @@ impl TestServer {
     pub async fn start_with(extra: &[&str]) -> TestServer {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join("data");
-        let mut server =
-            TestServer::launch(dir, extra.iter().map(|s| s.to_string()).collect()).await;
+        let database_url = match postgres_cluster() {
+            Some(base) => Some(fresh_database(&base).await),
+            None => None,
+        };
+        let mut server = TestServer::launch(
+            dir,
+            extra.iter().map(|s| s.to_string()).collect(),
+            database_url,
+        )
+        .await;
         server._tmp = Some(tmp);
         server
     }
 
-    async fn launch(dir: PathBuf, extra: Vec<String>) -> TestServer {
+    async fn launch(dir: PathBuf, extra: Vec<String>, database_url: Option<String>) -> TestServer {
         let mut args = args_with(&extra);
         args.extend(["--data-dir".to_string(), dir.display().to_string()]);
+        if let Some(url) = &database_url {
+            args.extend(["--database-url".to_string(), url.clone()]);
+        }
         // `HOLD_COMPILES` is not an option of the server: taken out of the arguments and set on
         // the parsed configuration.
         let mut hold = None;
@@ -109,6 +127,7 @@ impl TestServer {
             dir,
             _tmp: None,
             extra,
+            database_url,
             stop: Some(stop),
             task: Some(task),
         }
@@ -130,7 +149,8 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.stop().await;
         let tmp = self._tmp.take();
-        let mut next = TestServer::launch(self.dir.clone(), self.extra.clone()).await;
+        let database_url = self.database_url.take();
+        let mut next = TestServer::launch(self.dir.clone(), self.extra.clone(), database_url).await;
         next._tmp = tmp;
         *self = next;
     }
@@ -320,7 +340,84 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(url) = self.database_url.take() {
+            drop_database(&url);
+        }
     }
+}
+
+/// The PostgreSQL cluster to run servers on, when the tests run on PostgreSQL
+/// (`WASMHOOK_TEST_BACKEND=postgres`, with the cluster's URL in `WASMHOOK_TEST_DATABASE_URL`).
+pub fn postgres_cluster() -> Option<String> {
+    match std::env::var("WASMHOOK_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(std::env::var("WASMHOOK_TEST_DATABASE_URL").expect(
+            "WASMHOOK_TEST_BACKEND=postgres needs WASMHOOK_TEST_DATABASE_URL \
+             (eval \"$(scripts/pg-test-cluster start)\")",
+        )),
+        Ok("sqlite") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("WASMHOOK_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// Creates an empty database on the cluster at `base` and returns its URL.
+pub async fn fresh_database(base: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .expect("the test cluster answers");
+    let driver = tokio::spawn(connection);
+    let name = format!("wasmhook_test_{:016x}", rand_u64());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("CREATE DATABASE");
+    drop(client);
+    let _ = driver.await;
+    let mut url = url::Url::parse(base).expect("a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// Drops the database at `url` (ending its sessions), best effort: the cluster's own start and
+/// stop drop whatever is left.
+fn drop_database(url: &str) {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return;
+    };
+    let name = parsed.path().trim_start_matches('/').to_string();
+    let mut admin = parsed.clone();
+    admin.set_path("postgres");
+    // Drop runs inside the tests' runtime: a thread of its own may block on another.
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(admin.as_str(), tokio_postgres::NoTls).await
+            {
+                let driver = tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+                drop(client);
+                let _ = driver.await;
+            }
+        });
+    })
+    .join();
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.

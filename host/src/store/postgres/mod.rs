@@ -303,9 +303,14 @@ pub(in crate::store) fn db(e: tokio_postgres::Error) -> StoreError {
         let source = std::error::Error::source(&e).map(|s| format!(": {s}"));
         let message = format!("{message}{}", source.unwrap_or_default());
         let lost = e.is_closed()
-            || ["error connecting", "error communicating", "timeout", "error performing TLS"]
-                .iter()
-                .any(|m| message.starts_with(m));
+            || [
+                "error connecting",
+                "error communicating",
+                "timeout",
+                "error performing TLS",
+            ]
+            .iter()
+            .any(|m| message.starts_with(m));
         return if lost {
             StoreError::Unavailable(message)
         } else {
