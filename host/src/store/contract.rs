@@ -1418,3 +1418,52 @@ async fn delivery_pages_searches_and_summaries() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_versions_component_is_kept_until_it_fails() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        let dir = tempfile::tempdir().unwrap();
+        let upload = |n: u32, bytes: &[u8]| {
+            let path = dir.path().join(format!("v{n}.wasm"));
+            std::fs::write(&path, bytes).unwrap();
+            PluginVersion {
+                wasm_path: path.display().to_string(),
+                ..version(n, VersionStatus::Compiling)
+            }
+        };
+        store
+            .create_plugin(plugin("plg_bytes"), upload(1, b"\0asm-one"))
+            .await
+            .unwrap();
+        store
+            .add_plugin_version(ACCOUNT.into(), "plg_bytes".into(), upload(2, b"\0asm-two"))
+            .await
+            .unwrap();
+        let read = |n| store.plugin_component("plg_bytes".into(), n);
+        assert_eq!(
+            read(1).await.unwrap().as_deref(),
+            Some(&b"\0asm-one"[..]),
+            "{on}"
+        );
+        assert_eq!(
+            read(2).await.unwrap().as_deref(),
+            Some(&b"\0asm-two"[..]),
+            "{on}"
+        );
+        store
+            .plugin_version_failed("plg_bytes".into(), 2, "no handler".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            read(2).await.unwrap(),
+            None,
+            "{on}: a failed version's is not kept"
+        );
+        assert!(
+            matches!(read(3).await, Err(StoreError::NotFound)),
+            "{on}: no such version"
+        );
+        store.close().await;
+    }
+}

@@ -644,6 +644,16 @@ impl Store {
         dispatch!(self, backend => backend.all_current_plugins().await)
     }
 
+    /// The uploaded component of a plugin's version (what a node compiles it from); `None`
+    /// once the version failed. `NotFound` without the version.
+    pub async fn plugin_component(
+        &self,
+        id: String,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, backend => backend.plugin_component(id, version).await)
+    }
+
     /// Records that a version's compiled artifact was rebuilt for a new engine.
     pub async fn set_plugin_engine_hash(
         &self,

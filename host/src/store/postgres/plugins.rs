@@ -101,16 +101,32 @@ async fn lock_plugin(c: &impl GenericClient, account_id: &str, id: &str) -> Resu
     .ok_or(StoreError::NotFound)
 }
 
+/// The uploaded component's bytes, read from the file the upload wrote (`wasm_path`) so
+/// that every node can compile the version from the database; `None` for a version stored
+/// without a file. Read before the transaction starts, so no lock waits on the disk.
+async fn component(v: &PluginVersion) -> Result<Option<Vec<u8>>, StoreError> {
+    if v.wasm_path.is_empty() {
+        return Ok(None);
+    }
+    tokio::fs::read(&v.wasm_path).await.map(Some).map_err(|e| {
+        StoreError::Database(format!(
+            "reading the uploaded component {}: {e}",
+            v.wasm_path
+        ))
+    })
+}
+
 async fn insert_version(
     c: &impl GenericClient,
     plugin_id: &str,
     v: &PluginVersion,
+    wasm: Option<&[u8]>,
 ) -> Result<(), StoreError> {
     let size = i64::try_from(v.size_bytes).map_err(|_| super::decode::corrupt("size_bytes"))?;
     c.execute(
         &format!(
-            "INSERT INTO plugin_versions (plugin_id, {VERSION_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO plugin_versions (plugin_id, {VERSION_COLUMNS}, wasm)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ),
         &[
             &plugin_id,
@@ -123,6 +139,7 @@ async fn insert_version(
             &v.created_at,
             &v.status.as_str(),
             &v.failure,
+            &wasm,
         ],
     )
     .await
@@ -173,6 +190,7 @@ impl PgStore {
         plugin: Plugin,
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
+        let wasm = component(&version).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         lock_account(&tx, &plugin.account_id).await?;
@@ -203,7 +221,7 @@ impl PgStore {
         )
         .await
         .map_err(db)?;
-        insert_version(&tx, &plugin.id, &version).await?;
+        insert_version(&tx, &plugin.id, &version, wasm.as_deref()).await?;
         let stored = get_open(&tx, &self.keys, &plugin.account_id, &plugin.id).await?;
         tx.commit().await.map_err(db)?;
         Ok(stored)
@@ -218,12 +236,13 @@ impl PgStore {
         id: String,
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
+        let wasm = component(&version).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         lock_account(&tx, &account_id).await?;
         lock_plugin(&tx, &account_id, &id).await?;
         check_storage(&tx, self.quotas, &account_id, version.size_bytes).await?;
-        insert_version(&tx, &id, &version).await?;
+        insert_version(&tx, &id, &version, wasm.as_deref()).await?;
         if version.status == VersionStatus::Ready {
             tx.execute(
                 "UPDATE plugins SET current_version = $2, updated_at = $3 WHERE id = $1",
@@ -320,7 +339,8 @@ impl PgStore {
         let client = self.client().await?;
         let updated = client
             .execute(
-                "UPDATE plugin_versions SET status = 'failed', failure = $3
+                // A failed version's component is not kept (as SQLite's compiler removes its file).
+                "UPDATE plugin_versions SET status = 'failed', failure = $3, wasm = NULL
                  WHERE plugin_id = $1 AND version = $2",
                 &[&id, &i64::from(version), &reason],
             )
@@ -523,6 +543,26 @@ impl PgStore {
             out.push((p, version_row_at(r, 16)?));
         }
         Ok(out)
+    }
+
+    /// The uploaded component of a plugin's version, as stored in the database (every node
+    /// compiles from these bytes, never from another node's files); `None` once the version
+    /// failed, or for one stored without a component. `NotFound` without the version.
+    pub async fn plugin_component(
+        &self,
+        id: String,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let r = client
+            .query_opt(
+                "SELECT wasm FROM plugin_versions WHERE plugin_id = $1 AND version = $2",
+                &[&id, &i64::from(version)],
+            )
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
+        get(&r, 0)
     }
 
     /// Records that a version's compiled artifact was rebuilt for a new engine.
@@ -1068,5 +1108,61 @@ mod tests {
                 .await,
             Err(StoreError::NotFound)
         ));
+    }
+}
+
+#[cfg(test)]
+mod component_tests {
+    use super::*;
+
+    /// The component's bytes live in the database: another node, which never had the
+    /// uploading node's file, reads them after that file is gone.
+    #[tokio::test]
+    async fn another_node_reads_the_component_from_the_database() {
+        let Some(nodes) = super::super::subscriptions::tests::nodes(Quotas::UNLIMITED, 2).await
+        else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.wasm");
+        std::fs::write(&path, b"\0asm-bytes").unwrap();
+        let plugin = Plugin {
+            id: "plg_c".into(),
+            account_id: "acc_a".into(),
+            name: "c".into(),
+            config: Default::default(),
+            secret_keys: Default::default(),
+            allowed_hosts: vec![],
+            limits: Default::default(),
+            log_level: LogLevel::Info,
+            instances: Default::default(),
+            version: 1,
+            latest_version: 1,
+            status: VersionStatus::Compiling,
+            failure: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let version = PluginVersion {
+            version: 1,
+            sha256: String::new(),
+            size_bytes: 10,
+            wasm_path: path.display().to_string(),
+            cwasm_path: String::new(),
+            engine_hash: String::new(),
+            created_at: 0,
+            status: VersionStatus::Compiling,
+            failure: None,
+        };
+        nodes[0].create_plugin(plugin, version).await.unwrap();
+        drop(dir);
+        assert_eq!(
+            nodes[1]
+                .plugin_component("plg_c".into(), 1)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"\0asm-bytes"[..])
+        );
     }
 }

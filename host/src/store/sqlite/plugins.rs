@@ -470,6 +470,33 @@ impl SqliteStore {
         .await
     }
 
+    /// The uploaded component of a plugin's version: the file the upload wrote (this backend
+    /// keeps components in the data dir); `None` once the version failed or its file is gone.
+    /// `NotFound` without the version.
+    pub async fn plugin_component(
+        &self,
+        id: String,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (path, status): (String, String) = self
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT wasm_path, status FROM plugin_versions WHERE plugin_id = ?1 AND version = ?2",
+                )?
+                .query_row(params![id, version], |r| Ok((r.get(0)?, r.get(1)?)))
+                .found()
+            })
+            .await?;
+        if path.is_empty() || status == VersionStatus::Failed.as_str() {
+            return Ok(None);
+        }
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Database(format!("{path}: {e}"))),
+        }
+    }
+
     /// Records that a version's compiled artifact was rebuilt for a new engine.
     pub async fn set_plugin_engine_hash(
         &self,
