@@ -597,3 +597,190 @@ async fn settle_once(
         released,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Several nodes on one database: each test connects two stores (two pools, as two
+    //! processes would) to the same fresh database.
+
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::postgres::events::tests::{event, seed};
+    use crate::store::postgres::testing;
+
+    const LEASE: i64 = 60_000;
+
+    fn request(now: i64, limit: usize) -> ClaimRequest {
+        ClaimRequest {
+            now,
+            lease_ms: LEASE,
+            limit,
+            ahead_limit: 0,
+            default_max_in_flight: 4,
+            after_subscription: 0,
+            claim_ahead: Vec::new(),
+        }
+    }
+
+    fn done(c: &Claimed, status: DeliveryStatus) -> Outcome {
+        Outcome {
+            delivery_seq: c.delivery.seq,
+            token: c.token,
+            attempt: None,
+            status,
+            next_attempt_at: None,
+            last_error: None,
+            breaker: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_never_take_one_delivery_and_share_the_cap() {
+        let Some((a, b)) = testing::two_nodes().await else {
+            return;
+        };
+        seed(&a, "e", "none").await;
+        for i in 0..30 {
+            a.ingest(vec![event("e", &format!(r#"{{"i":{i}}}"#), None)])
+                .await
+                .unwrap();
+        }
+        let now = crate::clock::now_ms() + 1;
+        let mut seen = HashSet::new();
+        let mut settled = 0;
+        // Both nodes claim at once, again and again: together they hold at most the cap (4),
+        // and every delivery is claimed exactly once until all are settled.
+        while settled < 30 {
+            let (ca, cb) = tokio::join!(
+                a.claim_due(request(now, 100)),
+                b.claim_due(request(now, 100))
+            );
+            let (ca, cb) = (ca.unwrap(), cb.unwrap());
+            let held = ca.claimed.len() + cb.claimed.len();
+            assert!(held <= 4, "{held} claimed at once with max_in_flight 4");
+            assert!(held > 0, "due work but nothing claimed");
+            for (node, c) in ca
+                .claimed
+                .iter()
+                .map(|c| (&a, c))
+                .chain(cb.claimed.iter().map(|c| (&b, c)))
+            {
+                assert!(seen.insert(c.delivery.seq), "claimed twice");
+                let s = node
+                    .record_outcome(done(c, DeliveryStatus::Succeeded), now)
+                    .await
+                    .unwrap();
+                assert!(matches!(s, Settled::Recorded { .. }));
+                settled += 1;
+            }
+        }
+        assert_eq!(a.queue_depth().await.unwrap(), 0);
+    }
+
+    /// A node paused past its lease (here: its clock says the lease is long over when the other
+    /// node claims) cannot record its outcome over the new owner's.
+    #[tokio::test]
+    async fn a_node_that_lost_its_lease_cannot_settle() {
+        let Some((a, b)) = testing::two_nodes().await else {
+            return;
+        };
+        seed(&a, "e", "none").await;
+        a.ingest(vec![event("e", "{}", None)]).await.unwrap();
+        let now = crate::clock::now_ms() + 1;
+        let stale = a
+            .claim_due(request(now, 1))
+            .await
+            .unwrap()
+            .claimed
+            .remove(0);
+        assert!(
+            b.claim_due(request(now, 1))
+                .await
+                .unwrap()
+                .claimed
+                .is_empty()
+        );
+        let later = now + LEASE + 1;
+        let current = b
+            .claim_due(request(later, 1))
+            .await
+            .unwrap()
+            .claimed
+            .remove(0);
+        assert_eq!(stale.delivery.seq, current.delivery.seq);
+        assert_ne!(stale.token, current.token);
+        assert!(
+            !a.extend_lease(stale.delivery.seq, stale.token, later + LEASE)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            a.record_outcome(done(&stale, DeliveryStatus::Succeeded), later)
+                .await
+                .unwrap(),
+            Settled::LeaseLost
+        );
+        assert!(matches!(
+            b.record_outcome(done(&current, DeliveryStatus::Failed), later)
+                .await
+                .unwrap(),
+            Settled::Recorded { .. }
+        ));
+        let (d, _) = a
+            .get_delivery("acc".into(), current.delivery.id.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            d.status,
+            DeliveryStatus::Failed,
+            "the new owner's outcome stands"
+        );
+    }
+
+    #[tokio::test]
+    async fn new_work_on_one_node_wakes_the_other() {
+        let Some((a, b)) = testing::two_nodes().await else {
+            return;
+        };
+        seed(&a, "e", "none").await;
+        let wake = b.wake();
+        // The listener wakes once when it starts listening (notifications sent before are
+        // lost): wait for that, so the wake-up below can only come from the notification.
+        tokio::time::timeout(Duration::from_secs(10), wake.notified())
+            .await
+            .expect("the listener starts");
+        let woken = wake.notified();
+        a.ingest(vec![event("e", "{}", None)]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), woken)
+            .await
+            .expect("node b is woken by node a's ingest");
+    }
+
+    #[tokio::test]
+    async fn the_same_key_posted_to_two_nodes_at_once_is_one_event() {
+        let Some((a, b)) = testing::two_nodes().await else {
+            return;
+        };
+        seed(&a, "e", "none").await;
+        let mut calls = Vec::new();
+        for i in 0..20 {
+            let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+            calls.push(tokio::spawn(async move {
+                node.ingest(vec![event("e", r#"{"x":1}"#, Some("same-key"))])
+                    .await
+            }));
+        }
+        let mut seqs = HashSet::new();
+        let mut fresh = 0;
+        for call in calls {
+            let ingested = call.await.unwrap().unwrap().remove(0);
+            seqs.insert(ingested.event.seq);
+            fresh += usize::from(!ingested.replayed);
+        }
+        assert_eq!(seqs.len(), 1, "one event");
+        assert_eq!(fresh, 1, "one was stored, the others replayed it");
+        assert_eq!(a.queue_depth().await.unwrap(), 1, "one delivery");
+    }
+}

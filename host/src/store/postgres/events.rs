@@ -769,45 +769,42 @@ impl PgStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::store) mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
     use crate::events::{EventIn, prepare};
     use crate::store::postgres::testing;
 
-    /// An account `acc` with one active subscription to `event_type`; returns its seq.
-    async fn seed(store: &PgStore, event_type: &str, ordering: &str) -> i64 {
-        let c = store.client().await.unwrap();
-        c.execute(
-            "INSERT INTO accounts (id, name, created_at) VALUES ('acc', 'A', 0)
-             ON CONFLICT DO NOTHING",
-            &[],
-        )
-        .await
-        .unwrap();
-        let seq: i64 = c
-            .query_one(
-                "INSERT INTO subscriptions (id, account_id, url, event_types, headers, format,
-                    status, secret, created_at, updated_at, ordering)
-                 VALUES ('sub_' || md5(random()::text), 'acc', 'https://example.com', '[]', '{}',
-                    'standard', 'active', 'whsec_x', 0, 0, $1)
-                 RETURNING seq",
-                &[&ordering],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        c.execute(
-            "INSERT INTO subscription_event_types VALUES ('acc', $1, $2)",
-            &[&event_type, &seq],
-        )
-        .await
-        .unwrap();
-        seq
+    /// An account `acc` (made once) with one more active subscription to `event_type`, made
+    /// through the store as the API would; returns its seq.
+    pub(in crate::store) async fn seed(store: &PgStore, event_type: &str, ordering: &str) -> i64 {
+        let account = crate::model::Account {
+            id: "acc".into(),
+            name: "A".into(),
+            created_at: 0,
+        };
+        let key = crate::store::NewApiKey {
+            id: "key".into(),
+            hash: [7; 32],
+            prefix: "whk_".into(),
+        };
+        match store.create_account(account, key).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("creating the account: {e}"),
+        }
+        let req: crate::subscriptions::CreateSubscription =
+            serde_json::from_value(serde_json::json!({
+                "url": "https://example.com/hook",
+                "event_types": [event_type],
+                "ordering": ordering,
+            }))
+            .unwrap();
+        let sub = crate::subscriptions::build("acc", req, &Default::default()).unwrap();
+        store.create_subscription(sub).await.unwrap().seq
     }
 
-    fn event(event_type: &str, payload: &str, key: Option<&str>) -> NewEvent {
+    pub(in crate::store) fn event(event_type: &str, payload: &str, key: Option<&str>) -> NewEvent {
         let e = EventIn {
             event_type: event_type.into(),
             payload: RawValue::from_string(payload.into()).unwrap(),

@@ -378,6 +378,20 @@ pub(crate) mod testing {
         url.to_string()
     }
 
+    /// Two nodes (stores with pools of their own) on one fresh database, or `None` when no
+    /// test cluster is set.
+    pub(crate) async fn two_nodes() -> Option<(PgStore, PgStore)> {
+        let base = url()?;
+        let url = fresh_database(&base).await;
+        // Every node has the same key file.
+        let keys = Arc::new(Keyring::ephemeral());
+        let connect =
+            || PgStore::connect(&url, keys.clone(), Quotas::UNLIMITED, PgOptions::default());
+        let a = connect().await.expect("node a");
+        let b = connect().await.expect("node b");
+        Some((a, b))
+    }
+
     /// A store on a fresh database, or `None` (with a note) when no test cluster is set.
     pub(crate) async fn store() -> Option<PgStore> {
         let Some(base) = url() else {
