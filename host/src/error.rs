@@ -162,6 +162,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Invalid(m) => ApiError::invalid(m),
             StoreError::Quota(q) => ApiError::QuotaExceeded(q),
             other => ApiError::Internal(other.to_string()),
         }

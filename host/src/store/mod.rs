@@ -56,6 +56,10 @@ pub enum StoreError {
     /// or its pool is exhausted); the same request may succeed later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The caller gave a value the database cannot hold (PostgreSQL's text refuses the NUL
+    /// character, which SQLite keeps): the caller's mistake, named in the message.
+    #[error("{0}")]
+    Invalid(String),
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),

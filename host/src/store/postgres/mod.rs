@@ -317,6 +317,11 @@ pub(in crate::store) fn db(e: tokio_postgres::Error) -> StoreError {
             StoreError::Database(message)
         };
     };
+    if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE {
+        // The only way a request's text reaches this: a NUL character, which PostgreSQL's
+        // text cannot hold. The statement failed as a whole, so nothing was written.
+        return StoreError::Invalid("text may not contain the NUL character (U+0000)".into());
+    }
     if *code == SqlState::UNIQUE_VIOLATION {
         let constraint = e
             .as_db_error()

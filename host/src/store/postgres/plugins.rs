@@ -597,9 +597,9 @@ impl PgStore {
         for (plugin_id, lines) in &batch {
             for l in lines {
                 plugin_ids.push(plugin_id.as_str());
-                event_ids.push(l.event_id.as_deref());
-                levels.push(l.level.as_str());
-                messages.push(l.message.as_str());
+                event_ids.push(l.event_id.as_deref().map(text));
+                levels.push(text(&l.level));
+                messages.push(text(&l.message));
                 ats.push(l.at);
             }
         }
@@ -690,6 +690,16 @@ impl PgStore {
             .await
             .map_err(db)?;
         Ok(r.is_some())
+    }
+}
+
+/// A log line's text as PostgreSQL can hold it: a plugin may write anything, and one NUL
+/// character (which PostgreSQL's text refuses) must not cost the whole batch its lines.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}").into()
+    } else {
+        s.into()
     }
 }
 
@@ -1076,8 +1086,10 @@ mod tests {
             event_id: (i % 2 == 0).then(|| format!("evt_{i}")),
             message: format!("line {i}"),
         };
+        let mut quiet: Vec<_> = (0..10).map(line).collect();
+        quiet[0].message = "nul\0here".into();
         store
-            .append_plugin_logs(vec![("plg_quiet".into(), (0..10).map(line).collect())])
+            .append_plugin_logs(vec![("plg_quiet".into(), quiet)])
             .await
             .unwrap();
         // The busy plugin writes far more than both keep, in several batches, through two nodes.
@@ -1102,6 +1114,10 @@ mod tests {
             .unwrap();
         assert_eq!(quiet.len(), 10, "the quiet plugin's lines are its own");
         assert_eq!(quiet[0].message, "line 9");
+        assert_eq!(
+            quiet[9].message, "nul\u{FFFD}here",
+            "a NUL is replaced, not refused"
+        );
         assert!(matches!(
             store
                 .plugin_logs("acc_b".into(), "plg_quiet".into(), 5)

@@ -761,3 +761,38 @@ pub(super) mod tests {
         assert_eq!(tripped[0].1, Circuit::at(7, Some(until), now_ms()));
     }
 }
+
+#[cfg(test)]
+mod nul_tests {
+    use super::*;
+
+    /// PostgreSQL's text cannot hold a NUL character (SQLite's can): a caller who sends one
+    /// is told so (a 4xx upstream), never a database failure, and nothing is half-written.
+    #[tokio::test]
+    async fn a_nul_character_is_the_callers_mistake() {
+        let Some(nodes) = super::tests::nodes(Quotas::UNLIMITED, 1).await else {
+            return;
+        };
+        let store = &nodes[0];
+        assert!(matches!(
+            store
+                .get_subscription("acc_a".into(), "sub_\0".into())
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+        let req = serde_json::from_value(serde_json::json!({
+            "url": "https://example.com/hook", "description": "a\u{0}b",
+        }))
+        .unwrap();
+        let sub = crate::subscriptions::build("acc_a", req, &Default::default()).unwrap();
+        match store.create_subscription(sub).await {
+            Err(StoreError::Invalid(m)) => assert!(m.contains("NUL"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let page = store
+            .list_subscriptions("acc_a".into(), 10, None)
+            .await
+            .unwrap();
+        assert!(page.items.is_empty(), "nothing half-written");
+    }
+}
