@@ -359,6 +359,17 @@ pub fn postgres_cluster() -> Option<String> {
     }
 }
 
+/// True (with a note) when the tests run on PostgreSQL: for the few tests about SQLite's own
+/// files (what a copy of the database file reveals, the data dir's database after a key
+/// rotation), which have no PostgreSQL counterpart.
+pub fn sqlite_only(test: &str) -> bool {
+    let skip = postgres_cluster().is_some();
+    if skip {
+        eprintln!("{test}: about the SQLite database file; skipped on PostgreSQL");
+    }
+    skip
+}
+
 /// Creates an empty database on the cluster at `base` and returns its URL.
 pub async fn fresh_database(base: &str) -> String {
     let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)

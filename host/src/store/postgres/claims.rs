@@ -2,10 +2,13 @@
 //! rotation, `max_in_flight`, claims ahead, circuit breaker, conversation order, fencing),
 //! made safe for several nodes claiming from one table at once:
 //!
-//! - The subscriptions a claim serves are locked (`FOR NO KEY UPDATE SKIP LOCKED`) before
+//! - The subscriptions a claim serves are locked (`FOR NO KEY UPDATE`, in seq order) before
 //!   their in-flight counts are read, so two nodes never both fill one subscription's free
-//!   slots: `max_in_flight` holds across nodes. A subscription another node is claiming for
-//!   right now is skipped (that node serves it).
+//!   slots: `max_in_flight` holds across nodes. A claim waits for another node's claim or
+//!   settle on the same subscription (both are short) rather than skip it: skipping would
+//!   leave a busy subscription's free slots unclaimed until the next poll. No cycle of waits
+//!   is possible: a claim waits only on subscription rows, taken in order, and takes due
+//!   delivery rows with `SKIP LOCKED`; ingest only takes key-share locks on subscriptions.
 //! - Due rows are taken with `FOR UPDATE SKIP LOCKED`; the lease is `next_attempt_at` (a
 //!   delivery whose node died is simply due again when it runs out), and each claim stamps a
 //!   fresh token: outcomes and lease extensions count only `WHERE claim_token = $token`, so a
@@ -45,7 +48,7 @@ const WALK: &str = "WITH RECURSIVE walk(seq, n) AS (
     SELECT seq FROM walk WHERE seq IS NOT NULL ORDER BY seq";
 const LOCK_SUBSCRIPTIONS: &str =
     "SELECT seq, status, max_in_flight, breaker_until FROM subscriptions
-     WHERE seq = ANY($1) ORDER BY seq FOR NO KEY UPDATE SKIP LOCKED";
+     WHERE seq = ANY($1) ORDER BY seq FOR NO KEY UPDATE";
 const IN_FLIGHT: &str = "SELECT subscription_seq, COUNT(*) FROM deliveries
      WHERE lease_until > $1 AND subscription_seq = ANY($2) GROUP BY subscription_seq";
 const DUE: &str = "SELECT k.sub, d.seq
@@ -160,8 +163,8 @@ impl PgStore {
             scan_stopped_after = order.last().copied();
         }
 
-        // 2. Lock them (skipping those another node is claiming for), then count what each
-        //    has in flight: the counts include every node's committed claims.
+        // 2. Lock them, then count what each has in flight: the counts include every node's
+        //    committed claims. (A subscription deleted meanwhile is simply not there.)
         let stmt = tx.prepare_cached(LOCK_SUBSCRIPTIONS).await.map_err(db)?;
         let mut scheduling: HashMap<i64, Scheduling> = HashMap::new();
         for row in tx.query(&stmt, &[&order]).await.map_err(db)? {
