@@ -228,6 +228,29 @@ pub struct Config {
         default_value_t = 1000
     )]
     pub max_subscriptions_per_account: u64,
+
+    /// How long settled deliveries (succeeded, failed, filtered), their attempts and events
+    /// without a pending delivery are kept (`30d`, `12h`, ...; `off` or `0` keeps everything).
+    /// A periodic job deletes older ones in batches of 1,000 rows, on one node at a time.
+    #[arg(long, env = "WASMHOOK_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub retention: Retention,
+}
+
+/// How long settled records are kept; `None` keeps them forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    match s.trim() {
+        "off" | "0" => Ok(Retention(None)),
+        d => match humantime::parse_duration(d) {
+            Ok(d) if d.is_zero() => Ok(Retention(None)),
+            Ok(d) => Ok(Retention(Some(d))),
+            Err(e) => Err(format!(
+                "{s:?}: {e} (a duration such as 30d or 12h, or off)"
+            )),
+        },
+    }
 }
 
 /// A retry schedule: the delay before retry 1, 2, ...
@@ -343,6 +366,18 @@ mod tests {
         assert_eq!(c.reuse_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.reuse_max_memory_growth, 2.0);
         assert_eq!(c.reuse_max_idle, 64);
+        assert_eq!(
+            c.retention,
+            Retention(Some(Duration::from_secs(30 * 86_400)))
+        );
+        let off = |v: &str| Config::from_args(["--data-dir", "/x", "--retention", v]).unwrap();
+        assert_eq!(off("off").retention, Retention(None));
+        assert_eq!(off("0").retention, Retention(None));
+        assert_eq!(
+            off("12h").retention,
+            Retention(Some(Duration::from_secs(12 * 3600)))
+        );
+        assert!(Config::from_args(["--data-dir", "/x", "--retention", "soon"]).is_err());
         assert!(
             Config::from_args(["--data-dir", "/x", "--reuse-max-memory-growth", "0.5"]).is_err()
         );

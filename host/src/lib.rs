@@ -26,6 +26,7 @@ pub mod plugin_config;
 pub mod plugin_services;
 pub mod plugins;
 pub mod quotas;
+pub mod retention;
 pub mod schema;
 pub mod secrets;
 pub mod state;
@@ -68,6 +69,7 @@ pub async fn run(
         state.clone(),
         stop_delivery.clone(),
     ));
+    let retention = tokio::spawn(retention::run(state.clone(), stop_delivery.clone()));
     tracing::info!(address = %listener.local_addr()?, "wasmhook listening");
     // Streams never end by themselves: the feed closes them, so the shutdown can finish.
     let live = state.live.clone();
@@ -84,6 +86,7 @@ pub async fn run(
     let _ = dispatcher.await;
     let _ = compiler.await;
     let _ = listener_sweep.await;
+    let _ = retention.await;
     let _ = depth_sampler.await;
     store.close().await;
     tracing::info!("database closed; bye");

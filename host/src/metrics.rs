@@ -25,6 +25,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of rows deleted by retention.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabels {
+    /// `deliveries`, `attempts` or `events`.
+    pub table: String,
+}
+
 /// The database backend a node runs on.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
@@ -155,6 +162,8 @@ pub struct Metrics {
     pub plugin_memory: BudgetGauges,
     /// Fresh and reused plugin instances, discards, idle instances.
     pub plugin_instances: ReuseMetrics,
+    /// Rows deleted by retention (`--retention`), by table.
+    pub retention_deleted: Family<RetentionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -261,8 +270,15 @@ impl Default for Metrics {
             "Plugin instances kept idle for further events (reuse mode)",
             plugin_instances.idle.clone(),
         );
+        let retention_deleted = Family::<RetentionLabels, Counter>::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows deleted by retention (--retention), by table",
+            retention_deleted.clone(),
+        );
         Metrics {
             registry,
+            retention_deleted,
             http_connections,
             database_backend,
             database_pool,

@@ -1467,3 +1467,115 @@ async fn a_versions_component_is_kept_until_it_fails() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn retention_deletes_only_old_settled_rows_in_batches() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        subscribe_url(store, "order:paid").await;
+        let (old, cutoff, recent) = (10_000, 500_000, 1_000_000);
+        // Five old events, their deliveries settled long ago: three succeeded, one dead
+        // letter, and one retrying (pending: it and its event must stay).
+        let evs: Vec<_> = (0..5)
+            .map(|i| event("order:paid", &format!(r#"{{"i":{i}}}"#), None, old))
+            .collect();
+        let ingested = store.ingest(evs).await.unwrap();
+        let claims = store.claim_due(claim_at(old)).await.unwrap();
+        assert_eq!(claims.claimed.len(), 5, "{on}");
+        let mut settled = Vec::new();
+        for (i, c) in claims.claimed.iter().enumerate() {
+            let o = match i {
+                0..=2 => outcome(c, DeliveryStatus::Succeeded, 204, old, None),
+                3 => outcome(c, DeliveryStatus::Failed, 500, old, None),
+                _ => outcome(c, DeliveryStatus::Pending, 503, old, Some(recent + LEASE)),
+            };
+            store.record_outcome(o, old).await.unwrap();
+            if i < 4 {
+                settled.push(c.delivery.id.clone());
+            }
+        }
+        let pending = claims.claimed[4].delivery.id.clone();
+        let pending_event = claims.claimed[4].event.id.clone();
+        // An old event nobody subscribed to (no delivery at all).
+        let nobody = store
+            .ingest(vec![event("nobody:cares", "{}", None, old)])
+            .await
+            .unwrap();
+        // An old event whose delivery settled after the cutoff, and a recent one.
+        let late = store
+            .ingest(vec![event("order:paid", r#"{"late":1}"#, None, old)])
+            .await
+            .unwrap();
+        let c = store.claim_due(claim_at(old + 1)).await.unwrap().claimed;
+        assert_eq!(c.len(), 1, "{on}");
+        let late_delivery = c[0].delivery.id.clone();
+        store
+            .record_outcome(
+                outcome(&c[0], DeliveryStatus::Succeeded, 200, recent, None),
+                recent,
+            )
+            .await
+            .unwrap();
+        let fresh = store
+            .ingest(vec![event("order:paid", r#"{"fresh":1}"#, None, recent)])
+            .await
+            .unwrap();
+
+        let purged = store.purge_older_than(cutoff, 2).await.unwrap();
+        let expected = super::Purged {
+            deliveries: 4,
+            attempts: 4,
+            events: 5,
+            // Deliveries 2 + 2 + 0, events 2 + 2 + 1: each batch its own transaction.
+            batches: 6,
+        };
+        assert_eq!(purged, Some(expected), "{on}");
+
+        for id in &settled {
+            let gone = store.get_delivery(ACCOUNT.into(), id.clone()).await;
+            assert!(matches!(gone, Err(StoreError::NotFound)), "{on}: {id}");
+        }
+        let settled_events = ingested[..5]
+            .iter()
+            .map(|e| e.event.id.clone())
+            .filter(|id| *id != pending_event);
+        for id in settled_events.chain([nobody[0].event.id.clone()]) {
+            let gone = store.get_event(ACCOUNT.into(), id.clone()).await;
+            assert!(matches!(gone, Err(StoreError::NotFound)), "{on}: {id}");
+        }
+        // What stays: the pending delivery with its attempt and event, the late-settled
+        // delivery and its old event, the recent event.
+        let (d, attempts) = delivery(store, &pending).await;
+        assert_eq!(
+            (d.status, attempts.len()),
+            (DeliveryStatus::Pending, 1),
+            "{on}"
+        );
+        store
+            .get_event(ACCOUNT.into(), pending_event.clone())
+            .await
+            .unwrap();
+        let (d, _) = delivery(store, &late_delivery).await;
+        assert_eq!(d.status, DeliveryStatus::Succeeded, "{on}");
+        for e in [&late[0], &fresh[0]] {
+            store
+                .get_event(ACCOUNT.into(), e.event.id.clone())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.queue_depth().await.unwrap(),
+            2,
+            "{on}: pending + fresh"
+        );
+
+        // Nothing left to delete: one empty batch per table.
+        let again = store.purge_older_than(cutoff, 2).await.unwrap();
+        let nothing = super::Purged {
+            batches: 2,
+            ..Default::default()
+        };
+        assert_eq!(again, Some(nothing), "{on}");
+        store.close().await;
+    }
+}

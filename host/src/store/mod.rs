@@ -184,6 +184,19 @@ impl Store {
         dispatch!(self, backend => backend.close().await)
     }
 
+    /// Retention: deletes settled deliveries (succeeded, failed, filtered) last changed before
+    /// `cutoff` (Unix ms) with their attempts, then events received before it that no delivery
+    /// and no message refers to any more, each table in transactions of at most `batch` rows,
+    /// until nothing is left. A pending delivery and its event are never deleted. `None` when
+    /// another node of a shared database is running it right now (one node at a time).
+    pub async fn purge_older_than(
+        &self,
+        cutoff: i64,
+        batch: usize,
+    ) -> Result<Option<Purged>, StoreError> {
+        dispatch!(self, backend => backend.purge_older_than(cutoff, batch).await)
+    }
+
     // ---- Accounts and API keys
 
     /// Creates an account together with its first API key.

@@ -350,3 +350,18 @@ impl<R> Applied<R> {
         self.committed.await.map_err(|_| StoreError::Closed)?
     }
 }
+
+// ---- Retention
+
+/// What one retention run deleted (see [`crate::store::Store::purge_older_than`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Settled deliveries (succeeded, failed, filtered).
+    pub deliveries: u64,
+    /// Their attempts.
+    pub attempts: u64,
+    /// Events left without any delivery.
+    pub events: u64,
+    /// Transactions it took (each deletes at most one batch of rows of one table).
+    pub batches: u64,
+}

@@ -23,6 +23,7 @@ mod deliveries;
 mod events;
 mod migrations;
 mod reseal;
+mod retention;
 
 // Ported by the rest of the store's operations (accounts, sessions, subscriptions, plugins,
 // key-value, summaries, listings, messages).

@@ -11,6 +11,7 @@
 mod migrations;
 mod read_pool;
 mod reseal;
+mod retention;
 mod writer;
 
 mod accounts;
