@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN, Receiver, eventually, wasmhook_bin};
+use common::{ADMIN, Receiver, answers_ok, eventually, signal, wasmhook_bin};
 use serde_json::{Value, json};
 
 /// A node; killed when dropped.
@@ -60,29 +60,8 @@ async fn node(dir: &Path, database_url: &str, key_file: Option<&Path>, extra: &[
         .expect("starting wasmhook");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let ready = format!("{base}/readyz");
-    eventually("the node is ready", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), ready.clone());
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        }
-    })
-    .await;
+    answers_ok(&http, &format!("{base}/readyz"), "the node is ready").await;
     Node { child, base }
-}
-
-fn signal(n: &Node, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &n.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
 }
 
 async fn call(
@@ -172,7 +151,7 @@ async fn a_node_paused_past_its_lease_cannot_overwrite_the_new_owners_result() {
         },
     )
     .await;
-    signal(&node1, "-STOP");
+    signal(&node1.child, "-STOP");
     receiver.set_delay(Duration::ZERO);
     // Node 2 starts while node 1 is paused; it claims the delivery once node 1's lease ends.
     let node2 = node(
@@ -192,7 +171,7 @@ async fn a_node_paused_past_its_lease_cannot_overwrite_the_new_owners_result() {
         }
     })
     .await;
-    signal(&node1, "-CONT");
+    signal(&node1.child, "-CONT");
     // Node 1 wakes up, reads its 500 (or its timeout) and tries to record it: refused.
     eventually(
         "node 1 finds its lease lost",

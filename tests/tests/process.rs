@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN, Receiver, eventually, wasmhook_bin};
+use common::{ADMIN, Receiver, answers_ok, eventually, signal, wasmhook_bin};
 use serde_json::{Value, json};
 
 struct Process {
@@ -56,33 +56,13 @@ async fn spawn_logging(dir: &Path, extra: &[&str], log: Option<&Path>) -> Proces
     let child = cmd.spawn().expect("starting wasmhook");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    eventually(
+    answers_ok(
+        &http,
+        &format!("{base}/healthz"),
         "the server answers /healthz",
-        Duration::from_secs(30),
-        || {
-            let url = format!("{base}/healthz");
-            let http = http.clone();
-            async move {
-                http.get(url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            }
-        },
     )
     .await;
     Process { child, base }
-}
-
-fn signal(p: &Process, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &p.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
 }
 
 async fn wait_exit(p: &mut Process, within: Duration) -> std::process::ExitStatus {
@@ -131,7 +111,7 @@ async fn sigterm_stops_cleanly_and_keeps_the_data() {
         Some(json!({"id": "e1", "type": "a", "payload": {}})),
     )
     .await;
-    signal(&p, "-TERM");
+    signal(&p.child, "-TERM");
     let status = wait_exit(&mut p, Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
@@ -167,7 +147,7 @@ async fn sigterm_stops_cleanly_and_keeps_the_data() {
     )
     .await;
     assert_eq!(e["id"], "e1");
-    signal(&p, "-TERM");
+    signal(&p.child, "-TERM");
     assert!(wait_exit(&mut p, Duration::from_secs(20)).await.success());
 }
 
@@ -225,7 +205,7 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
             async move { (n >= before + 50).then_some(()) }
         })
         .await;
-        signal(&p, "-KILL");
+        signal(&p.child, "-KILL");
         wait_exit(&mut p, Duration::from_secs(10)).await;
         assert!(
             receiver.received().len() < EVENTS,
@@ -284,7 +264,7 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
         logged, received_ids,
         "the receiver got exactly the logged deliveries (some more than once)"
     );
-    signal(&p, "-TERM");
+    signal(&p.child, "-TERM");
     assert!(wait_exit(&mut p, Duration::from_secs(20)).await.success());
 }
 
@@ -396,7 +376,7 @@ async fn the_first_start_generates_an_admin_token_once_and_keeps_it_private() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    signal(&first, "-TERM");
+    signal(&first.child, "-TERM");
     wait_exit(&mut first, Duration::from_secs(20)).await;
 
     let second_log = tmp.path().join("second.log");
@@ -418,6 +398,6 @@ async fn the_first_start_generates_an_admin_token_once_and_keeps_it_private() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200, "the stored token still works");
-    signal(&second, "-TERM");
+    signal(&second.child, "-TERM");
     wait_exit(&mut second, Duration::from_secs(20)).await;
 }

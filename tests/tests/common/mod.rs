@@ -449,6 +449,25 @@ where
     }
 }
 
+/// Waits until `url` answers 200 (a process that was just started), or panics naming `what`.
+pub async fn answers_ok(http: &reqwest::Client, url: &str, what: &str) {
+    eventually(what, Duration::from_secs(30), || {
+        let request = http.get(url).send();
+        async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await
+}
+
+/// Sends `sig` (e.g. `-STOP`) to a child process with kill(1).
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
 /// The compiled `wasmhook` binary, built first if missing.
 pub fn wasmhook_bin() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
