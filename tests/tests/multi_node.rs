@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN, Receiver, answers_ok, eventually, signal, wasmhook_bin};
-use serde_json::{Value, json};
+use common::{ADMIN, Receiver, answers_ok, eventually, json_call, signal, wasmhook_bin};
+use serde_json::json;
 
 /// A node; killed when dropped.
 struct Node {
@@ -64,20 +64,6 @@ async fn node(dir: &Path, database_url: &str, key_file: Option<&Path>, extra: &[
     Node { child, base }
 }
 
-async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut req = http.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap().json().await.unwrap()
-}
-
 async fn metric(http: &reqwest::Client, n: &Node, line: &str) -> bool {
     let text = http
         .get(format!("{}/metrics", n.base))
@@ -116,7 +102,7 @@ async fn a_node_paused_past_its_lease_cannot_overwrite_the_new_owners_result() {
     let opts = ["--delivery-timeout", "2s", "--retry-schedule", "10ms"];
     let node1 = node(&tmp.path().join("node1"), &database_url, None, &opts).await;
     let key_file = tmp.path().join("node1").join("encryption-keys");
-    let acc = call(
+    let acc = json_call(
         &http,
         reqwest::Method::POST,
         format!("{}/v1/accounts", node1.base),
@@ -125,7 +111,7 @@ async fn a_node_paused_past_its_lease_cannot_overwrite_the_new_owners_result() {
     )
     .await;
     let key = acc["api_key"].as_str().unwrap().to_string();
-    call(
+    json_call(
         &http,
         reqwest::Method::POST,
         format!("{}/v1/subscriptions", node1.base),
@@ -133,7 +119,7 @@ async fn a_node_paused_past_its_lease_cannot_overwrite_the_new_owners_result() {
         Some(json!({"url": receiver.url})),
     )
     .await;
-    let event = call(
+    let event = json_call(
         &http,
         reqwest::Method::POST,
         format!("{}/v1/events", node1.base),
@@ -165,7 +151,7 @@ async fn a_node_paused_past_its_lease_cannot_overwrite_the_new_owners_result() {
     let delivered = eventually("node 2 delivers it", Duration::from_secs(60), || {
         let (http, url, key) = (http.clone(), deliveries.clone(), key.clone());
         async move {
-            let page = call(&http, reqwest::Method::GET, url, &key, None).await;
+            let page = json_call(&http, reqwest::Method::GET, url, &key, None).await;
             let d = page["data"][0].clone();
             (d["status"] == "succeeded").then_some(d)
         }
@@ -192,7 +178,7 @@ async fn a_node_paused_past_its_lease_cannot_overwrite_the_new_owners_result() {
     )
     .await;
     let id = delivered["id"].as_str().unwrap();
-    let d = call(
+    let d = json_call(
         &http,
         reqwest::Method::GET,
         format!("{}/v1/deliveries/{id}", node1.base),

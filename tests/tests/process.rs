@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN, Receiver, answers_ok, eventually, signal, wasmhook_bin};
+use common::{ADMIN, Receiver, answers_ok, eventually, json_call, signal, wasmhook_bin};
 use serde_json::{Value, json};
 
 struct Process {
@@ -71,20 +71,6 @@ async fn wait_exit(p: &mut Process, within: Duration) -> std::process::ExitStatu
         async move { status }
     })
     .await
-}
-
-async fn json_call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut req = http.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test]

@@ -458,6 +458,22 @@ pub async fn answers_ok(http: &reqwest::Client, url: &str, what: &str) {
     .await
 }
 
+/// Sends one request to a server started apart from [`TestServer`] (a process under test) and
+/// returns its JSON body.
+pub async fn json_call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// Sends `sig` (e.g. `-STOP`) to a child process with kill(1).
 pub fn signal(child: &std::process::Child, sig: &str) {
     let ok = std::process::Command::new("kill")
