@@ -1,7 +1,7 @@
 // Shared pieces of the console's browser flows: a real headless Chromium (Debian's), a fresh
 // profile, sign-in, steps that name what failed, and a screenshot when a flow fails.
 //
-// Each flow is run by tests/tests/console.rs with the server's address and what it created in
+// Each flow is run by tests/tests/e2e/console.rs with the server's address and what it created in
 // environment variables; it prints `RESULT <json>` lines for the Rust side to check through the API.
 import { chromium } from "playwright-core";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";

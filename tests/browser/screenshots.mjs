@@ -1,5 +1,5 @@
 // The README's pictures (issue 12, line 14): the Integrations page and a plugin test run, as
-// small PNGs under docs/. Run by the ignored test `docs_screenshots` in tests/tests/console.rs.
+// small PNGs under docs/. Run by the ignored test `docs_screenshots` in tests/tests/e2e/console.rs.
 import { run, signIn, env } from "./lib.mjs";
 
 const OUT = env("OUT_DIR");

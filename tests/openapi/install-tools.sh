@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the OpenAPI conformance tools, pinned, from PyPI into a virtualenv under DIR:
 # schemathesis (drives the live server from /openapi.json) and openapi-python-client (generates
-# a client from it). tests/tests/openapi_conformance.rs runs them when
+# a client from it). tests/tests/e2e/openapi_conformance.rs runs them when
 # WASMHOOK_OPENAPI_TOOLS_DIR points at DIR.
 #
 # Usage: tests/openapi/install-tools.sh [DIR]   (DIR defaults to <repo>/target/openapi-tools)

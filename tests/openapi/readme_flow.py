@@ -1,7 +1,7 @@
 """The README's main flow through a client generated from /openapi.json by openapi-python-client:
 create a subscription, post an event, read its deliveries until the delivery succeeded.
 
-Run by tests/tests/openapi_conformance.rs with the generated package `wasmhook_client` on
+Run by tests/tests/e2e/openapi_conformance.rs with the generated package `wasmhook_client` on
 PYTHONPATH and WASMHOOK_URL, WASMHOOK_API_KEY and RECEIVER_URL set. It uses only what the
 generator made from the document: typed models in, typed models (or ErrorBody) out.
 """
