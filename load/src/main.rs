@@ -8,6 +8,7 @@
 
 mod drive;
 mod list_pages;
+mod postgres;
 mod receiver;
 mod report;
 mod scenarios;
@@ -58,6 +59,10 @@ enum Command {
             default_value = "target/other-languages"
         )]
         other_languages: PathBuf,
+        /// A PostgreSQL server the "postgres" scenarios create their databases on (a role
+        /// allowed to CREATE DATABASE); without it those rows say why they are missing.
+        #[arg(long, env = "WASMHOOK_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Write BENCHMARKS.md from the load results and criterion's estimates.
     Report {
@@ -97,6 +102,7 @@ const SCENARIOS: &[&str] = &[
     "startup",
     "uploads",
     "lists",
+    "postgres",
 ];
 
 /// Keeps a scenario's row, or a row saying it failed (under the scenario's name, so that its
@@ -132,6 +138,7 @@ async fn run(
     only: Vec<String>,
     stored_deliveries: u64,
     other_languages: PathBuf,
+    database_url: Option<String>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         server.exists(),
@@ -244,6 +251,21 @@ async fn run(
             Err(e) => keep(rows, list_pages::SEEDING, Err(e)),
         }
     }
+    if wanted("postgres") {
+        match database_url.as_deref().map(postgres::Postgres::new) {
+            Some(Ok(pg)) => {
+                postgres::rows(&ctx, &pg, &mut |name, r| keep(rows, name, r)).await;
+            }
+            Some(Err(e)) => keep(rows, "postgres", Err(e.context("--database-url"))),
+            None => keep(
+                rows,
+                "postgres",
+                Err(anyhow::anyhow!(
+                    "no --database-url: the PostgreSQL rows need a server to create databases on (scripts/bench starts one)"
+                )),
+            ),
+        }
+    }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -262,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
             only,
             stored_deliveries,
             other_languages,
+            database_url,
         } => {
             run(
                 server,
@@ -270,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
                 only,
                 stored_deliveries,
                 other_languages,
+                database_url,
             )
             .await
         }

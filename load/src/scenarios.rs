@@ -44,7 +44,7 @@ async fn fresh(ctx: &Ctx<'_>) -> anyhow::Result<(Server, String, tempfile::TempD
 
 /// Waits until the receiver has `expected` requests or makes no progress for 10 s; returns
 /// when the last one arrived, measured from `since`.
-async fn await_deliveries(r: &Receiver, expected: u64, since: Instant) -> Duration {
+pub(crate) async fn await_deliveries(r: &Receiver, expected: u64, since: Instant) -> Duration {
     let (mut last, mut last_change) = (r.total(), Instant::now());
     let mut done_at = since.elapsed();
     while r.total() < expected && last_change.elapsed() < Duration::from_secs(10) {
@@ -108,7 +108,7 @@ fn resources(row: &mut Row, server: &Server, cpu_before: f64, wall: Duration) {
         .map(|c| (c - cpu_before) / wall.as_secs_f64());
 }
 
-fn latencies(row: &mut Row, r: &Receiver) {
+pub(crate) fn latencies(row: &mut Row, r: &Receiver) {
     let l = r.latencies_ms();
     row.p50_ms = quantile(&l, 0.50);
     row.p95_ms = quantile(&l, 0.95);

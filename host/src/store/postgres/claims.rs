@@ -16,6 +16,15 @@
 //! - Releasing an ordered conversation's next delivery takes the conversation's advisory lock
 //!   (see `events`), as ingest does.
 //!
+//! - Claims and outcomes commit with `synchronous_commit = off` (for their transaction only):
+//!   they do not wait for the WAL flush. A PostgreSQL crash can then forget the last moments of
+//!   claims and outcomes (never a hole: what is lost is a suffix of the WAL), and a delivery
+//!   whose outcome was forgotten is sent again once its lease runs out: at least once, as when
+//!   a node dies mid-attempt. Events stay durable before their 202 (ingest commits
+//!   synchronously), and so does everything else. Waiting for a flush per claim and per
+//!   outcome held one subscription's deliveries to a few hundred a second, its `max_in_flight`
+//!   attempts each waiting for two fsyncs.
+//!
 //! Finding the subscriptions with pending work walks the `deliveries_subscription_due` index
 //! one subscription at a time (a recursive query: PostgreSQL has no skip scan), so a claim
 //! costs the same with one pending delivery or a million.
@@ -30,6 +39,9 @@ use crate::breaker::{Breaker, Policy};
 use crate::model::{Delivery, DeliveryStatus, Event, Subscription};
 use crate::store::StoreError;
 use crate::store::{Applied, ClaimRequest, Claimed, Claims, Outcome, Settled};
+
+/// Claims and outcomes do not wait for the WAL flush (see the module docs).
+const NO_FLUSH_WAIT: &str = "SET LOCAL synchronous_commit = off";
 
 /// Subscriptions looked at per claim at most; the rotation continues from there next time.
 const MAX_SCAN: i64 = 512;
@@ -135,6 +147,7 @@ impl PgStore {
     pub async fn claim_due(&self, r: ClaimRequest) -> Result<Claims, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
+        tx.batch_execute(NO_FLUSH_WAIT).await.map_err(db)?;
         let mut out = Claims {
             cursor: r.after_subscription,
             ..Claims::default()
@@ -489,6 +502,7 @@ async fn settle_once(
     now: i64,
 ) -> Result<Result<(Settled, bool), StoreError>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    tx.batch_execute(NO_FLUSH_WAIT).await?;
     // The conversation's lock comes before the row's, as in ingest and retry (the ordering
     // key never changes, so it may be read first without a lock).
     let key: Option<(i64, Option<String>)> = {
