@@ -32,4 +32,5 @@ mod sandbox;
 mod scheduling;
 mod secrets_at_rest;
 mod stream;
+mod three_nodes;
 mod webhook_checks;

@@ -119,6 +119,11 @@ impl Receiver {
         self.in_flight.lock().unwrap().1
     }
 
+    /// How many requests it got so far (without copying them).
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
