@@ -33,6 +33,7 @@ pub mod state;
 pub mod store;
 pub mod subscriptions;
 pub mod throttle;
+pub mod transfer;
 
 use std::future::Future;
 use std::path::Path;

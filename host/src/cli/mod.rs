@@ -160,6 +160,33 @@ pub enum Command {
         after_help = "Example:\n  wasmhook migrate --database-url postgres://wasmhook@db.internal/wasmhook"
     )]
     Migrate(MigrateArgs),
+    /// Write a whole installation to a dump, to move it to another store (SQLite to PostgreSQL,
+    /// or back).
+    ///
+    /// Stop the server first. The source is given with the same options as `serve`: the SQLite
+    /// database in --data-dir, or --database-url. The dump is JSON lines on standard output (or
+    /// --file, created with mode 0600): accounts, API keys (hashed), plugins with every
+    /// version's component and their key-value stores, subscriptions, events, messages,
+    /// deliveries with their attempts. WARNING: it holds the signing secrets and secret plugin
+    /// settings in clear (decrypted with the source's key file, encrypted again by `import`
+    /// with the target's): keep it private and delete it once imported.
+    #[command(
+        after_help = "Examples:\n  wasmhook export --data-dir ./wasmhook-data | wasmhook import --database-url postgres://wasmhook@db.internal/wasmhook\n  wasmhook export --data-dir ./wasmhook-data --file wasmhook.dump"
+    )]
+    Export(crate::transfer::ExportArgs),
+    /// Fill a new, empty installation from a dump written by `wasmhook export`.
+    ///
+    /// The target is given with the same options as `serve`: --database-url for PostgreSQL
+    /// (then --data-dir is the node's: its key file, and the plugin components), else the SQLite
+    /// database in --data-dir. Secrets are encrypted with the target's key file (the data dir's,
+    /// made if missing, or --encryption-key-file): start the server(s) with that file. A target
+    /// that holds data is refused, and nothing is written unless the whole dump is read and
+    /// stored: a bad line is an error naming its number. Sessions of the web console are not
+    /// carried (sign in again); plugins compile on the target's first start.
+    #[command(
+        after_help = "Examples:\n  wasmhook export --data-dir ./wasmhook-data | wasmhook import --database-url postgres://wasmhook@db.internal/wasmhook --data-dir ./node-data\n  wasmhook import --data-dir ./new-data --file wasmhook.dump"
+    )]
+    Import(crate::transfer::ImportArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  wasmhook completion bash > ~/.local/share/bash-completion/completions/wasmhook\n  wasmhook completion zsh > \"${fpath[1]}/_wasmhook\"\n  wasmhook completion fish > ~/.config/fish/completions/wasmhook.fish"
@@ -314,6 +341,12 @@ async fn dispatch(command: Command, ctx: &Ctx) -> Result<(), CliError> {
             println!("{applied} migration(s) applied; the schema is up to date");
             Ok(())
         }
+        Command::Export(args) => crate::transfer::export(args)
+            .await
+            .map_err(|e| CliError::Invalid(format!("{e:#}"))),
+        Command::Import(args) => crate::transfer::import(args)
+            .await
+            .map_err(|e| CliError::Invalid(format!("{e:#}"))),
         Command::Verify(args) => verify::verify(args, ctx).await,
         Command::Tail(args) => tail::tail(args, ctx).await,
         Command::Listen(args) => listen::listen(args, ctx).await,

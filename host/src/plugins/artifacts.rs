@@ -62,6 +62,16 @@ fn incompatible(e: wasmtime::Error) -> PluginError {
     }
 }
 
+/// Where a version's uploaded component and its compiled artifact live under a runtime's
+/// plugin dir (`<data dir>/plugins`): `wasmhook import` writes components there too.
+pub fn version_files(plugins_dir: &Path, plugin_id: &str, version: u32) -> (PathBuf, PathBuf) {
+    let dir = plugins_dir.join(plugin_id);
+    (
+        dir.join(format!("v{version}.wasm")),
+        dir.join(format!("v{version}.cwasm")),
+    )
+}
+
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
@@ -102,11 +112,7 @@ impl PluginRuntime {
     }
 
     pub(super) fn paths(&self, plugin_id: &str, version: u32) -> (PathBuf, PathBuf) {
-        let dir = self.dir.join(plugin_id);
-        (
-            dir.join(format!("v{version}.wasm")),
-            dir.join(format!("v{version}.cwasm")),
-        )
+        version_files(&self.dir, plugin_id, version)
     }
 
     /// Validates and compiles a component to run here only: nothing is stored or registered

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-pub use artifacts::PluginError;
+pub use artifacts::{PluginError, version_files};
 pub use invoke::{Decision, FailureKind, InvokeError};
 pub use services::PluginServices;
 

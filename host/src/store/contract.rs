@@ -1579,3 +1579,279 @@ async fn retention_deletes_only_old_settled_rows_in_batches() {
         store.close().await;
     }
 }
+
+// ---- Moving an installation (export, import)
+
+/// A fresh, empty store of every backend, each with a key file of its own: import targets.
+async fn empty_targets() -> Vec<Fixture> {
+    let mut all = vec![sqlite()];
+    if let Some(pg) = postgres().await {
+        all.push(pg);
+    }
+    all
+}
+
+/// Everything `store` exports.
+async fn export_all(store: &Store) -> Vec<super::transfer::Row> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let reading = {
+        let store = store.clone();
+        tokio::spawn(async move { store.export(tx).await })
+    };
+    let mut rows = Vec::new();
+    while let Some(row) = rx.recv().await {
+        rows.push(row);
+    }
+    reading.await.unwrap().unwrap();
+    rows
+}
+
+/// Imports `rows` into `store` as `wasmhook import` does (components written to `dir` first),
+/// ending the input with `End` when `complete`.
+async fn import_rows(
+    store: &Store,
+    rows: Vec<super::transfer::Row>,
+    dir: &std::path::Path,
+    complete: bool,
+) -> Result<(), super::transfer::ImportError> {
+    use super::transfer::{COMPONENT, Cell, ImportItem};
+    let files = dir.to_path_buf();
+    let paths: Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync> = Arc::new(move |id, v| {
+        let at = |ext| files.join(format!("{id}-v{v}.{ext}")).display().to_string();
+        (at("wasm"), at("cwasm"))
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let writing = {
+        let store = store.clone();
+        let paths = paths.clone();
+        tokio::spawn(async move { store.import(rx, paths).await })
+    };
+    for (i, row) in rows.into_iter().enumerate() {
+        if row.table.name == "plugin_versions"
+            && let Cell::Bytes(b) = row.get(COMPONENT)
+        {
+            let (wasm, _) = paths(row.text("plugin_id").unwrap(), row.int("version").unwrap());
+            std::fs::write(wasm, b).unwrap();
+        }
+        if tx.send(ImportItem::Row(i as u64 + 2, row)).await.is_err() {
+            break;
+        }
+    }
+    if complete {
+        let _ = tx.send(ImportItem::End).await;
+    }
+    drop(tx);
+    writing.await.unwrap()
+}
+
+/// Fills a store with one of everything a transfer carries; returns the subscription's id, the
+/// pending delivery's, and the dir of the plugin's component.
+async fn fill_for_transfer(store: &Store) -> (String, String, tempfile::TempDir) {
+    let sub = subscribe_url(store, "order:paid").await;
+    store
+        .update_subscription(ACCOUNT.into(), sub.clone(), |s| {
+            s.previous_secret = Some("whsec_previous".into());
+            s.previous_secret_expires_at = Some(5_000);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let ingested = store
+        .ingest(vec![event(
+            "order:paid",
+            r#"{"conversation_id":"c1","n":1}"#,
+            Some("evt_a"),
+            1_000,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(ingested[0].deliveries, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.wasm");
+    std::fs::write(&path, b"\0asm-transfer").unwrap();
+    let mut p = plugin("plg_moved");
+    p.config.insert("token".into(), "sk_secret_value".into());
+    p.config.insert("region".into(), "eu".into());
+    p.secret_keys.insert("token".into());
+    store
+        .create_plugin(
+            p,
+            PluginVersion {
+                wasm_path: path.display().to_string(),
+                ..version(1, VersionStatus::Ready)
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .add_plugin_version(
+            ACCOUNT.into(),
+            "plg_moved".into(),
+            version(2, VersionStatus::Compiling),
+        )
+        .await
+        .unwrap();
+    let limits = KvLimits {
+        value_bytes: 1024,
+        keys: 10,
+    };
+    store
+        .kv_set(
+            "plg_moved".into(),
+            "greeted/c1".into(),
+            vec![0, 1, 2],
+            limits,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .append_plugin_logs(vec![(
+            "plg_moved".into(),
+            vec![PluginLogLine {
+                at: 2_000,
+                level: "info".into(),
+                event_id: Some("evt_a".into()),
+                message: "hello".into(),
+            }],
+        )])
+        .await
+        .unwrap();
+    let delivery = store
+        .list_deliveries(ACCOUNT.into(), DeliveryFilter::default(), 10, None)
+        .await
+        .unwrap()
+        .items[0]
+        .id
+        .clone();
+    (sub, delivery, dir)
+}
+
+#[tokio::test]
+async fn an_export_imports_into_every_backend_as_it_was() {
+    for source in backends().await {
+        let (sub, delivery, _files) = fill_for_transfer(&source.store).await;
+        let rows = export_all(&source.store).await;
+        let tables: std::collections::BTreeSet<_> = rows.iter().map(|r| r.table.name).collect();
+        for t in super::transfer::TABLES {
+            if t.name != "messages" && t.name != "attempts" {
+                assert!(
+                    tables.contains(t.name),
+                    "{}: {} exported",
+                    source.name,
+                    t.name
+                );
+            }
+        }
+        for target in empty_targets().await {
+            let on = format!("{} to {}", source.name, target.name);
+            let dir = tempfile::tempdir().unwrap();
+            import_rows(&target.store, rows.clone(), dir.path(), true)
+                .await
+                .unwrap_or_else(|e| panic!("{on}: {e}"));
+            // Row for row what the source had, secrets opened with the target's own keys.
+            assert_eq!(export_all(&target.store).await, rows, "{on}");
+            let s = &target.store;
+            assert_eq!(
+                s.account_for_key([9; 32]).await.unwrap().as_deref(),
+                Some(ACCOUNT),
+                "{on}"
+            );
+            let moved = s
+                .get_subscription(ACCOUNT.into(), sub.clone())
+                .await
+                .unwrap();
+            let original = source
+                .store
+                .get_subscription(ACCOUNT.into(), sub.clone())
+                .await
+                .unwrap();
+            assert_eq!(moved.secret, original.secret, "{on}");
+            assert_eq!(
+                moved.previous_secret.as_deref(),
+                Some("whsec_previous"),
+                "{on}"
+            );
+            let p = s
+                .get_plugin(ACCOUNT.into(), "plg_moved".into())
+                .await
+                .unwrap();
+            assert_eq!(p.config["token"], "sk_secret_value", "{on}");
+            assert_eq!(
+                s.plugin_component("plg_moved".into(), 1)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(&b"\0asm-transfer"[..]),
+                "{on}"
+            );
+            assert_eq!(
+                s.kv_get("plg_moved".into(), "greeted/c1".into())
+                    .await
+                    .unwrap(),
+                Some(vec![0, 1, 2]),
+                "{on}"
+            );
+            // The pending delivery is claimable on the target, matching rebuilt from the types.
+            let claims = s.claim_due(claim_at(10_000)).await.unwrap();
+            assert_eq!(claims.claimed.len(), 1, "{on}");
+            assert_eq!(claims.claimed[0].delivery.id, delivery, "{on}");
+            let more = s
+                .ingest(vec![event("order:paid", r#"{"n":2}"#, None, 11_000)])
+                .await
+                .unwrap();
+            assert_eq!(
+                more[0].deliveries, 1,
+                "{on}: the subscription still matches"
+            );
+            // New rows get ids after the imported ones.
+            let page = s.list_events(ACCOUNT.into(), None, 10, None).await.unwrap();
+            assert_eq!(page.items.len(), 2, "{on}");
+            assert_eq!(page.items[1].id, "evt_a", "{on}: newest first");
+            target.store.close().await;
+        }
+        source.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_import_writes_nothing_unless_complete_and_into_an_empty_store() {
+    use super::transfer::ImportError;
+    for source in backends().await {
+        let _files = fill_for_transfer(&source.store).await;
+        let rows = export_all(&source.store).await;
+        for target in empty_targets().await {
+            let on = format!("{} to {}", source.name, target.name);
+            let dir = tempfile::tempdir().unwrap();
+            // Input that stops before its end: nothing stays.
+            let cut = import_rows(&target.store, rows.clone(), dir.path(), false).await;
+            assert!(matches!(cut, Err(ImportError::Incomplete)), "{on}: {cut:?}");
+            assert!(export_all(&target.store).await.is_empty(), "{on}");
+            // A row that refers to nothing (a delivery without its event): named, nothing stays.
+            let mut broken = rows.clone();
+            let at = broken
+                .iter()
+                .position(|r| r.table.name == "events")
+                .unwrap();
+            broken.remove(at);
+            let refused = import_rows(&target.store, broken, dir.path(), true).await;
+            match refused {
+                Err(ImportError::Row { table, .. }) => assert_eq!(table, "deliveries", "{on}"),
+                other => panic!("{on}: {other:?}"),
+            }
+            assert!(export_all(&target.store).await.is_empty(), "{on}");
+            // A target with data is refused.
+            import_rows(&target.store, rows.clone(), dir.path(), true)
+                .await
+                .unwrap();
+            let again = import_rows(&target.store, rows.clone(), dir.path(), true).await;
+            assert!(
+                matches!(again, Err(ImportError::NotEmpty("accounts"))),
+                "{on}: {again:?}"
+            );
+            assert_eq!(export_all(&target.store).await, rows, "{on}: as it was");
+            target.store.close().await;
+        }
+        source.store.close().await;
+    }
+}

@@ -20,6 +20,7 @@ pub mod kv;
 pub mod policy;
 pub mod postgres;
 pub mod sealing;
+pub mod transfer;
 
 #[cfg(test)]
 mod contract;
@@ -167,6 +168,12 @@ impl Store {
         Store { backend }
     }
 
+    /// The embedded SQLite database's file in the data dir `dir` (it exists once a server or
+    /// an import has used the dir).
+    pub fn sqlite_file(dir: &Path) -> std::path::PathBuf {
+        sqlite::SqliteStore::file(dir)
+    }
+
     /// Which encryption keys the secrets in the SQLite database in `dir` are sealed with, read
     /// without starting a store (`wasmhook keys prune` runs beside a server, or without one).
     pub fn key_use(dir: &Path) -> Result<KeyUse, StoreError> {
@@ -195,6 +202,36 @@ impl Store {
         batch: usize,
     ) -> Result<Option<Purged>, StoreError> {
         dispatch!(self, backend => backend.purge_older_than(cutoff, batch).await)
+    }
+
+    // ---- Moving an installation (`wasmhook export`, `wasmhook import`)
+
+    /// Sends every carried row of every carried table ([`transfer::TABLES`]), secrets opened,
+    /// from one consistent snapshot, in the order an import needs them. Streams: `out` is
+    /// bounded, and no table is read into memory.
+    pub async fn export(
+        &self,
+        out: tokio::sync::mpsc::Sender<transfer::Row>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, backend => backend.export(out).await)
+    }
+
+    /// The version of the schema (migrations applied), for a dump's header.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        dispatch!(self, backend => backend.schema_version().await)
+    }
+
+    /// Writes every row of `input` with this store's keys sealing the secrets, all in one
+    /// transaction committed only when `input` ends with [`transfer::ImportItem::End`]:
+    /// anything else (a row refused, an input that stops early, a target that holds data)
+    /// writes nothing. `paths(plugin id, version)` names the files the caller wrote a
+    /// version's component to and where its compiled artifact goes, in this node's data dir.
+    pub async fn import(
+        &self,
+        input: tokio::sync::mpsc::Receiver<transfer::ImportItem>,
+        paths: Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync>,
+    ) -> Result<(), transfer::ImportError> {
+        dispatch!(self, backend => backend.import(input, paths).await)
     }
 
     // ---- Accounts and API keys

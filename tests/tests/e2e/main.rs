@@ -33,4 +33,5 @@ mod scheduling;
 mod secrets_at_rest;
 mod stream;
 mod three_nodes;
+mod transfer;
 mod webhook_checks;

@@ -36,6 +36,7 @@ mod plugins;
 mod sessions;
 mod subscriptions;
 mod summaries;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;

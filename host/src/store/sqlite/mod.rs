@@ -24,6 +24,7 @@ mod plugins;
 mod sessions;
 mod subscriptions;
 mod summaries;
+mod transfer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -131,6 +132,11 @@ impl SqliteStore {
         R: Send + 'static,
     {
         self.readers.read(work).await
+    }
+
+    /// The database file of the data dir `dir`.
+    pub fn file(dir: &Path) -> std::path::PathBuf {
+        dir.join(DB_FILE)
     }
 
     /// Which encryption keys the secrets in the database in `dir` are sealed with, read

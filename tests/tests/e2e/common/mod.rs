@@ -101,6 +101,17 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on a data dir (and database) filled beforehand, e.g. by `wasmhook
+    /// import`; the caller keeps the dir, the database is dropped with the server.
+    pub async fn start_on(
+        dir: PathBuf,
+        database_url: Option<String>,
+        extra: &[&str],
+    ) -> TestServer {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        TestServer::launch(dir, extra, database_url).await
+    }
+
     async fn launch(dir: PathBuf, extra: Vec<String>, database_url: Option<String>) -> TestServer {
         let mut args = args_with(&extra);
         args.extend(["--data-dir".to_string(), dir.display().to_string()]);
