@@ -6,9 +6,9 @@
 //!
 //! **The dump** is JSON lines. Line 1 is the header:
 //! `{"format": "wasmhook-dump", "version": 1, "source": {"backend": "sqlite", "schema_version": 10}, ...}`.
-//! Every other line is one row, `{"type": "<table>", "<column>": <value>, ...}`: integers,
+//! Every other line is one row, `{"table": "<table>", "<column>": <value>, ...}`: integers,
 //! text and booleans as JSON, bytes (key hashes, key-value values, plugin components) in
-//! base64, NULL as null. The last line is `{"type": "end", "rows": <count>}`: a dump without
+//! base64, NULL as null. The last line is `{"end": true, "rows": <count>}`: a dump without
 //! it (an export that failed halfway, a copy cut short) is refused as a whole. Signing
 //! secrets and secret plugin settings are **in clear** in a dump: the export opens them with
 //! the source's key file and the import seals them with the target's.
@@ -37,7 +37,9 @@ use crate::store::{Store, SyncMode, postgres::PgOptions};
 const FORMAT: &str = "wasmhook-dump";
 /// The dump format's version: a reader refuses versions it does not know.
 const VERSION: u64 = 1;
-/// The `type` of the last line.
+/// The key of a row's table (not `type`: `events` has a column of that name).
+const TABLE: &str = "table";
+/// The key that marks the last line.
 const END: &str = "end";
 /// Rows in flight between the store and the dump, either way: memory stays bounded whatever
 /// the number of events.
@@ -177,7 +179,7 @@ async fn write_dump(store: &Store, mut out: impl Write) -> anyhow::Result<u64> {
     }
     // A failed read leaves the dump without its last line, so no import accepts it.
     reader.await?.context("reading the source database")?;
-    writeln!(out, "{}", serde_json::json!({"type": END, "rows": rows}))?;
+    writeln!(out, "{}", serde_json::json!({END: true, "rows": rows}))?;
     out.flush().context("writing the dump")?;
     Ok(rows)
 }
@@ -185,7 +187,7 @@ async fn write_dump(store: &Store, mut out: impl Write) -> anyhow::Result<u64> {
 /// A row as a line of the dump.
 fn line(row: &Row) -> Value {
     let mut object = Map::new();
-    object.insert("type".into(), Value::String(row.table.name.into()));
+    object.insert(TABLE.into(), Value::String(row.table.name.into()));
     for (column, cell) in row.table.columns.iter().zip(&row.cells) {
         let value = match cell {
             Cell::Null => Value::Null,
@@ -358,11 +360,7 @@ async fn feed(
         }
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| anyhow!("line {number}: not a JSON object: {e}"))?;
-        let kind = value
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if kind == END {
+        if value.get(END) == Some(&Value::Bool(true)) {
             let count = value.get("rows").and_then(Value::as_u64);
             if count != Some(rows) {
                 bail!(
@@ -385,7 +383,7 @@ async fn feed(
     }
     if !ended {
         bail!(
-            "the dump ends at line {number} without its last line ({{\"type\": \"end\", ...}}): \
+            "the dump ends at line {number} without its last line ({{\"end\": true, ...}}): \
              it was cut short or its export failed"
         );
     }
@@ -423,12 +421,12 @@ fn parse_row(value: Value) -> Result<Row, String> {
     let Value::Object(mut object) = value else {
         return Err("not a JSON object".into());
     };
-    let name = match object.remove("type") {
+    let name = match object.remove(TABLE) {
         Some(Value::String(name)) => name,
-        _ => return Err("no \"type\"".into()),
+        _ => return Err(format!("no \"{TABLE}\": not a row")),
     };
-    let t: &'static Table = table(&name)
-        .ok_or_else(|| format!("unknown type {name:?} (not a table a dump carries)"))?;
+    let t: &'static Table =
+        table(&name).ok_or_else(|| format!("unknown table {name:?} (not one a dump carries)"))?;
     let mut cells = Vec::with_capacity(t.columns.len());
     for column in t.columns {
         let value = object

@@ -437,7 +437,7 @@ async fn a_corrupt_dump_is_refused_with_its_line_and_nothing_written() {
     // Line 4 (after the header, the account and its key) no longer holds a row.
     let event_line = lines
         .iter()
-        .position(|l| l.contains("\"type\":\"events\""))
+        .position(|l| l.contains("\"table\":\"events\""))
         .expect("the event's line");
     let mut broken = lines.clone();
     let bad = broken[event_line].replace("\"received_at\":", "\"received_at\":\"soon\",\"x\":");
@@ -454,7 +454,7 @@ async fn a_corrupt_dump_is_refused_with_its_line_and_nothing_written() {
 
     // Not JSON at all.
     let mut garbled = lines.clone();
-    garbled[2] = "{\"type\": \"api_keys\", ";
+    garbled[2] = "{\"table\": \"api_keys\", ";
     std::fs::write(&corrupt, garbled.join("\n")).unwrap();
     let out = import_file(&target, &corrupt);
     assert!(!out.status.success());
