@@ -30,7 +30,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::secrets::Keyring;
-use crate::store::transfer::{COMPONENT, Cell, ImportItem, Kind, Row, Table, table};
+use crate::store::transfer::{
+    COMPONENT, Cell, ComponentPaths, ImportItem, Kind, Row, Table, table,
+};
 use crate::store::{Store, SyncMode, postgres::PgOptions};
 
 /// The dump format's name, in the header.
@@ -261,11 +263,10 @@ async fn read_dump(
     plugins_dir: &Path,
 ) -> anyhow::Result<(u64, String)> {
     let dir = plugins_dir.to_path_buf();
-    let paths: Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync> =
-        Arc::new(move |plugin_id, version| {
-            let (wasm, cwasm) = version_files(&dir, plugin_id, version);
-            (wasm.display().to_string(), cwasm.display().to_string())
-        });
+    let paths: ComponentPaths = Arc::new(move |plugin_id, version| {
+        let (wasm, cwasm) = version_files(&dir, plugin_id, version);
+        (wasm.display().to_string(), cwasm.display().to_string())
+    });
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let writer = {
         let store = store.clone();

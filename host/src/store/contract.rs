@@ -1616,7 +1616,7 @@ async fn import_rows(
 ) -> Result<(), super::transfer::ImportError> {
     use super::transfer::{COMPONENT, Cell, ImportItem};
     let files = dir.to_path_buf();
-    let paths: Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync> = Arc::new(move |id, v| {
+    let paths: super::transfer::ComponentPaths = Arc::new(move |id, v| {
         let at = |ext| files.join(format!("{id}-v{v}.{ext}")).display().to_string();
         (at("wasm"), at("cwasm"))
     });

@@ -229,7 +229,7 @@ impl Store {
     pub async fn import(
         &self,
         input: tokio::sync::mpsc::Receiver<transfer::ImportItem>,
-        paths: Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync>,
+        paths: transfer::ComponentPaths,
     ) -> Result<(), transfer::ImportError> {
         dispatch!(self, backend => backend.import(input, paths).await)
     }

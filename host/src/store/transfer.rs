@@ -360,6 +360,11 @@ impl Row {
     }
 }
 
+/// Names the files of a version's component and compiled artifact (plugin id, version) in the
+/// importing node's data dir: the caller writes the component there, the target compiles the
+/// artifact there.
+pub type ComponentPaths = std::sync::Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync>;
+
 /// What an import reads: rows, then the end of the input. A store commits an import only
 /// once it has seen [`ImportItem::End`]: input that stops early (a reader that failed, a dump
 /// cut short) leaves the target as it was.

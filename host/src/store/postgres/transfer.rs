@@ -4,7 +4,6 @@
 //! is complete, after which every identity sequence moves past the imported `seq`s.
 
 use std::error::Error;
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use deadpool_postgres::GenericClient;
@@ -17,8 +16,8 @@ use super::decode::get;
 use super::{PgStore, db};
 use crate::store::StoreError;
 use crate::store::transfer::{
-    COMPONENT, Cell, ImportError, ImportItem, Kind, Row, TABLES, event_types, open_row, seal_row,
-    select_list,
+    COMPONENT, Cell, ComponentPaths, ImportError, ImportItem, Kind, Row, TABLES, event_types,
+    open_row, seal_row, select_list,
 };
 
 impl ToSql for Cell {
@@ -129,7 +128,7 @@ impl PgStore {
     pub async fn import(
         &self,
         mut input: mpsc::Receiver<ImportItem>,
-        paths: Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync>,
+        paths: ComponentPaths,
     ) -> Result<(), ImportError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;

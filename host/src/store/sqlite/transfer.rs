@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use super::{SqliteStore, StoreError};
 use crate::store::transfer::{
-    COMPONENT, Cell, ImportError, ImportItem, Kind, Row, TABLES, Table, event_types, open_row,
-    seal_row, select_list,
+    COMPONENT, Cell, ComponentPaths, ImportError, ImportItem, Kind, Row, TABLES, Table,
+    event_types, open_row, seal_row, select_list,
 };
 
 impl ToSql for Cell {
@@ -257,7 +257,7 @@ impl SqliteStore {
     pub async fn import(
         &self,
         input: mpsc::Receiver<ImportItem>,
-        paths: Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync>,
+        paths: ComponentPaths,
     ) -> Result<(), ImportError> {
         let keys = self.keys.clone();
         // The writer op must fail as a whole to roll back; why it failed travels beside it.
