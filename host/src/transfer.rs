@@ -17,7 +17,7 @@
 //! read and stored (one transaction): a bad line is an error naming its number.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -132,6 +132,10 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let store = from.open(keys).await?;
     let out: Box<dyn Write> = match &args.file {
         Some(path) => Box::new(private_file(path)?),
+        None if std::io::stdout().is_terminal() => bail!(
+            "standard output is a terminal, and the dump holds secrets in clear: pipe it into \
+             `wasmhook import`, redirect it to a file, or give --file"
+        ),
         None => Box::new(std::io::stdout().lock()),
     };
     let written = write_dump(&store, BufWriter::new(out)).await;
@@ -213,6 +217,10 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
         )),
+        None if std::io::stdin().is_terminal() => bail!(
+            "no dump on standard input (it is a terminal): pipe `wasmhook export` into this \
+             command, or give --file"
+        ),
         None => Box::new(std::io::stdin().lock()),
     };
     let plugins_dir = to.data_dir.join("plugins");
@@ -476,9 +484,158 @@ fn write_component(row: &Row, components: &mut Components) -> anyhow::Result<()>
     if Some(sha.as_str()) != row.text("sha256") {
         bail!("plugin_versions: the component's SHA-256 is {sha}, not its row's sha256");
     }
-    components.write(
-        row.text("plugin_id").unwrap_or_default(),
-        row.int("version").unwrap_or_default(),
-        bytes,
-    )
+    let version = row.int("version").unwrap_or_default();
+    if u32::try_from(version).map_or(true, |v| v == 0) {
+        bail!("plugin_versions: version {version} is not a version number");
+    }
+    components.write(row.text("plugin_id").unwrap_or_default(), version, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn account_line() -> Value {
+        json!({"table": "accounts", "id": "acc_1", "name": "Acme", "created_at": 5})
+    }
+
+    #[test]
+    fn a_row_reads_back_as_the_line_it_was_written_as() {
+        let row = parse_row(account_line()).unwrap();
+        assert_eq!(row.table.name, "accounts");
+        assert_eq!(line(&row), account_line());
+        let key = json!({"table": "api_keys", "id": "key_1", "account_id": "acc_1",
+            "key_hash": STANDARD.encode([7u8; 32]), "prefix": "whk_a", "created_at": 1,
+            "revoked_at": null});
+        let row = parse_row(key.clone()).unwrap();
+        assert_eq!(row.get("key_hash"), &Cell::Bytes(vec![7; 32]));
+        assert_eq!(line(&row), key);
+    }
+
+    #[test]
+    fn a_bad_row_names_its_table_and_column() {
+        let cases = [
+            (json!([1]), "not a JSON object"),
+            (json!({"id": "x"}), "no \"table\""),
+            (json!({"table": "sessions"}), "unknown table \"sessions\""),
+            (
+                json!({"table": "accounts", "id": "a", "name": "n"}),
+                "accounts: no \"created_at\"",
+            ),
+            (
+                json!({"table": "accounts", "id": "a", "name": "n", "created_at": "now"}),
+                "accounts: created_at: expected an integer, got \"now\"",
+            ),
+            (
+                json!({"table": "accounts", "id": "a", "name": null, "created_at": 1}),
+                "accounts: name: expected a string, got null",
+            ),
+            (
+                json!({"table": "accounts", "id": "a", "name": "n", "created_at": 1, "x": 1}),
+                "accounts: unknown column \"x\"",
+            ),
+            (
+                json!({"table": "plugin_kv", "plugin_id": "p", "key": "k", "value": "%%"}),
+                "plugin_kv: value: not base64",
+            ),
+        ];
+        for (value, expected) in cases {
+            let e = parse_row(value.clone()).unwrap_err();
+            assert!(e.contains(expected), "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_a_dump_of_a_known_version_is_read() {
+        let ok = json!({"format": FORMAT, "version": VERSION,
+            "source": {"backend": "sqlite", "schema_version": 10}});
+        assert_eq!(
+            check_header(&ok.to_string()).unwrap(),
+            "sqlite (schema version 10)"
+        );
+        let newer = json!({"format": FORMAT, "version": 2});
+        assert!(
+            check_header(&newer.to_string())
+                .unwrap_err()
+                .contains("version")
+        );
+        assert!(
+            check_header("{\"table\": \"accounts\"}")
+                .unwrap_err()
+                .contains("not a dump")
+        );
+        assert!(check_header("PGDMP").unwrap_err().contains("not a dump"));
+    }
+
+    /// Feeds `text` as a dump; returns what reached the store and how reading ended.
+    async fn fed(text: &str) -> (Vec<u64>, bool, anyhow::Result<(u64, String)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut components = Components::new(dir.path());
+        let input: Box<dyn BufRead> = Box::new(std::io::Cursor::new(text.to_string()));
+        let result = feed(input, &tx, &mut components).await;
+        drop(tx);
+        let (mut lines, mut ended) = (Vec::new(), false);
+        while let Some(item) = rx.recv().await {
+            match item {
+                ImportItem::Row(n, _) => lines.push(n),
+                ImportItem::End => ended = true,
+            }
+        }
+        (lines, ended, result)
+    }
+
+    #[tokio::test]
+    async fn the_store_commits_only_a_whole_dump_and_errors_name_the_line() {
+        let header = json!({"format": FORMAT, "version": VERSION, "source": {}}).to_string();
+        let row = account_line().to_string();
+        let end = |n: u64| json!({"end": true, "rows": n}).to_string();
+
+        let (lines, ended, result) = fed(&[&*header, &row, &end(1)].join("\n")).await;
+        assert_eq!((lines, ended), (vec![2], true));
+        assert_eq!(result.unwrap().0, 1);
+
+        // Cut short: the rows before reach the store, the end never does.
+        let (_, ended, result) = fed(&[&*header, &row].join("\n")).await;
+        assert!(!ended);
+        assert!(result.unwrap_err().to_string().contains("cut short"));
+
+        // A count that does not match, text after the end, a bad line in the middle.
+        let (_, ended, result) = fed(&[&*header, &row, &end(2)].join("\n")).await;
+        assert!(!ended);
+        assert!(result.unwrap_err().to_string().starts_with("line 3: "));
+        let (_, ended, result) = fed(&[&*header, &end(0), &row].join("\n")).await;
+        assert!(!ended);
+        assert!(result.unwrap_err().to_string().starts_with("line 3: "));
+        let (lines, ended, result) = fed(&[&*header, &row, "{", &row, &end(2)].join("\n")).await;
+        assert_eq!((lines, ended), (vec![2], false));
+        assert!(
+            result
+                .unwrap_err()
+                .to_string()
+                .starts_with("line 3: not a JSON object")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_component_must_match_its_hash() {
+        let header = json!({"format": FORMAT, "version": VERSION, "source": {}}).to_string();
+        let bytes = b"\0asm-component";
+        let version = |sha: String| {
+            json!({"table": "plugin_versions", "plugin_id": "plg_1", "version": 1,
+                "sha256": sha, "size_bytes": bytes.len(), "created_at": 1, "status": "ready",
+                "failure": null, "wasm": STANDARD.encode(bytes)})
+            .to_string()
+        };
+        let wrong = version("00".repeat(32));
+        let (_, _, result) = fed(&[&*header, &wrong].join("\n")).await;
+        let e = result.unwrap_err().to_string();
+        assert!(e.starts_with("line 2: ") && e.contains("SHA-256"), "{e}");
+        let right = version(hex::encode(Sha256::digest(bytes)));
+        let end = json!({"end": true, "rows": 1}).to_string();
+        let (lines, ended, result) = fed(&[&*header, &right, &end].join("\n")).await;
+        assert_eq!((lines, ended), (vec![2], true));
+        result.unwrap();
+    }
 }

@@ -16,8 +16,8 @@ use super::decode::get;
 use super::{PgStore, db};
 use crate::store::StoreError;
 use crate::store::transfer::{
-    COMPONENT, Cell, ComponentPaths, ImportError, ImportItem, Kind, Row, TABLES, event_types,
-    open_row, seal_row, select_list,
+    Cell, ComponentPaths, ImportError, ImportItem, Kind, Row, TABLES, event_types, open_row,
+    seal_row, select_list,
 };
 
 impl ToSql for Cell {
@@ -197,7 +197,6 @@ async fn insert(
             Cell::Text(cwasm),
             Cell::Text(String::new()),
         ]);
-        debug_assert!(names.contains(&COMPONENT));
     }
     let placeholders = (1..=names.len())
         .map(|i| format!("${i}"))
