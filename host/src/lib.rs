@@ -65,6 +65,9 @@ pub async fn run(
         stop_delivery.clone(),
         state.config.test_hold_compiles_until.clone(),
     );
+    let following = state
+        .plugins
+        .start_following(store.clone(), stop_delivery.clone());
     let depth_sampler = backpressure::spawn_sampler(state.clone(), stop_delivery.clone());
     let listener_sweep = tokio::spawn(delivery::listen::sweep(
         state.clone(),
@@ -86,6 +89,9 @@ pub async fn run(
     stop_delivery.cancel();
     let _ = dispatcher.await;
     let _ = compiler.await;
+    if let Some(following) = following {
+        let _ = following.await;
+    }
     let _ = listener_sweep.await;
     let _ = retention.await;
     let _ = depth_sampler.await;

@@ -26,7 +26,7 @@ use super::{AttemptOutcome, Verdict};
 use crate::breaker::{Policy, Signal};
 use crate::clock::{new_id, now_ms, rfc3339};
 use crate::live::AttemptSettled;
-use crate::model::{Attempt, AttemptRequest, DeliveryStatus, Subscription};
+use crate::model::{Attempt, AttemptRequest, DeliveryStatus, Subscription, SubscriptionStatus};
 use crate::plugins::budget::Reservation;
 use crate::state::AppState;
 use crate::store::NewEvent;
@@ -117,12 +117,27 @@ impl Drop for FinishGuard {
     }
 }
 
+/// A claimed delivery and this node's configuration epoch when it was claimed: its
+/// subscription is read again before the attempt when the epoch moved since (see [`current`]).
+struct Work {
+    claimed: Claimed,
+    epoch: u64,
+}
+
+impl std::ops::Deref for Work {
+    type Target = Claimed;
+
+    fn deref(&self) -> &Claimed {
+        &self.claimed
+    }
+}
+
 /// One subscription's claimed deliveries waiting to start and its attempts running: at most
 /// `cap` (its `max_in_flight`) run at once, whatever was claimed.
 struct Lane {
     cap: usize,
     running: usize,
-    queue: VecDeque<Claimed>,
+    queue: VecDeque<Work>,
     /// In the ready ring (has queued work and may start some).
     ready: bool,
     /// Moving average of its attempts' durations, once one finished.
@@ -154,7 +169,7 @@ struct Lanes {
 }
 
 impl Lanes {
-    fn add(&mut self, work: Claimed, default_cap: u32) {
+    fn add(&mut self, work: Work, default_cap: u32) {
         let sub = work.subscription.seq;
         let cap = work
             .subscription
@@ -180,7 +195,7 @@ impl Lanes {
 
     /// The next delivery to start, taking lanes in turn; none when every lane with queued
     /// work is at its cap.
-    fn next(&mut self) -> Option<Claimed> {
+    fn next(&mut self) -> Option<Work> {
         while let Some(sub) = self.ring.pop_front() {
             let Some(lane) = self.by_sub.get_mut(&sub) else {
                 continue;
@@ -226,7 +241,7 @@ impl Lanes {
     }
 
     /// Takes a lane's queued claims, to give back while its circuit breaker is open.
-    fn paused(&mut self, subscription_seq: i64) -> Vec<Claimed> {
+    fn paused(&mut self, subscription_seq: i64) -> Vec<Work> {
         let Some(lane) = self.by_sub.get_mut(&subscription_seq) else {
             return Vec::new();
         };
@@ -279,7 +294,7 @@ impl Lanes {
         }
     }
 
-    fn drain(&mut self) -> Vec<Claimed> {
+    fn drain(&mut self) -> Vec<Work> {
         self.ring.clear();
         self.queued = 0;
         self.by_sub
@@ -290,7 +305,7 @@ impl Lanes {
 }
 
 /// Gives back claims that will not be attempted now, due again at `due_at`.
-fn release(state: &AppState, claims: Vec<Claimed>, due_at: i64) {
+fn release(state: &AppState, claims: Vec<Work>, due_at: i64) {
     if claims.is_empty() {
         return;
     }
@@ -317,6 +332,8 @@ async fn run(state: AppState, stop: CancellationToken) {
     let mut cursor = 0;
     let mut claim = true;
     let mut claiming: Option<JoinHandle<Result<Claims, StoreError>>> = None;
+    // The configuration epoch before the running claim read its subscriptions.
+    let mut claim_epoch = 0;
     let mut wait = Duration::ZERO;
     while !stop.is_cancelled() {
         // Start what may start: lanes take turns for the free slots.
@@ -356,6 +373,7 @@ async fn run(state: AppState, stop: CancellationToken) {
                 after_subscription: cursor,
                 claim_ahead: lanes.claim_ahead(),
             };
+            claim_epoch = state.store.config_changes().epoch();
             let state = state.clone();
             claiming = Some(tokio::spawn(
                 async move { state.store.claim_due(request).await },
@@ -378,7 +396,8 @@ async fn run(state: AppState, stop: CancellationToken) {
                             let ms = (due - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64);
                             Duration::from_millis(ms as u64)
                         });
-                        for work in claims.claimed {
+                        for claimed in claims.claimed {
+                            let work = Work { claimed, epoch: claim_epoch };
                             lanes.add(work, state.config.subscription_max_in_flight);
                         }
                     }
@@ -430,7 +449,11 @@ async fn run(state: AppState, stop: CancellationToken) {
         Some(task) => Some(task.await),
         None => None,
     } {
-        for work in claims.claimed {
+        for claimed in claims.claimed {
+            let work = Work {
+                claimed,
+                epoch: claim_epoch,
+            };
             lanes.add(work, state.config.subscription_max_in_flight);
         }
     }
@@ -453,10 +476,15 @@ async fn run(state: AppState, stop: CancellationToken) {
 async fn settle_one(
     state: &AppState,
     limiter: &RateLimiter,
-    work: Claimed,
+    work: Work,
     permit: OwnedSemaphorePermit,
     finished: FinishGuard,
 ) {
+    // Dropping `finished` gives the lane's slot back without counting an attempt.
+    let Some(work) = current(state, work).await else {
+        return;
+    };
+    let work = work.claimed;
     let now = now_ms();
     if let Some(rate) = work.subscription.rate_limit_per_second
         && let Some(slot) = limiter.admit(work.subscription.seq, work.delivery.seq, rate, now)
@@ -479,6 +507,43 @@ async fn settle_one(
     }
     let (timed, permit) = attempt_holding_lease(state, &work, permit).await;
     record(state, &work, timed, permit, finished).await;
+}
+
+/// The claimed delivery with its subscription as it is now, when configuration changed since it
+/// was claimed (through this node or, on a shared database, another: see `store::changes`): a
+/// rotated secret, a new URL or headers, a disabled or deleted subscription take effect for
+/// deliveries already claimed, so none is signed or sent under settings replaced more than the
+/// epoch's delay ago. `None` when it is not to be attempted now: given back (its subscription no
+/// longer active, or unreadable) or gone with its subscription.
+async fn current(state: &AppState, mut work: Work) -> Option<Work> {
+    let epoch = state.store.config_changes().epoch();
+    if work.epoch == epoch {
+        return Some(work);
+    }
+    let sub = &work.subscription;
+    let read = state
+        .store
+        .get_subscription(sub.account_id.clone(), sub.id.clone())
+        .await;
+    match read {
+        Ok(sub) if sub.status == SubscriptionStatus::Active => {
+            work.claimed.subscription = sub;
+            work.epoch = epoch;
+            Some(work)
+        }
+        // Paused or disabled: given back, the claim skips it while it stays so.
+        Ok(_) => {
+            release(state, vec![work], now_ms());
+            None
+        }
+        // Deleted, with its deliveries.
+        Err(StoreError::NotFound) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, delivery = %work.delivery.id, "reading a changed subscription failed; the delivery waits");
+            release(state, vec![work], now_ms() + IDLE_POLL.as_millis() as i64);
+            None
+        }
+    }
 }
 
 /// An attempt's outcome and the request it sent, when it started and how long it took.
@@ -522,6 +587,8 @@ async fn wait_for_compile(
     let Some(plugin_id) = plugin_of(&work.subscription) else {
         return;
     };
+    // Created through another node a moment ago: this node may not have heard of it yet.
+    state.plugins.ensure_known(&state.store, plugin_id).await;
     if !state.plugins.registry.is_compiling(plugin_id) {
         return;
     }

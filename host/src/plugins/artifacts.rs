@@ -17,6 +17,7 @@ use super::{PluginRuntime, engine, heap};
 use crate::clock::now_ms;
 use crate::model::{Plugin, PluginVersion, VersionStatus};
 use crate::store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 /// Why an upload was refused, or a version failed to compile.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +63,10 @@ fn incompatible(e: wasmtime::Error) -> PluginError {
     }
 }
 
-/// Where a version's uploaded component and its compiled artifact live under a runtime's
-/// plugin dir (`<data dir>/plugins`): `wasmhook import` writes components there too.
+/// Where a version's uploaded component lives under a runtime's plugin dir
+/// (`<data dir>/plugins`), and where an earlier wasmhook kept its compiled artifact (now kept
+/// by content and engine hash: see `PluginRuntime::prepare`): `wasmhook import` writes
+/// components there too.
 pub fn version_files(plugins_dir: &Path, plugin_id: &str, version: u32) -> (PathBuf, PathBuf) {
     let dir = plugins_dir.join(plugin_id);
     (
@@ -111,8 +114,10 @@ impl PluginRuntime {
         Ok(component)
     }
 
-    pub(super) fn paths(&self, plugin_id: &str, version: u32) -> (PathBuf, PathBuf) {
-        version_files(&self.dir, plugin_id, version)
+    /// Where this node keeps a component uploaded through it (the SQLite store's copy of
+    /// the bytes; a shared database keeps its own).
+    pub(super) fn upload_path(&self, plugin_id: &str, version: u32) -> PathBuf {
+        version_files(&self.dir, plugin_id, version).0
     }
 
     /// Validates and compiles a component to run here only: nothing is stored or registered
@@ -132,15 +137,18 @@ impl PluginRuntime {
         version: u32,
         wasm: Vec<u8>,
     ) -> Result<PluginVersion, PluginError> {
-        let (wasm_path, cwasm_path) = self.paths(plugin_id, version);
+        let wasm_path = self.upload_path(plugin_id, version);
+        let rt = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             validate(&wasm)?;
+            let sha256 = hex::encode(Sha256::digest(&wasm));
+            let cwasm_path = rt.artifact_path(&sha256);
             let io = |e: std::io::Error| PluginError::Io(e.to_string());
             std::fs::create_dir_all(wasm_path.parent().expect("a plugin dir")).map_err(io)?;
             write_atomic(&wasm_path, &wasm).map_err(io)?;
             Ok(PluginVersion {
                 version,
-                sha256: hex::encode(Sha256::digest(&wasm)),
+                sha256,
                 size_bytes: wasm.len() as u64,
                 wasm_path: wasm_path.display().to_string(),
                 cwasm_path: cwasm_path.display().to_string(),
@@ -211,8 +219,7 @@ impl PluginRuntime {
             Ok(plugin) => plugin,
             Err(e) => {
                 self.registry.restore_unloaded(&id, before);
-                let (wasm_path, _) = self.paths(&id, next);
-                let _ = std::fs::remove_file(wasm_path);
+                let _ = std::fs::remove_file(self.upload_path(&id, next));
                 return Err(e.into());
             }
         };
@@ -233,90 +240,136 @@ impl PluginRuntime {
         Ok(())
     }
 
-    /// Loads every plugin's current version at start-up, from the stored compiled artifact
-    /// when it was made by a compatible engine, else by compiling (and storing) it again. A
-    /// plugin whose current version never compiled is registered as waiting for it, or as
-    /// failed; versions left `compiling` are the compiler's (see `compiler`).
-    pub async fn load_all(self: &Arc<Self>, store: &Store) -> anyhow::Result<usize> {
-        let mut plugins = store.all_current_plugins().await?;
-        plugins.retain(|(plugin, version)| match version.status {
-            VersionStatus::Ready => true,
-            VersionStatus::Compiling => {
-                self.registry
-                    .set_unloaded(&plugin.id, Unloaded::Compiling(version.version));
-                false
-            }
-            VersionStatus::Failed => {
-                let why = version.failure.clone().unwrap_or_default();
-                self.registry
-                    .set_unloaded(&plugin.id, Unloaded::Failed(version.version, why));
-                false
-            }
-        });
-        let rt = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            for (plugin, version) in plugins {
-                match rt.load_version(&plugin, &version) {
-                    Ok((ready, rebuilt)) => out.push((plugin, ready, rebuilt.then_some(version))),
-                    Err(e) => tracing::error!(plugin = %plugin.id, error = %e, "plugin could not be loaded"),
-                }
-            }
-            heap::give_back_free_memory();
-            out
-        })
-        .await?;
-        let count = loaded.len();
-        for (plugin, (pre, stack), rebuilt) in loaded {
-            if let Some(v) = rebuilt {
-                store
-                    .set_plugin_engine_hash(plugin.id.clone(), v.version, self.engine_hash.clone())
-                    .await?;
-            }
-            self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
-        }
-        Ok(count)
+    /// Where this node keeps the compiled artifact of the component whose SHA-256 is
+    /// `sha256`, for this engine: keyed by both, so an artifact is shared by every version
+    /// (and plugin) with the same bytes, and one made by another engine (an upgrade, other
+    /// CPU features) is never looked at.
+    pub(super) fn artifact_path(&self, sha256: &str) -> PathBuf {
+        self.dir
+            .join("compiled")
+            .join(format!("{sha256}-{}.cwasm", self.engine_hash))
     }
 
-    /// Returns the version ready to run and whether it had to be compiled again.
-    fn load_version(
-        &self,
-        plugin: &Plugin,
+    /// Fetches a version's uploaded component from the store (every node can: on a shared
+    /// database it is stored there) and makes it ready to run (see [`PluginRuntime::prepare`])
+    /// on a blocking thread, one compilation at a time.
+    pub(super) async fn load(
+        self: &Arc<Self>,
+        store: &Store,
+        id: &str,
         v: &PluginVersion,
-    ) -> Result<(Ready, bool), PluginError> {
-        if v.engine_hash == self.engine_hash {
-            match self.deserialize(Path::new(&v.cwasm_path)) {
-                Ok(component) => {
-                    // The stack layout is read from the uploaded bytes, kept beside the
-                    // artifact; without them the plugin still runs, its overflows with large
-                    // frames reported as out-of-bounds accesses.
-                    let stack = match std::fs::read(&v.wasm_path) {
-                        Ok(wasm) => StackMap::of_component(&wasm),
-                        Err(e) => {
-                            tracing::warn!(plugin = %plugin.id, error = %e, path = %v.wasm_path, "uploaded component unreadable; stack overflows with large frames will not be recognized");
-                            StackMap::default()
-                        }
-                    };
-                    return Ok(((self.pre(&component)?, Arc::new(stack)), false));
-                }
+    ) -> Result<Ready, PluginError> {
+        let wasm = store
+            .plugin_component(id.to_string(), v.version)
+            .await?
+            .ok_or_else(|| {
+                PluginError::Io(format!(
+                    "the uploaded component of version {} is not stored",
+                    v.version
+                ))
+            })?;
+        let _turn = self
+            .compiles
+            .acquire()
+            .await
+            .expect("the compile semaphore is never closed");
+        let (rt, v, id) = (self.clone(), v.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let ready = rt.prepare(&id, &v, &wasm, None);
+            heap::give_back_free_memory();
+            ready
+        })
+        .await
+        .unwrap_or_else(|e| Err(PluginError::Io(format!("loading the plugin crashed: {e}"))))
+    }
+
+    /// Makes a version ready to run from its uploaded bytes: from this node's compiled artifact
+    /// when it has one for this engine, else by compiling it (checking first that the bytes are
+    /// the ones uploaded) and keeping the artifact in the data dir. Compiled code only ever
+    /// comes from this node's own data dir, never from the database. Blocking.
+    pub(super) fn prepare(
+        &self,
+        plugin_id: &str,
+        v: &PluginVersion,
+        wasm: &[u8],
+        stop: Option<&CancellationToken>,
+    ) -> Result<Ready, PluginError> {
+        // The hash names a file: only a real SHA-256 (hex) from the database is one.
+        if v.sha256.len() != 64 || !v.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PluginError::Io(format!(
+                "version {} has no valid SHA-256 in the store",
+                v.version
+            )));
+        }
+        let stack = Arc::new(StackMap::of_component(wasm));
+        let cached = self.artifact_path(&v.sha256);
+        self.adopt_legacy_artifact(plugin_id, v, &cached);
+        if cached.exists() {
+            match self.deserialize(&cached) {
+                Ok(component) => return Ok((self.pre(&component)?, stack)),
                 Err(e) => {
-                    tracing::warn!(plugin = %plugin.id, error = %e, "stored artifact unusable; compiling again")
+                    tracing::warn!(sha256 = %v.sha256, error = %e, "compiled artifact unusable; compiling again")
                 }
             }
         }
-        let wasm = std::fs::read(&v.wasm_path)
-            .map_err(|e| PluginError::Io(format!("{}: {e}", v.wasm_path)))?;
-        let compiled = self.precompile(&wasm)?;
-        let stack = Arc::new(StackMap::of_component(&wasm));
-        drop(wasm);
-        write_atomic(Path::new(&v.cwasm_path), &compiled)
-            .map_err(|e| PluginError::Io(e.to_string()))?;
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        if sha256 != v.sha256 {
+            return Err(PluginError::Io(format!(
+                "the stored component of version {} does not match its SHA-256 ({sha256}, not {})",
+                v.version, v.sha256
+            )));
+        }
+        let compiled = self.precompile(wasm)?;
+        if stop.is_some_and(|s| s.is_cancelled()) {
+            // The server is stopping: the next start compiles it again (and writes the file).
+            return Err(PluginError::Io("the server stopped".into()));
+        }
+        let io = |e: std::io::Error| PluginError::Io(format!("{}: {e}", cached.display()));
+        std::fs::create_dir_all(cached.parent().expect("a compiled dir")).map_err(io)?;
+        write_atomic(&cached, &compiled).map_err(io)?;
         drop(compiled);
-        // Mapped from the file, as a compiled upload is.
+        // Mapped from the file, not kept from the compilation: its pages are shared with the
+        // page cache and read in as used (see `compiler`).
         let component = self
-            .deserialize(Path::new(&v.cwasm_path))
-            .map_err(|e| PluginError::Io(format!("{}: {e:#}", v.cwasm_path)))?;
-        Ok(((self.pre(&component)?, stack), true))
+            .deserialize(&cached)
+            .map_err(|e| PluginError::Io(format!("{}: {e:#}", cached.display())))?;
+        Ok((self.pre(&component)?, stack))
+    }
+
+    /// Moves the artifact an earlier version of wasmhook kept beside this node's upload
+    /// (`plugins/<id>/v<N>.cwasm`) to the cache, when the database says this engine made it:
+    /// an upgrade does not compile every plugin again. The path is this node's own, never
+    /// the one the database names (on a shared database that is another node's file).
+    /// wasmtime still checks the artifact's header when it is loaded.
+    fn adopt_legacy_artifact(&self, plugin_id: &str, v: &PluginVersion, cached: &Path) {
+        let (_, legacy) = version_files(&self.dir, plugin_id, v.version);
+        if v.engine_hash != self.engine_hash || cached.exists() || !legacy.exists() {
+            return;
+        }
+        if let Some(dir) = cached.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::rename(&legacy, cached) {
+            tracing::warn!(error = %e, path = %legacy.display(), "keeping an earlier compiled artifact failed; compiling again");
+        }
+    }
+
+    /// Removes the compiled artifacts no current version uses, and those of other engines
+    /// (at start, before the compiler runs, so none is being written).
+    pub(super) fn prune_artifacts(&self, current: &std::collections::HashSet<String>) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("compiled")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let keep = name
+                .strip_suffix(".cwasm")
+                .and_then(|n| n.split_once('-'))
+                .is_some_and(|(sha, engine)| engine == self.engine_hash && current.contains(sha));
+            if !keep {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     #[allow(unsafe_code)]

@@ -1,6 +1,7 @@
-//! The background compiler: turns uploaded versions left `compiling` into `ready` (the compiled
-//! artifact stored, loaded and, when it is the newest, made current) or `failed` (with the
-//! reason, its files removed). One at a time, oldest upload first, under the runtime's compile
+//! The background compiler: turns uploaded versions left `compiling` into `ready` (compiled from
+//! the bytes in the store, the artifact kept in this node's data dir and loaded from there, as a
+//! restart loads it: mapped, so its pages are shared with the page cache; made current when it is
+//! the newest) or `failed` (with the reason, its upload removed). One at a time, oldest upload first, under the runtime's compile
 //! semaphore, on a blocking thread: compiling a large component takes seconds of one core and
 //! hundreds of megabytes, and deliveries must keep their threads and memory meanwhile. The
 //! database is its queue, so a restart resumes whatever was left compiling.
@@ -12,9 +13,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::artifacts::{PluginError, Ready, write_atomic};
+use super::artifacts::PluginError;
 use super::registry::{LoadedPlugin, Unloaded};
-use super::stack::StackMap;
 use super::{PluginRuntime, heap};
 use crate::model::PluginVersion;
 use crate::store::{Store, StoreError};
@@ -90,20 +90,33 @@ impl PluginRuntime {
         stop: &CancellationToken,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let compiled = {
-            let _turn = self
-                .compiles
-                .acquire()
-                .await
-                .expect("the compile semaphore is never closed");
-            let (rt, v, stop) = (self.clone(), version.clone(), stop.clone());
-            tokio::task::spawn_blocking(move || {
-                let compiled = rt.compile_version(&v, &stop);
-                heap::give_back_free_memory();
-                compiled
-            })
+        // From the store, so that any node compiles any upload (on a shared database the
+        // uploading node's files are not here).
+        let compiled = match store
+            .plugin_component(id.to_string(), version.version)
             .await
-            .unwrap_or_else(|e| Err(PluginError::Io(format!("the compilation crashed: {e}"))))
+        {
+            Err(StoreError::NotFound) => return Ok(()), // deleted meanwhile
+            Err(e) => return Err(e),
+            Ok(None) => Err(PluginError::Io(
+                "the uploaded component is not stored".to_string(),
+            )),
+            Ok(Some(wasm)) => {
+                let _turn = self
+                    .compiles
+                    .acquire()
+                    .await
+                    .expect("the compile semaphore is never closed");
+                let (rt, v, stop) = (self.clone(), version.clone(), stop.clone());
+                let id = id.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let compiled = rt.prepare(&id, &v, &wasm, Some(&stop));
+                    heap::give_back_free_memory();
+                    compiled
+                })
+                .await
+                .unwrap_or_else(|e| Err(PluginError::Io(format!("the compilation crashed: {e}"))))
+            }
         };
         let n = version.version;
         let recorded = match compiled {
@@ -133,7 +146,6 @@ impl PluginRuntime {
                 let reason = e.to_string();
                 tracing::warn!(plugin = %id, version = n, %reason, "plugin version failed to compile");
                 let _ = std::fs::remove_file(&version.wasm_path);
-                let _ = std::fs::remove_file(&version.cwasm_path);
                 let failed = store
                     .plugin_version_failed(id.to_string(), n, reason.clone())
                     .await;
@@ -147,38 +159,9 @@ impl PluginRuntime {
             // Deleted while it compiled: nothing of it is kept.
             Err(StoreError::NotFound) => {
                 let _ = std::fs::remove_file(&version.wasm_path);
-                let _ = std::fs::remove_file(&version.cwasm_path);
                 Ok(())
             }
             other => other,
         }
-    }
-
-    /// Compiles a stored upload with a throwaway engine (see `engine::for_compiling`), stores
-    /// the artifact and loads it from its file, as a restart loads it: the artifact is mapped,
-    /// so its pages are shared with the page cache and read in as used, where compiled code
-    /// kept from the compilation would be private memory, all of it resident. Blocking.
-    fn compile_version(
-        &self,
-        v: &PluginVersion,
-        stop: &CancellationToken,
-    ) -> Result<Ready, PluginError> {
-        let wasm = std::fs::read(&v.wasm_path)
-            .map_err(|e| PluginError::Io(format!("the uploaded component is gone: {e}")))?;
-        let compiled = self.precompile(&wasm)?;
-        let stack = Arc::new(StackMap::of_component(&wasm));
-        drop(wasm);
-        if stop.is_cancelled() {
-            // The server is stopping: the next start compiles it again (and writes the file).
-            return Err(PluginError::Io("the server stopped".into()));
-        }
-        let cwasm = Path::new(&v.cwasm_path);
-        write_atomic(cwasm, &compiled)
-            .map_err(|e| PluginError::Io(format!("{}: {e}", cwasm.display())))?;
-        drop(compiled);
-        let component = self
-            .deserialize(cwasm)
-            .map_err(|e| PluginError::Io(format!("{}: {e:#}", cwasm.display())))?;
-        Ok((self.pre(&component)?, stack))
     }
 }

@@ -3,7 +3,8 @@
 //! One [`Engine`] for the process; a [`Linker`] built once with WASI 0.2, outgoing
 //! `wasi:http` and our host interfaces; a pre-instantiated component per plugin version
 //! (validated in its upload request, compiled once after it by the background compiler, its
-//! artifact stored so a restart does not compile again); and
+//! artifact kept in this node's data dir by content and engine hash so a restart does not
+//! compile again; other nodes' versions followed through the store, see [`follow`]); and
 //! a fresh `Store` and instance per event (or, for a plugin in `reuse` mode, one kept from an
 //! earlier event of the same subscription: see [`reuse`]), run on the async runtime under a
 //! memory limit, yielding at every epoch tick so other tasks keep being served, and cancelled
@@ -22,6 +23,7 @@ mod context;
 mod dial;
 pub mod dry_run;
 pub mod engine;
+mod follow;
 pub mod heap;
 pub mod host;
 pub mod inspect;
@@ -72,6 +74,10 @@ pub struct PluginRuntime {
     compiles: tokio::sync::Semaphore,
     /// Wakes the compiler when an upload is stored.
     compiler_wake: tokio::sync::Notify,
+    /// One sync with the store at a time (see `follow`), and how many started and finished.
+    sync_turn: tokio::sync::Mutex<()>,
+    syncs_started: std::sync::atomic::AtomicU64,
+    syncs_done: std::sync::atomic::AtomicU64,
     /// The memory every running instance reserves its ceiling from.
     pub memory: MemoryBudget,
 }
@@ -111,6 +117,9 @@ impl PluginRuntime {
             dry_runs: tokio::sync::Semaphore::new(dry_run::DRY_RUNS),
             compiles: tokio::sync::Semaphore::new(1),
             compiler_wake: tokio::sync::Notify::new(),
+            sync_turn: Default::default(),
+            syncs_started: Default::default(),
+            syncs_done: Default::default(),
         })
     }
 

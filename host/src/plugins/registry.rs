@@ -34,6 +34,9 @@ pub struct LoadedPlugin {
     pub account_id: String,
     /// The version loaded.
     pub version: u32,
+    /// When its settings last changed (the plugin's `updated_at`): a node following another
+    /// node's changes applies settings that differ.
+    pub updated_at: i64,
     /// This version with these settings, unique in the process: reused instances are keyed
     /// by it.
     pub generation: u64,
@@ -65,6 +68,7 @@ impl LoadedPlugin {
             id: plugin.id.clone(),
             account_id: plugin.account_id.clone(),
             version: plugin.version,
+            updated_at: plugin.updated_at,
             generation: next_generation(),
             instances: plugin.instances,
             pre,
@@ -86,6 +90,7 @@ impl LoadedPlugin {
             id: self.id.clone(),
             account_id: self.account_id.clone(),
             version: self.version,
+            updated_at: self.updated_at,
             generation: next_generation(),
             instances: self.instances,
             pre: self.pre.clone(),
@@ -114,6 +119,9 @@ pub struct Registry {
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     pub(crate) idle: Arc<IdleInstances>,
     unloaded: RwLock<HashMap<String, Unloaded>>,
+    /// Plugins whose newer current version (made current through another node) this node is
+    /// loading: their events wait for it rather than run the version it replaces.
+    loading: RwLock<std::collections::HashSet<String>>,
     /// Bumped on every change, for [`Registry::compiled`].
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -125,6 +133,7 @@ impl Registry {
             plugins: Default::default(),
             idle,
             unloaded: Default::default(),
+            loading: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
         }
     }
@@ -142,9 +151,47 @@ impl Registry {
             .cloned()
     }
 
-    /// Whether events for `id` must wait for a compilation.
+    /// Whether events for `id` must wait for a compilation: of its first version, or of a
+    /// newer current version this node is loading.
     pub fn is_compiling(&self, id: &str) -> bool {
         matches!(self.unloaded(id), Some(Unloaded::Compiling(_)))
+            || self.loading.read().expect("registry lock").contains(id)
+    }
+
+    /// Records that this node is loading a newer current version of `id` (see
+    /// [`Registry::is_compiling`]); [`Registry::put`] or [`Registry::loaded_none`] ends it.
+    pub fn set_loading(&self, id: &str) {
+        self.loading
+            .write()
+            .expect("registry lock")
+            .insert(id.to_string());
+        self.changed();
+    }
+
+    /// Ends [`Registry::set_loading`] without a new version (it could not be loaded here).
+    pub fn loaded_none(&self, id: &str) {
+        self.loading.write().expect("registry lock").remove(id);
+        self.changed();
+    }
+
+    /// Whether this node knows `id` at all: loaded, compiling, failed or being loaded.
+    pub fn knows(&self, id: &str) -> bool {
+        self.get(id).is_some() || self.unloaded(id).is_some() || self.is_compiling(id)
+    }
+
+    /// Every plugin known here (loaded or not).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .plugins
+            .read()
+            .expect("registry lock")
+            .keys()
+            .cloned()
+            .collect();
+        ids.extend(self.unloaded.read().expect("registry lock").keys().cloned());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Records why a plugin has no loaded version; ignored when it has one (that version keeps
@@ -215,6 +262,7 @@ impl Registry {
         self.idle.retire(&id, Some(generation), Discard::Version);
         drop(map);
         self.unloaded.write().expect("registry lock").remove(&id);
+        self.loading.write().expect("registry lock").remove(&id);
         self.changed();
     }
 
@@ -243,6 +291,7 @@ impl Registry {
         self.idle.retire(id, None, Discard::Deleted);
         drop(map);
         self.unloaded.write().expect("registry lock").remove(id);
+        self.loading.write().expect("registry lock").remove(id);
         self.changed();
     }
 

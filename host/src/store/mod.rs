@@ -13,6 +13,7 @@
 //! [`Store::with_quotas`], a way to open it, and its fixture in the contract tests
 //! (`contract::backends`), which then run every contract test on it too.
 
+pub mod changes;
 pub mod records;
 mod sqlite;
 
@@ -101,10 +102,25 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs `$call` as [`dispatch!`] does; when it succeeds, the configuration nodes cache has
+/// changed (see [`changes`]).
+macro_rules! dispatch_change {
+    ($self:ident, $b:ident => $call:expr) => {{
+        let result = dispatch!($self, $b => $call);
+        if result.is_ok() {
+            $self.changes.bump();
+        }
+        result
+    }};
+}
+
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// This node's configuration epoch: moved by its own configuration writes and, on a shared
+    /// database, by other nodes' (seen through the backend).
+    changes: Arc<changes::ConfigChanges>,
 }
 
 impl Store {
@@ -116,6 +132,7 @@ impl Store {
     pub fn open(dir: &Path, sync: SyncMode, keys: Arc<Keyring>) -> Result<Store, StoreError> {
         Ok(Store {
             backend: Backend::Sqlite(sqlite::SqliteStore::open(dir, sync, keys)?),
+            changes: Arc::default(),
         })
     }
 
@@ -127,10 +144,10 @@ impl Store {
         keys: Arc<Keyring>,
         options: postgres::PgOptions,
     ) -> Result<Store, StoreError> {
+        let backend = postgres::PgStore::connect(url, keys, Quotas::UNLIMITED, options).await?;
         Ok(Store {
-            backend: Backend::Postgres(
-                postgres::PgStore::connect(url, keys, Quotas::UNLIMITED, options).await?,
-            ),
+            changes: backend.changes(),
+            backend: Backend::Postgres(backend),
         })
     }
 
@@ -165,7 +182,22 @@ impl Store {
             Backend::Sqlite(b) => Backend::Sqlite(b.with_quotas(quotas)),
             Backend::Postgres(b) => Backend::Postgres(b.with_quotas(quotas)),
         };
-        Store { backend }
+        Store {
+            backend,
+            changes: self.changes,
+        }
+    }
+
+    /// This node's configuration epoch (see [`changes`]): what caches of subscriptions and
+    /// plugins compare against, and wait on.
+    pub fn config_changes(&self) -> &changes::ConfigChanges {
+        &self.changes
+    }
+
+    /// True when other nodes may share this database (and change its configuration): this
+    /// node must then follow their changes (see [`changes`]).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// The embedded SQLite database's file in the data dir `dir` (it exists once a server or
@@ -406,7 +438,7 @@ impl Store {
         event: impl FnOnce(&Subscription) -> NewEvent + Send + 'static,
         now: i64,
     ) -> Result<Option<Event>, StoreError> {
-        dispatch!(self, backend => backend.disable_subscription(subscription_seq, reason, event, now).await)
+        dispatch_change!(self, backend => backend.disable_subscription(subscription_seq, reason, event, now).await)
     }
 
     /// Pending deliveries in the whole store (for metrics).
@@ -523,7 +555,7 @@ impl Store {
         F: FnOnce(&mut Subscription) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        dispatch!(self, backend => backend.update_subscription(account_id, id, change).await)
+        dispatch_change!(self, backend => backend.update_subscription(account_id, id, change).await)
     }
 
     /// Deletes a subscription and its deliveries.
@@ -532,7 +564,7 @@ impl Store {
         account_id: String,
         id: String,
     ) -> Result<(), StoreError> {
-        dispatch!(self, backend => backend.delete_subscription(account_id, id).await)
+        dispatch_change!(self, backend => backend.delete_subscription(account_id, id).await)
     }
 
     /// Moves a listener subscription's expiry (`wasmhook listen`): while its command line is
@@ -554,7 +586,11 @@ impl Store {
         connected: Vec<String>,
         grace: i64,
     ) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, backend => backend.delete_expired_listeners(now, connected, grace).await)
+        let deleted = dispatch!(self, backend => backend.delete_expired_listeners(now, connected, grace).await)?;
+        if !deleted.is_empty() {
+            self.changes.bump();
+        }
+        Ok(deleted)
     }
 
     /// Subscriptions whose circuit breaker is tripped (open or half-open), by id.
@@ -579,7 +615,7 @@ impl Store {
     where
         F: FnOnce(&mut Subscription) + Send + 'static,
     {
-        dispatch!(self, backend => backend.upsert_airy_webhook(new, change).await)
+        dispatch_change!(self, backend => backend.upsert_airy_webhook(new, change).await)
     }
 
     // ---- Plugins, their versions, key-value stores and logs
@@ -591,7 +627,7 @@ impl Store {
         plugin: Plugin,
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
-        dispatch!(self, backend => backend.create_plugin(plugin, version).await)
+        dispatch_change!(self, backend => backend.create_plugin(plugin, version).await)
     }
 
     /// Adds a version, unless it would take the account past its storage quota (counted in
@@ -603,7 +639,7 @@ impl Store {
         id: String,
         version: PluginVersion,
     ) -> Result<Plugin, StoreError> {
-        dispatch!(self, backend => backend.add_plugin_version(account_id, id, version).await)
+        dispatch_change!(self, backend => backend.add_plugin_version(account_id, id, version).await)
     }
 
     /// The oldest upload still `compiling`, with its plugin's id: the compiler's next job.
@@ -624,7 +660,7 @@ impl Store {
         version: u32,
         engine_hash: String,
     ) -> Result<Option<Plugin>, StoreError> {
-        dispatch!(self, backend => backend.plugin_version_ready(id, version, engine_hash).await)
+        dispatch_change!(self, backend => backend.plugin_version_ready(id, version, engine_hash).await)
     }
 
     /// Marks a version `failed` with the reason; the current version, if one runs, stays.
@@ -635,7 +671,7 @@ impl Store {
         version: u32,
         reason: String,
     ) -> Result<(), StoreError> {
-        dispatch!(self, backend => backend.plugin_version_failed(id, version, reason).await)
+        dispatch_change!(self, backend => backend.plugin_version_failed(id, version, reason).await)
     }
 
     /// The next version number of a plugin.
@@ -657,7 +693,7 @@ impl Store {
     where
         F: FnOnce(&mut Plugin) + Send + 'static,
     {
-        dispatch!(self, backend => backend.update_plugin(account_id, id, change).await)
+        dispatch_change!(self, backend => backend.update_plugin(account_id, id, change).await)
     }
 
     /// One plugin of the account.
@@ -681,7 +717,7 @@ impl Store {
         account_id: String,
         id: String,
     ) -> Result<Vec<PluginVersion>, StoreError> {
-        dispatch!(self, backend => backend.delete_plugin(account_id, id).await)
+        dispatch_change!(self, backend => backend.delete_plugin(account_id, id).await)
     }
 
     /// A plugin's versions, newest first.

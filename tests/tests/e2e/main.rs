@@ -31,6 +31,7 @@ mod retention;
 mod sandbox;
 mod scheduling;
 mod secrets_at_rest;
+mod shared_config;
 mod stream;
 mod three_nodes;
 mod transfer;

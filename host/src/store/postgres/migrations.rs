@@ -7,7 +7,13 @@ use super::db;
 use crate::store::StoreError;
 
 /// The migrations, in order; a migration's version is its position, counting from 1.
-const MIGRATIONS: &[(&str, &str)] = &[("initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("initial", include_str!("migrations/0001_initial.sql")),
+    (
+        "config_changes",
+        include_str!("migrations/0002_config_changes.sql"),
+    ),
+];
 
 /// The advisory lock migrating nodes take turns on (any constant unique to wasmhook).
 const MIGRATION_LOCK: i64 = 0x7761_736d_686f_6f6b; // "wasmhook"

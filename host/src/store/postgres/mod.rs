@@ -18,6 +18,7 @@
 //! five nodes fit a default PostgreSQL. More does not go faster: transactions are short and the
 //! database has as many useful concurrent writers as cores.
 
+mod changes;
 mod claims;
 mod deliveries;
 mod events;
@@ -45,6 +46,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::Notify;
 
 use super::StoreError;
+use super::changes::ConfigChanges;
 use crate::quotas::Quotas;
 use crate::secrets::Keyring;
 
@@ -84,6 +86,8 @@ pub struct PgStore {
     pub(in crate::store) wake: Arc<Notify>,
     /// Ingest requests, to the group committer (see `events`).
     pub(in crate::store) ingest: tokio::sync::mpsc::Sender<events::IngestRequest>,
+    /// Moved when another node (or this one) changed configuration (see `changes`).
+    pub(in crate::store) changes: Arc<ConfigChanges>,
 }
 
 /// The connection settings every connection of the pool and the listener use.
@@ -161,13 +165,22 @@ impl PgStore {
             keys,
             quotas,
             wake: Arc::new(Notify::new()),
+            changes: Arc::default(),
         };
         {
             let mut client = store.client().await?;
             migrations::apply(&mut client).await?;
             reseal::reseal_all(&mut client, &store.keys).await?;
         }
-        tokio::spawn(listen(config, Arc::downgrade(&store.wake)));
+        tokio::spawn(listen(
+            config,
+            Arc::downgrade(&store.wake),
+            Arc::downgrade(&store.changes),
+        ));
+        tokio::spawn(changes::poll(
+            store.pool.clone(),
+            Arc::downgrade(&store.changes),
+        ));
         Ok(store)
     }
 
@@ -225,11 +238,16 @@ impl PgStore {
     }
 }
 
-/// Listens for other nodes' wake-ups on a connection of its own and wakes this node's
-/// dispatcher; reconnects (after a second) whenever the connection drops, and wakes the
-/// dispatcher after each reconnect, since notifications sent meanwhile are lost. Correctness
-/// never depends on it: the dispatcher polls at least every second. Ends with the store.
-async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<Notify>) {
+/// Listens for other nodes' wake-ups and configuration changes on a connection of its own and
+/// wakes this node's dispatcher or moves its configuration epoch; reconnects (after a second)
+/// whenever the connection drops, and does both after each reconnect, since notifications sent
+/// meanwhile are lost. Correctness never depends on it: the dispatcher polls at least every
+/// second, the epoch is polled (see `changes`). Ends with the store.
+async fn listen(
+    config: tokio_postgres::Config,
+    wake: std::sync::Weak<Notify>,
+    changes: std::sync::Weak<ConfigChanges>,
+) {
     use futures_util::StreamExt;
     loop {
         if wake.strong_count() == 0 {
@@ -239,7 +257,11 @@ async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<Notify>) {
             Ok((client, mut connection)) => {
                 let mut messages =
                     futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listen = format!("LISTEN {}", events::WAKE_CHANNEL);
+                let listen = format!(
+                    "LISTEN {}; LISTEN {}",
+                    events::WAKE_CHANNEL,
+                    changes::CONFIG_CHANNEL
+                );
                 let subscribe = client.batch_execute(&listen);
                 // The connection must be driven for the LISTEN to complete.
                 let listening = tokio::select! {
@@ -250,9 +272,20 @@ async fn listen(config: tokio_postgres::Config, wake: std::sync::Weak<Notify>) {
                     if let Some(w) = wake.upgrade() {
                         w.notify_one();
                     }
+                    if let Some(c) = changes.upgrade() {
+                        c.bump();
+                    }
                     loop {
                         let next = tokio::time::timeout(Duration::from_secs(5), messages.next());
                         match next.await {
+                            Ok(Some(Ok(tokio_postgres::AsyncMessage::Notification(n))))
+                                if n.channel() == changes::CONFIG_CHANNEL =>
+                            {
+                                match changes.upgrade() {
+                                    Some(c) => c.bump(),
+                                    None => return,
+                                }
+                            }
                             Ok(Some(Ok(tokio_postgres::AsyncMessage::Notification(_)))) => {
                                 match wake.upgrade() {
                                     Some(w) => w.notify_one(),

@@ -17,6 +17,10 @@ use crate::secrets::Keyring;
 use crate::store::sealing::{open_subscription, seal_subscription};
 use crate::store::{Page, StoreError};
 
+/// The advisory lock of the sweep that deletes expired `wasmhook listen` subscriptions (any
+/// constant unique to wasmhook's jobs; see `retention` for another).
+const LISTENER_SWEEP_LOCK: i64 = 0x7768_5f6c_7374_6e31; // "wh_lstn1"
+
 const COLUMNS: &str = "seq, id, account_id, url, plugin_id, transform_plugin_id, description, event_types,
     headers, format, status, status_reason, secret, previous_secret, previous_secret_expires_at, verify,
     rate_limit_per_second, airy_api_secret, failing_since, created_at, updated_at, max_in_flight,
@@ -380,6 +384,20 @@ impl PgStore {
         )
         .await
         .map_err(db)?;
+        // One node at a time deletes (the others only move their own listeners' expiry):
+        // the sweep's advisory lock, held until this transaction ends, skipped when taken.
+        let leader: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1)",
+                &[&LISTENER_SWEEP_LOCK],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        if !leader {
+            tx.commit().await.map_err(db)?;
+            return Ok(Vec::new());
+        }
         // Another node's command line may be connected to one of these: that node moved its
         // expiry forward, so it is not past `now` here.
         let rows = tx
