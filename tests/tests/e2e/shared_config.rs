@@ -481,3 +481,70 @@ async fn a_subscription_disabled_through_one_node_stops_the_others_deliveries() 
     assert_eq!(d["status"], "pending", "{d}");
     assert_eq!(d["attempts"], 0, "{d}");
 }
+
+/// A plugin's settings changed through node 2 are what node 1 runs it with for an event posted
+/// a second after the change was answered.
+#[tokio::test]
+async fn plugin_settings_changed_through_one_node_apply_on_the_other() {
+    let Some(pair) =
+        Pair::start("plugin_settings_changed_through_one_node_apply_on_the_other").await
+    else {
+        return;
+    };
+    let r = Receiver::start().await;
+    let rules = |source: &str| {
+        json!({"config": {"rules": format!(
+            r#"[{{"type": "message:*", "field": "/source", "equals": "{source}", "action": "drop"}}]"#
+        )}})
+    };
+    let router = pair
+        .upload(&pair.node1, None, std::fs::read(wasm::ROUTER).unwrap())
+        .await;
+    let id = router["id"].as_str().unwrap().to_string();
+    pair.call(
+        &pair.node1,
+        Method::PATCH,
+        &format!("/v1/plugins/{id}"),
+        Some(rules("instagram")),
+    )
+    .await;
+    pair.call(
+        &pair.node1,
+        Method::POST,
+        "/v1/subscriptions",
+        Some(json!({"url": format!("{}/hook", r.url), "transform_plugin_id": id, "event_types": ["message:created"]})),
+    )
+    .await;
+    let message = |n: u32| json!({"text": format!("m{n}"), "source": "facebook"});
+
+    // Node 1 runs it with the rules it was given: facebook passes.
+    pair.node2.pause();
+    pair.event(&pair.node1, "message:created", message(1)).await;
+    eventually("node 1 delivers the first message", WAIT, || async {
+        r.at("/hook").pop()
+    })
+    .await;
+    pair.node2.resume();
+
+    // Facebook dropped from now on, through node 2.
+    pair.call(
+        &pair.node2,
+        Method::PATCH,
+        &format!("/v1/plugins/{id}"),
+        Some(rules("facebook")),
+    )
+    .await;
+    let changed = tokio::time::Instant::now();
+    pair.node2.pause();
+    // As for versions: the first event posted a second after the change was answered.
+    tokio::time::sleep_until(changed + Duration::from_secs(1)).await;
+    let second = pair.event(&pair.node1, "message:created", message(2)).await;
+    let d = eventually("node 1 settles the second message", WAIT, || async {
+        let d = pair.delivery(&pair.node1, &second).await;
+        (d["status"] != "pending").then_some(d)
+    })
+    .await;
+    assert_eq!(d["status"], "filtered", "node 1 ran the new rules: {d}");
+    assert_eq!(r.at("/hook").len(), 1);
+    pair.node2.resume();
+}
