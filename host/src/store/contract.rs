@@ -1834,9 +1834,16 @@ async fn an_import_writes_nothing_unless_complete_and_into_an_empty_store() {
                 .position(|r| r.table.name == "events")
                 .unwrap();
             broken.remove(at);
+            let first_delivery = broken
+                .iter()
+                .position(|r| r.table.name == "deliveries")
+                .unwrap() as u64
+                + 2;
             let refused = import_rows(&target.store, broken, dir.path(), true).await;
             match refused {
-                Err(ImportError::Row { table, .. }) => assert_eq!(table, "deliveries", "{on}"),
+                Err(ImportError::Row { table, line, .. }) => {
+                    assert_eq!((table, line), ("deliveries", first_delivery), "{on}")
+                }
                 other => panic!("{on}: {other:?}"),
             }
             assert!(export_all(&target.store).await.is_empty(), "{on}");

@@ -1,16 +1,18 @@
 //! Export and import of a whole installation on PostgreSQL (see `store::transfer` for what is
 //! carried). The export reads one snapshot (a read-only `REPEATABLE READ` transaction),
 //! streaming each table's rows; the import is one transaction, committed only once its input
-//! is complete, after which every identity sequence moves past the imported `seq`s.
+//! is complete, after which every identity sequence moves past the imported `seq`s. Its
+//! inserts go out in pipelined batches (see `Batch`).
 
 use std::error::Error;
 
 use bytes::BytesMut;
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::Transaction;
+use futures_util::future::join_all;
 use futures_util::{StreamExt, pin_mut};
 use tokio::sync::mpsc;
-use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{IsolationLevel, Statement};
 
 use super::decode::get;
 use super::{PgStore, db};
@@ -147,19 +149,26 @@ impl PgStore {
                 return Err(ImportError::NotEmpty(t.name));
             }
         }
+        let mut batch = Batch::default();
         loop {
             match input.recv().await {
                 Some(ImportItem::Row(line, row)) => {
                     let table = row.table.name;
-                    insert(&tx, &self.keys, row, paths.as_ref())
+                    let statements = prepare(&tx, &self.keys, row, paths.as_ref())
                         .await
                         .map_err(|source| ImportError::Row {
                             line,
                             table,
                             source,
                         })?;
+                    if batch.push(line, table, statements) {
+                        batch.send(&tx).await?;
+                    }
                 }
-                Some(ImportItem::End) => break,
+                Some(ImportItem::End) => {
+                    batch.send(&tx).await?;
+                    break;
+                }
                 None => return Err(ImportError::Incomplete),
             }
         }
@@ -173,14 +182,70 @@ impl PgStore {
     }
 }
 
-/// Inserts a row (sealing its secrets); a version's row also names the component's files in
-/// the importing node's data dir and keeps its bytes, which every node compiles from.
-async fn insert(
-    tx: &impl GenericClient,
+/// Rows whose statements go to the database together: tokio-postgres sends the requests of
+/// futures polled together without waiting for each answer (pipelining), so an import costs
+/// a round trip per batch rather than per row. A batch is bounded in rows and in bytes (plugin
+/// components are large).
+#[derive(Default)]
+struct Batch {
+    /// Each row's line, table and statements.
+    rows: Vec<(u64, &'static str, Statements)>,
+    bytes: usize,
+}
+
+/// A row's statements with their parameters, in the order they run.
+type Statements = Vec<(Statement, Vec<Cell>)>;
+
+const BATCH_ROWS: usize = 256;
+const BATCH_BYTES: usize = 4 << 20;
+
+impl Batch {
+    /// Adds a row's statements; true when the batch is full.
+    fn push(&mut self, line: u64, table: &'static str, statements: Statements) -> bool {
+        self.bytes += statements
+            .iter()
+            .flat_map(|(_, values)| values)
+            .map(|v| match v {
+                Cell::Text(t) => t.len(),
+                Cell::Bytes(b) => b.len(),
+                _ => 8,
+            })
+            .sum::<usize>();
+        self.rows.push((line, table, statements));
+        self.rows.len() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
+    }
+
+    /// Sends every statement of the batch, in order; the first that fails names its row (the
+    /// ones after it fail only because the transaction is aborted).
+    async fn send(&mut self, tx: &Transaction<'_>) -> Result<(), ImportError> {
+        let sends = self.rows.iter().flat_map(|(line, table, statements)| {
+            statements.iter().map(move |(stmt, values)| async move {
+                let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+                tx.execute(stmt, &params)
+                    .await
+                    .map_err(|e| ImportError::Row {
+                        line: *line,
+                        table,
+                        source: db(e),
+                    })
+            })
+        });
+        let results = join_all(sends).await;
+        self.rows.clear();
+        self.bytes = 0;
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
+    }
+}
+
+/// A row's statements (its insert, a subscription's event types), its secrets sealed; a
+/// version's row also names the component's files in the importing node's data dir and
+/// keeps its bytes, which every node compiles from.
+async fn prepare(
+    tx: &Transaction<'_>,
     keys: &crate::secrets::Keyring,
     mut row: Row,
     paths: &(dyn Fn(&str, i64) -> (String, String) + Send + Sync),
-) -> Result<(), StoreError> {
+) -> Result<Statements, StoreError> {
     let t = row.table;
     seal_row(keys, &mut row)?;
     let mut names: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
@@ -207,9 +272,7 @@ async fn insert(
         t.name,
         names.join(", ")
     );
-    let stmt = tx.prepare_cached(&sql).await.map_err(db)?;
-    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-    tx.execute(&stmt, &params).await.map_err(db)?;
+    let mut statements = vec![(tx.prepare_cached(&sql).await.map_err(db)?, values)];
     if t.name == "subscriptions" {
         let stmt = tx
             .prepare_cached(
@@ -218,13 +281,14 @@ async fn insert(
             )
             .await
             .map_err(db)?;
-        let seq = row.get("seq");
-        let account = row.get("account_id");
         for event_type in event_types(&row)? {
-            tx.execute(&stmt, &[account, &event_type, seq])
-                .await
-                .map_err(db)?;
+            let values = vec![
+                row.get("account_id").clone(),
+                Cell::Text(event_type),
+                row.get("seq").clone(),
+            ];
+            statements.push((stmt.clone(), values));
         }
     }
-    Ok(())
+    Ok(statements)
 }
