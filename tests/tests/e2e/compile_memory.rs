@@ -6,14 +6,15 @@
 //! `WASMHOOK_OTHER_LANGUAGES_DIR` holds it, as under `scripts/test`; elsewhere a component
 //! generated here with thousands of functions, which compiles just as hard and then fails to
 //! link (its handler export has no function), so only the compilation's memory is measured.
-//! Uploads compile after their request: each is awaited before the next.
+//! Uploads compile after their request: each is awaited before the next. The processes run on
+//! the backend the harness chose ([`ProcessDatabase`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{ADMIN, eventually, wasmhook_bin};
+use crate::common::{ADMIN, ProcessDatabase, eventually, wasmhook_bin};
 use serde_json::{Value, json};
 
 /// How much larger than a fresh start the server may be after the uploads.
@@ -32,7 +33,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(dir: &Path) -> Server {
+    async fn start(dir: &Path, db: &ProcessDatabase) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -46,6 +47,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir)
+            .args(db.args())
             .args(["--admin-token", ADMIN, "--log-format", "json"])
             .env("WASMHOOK_LOG", "warn")
             .stdout(Stdio::null())
@@ -147,7 +149,8 @@ async fn four_uploads_of_a_large_component_leave_no_compiler_memory_behind() {
     let dir = tmp.path().join("data");
     let http = reqwest::Client::new();
 
-    let server = Server::start(&dir).await;
+    let db = ProcessDatabase::new().await;
+    let server = Server::start(&dir, &db).await;
     let key = account(&http, &server.base).await;
     let before = server.rss_bytes();
     for i in 0..4 {
@@ -182,7 +185,7 @@ async fn four_uploads_of_a_large_component_leave_no_compiler_memory_behind() {
     server.stop().await;
 
     // The same plugins, loaded from their stored artifacts by a fresh start.
-    let fresh = Server::start(&dir).await;
+    let fresh = Server::start(&dir, &db).await;
     let (_, list): (u16, Value) = {
         let resp = http
             .get(format!("{}/v1/plugins", fresh.base))

@@ -99,8 +99,10 @@ async fn every_route_is_documented_and_every_documented_operation_is_routed() {
     let doc = document(&s).await;
 
     let tmp = tempfile::tempdir().unwrap();
+    let db = common::ProcessDatabase::new().await;
     let mut args = common::default_args();
     args.extend(["--data-dir".into(), tmp.path().display().to_string()]);
+    args.extend(db.args());
     let config = wasmhook::config::Config::from_args(args).unwrap();
     let router = wasmhook::api::app(wasmhook::open(config).await.unwrap());
     let routes: BTreeSet<_> = routed(&router)

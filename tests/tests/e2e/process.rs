@@ -1,12 +1,15 @@
 //! The compiled `wasmhook` binary as an operator runs it: clean shutdown on SIGTERM, and no
-//! acknowledged event lost when the process is killed outright during delivery.
+//! acknowledged event lost when the process is killed outright during delivery. The processes
+//! run on the backend the harness chose ([`ProcessDatabase`]).
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{ADMIN, Receiver, answers_ok, eventually, json_call, signal, wasmhook_bin};
+use crate::common::{
+    ADMIN, ProcessDatabase, Receiver, answers_ok, eventually, json_call, signal, wasmhook_bin,
+};
 use serde_json::{Value, json};
 
 struct Process {
@@ -22,11 +25,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn spawn(dir: &Path, extra: &[&str]) -> Process {
-    spawn_logging(dir, extra, None).await
+async fn spawn(dir: &Path, db: &ProcessDatabase, extra: &[&str]) -> Process {
+    spawn_logging(dir, db, extra, None).await
 }
 
-async fn spawn_logging(dir: &Path, extra: &[&str], log: Option<&Path>) -> Process {
+async fn spawn_logging(
+    dir: &Path,
+    db: &ProcessDatabase,
+    extra: &[&str],
+    log: Option<&Path>,
+) -> Process {
     let port = free_port();
     let mut cmd = Command::new(wasmhook_bin());
     cmd.args([
@@ -44,6 +52,7 @@ async fn spawn_logging(dir: &Path, extra: &[&str], log: Option<&Path>) -> Proces
         "--log-format",
         "json",
     ])
+    .args(db.args())
     .args(extra)
     .env("WASMHOOK_LOG", if log.is_some() { "info" } else { "warn" })
     .stdout(match log {
@@ -77,7 +86,8 @@ async fn sigterm_stops_cleanly_and_keeps_the_data() {
     let dir = tmp.path().join("data");
     let http = reqwest::Client::new();
     let log = tmp.path().join("log.jsonl");
-    let mut p = spawn_logging(&dir, &[], Some(&log)).await;
+    let db = ProcessDatabase::new().await;
+    let mut p = spawn_logging(&dir, &db, &[], Some(&log)).await;
     let acc = json_call(
         &http,
         reqwest::Method::POST,
@@ -115,13 +125,16 @@ async fn sigterm_stops_cleanly_and_keeps_the_data() {
     assert_eq!(request_line["span"]["method"], "POST");
     assert_eq!(request_line["status"], 202);
     assert!(request_line["latency_ms"].is_number(), "{request_line}");
-    // The database was closed cleanly: the WAL was folded back, and a new process reads the data.
-    let wal = dir.join("wasmhook.sqlite3-wal");
-    assert!(
-        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
-        "WAL checkpointed on close"
-    );
-    let mut p = spawn(&dir, &[]).await;
+    // The database was closed cleanly: on SQLite the WAL was folded back into the file (a
+    // PostgreSQL database has no file of wasmhook's to look at); a new process reads the data.
+    if db.is_sqlite() {
+        let wal = dir.join("wasmhook.sqlite3-wal");
+        assert!(
+            !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+            "WAL checkpointed on close"
+        );
+    }
+    let mut p = spawn(&dir, &db, &[]).await;
     let e = json_call(
         &http,
         reqwest::Method::GET,
@@ -151,7 +164,8 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
         "--retry-schedule",
         "10ms,20ms,50ms,100ms,200ms",
     ];
-    let mut p = spawn(&dir, &opts).await;
+    let db = ProcessDatabase::new().await;
+    let mut p = spawn(&dir, &db, &opts).await;
     let acc = json_call(
         &http,
         reqwest::Method::POST,
@@ -195,7 +209,7 @@ async fn sigkill_during_delivery_loses_no_acknowledged_event() {
             receiver.received().len() < EVENTS,
             "kill {kill} came during delivery"
         );
-        p = spawn(&dir, &opts).await;
+        p = spawn(&dir, &db, &opts).await;
     }
     eventually("every event delivered", Duration::from_secs(120), || {
         let ids: HashSet<i64> = receiver
@@ -301,6 +315,7 @@ async fn the_first_start_generates_an_admin_token_once_and_keeps_it_private() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let port = free_port();
+    let db = ProcessDatabase::new().await;
     let run = |log: &Path| {
         Command::new(wasmhook_bin())
             .args([
@@ -310,6 +325,7 @@ async fn the_first_start_generates_an_admin_token_once_and_keeps_it_private() {
                 "--data-dir",
             ])
             .arg(&dir)
+            .args(db.args())
             .env_remove("WASMHOOK_ADMIN_TOKEN")
             .env("WASMHOOK_LOG", "warn")
             .stdout(Stdio::from(std::fs::File::create(log).unwrap()))

@@ -71,6 +71,9 @@ impl Default for PgOptions {
     }
 }
 
+/// A message at least this large closes its connection afterwards ([`PgStore::release`]).
+const LARGE_MESSAGE: usize = 1 << 20;
+
 /// The default of `--database-pool-size`.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
@@ -205,6 +208,17 @@ impl PgStore {
     /// A connection from the pool.
     pub(in crate::store) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Returns `client` to the pool, or closes it when it just carried a message of
+    /// `message_bytes` (a plugin component) of [`LARGE_MESSAGE`] or more: a connection keeps
+    /// its send and receive buffers at the largest size they ever grew to, so each pooled
+    /// connection that once moved an 18 MB component would hold tens of MB for the rest of
+    /// the process. A new connection costs a few milliseconds; uploads are rare.
+    pub(in crate::store) fn release(client: deadpool_postgres::Object, message_bytes: usize) {
+        if message_bytes >= LARGE_MESSAGE {
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 
     /// True when a connection answers a trivial query.

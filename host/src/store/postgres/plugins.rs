@@ -192,6 +192,20 @@ impl PgStore {
     ) -> Result<Plugin, StoreError> {
         let wasm = component(&version).await?;
         let mut client = self.client().await?;
+        let stored = self
+            .create_plugin_in(&mut client, plugin, &version, wasm.as_deref())
+            .await;
+        PgStore::release(client, wasm.map_or(0, |w| w.len()));
+        stored
+    }
+
+    async fn create_plugin_in(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        plugin: Plugin,
+        version: &PluginVersion,
+        wasm: Option<&[u8]>,
+    ) -> Result<Plugin, StoreError> {
         let tx = client.transaction().await.map_err(db)?;
         lock_account(&tx, &plugin.account_id).await?;
         self.quotas.check(
@@ -221,7 +235,7 @@ impl PgStore {
         )
         .await
         .map_err(db)?;
-        insert_version(&tx, &plugin.id, &version, wasm.as_deref()).await?;
+        insert_version(&tx, &plugin.id, version, wasm).await?;
         let stored = get_open(&tx, &self.keys, &plugin.account_id, &plugin.id).await?;
         tx.commit().await.map_err(db)?;
         Ok(stored)
@@ -238,11 +252,26 @@ impl PgStore {
     ) -> Result<Plugin, StoreError> {
         let wasm = component(&version).await?;
         let mut client = self.client().await?;
+        let stored = self
+            .add_plugin_version_in(&mut client, account_id, id, &version, wasm.as_deref())
+            .await;
+        PgStore::release(client, wasm.map_or(0, |w| w.len()));
+        stored
+    }
+
+    async fn add_plugin_version_in(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        account_id: String,
+        id: String,
+        version: &PluginVersion,
+        wasm: Option<&[u8]>,
+    ) -> Result<Plugin, StoreError> {
         let tx = client.transaction().await.map_err(db)?;
         lock_account(&tx, &account_id).await?;
         lock_plugin(&tx, &account_id, &id).await?;
         check_storage(&tx, self.quotas, &account_id, version.size_bytes).await?;
-        insert_version(&tx, &id, &version, wasm.as_deref()).await?;
+        insert_version(&tx, &id, version, wasm).await?;
         if version.status == VersionStatus::Ready {
             tx.execute(
                 "UPDATE plugins SET current_version = $2, updated_at = $3 WHERE id = $1",
@@ -562,7 +591,10 @@ impl PgStore {
             .await
             .map_err(db)?
             .ok_or(StoreError::NotFound)?;
-        get(&r, 0)
+        let wasm: Option<Vec<u8>> = get(&r, 0)?;
+        drop(r);
+        PgStore::release(client, wasm.as_ref().map_or(0, Vec::len));
+        Ok(wasm)
     }
 
     /// Records that a version's compiled artifact was rebuilt for a new engine.

@@ -381,6 +381,46 @@ pub fn sqlite_only(test: &str) -> bool {
     skip
 }
 
+/// The backend of the `wasmhook serve` processes a test starts itself (the process and
+/// compile-memory tests), chosen like [`TestServer`]'s: SQLite in the data dir by default; on
+/// PostgreSQL a fresh database of its own, which every process of the test shares (a restart
+/// keeps the data, as the data dir does) and which is dropped with this value.
+pub struct ProcessDatabase {
+    url: Option<String>,
+}
+
+impl ProcessDatabase {
+    pub async fn new() -> ProcessDatabase {
+        let url = match postgres_cluster() {
+            Some(base) => Some(fresh_database(&base).await),
+            None => None,
+        };
+        ProcessDatabase { url }
+    }
+
+    /// The options that point a `wasmhook serve` at it: `--database-url URL` on PostgreSQL,
+    /// none on SQLite.
+    pub fn args(&self) -> Vec<String> {
+        match &self.url {
+            Some(url) => vec!["--database-url".into(), url.clone()],
+            None => Vec::new(),
+        }
+    }
+
+    /// True when the processes run on SQLite (their database is a file in the data dir).
+    pub fn is_sqlite(&self) -> bool {
+        self.url.is_none()
+    }
+}
+
+impl Drop for ProcessDatabase {
+    fn drop(&mut self) {
+        if let Some(url) = self.url.take() {
+            drop_database(&url);
+        }
+    }
+}
+
 /// Creates an empty database on the cluster at `base` and returns its URL.
 pub async fn fresh_database(base: &str) -> String {
     let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
