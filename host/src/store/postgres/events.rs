@@ -113,6 +113,9 @@ async fn group_commit(store: Pool, mut rx: mpsc::Receiver<IngestRequest>) {
                 }
                 answers
             }
+            // A lone request's own mistake (a value the database cannot hold) is answered as
+            // such: a 400, not a failed commit.
+            Err(e @ StoreError::Invalid(_)) => vec![Err(e)],
             Err(e) => {
                 let message = e.to_string();
                 let unavailable = matches!(e, StoreError::Unavailable(_));

@@ -371,6 +371,14 @@ pub(in crate::store) fn db(e: tokio_postgres::Error) -> StoreError {
         // text cannot hold. The statement failed as a whole, so nothing was written.
         return StoreError::Invalid("text may not contain the NUL character (U+0000)".into());
     }
+    if *code == SqlState::UNTRANSLATABLE_CHARACTER {
+        // The JSON escape `\u0000` in an event's payload: valid JSON, but the conversation
+        // index casts payloads to `jsonb`, which cannot hold it (SQLite stores it). The
+        // statement failed as a whole, so nothing was written.
+        return StoreError::Invalid(
+            "JSON may not contain the escaped NUL character \\u0000".into(),
+        );
+    }
     if *code == SqlState::UNIQUE_VIOLATION {
         let constraint = e
             .as_db_error()
@@ -529,5 +537,25 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(db(e), StoreError::Database(_)));
+    }
+
+    #[tokio::test]
+    async fn a_nul_in_text_or_in_a_json_payload_is_the_callers_mistake() {
+        let Some(store) = testing::store().await else {
+            return;
+        };
+        let c = store.client().await.unwrap();
+        let e = c.execute("SELECT $1::text", &[&"a\0b"]).await.unwrap_err();
+        assert!(matches!(db(e), StoreError::Invalid(_)));
+        // What the conversation index does with an event's payload.
+        let e = c
+            .execute("SELECT ($1::text)::jsonb", &[&r#"{"a": "\u0000"}"#])
+            .await
+            .unwrap_err();
+        let e = db(e);
+        assert!(
+            matches!(e, StoreError::Invalid(ref m) if m.contains("\\u0000")),
+            "{e:?}"
+        );
     }
 }
