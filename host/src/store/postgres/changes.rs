@@ -206,4 +206,38 @@ mod tests {
             assert_ne!(other.changes().epoch(), seen, "{what}");
         }
     }
+
+    /// Without any notification (a change whose NOTIFY was lost), the poll alone moves a
+    /// node's epoch.
+    #[tokio::test]
+    async fn the_poll_sees_a_change_no_notification_announced() {
+        let Some(nodes) = nodes(Quotas::UNLIMITED, 1).await else {
+            return;
+        };
+        let node = &nodes[0];
+        // The listener moves the epoch once when it starts listening; after that, nothing
+        // but the poll can move it here.
+        let mut started = node.changes().subscribe();
+        tokio::time::timeout(Duration::from_secs(10), started.wait_for(|n| *n >= 1))
+            .await
+            .expect("the listener starts")
+            .unwrap();
+        let seen = node.changes().epoch();
+        let client = node.client().await.unwrap();
+        // Changed until the node notices (the first change may come before the poll's first
+        // reading, which it then takes as the starting point).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while node.changes().epoch() == seen {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the poll never saw the change"
+            );
+            client
+                .execute("UPDATE config_epoch SET n = n + 1", &[])
+                .await
+                .unwrap();
+            let mut moved = node.changes().subscribe();
+            let _ = tokio::time::timeout(super::POLL * 2, moved.changed()).await;
+        }
+    }
 }
