@@ -85,6 +85,11 @@ enum Command {
         /// file at --out, read before it is overwritten).
         #[arg(long)]
         previous: Option<PathBuf>,
+        /// Load results of a run of its own for the SQLite-and-PostgreSQL section (which then
+        /// compares the SQLite and PostgreSQL rows of that run); by default that section
+        /// comes from --load.
+        #[arg(long)]
+        backends: Option<PathBuf>,
     },
 }
 
@@ -305,6 +310,7 @@ async fn main() -> anyhow::Result<()> {
             suite_seconds,
             build,
             previous,
+            backends,
         } => {
             let duration = suite_seconds.map(|s| report::SuiteTime {
                 seconds: s,
@@ -318,6 +324,7 @@ async fn main() -> anyhow::Result<()> {
                 &out,
                 &previous,
                 duration.as_ref(),
+                backends.as_deref(),
             )
         }
     }

@@ -109,8 +109,15 @@ pub fn write(
     out: &Path,
     previous: &Path,
     suite: Option<&SuiteTime>,
+    backends_run: Option<&Path>,
 ) -> anyhow::Result<()> {
     let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(load)?)?;
+    // The SQLite-and-PostgreSQL comparison may come from a run of its own (with its own SQLite
+    // rows, so that both sides are still measured in one run).
+    let backend_rows: Vec<Row> = match backends_run {
+        Some(path) => serde_json::from_str(&std::fs::read_to_string(path)?)?,
+        None => rows.clone(),
+    };
     // Read before `out` (by default the same file) is overwritten.
     let before = previous_deliveries(&std::fs::read_to_string(previous).unwrap_or_default());
     let mut md = String::new();
@@ -202,31 +209,9 @@ pub fn write(
     )?;
 
     writeln!(md, "## Load (wasmhook-load, real HTTP over loopback)\n")?;
-    writeln!(
-        md,
-        "| scenario | events/s | deliveries/s | p50 ms | p95 ms | p99 ms | peak RSS MiB | CPU cores | time | note |"
-    )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
     let is_list =
         |r: &Row| r.scenario.starts_with(PAGE_PREFIX) || r.scenario.starts_with(SEEDED_PREFIX);
-    for r in rows.iter().filter(|r| !is_list(r)) {
-        writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.scenario,
-            f(r.events_per_s, 0),
-            f(r.deliveries_per_s, 0),
-            f(r.p50_ms, 2),
-            f(r.p95_ms, 2),
-            f(r.p99_ms, 2),
-            f(r.peak_rss_mb, 1),
-            f(r.cpu_cores, 2),
-            r.seconds
-                .map(|s| format!("{s:.3} s"))
-                .unwrap_or_else(|| "–".into()),
-            r.note
-        )?;
-    }
+    load_table(&mut md, rows.iter().filter(|r| !is_list(r)))?;
     writeln!(
         md,
         "\nLatency is ingest-to-delivery: from the client sending the event to the receiver getting it."
@@ -236,7 +221,7 @@ pub fn write(
         "The load tool, the receiver and the server share the machine's 2 cores.\n"
     )?;
 
-    backends(&mut md, &rows)?;
+    backends(&mut md, &backend_rows, backends_run.is_some())?;
 
     // (target, this run, met)
     let mut targets: Vec<(String, String, bool)> = Vec::new();
@@ -291,7 +276,7 @@ pub fn write(
             v >= 10_000.0,
         ));
     }
-    if let Some(r) = find(&rows, "postgres, 1 node: ingest, single") {
+    if let Some(r) = find(&backend_rows, "postgres, 1 node: ingest, single") {
         let v = r.events_per_s.unwrap_or(0.0);
         targets.push((
             "PostgreSQL, 1 node: ≥ 5,000 events/s ingested durably (single requests)".into(),
@@ -485,13 +470,52 @@ pub fn write(
 }
 
 /// The list pages' section, and their target, if the run has them.
+/// The load rows as a table, one row each.
+fn load_table<'a>(md: &mut String, rows: impl Iterator<Item = &'a Row>) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "| scenario | events/s | deliveries/s | p50 ms | p95 ms | p99 ms | peak RSS MiB | CPU cores | time | note |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for r in rows {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            f(r.events_per_s, 0),
+            f(r.deliveries_per_s, 0),
+            f(r.p50_ms, 2),
+            f(r.p95_ms, 2),
+            f(r.p99_ms, 2),
+            f(r.peak_rss_mb, 1),
+            f(r.cpu_cores, 2),
+            r.seconds
+                .map(|s| format!("{s:.3} s"))
+                .unwrap_or_else(|| "–".into()),
+            r.note
+        )?;
+    }
+    Ok(())
+}
+
 /// The same loads on SQLite and on PostgreSQL (1 node, 3 nodes) side by side, when the run
 /// had the PostgreSQL rows.
-fn backends(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
+fn backends(md: &mut String, rows: &[Row], own_run: bool) -> anyhow::Result<()> {
     if !rows.iter().any(|r| r.scenario.starts_with("postgres")) {
         return Ok(());
     }
     writeln!(md, "### SQLite and PostgreSQL\n")?;
+    if own_run {
+        writeln!(
+            md,
+            "From a run of its own (`wasmhook-load run --only receiver,ingest,fanout,steady,postgres`), \
+             SQLite measured in that run too; its receiver bound was {}/s.\n",
+            f(
+                find(rows, "receiver bound").and_then(|r| r.deliveries_per_s),
+                0
+            )
+        )?;
+    }
     writeln!(
         md,
         "| load | SQLite | PostgreSQL, 1 node | PostgreSQL, 3 nodes |"
@@ -548,8 +572,12 @@ fn backends(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
          synchronous_commit on: every 202 is a durable commit), sharing the 2 cores with the nodes, the load tool \
          and the receiver; its CPU is not in the rows' CPU column. With 3 nodes, three servers share those \
          2 cores as well: the 3-node rows show that nodes share one queue correctly and what that costs here, \
-         not what scaling out to three machines gives.\n"
+         not what scaling out to three machines gives. Nodes' peak RSS is the largest node's.\n"
     )?;
+    if own_run {
+        load_table(md, rows.iter())?;
+        writeln!(md)?;
+    }
     Ok(())
 }
 
