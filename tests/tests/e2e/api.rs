@@ -581,6 +581,38 @@ async fn operability_endpoints_answer() {
     );
     assert!(metrics.contains("route=\"/v1/events\""), "{metrics}");
     assert!(metrics.contains("status=\"202\""), "{metrics}");
+    // The backend the harness chose, and on PostgreSQL the connection pool's state.
+    let gauge = |series: &str| -> Option<i64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map(|v| v.trim().parse().unwrap())
+    };
+    let pool = |state: &str| {
+        gauge(&format!(
+            "wasmhook_database_pool_connections{{state=\"{state}\"}} "
+        ))
+    };
+    if crate::common::postgres_cluster().is_some() {
+        assert_eq!(
+            gauge("wasmhook_database_backend{backend=\"postgres\"} "),
+            Some(1),
+            "{metrics}"
+        );
+        // The default --database-pool-size; the requests above opened one at least.
+        assert_eq!(pool("max"), Some(16), "{metrics}");
+        let open = pool("open").expect("open connections");
+        assert!((1..=16).contains(&open), "{metrics}");
+        assert!((0..=open).contains(&pool("idle").unwrap()), "{metrics}");
+        assert_eq!(pool("waiting"), Some(0), "{metrics}");
+    } else {
+        assert_eq!(
+            gauge("wasmhook_database_backend{backend=\"sqlite\"} "),
+            Some(1),
+            "{metrics}"
+        );
+        assert_eq!(pool("max"), None, "no pool on SQLite: {metrics}");
+    }
 
     let (status, spec) = s.call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, 200);

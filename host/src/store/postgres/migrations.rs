@@ -13,6 +13,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "config_changes",
         include_str!("migrations/0002_config_changes.sql"),
     ),
+    (
+        "retention_indexes",
+        include_str!("migrations/0003_retention_indexes.sql"),
+    ),
 ];
 
 /// The advisory lock migrating nodes take turns on (any constant unique to wasmhook).

@@ -13,6 +13,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0008_attempt_requests.sql")),
     M::up(include_str!("migrations/0009_plugin_compiles.sql")),
     M::up(include_str!("migrations/0010_plugin_instances.sql")),
+    M::up(include_str!("migrations/0011_retention_indexes.sql")),
 ];
 
 /// The ordered list of schema migrations.
