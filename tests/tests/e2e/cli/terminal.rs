@@ -108,9 +108,11 @@ impl Term {
             pipe.write_all(input.as_bytes()).await.unwrap();
             drop(pipe);
         }
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        // A guard against a hang, not a time limit: `plugin run` compiles a 12 MB JavaScript
+        // component first, which takes over a minute on a loaded two-core machine.
+        let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
             .await
-            .unwrap_or_else(|_| panic!("wasmhook {args:?} did not finish within 60 s"))
+            .unwrap_or_else(|_| panic!("wasmhook {args:?} did not finish within 300 s"))
             .unwrap();
         Out {
             code: out.status.code().unwrap_or(-1),
