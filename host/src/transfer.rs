@@ -49,7 +49,7 @@ const IN_FLIGHT: usize = 256;
 
 /// Where an installation is: the same options as `serve`. Without `--database-url` it is the
 /// SQLite database in `--data-dir`; with it, the PostgreSQL database, and the data dir holds
-/// only the node's files (its key file, plugin components).
+/// only the node's files (its key file).
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// The data dir: the SQLite database, else the node's files; the key file unless
@@ -223,8 +223,12 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         ),
         None => Box::new(std::io::stdin().lock()),
     };
-    let plugins_dir = to.data_dir.join("plugins");
-    let result = read_dump(&store, input, &plugins_dir).await;
+    // PostgreSQL keeps components in the database; SQLite in files of the data dir.
+    let plugins_dir = to
+        .database_url
+        .is_none()
+        .then(|| to.data_dir.join("plugins"));
+    let result = read_dump(&store, input, plugins_dir.as_deref()).await;
     store.close().await;
     match result {
         Ok((rows, source)) => {
@@ -268,12 +272,16 @@ fn target_keys(to: &StoreArgs) -> anyhow::Result<(Keyring, bool)> {
 async fn read_dump(
     store: &Store,
     input: Box<dyn BufRead>,
-    plugins_dir: &Path,
+    plugins_dir: Option<&Path>,
 ) -> anyhow::Result<(u64, String)> {
-    let dir = plugins_dir.to_path_buf();
+    let dir = plugins_dir.map(Path::to_path_buf);
     let paths: ComponentPaths = Arc::new(move |plugin_id, version| {
-        let (wasm, cwasm) = version_files(&dir, plugin_id, version);
-        (wasm.display().to_string(), cwasm.display().to_string())
+        dir.as_ref().map_or_else(String::new, |dir| {
+            version_files(dir, plugin_id, version)
+                .0
+                .display()
+                .to_string()
+        })
     });
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let writer = {
@@ -301,21 +309,22 @@ fn version_files(dir: &Path, plugin_id: &str, version: i64) -> (PathBuf, PathBuf
     crate::plugins::version_files(dir, plugin_id, u32::try_from(version).unwrap_or(0))
 }
 
-/// The component files an import wrote, removed again if it fails.
+/// The component files an import wrote (into `dir`, for a store that keeps them in files),
+/// removed again if it fails.
 struct Components {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     created: BTreeSet<PathBuf>,
 }
 
 impl Components {
-    fn new(dir: &Path) -> Components {
+    fn new(dir: Option<&Path>) -> Components {
         Components {
-            dir: dir.to_path_buf(),
+            dir: dir.map(Path::to_path_buf),
             created: BTreeSet::new(),
         }
     }
 
-    /// Writes a version's component where the target's runtime looks for it.
+    /// Writes a version's component where the target's runtime looks for it, if in a file.
     fn write(&mut self, plugin_id: &str, version: i64, bytes: &[u8]) -> anyhow::Result<()> {
         // A path component, not a path: the id comes from the dump.
         let plain = !plugin_id.is_empty()
@@ -325,7 +334,10 @@ impl Components {
         if !plain {
             bail!("plugin_id {plugin_id:?} is not a plugin id");
         }
-        let (wasm, _) = version_files(&self.dir, plugin_id, version);
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let (wasm, _) = version_files(dir, plugin_id, version);
         let parent = wasm.parent().expect("a plugin dir").to_path_buf();
         if !parent.exists() {
             std::fs::create_dir_all(&parent)
@@ -572,7 +584,7 @@ mod tests {
     async fn fed(text: &str) -> (Vec<u64>, bool, anyhow::Result<(u64, String)>) {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel(16);
-        let mut components = Components::new(dir.path());
+        let mut components = Components::new(Some(dir.path()));
         let input: Box<dyn BufRead> = Box::new(std::io::Cursor::new(text.to_string()));
         let result = feed(input, &tx, &mut components).await;
         drop(tx);

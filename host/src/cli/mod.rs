@@ -177,7 +177,7 @@ pub enum Command {
     /// Fill a new, empty installation from a dump written by `wasmhook export`.
     ///
     /// The target is given with the same options as `serve`: --database-url for PostgreSQL
-    /// (then --data-dir is the node's: its key file, and the plugin components), else the SQLite
+    /// (then --data-dir is the node's, for its key file), else the SQLite
     /// database in --data-dir. Secrets are encrypted with the target's key file (the data dir's,
     /// made if missing, or --encryption-key-file): start the server(s) with that file. A target
     /// that holds data is refused, and nothing is written unless the whole dump is read and

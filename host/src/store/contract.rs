@@ -1616,10 +1616,8 @@ async fn import_rows(
 ) -> Result<(), super::transfer::ImportError> {
     use super::transfer::{COMPONENT, Cell, ImportItem};
     let files = dir.to_path_buf();
-    let paths: super::transfer::ComponentPaths = Arc::new(move |id, v| {
-        let at = |ext| files.join(format!("{id}-v{v}.{ext}")).display().to_string();
-        (at("wasm"), at("cwasm"))
-    });
+    let paths: super::transfer::ComponentPaths =
+        Arc::new(move |id, v| files.join(format!("{id}-v{v}.wasm")).display().to_string());
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let writing = {
         let store = store.clone();
@@ -1630,7 +1628,7 @@ async fn import_rows(
         if row.table.name == "plugin_versions"
             && let Cell::Bytes(b) = row.get(COMPONENT)
         {
-            let (wasm, _) = paths(row.text("plugin_id").unwrap(), row.int("version").unwrap());
+            let wasm = paths(row.text("plugin_id").unwrap(), row.int("version").unwrap());
             std::fs::write(wasm, b).unwrap();
         }
         if tx.send(ImportItem::Row(i as u64 + 2, row)).await.is_err() {

@@ -256,8 +256,8 @@ impl Store {
     /// Writes every row of `input` with this store's keys sealing the secrets, all in one
     /// transaction committed only when `input` ends with [`transfer::ImportItem::End`]:
     /// anything else (a row refused, an input that stops early, a target that holds data)
-    /// writes nothing. `paths(plugin id, version)` names the files the caller wrote a
-    /// version's component to and where its compiled artifact goes, in this node's data dir.
+    /// writes nothing. `paths(plugin id, version)` names the file the caller wrote a
+    /// version's component to, in this node's data dir.
     pub async fn import(
         &self,
         input: tokio::sync::mpsc::Receiver<transfer::ImportItem>,

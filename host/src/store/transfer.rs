@@ -12,9 +12,10 @@
 //! so references between tables, list orders and cursors stay as they were.
 //!
 //! Not carried: `subscription_event_types` (derived: rebuilt from each subscription's
-//! `event_types`), `console_sessions` (everyone signs in again), `encryption_state` and the
-//! migrations' own table (the target's), and nothing of the data dir besides components (the
-//! key file, the admin token and compiled plugins stay the target's own).
+//! `event_types`), `console_sessions` (everyone signs in again), `encryption_state`,
+//! PostgreSQL's `config_epoch` and the migrations' own table (the target's), and nothing of the
+//! data dir besides components (the key file, the admin token and compiled plugins stay the
+//! target's own: a version arrives with no artifact, and each node compiles it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -360,10 +361,9 @@ impl Row {
     }
 }
 
-/// Names the files of a version's component and compiled artifact (plugin id, version) in the
-/// importing node's data dir: the caller writes the component there, the target compiles the
-/// artifact there.
-pub type ComponentPaths = std::sync::Arc<dyn Fn(&str, i64) -> (String, String) + Send + Sync>;
+/// Names the file of a version's uploaded component (plugin id, version) in the importing
+/// node's data dir, which the caller writes and the version's row names (`wasm_path`).
+pub type ComponentPaths = std::sync::Arc<dyn Fn(&str, i64) -> String + Send + Sync>;
 
 /// What an import reads: rows, then the end of the input. A store commits an import only
 /// once it has seen [`ImportItem::End`]: input that stops early (a reader that failed, a dump

@@ -244,14 +244,14 @@ async fn prepare(
     tx: &Transaction<'_>,
     keys: &crate::secrets::Keyring,
     mut row: Row,
-    paths: &(dyn Fn(&str, i64) -> (String, String) + Send + Sync),
+    paths: &(dyn Fn(&str, i64) -> String + Send + Sync),
 ) -> Result<Statements, StoreError> {
     let t = row.table;
     seal_row(keys, &mut row)?;
     let mut names: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
     let mut values: Vec<Cell> = row.cells.clone();
     if t.name == "plugin_versions" {
-        let (wasm, cwasm) = paths(
+        let wasm = paths(
             row.text("plugin_id").unwrap_or_default(),
             row.int("version").unwrap_or_default(),
         );
@@ -259,7 +259,7 @@ async fn prepare(
         names.extend(["wasm_path", "cwasm_path", "engine_hash"]);
         values.extend([
             Cell::Text(wasm),
-            Cell::Text(cwasm),
+            Cell::Text(String::new()),
             Cell::Text(String::new()),
         ]);
     }

@@ -196,7 +196,7 @@ fn import_in(
     tx: &Transaction<'_>,
     keys: &crate::secrets::Keyring,
     mut input: mpsc::Receiver<ImportItem>,
-    paths: &dyn Fn(&str, i64) -> (String, String),
+    paths: &dyn Fn(&str, i64) -> String,
 ) -> Result<(), ImportError> {
     if let Some(table) = first_nonempty(tx)? {
         return Err(ImportError::NotEmpty(table));
@@ -206,14 +206,14 @@ fn import_in(
             Some(ImportItem::Row(line, row)) => {
                 let table = row.table.name;
                 let extra = if table == "plugin_versions" {
-                    let (wasm, cwasm) = paths(
+                    let wasm = paths(
                         row.text("plugin_id").unwrap_or_default(),
                         row.int("version").unwrap_or_default(),
                     );
                     // The target compiles: no artifact yet, and an engine hash no engine has.
                     vec![
                         ("wasm_path", Cell::Text(wasm)),
-                        ("cwasm_path", Cell::Text(cwasm)),
+                        ("cwasm_path", Cell::Text(String::new())),
                         ("engine_hash", Cell::Text(String::new())),
                     ]
                 } else {
