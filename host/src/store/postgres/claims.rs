@@ -97,9 +97,23 @@ const INSERT_ATTEMPT: &str =
     "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code, error_kind,
         error_message, response_body, request_url, request_headers, request_body, request_body_bytes)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-const FAILURE_STREAK: &str = "UPDATE subscriptions
-     SET failing_since = CASE WHEN $2 THEN COALESCE(failing_since, $3) ELSE NULL END
-     WHERE seq = $1 RETURNING failing_since";
+/// Starts the failure streak (`$2`, a failure, at `$3`) or ends it (a success), writing the
+/// subscription only when that changes it; answers the streak's start either way. Most
+/// outcomes change nothing, and an outcome that writes the subscription row holds its lock
+/// until commit: every outcome of one subscription would queue behind the others.
+const FAILURE_STREAK: &str = "WITH changed AS (
+        UPDATE subscriptions SET failing_since = CASE WHEN $2::boolean THEN $3::bigint ELSE NULL END
+        WHERE seq = $1 AND (failing_since IS NULL) = $2::boolean
+        RETURNING failing_since)
+     SELECT failing_since FROM changed
+     UNION ALL
+     SELECT failing_since FROM subscriptions WHERE seq = $1 AND NOT EXISTS (SELECT 1 FROM changed)";
+/// The breaker's state, read without a lock: an outcome that leaves it as it is (most of
+/// them) takes no lock on the subscription (see [`FAILURE_STREAK`]).
+const BREAKER_PEEK: &str =
+    "SELECT breaker_failures, breaker_trips, breaker_until FROM subscriptions
+     WHERE seq = $1";
+/// The breaker's state, locked for the change the peek saw coming.
 const BREAKER_OF: &str = "SELECT breaker_failures, breaker_trips, breaker_until FROM subscriptions
      WHERE seq = $1 FOR NO KEY UPDATE";
 const SET_BREAKER: &str =
@@ -544,16 +558,23 @@ async fn settle_once(
     }
     let mut paused_until = None;
     if let Some((policy, signal)) = o.breaker {
-        let stmt = tx.prepare_cached(BREAKER_OF).await?;
-        let row = tx.query_one(&stmt, &[&sub_seq]).await?;
-        let (failures, trips, until): (i64, i64, Option<i64>) =
-            (row.get(0), row.get(1), row.get(2));
-        let before = Breaker {
-            failures: failures.clamp(0, u32::MAX as i64) as u32,
-            trips: trips.clamp(0, u32::MAX as i64) as u32,
-            until,
+        let breaker = async |query: &str| {
+            let stmt = tx.prepare_cached(query).await?;
+            let row = tx.query_one(&stmt, &[&sub_seq]).await?;
+            let (failures, trips, until): (i64, i64, Option<i64>) =
+                (row.get(0), row.get(1), row.get(2));
+            let before = Breaker {
+                failures: failures.clamp(0, u32::MAX as i64) as u32,
+                trips: trips.clamp(0, u32::MAX as i64) as u32,
+                until,
+            };
+            Ok::<_, tokio_postgres::Error>((before, Policy::after(&policy, before, signal, now)))
         };
-        let after = Policy::after(&policy, before, signal, now);
+        let (mut before, mut after) = breaker(BREAKER_PEEK).await?;
+        if after != before {
+            // Read again under the lock: another outcome may have moved it since the peek.
+            (before, after) = breaker(BREAKER_OF).await?;
+        }
         paused_until = after.until.filter(|&until| until > now);
         if after != before {
             let stmt = tx.prepare_cached(SET_BREAKER).await?;
