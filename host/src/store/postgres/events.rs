@@ -21,10 +21,9 @@
 //! serialise commits), once per group.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
@@ -38,13 +37,6 @@ use crate::store::{Ingested, NewEvent};
 
 /// The channel other nodes' dispatchers listen on for new due work.
 pub(in crate::store) const WAKE_CHANNEL: &str = "wasmhook_due";
-
-/// Groups being written at once, each on a connection of its own. One at a time left ingest
-/// waiting on each commit's WAL flush in turn; concurrent commits share their flushes
-/// (PostgreSQL's own group commit). Groups racing each other are the same case as two nodes'
-/// groups: idempotency rests on the unique indexes and a raced group is written again, and
-/// conversation order on advisory locks taken in a fixed order.
-const GROUPS_IN_FLIGHT: usize = 4;
 
 /// At most this many events are folded into one transaction.
 const MAX_GROUP_EVENTS: usize = 2048;
@@ -94,14 +86,7 @@ pub(super) fn start(pool: Pool) -> mpsc::Sender<IngestRequest> {
 }
 
 async fn group_commit(store: Pool, mut rx: mpsc::Receiver<IngestRequest>) {
-    let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
-        // Requests that come while every slot is busy join this group: groups grow with load.
-        let slot = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         let mut size = first.events.len();
         let mut group = vec![first];
         while size < MAX_GROUP_EVENTS {
@@ -113,59 +98,50 @@ async fn group_commit(store: Pool, mut rx: mpsc::Receiver<IngestRequest>) {
                 Err(_) => break,
             }
         }
-        let store = store.clone();
-        tokio::spawn(async move {
-            commit_group(&store, group).await;
-            drop(slot);
-        });
-    }
-}
-
-/// Writes a group (see [`write_group`]), answers its requests and wakes the dispatchers.
-async fn commit_group(store: &Pool, group: Vec<IngestRequest>) {
-    let answers = match write_group(store, &group).await {
-        Ok(answers) => answers,
-        // A failure of the whole group that is not the database going away: write each
-        // request alone, so one request's bad row cannot fail the others.
-        Err(e) if group.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
-            let mut answers = Vec::with_capacity(group.len());
-            for request in &group {
-                let alone = std::slice::from_ref(request);
-                answers.push(match write_group(store, alone).await {
-                    Ok(mut a) => a.pop().expect("one answer per request"),
-                    Err(e) => Err(e),
-                });
+        let answers = match write_group(&store, &group).await {
+            Ok(answers) => answers,
+            // A failure of the whole group that is not the database going away: write each
+            // request alone, so one request's bad row cannot fail the others.
+            Err(e) if group.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
+                let mut answers = Vec::with_capacity(group.len());
+                for request in &group {
+                    let alone = std::slice::from_ref(request);
+                    answers.push(match write_group(&store, alone).await {
+                        Ok(mut a) => a.pop().expect("one answer per request"),
+                        Err(e) => Err(e),
+                    });
+                }
+                answers
             }
-            answers
-        }
-        // A lone request's own mistake (a value the database cannot hold) is answered as
-        // such: a 400, not a failed commit.
-        Err(e @ StoreError::Invalid(_)) => vec![Err(e)],
-        Err(e) => {
-            let message = e.to_string();
-            let unavailable = matches!(e, StoreError::Unavailable(_));
-            group
-                .iter()
-                .map(|_| {
-                    Err(if unavailable {
-                        StoreError::Unavailable(message.clone())
-                    } else {
-                        StoreError::Commit(message.clone())
+            // A lone request's own mistake (a value the database cannot hold) is answered as
+            // such: a 400, not a failed commit.
+            Err(e @ StoreError::Invalid(_)) => vec![Err(e)],
+            Err(e) => {
+                let message = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
+                group
+                    .iter()
+                    .map(|_| {
+                        Err(if unavailable {
+                            StoreError::Unavailable(message.clone())
+                        } else {
+                            StoreError::Commit(message.clone())
+                        })
                     })
-                })
-                .collect()
+                    .collect()
+            }
+        };
+        let due = answers.iter().any(|a| {
+            a.as_ref()
+                .is_ok_and(|ingested| ingested.iter().any(|i| i.deliveries > 0))
+        });
+        for (request, answer) in group.into_iter().zip(answers) {
+            // The caller may have gone away (request cancelled); the write stands regardless.
+            let _ = request.reply.send(answer);
         }
-    };
-    let due = answers.iter().any(|a| {
-        a.as_ref()
-            .is_ok_and(|ingested| ingested.iter().any(|i| i.deliveries > 0))
-    });
-    for (request, answer) in group.into_iter().zip(answers) {
-        // The caller may have gone away (request cancelled); the write stands regardless.
-        let _ = request.reply.send(answer);
-    }
-    if due {
-        notify_due(store).await;
+        if due {
+            notify_due(&store).await;
+        }
     }
 }
 
