@@ -4,7 +4,7 @@
 //! `wasi:http` and our host interfaces; a pre-instantiated component per plugin version
 //! (validated in its upload request, compiled once after it by the background compiler, its
 //! artifact kept in this node's data dir by content and engine hash so a restart does not
-//! compile again; other nodes' versions followed through the store, see [`follow`]); and
+//! compile again; other nodes' versions followed through the store, see `follow`); and
 //! a fresh `Store` and instance per event (or, for a plugin in `reuse` mode, one kept from an
 //! earlier event of the same subscription: see [`reuse`]), run on the async runtime under a
 //! memory limit, yielding at every epoch tick so other tasks keep being served, and cancelled
