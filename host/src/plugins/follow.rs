@@ -134,8 +134,10 @@ impl PluginRuntime {
         }
         for id in self.registry.ids() {
             if !present.contains(&id) {
+                // Only the registry entry: a plugin created on this node after the listing was
+                // read is here too, and its next pass loads it again; its directory holds the
+                // upload being stored. The node that deletes a plugin removes its files.
                 self.registry.remove(&id);
-                let _ = std::fs::remove_dir_all(self.dir.join(&id));
             }
         }
         if stuck {

@@ -37,12 +37,24 @@ fn assert_quota(status: u16, body: &Value, quota: &str, limit: u64, usage: u64) 
 }
 
 /// Files under the data dir's `plugins/` (every stored version has a .wasm and a .cwasm).
-fn stored_files(s: &TestServer) -> usize {
+/// The files kept in the data dir: uploaded components (in a directory per plugin) and
+/// compiled artifacts (in `compiled/`, one per distinct component and engine: identical uploads
+/// share one).
+fn stored_files(s: &TestServer) -> (usize, usize) {
     let Ok(dirs) = std::fs::read_dir(s.dir.join("plugins")) else {
-        return 0;
+        return (0, 0);
     };
-    dirs.map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
-        .sum()
+    let (mut components, mut compiled) = (0, 0);
+    for dir in dirs {
+        let dir = dir.unwrap();
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        if dir.file_name() == "compiled" {
+            compiled += files;
+        } else {
+            components += files;
+        }
+    }
+    (components, compiled)
 }
 
 #[tokio::test]
@@ -66,7 +78,12 @@ async fn concurrent_uploads_stop_at_the_plugin_quota_and_leave_no_files() {
     for p in list["data"].as_array().unwrap() {
         s.compiled(&key, p["id"].as_str().unwrap(), "ready").await;
     }
-    assert_eq!(stored_files(&s), 3 * 2, "refused uploads leave no files");
+    let (components, compiled) = stored_files(&s);
+    assert_eq!(components, 3, "refused uploads leave no files");
+    assert_eq!(
+        compiled, 1,
+        "the three identical uploads share one compiled artifact"
+    );
     // Another account has its own quota.
     assert_eq!(upload(&s, &other, wasm::NOOP).await.0, 202);
     // Deleting one makes room again.
@@ -94,7 +111,12 @@ async fn every_version_counts_against_the_storage_quota() {
     let (_, versions) = s.get(&format!("/v1/plugins/{id}/versions"), &key).await;
     assert_eq!(versions["data"].as_array().unwrap().len(), 2, "{versions}");
     s.compiled(&key, id, "ready").await;
-    assert_eq!(stored_files(&s), 2 * 2, "refused versions leave no files");
+    let (components, compiled) = stored_files(&s);
+    assert_eq!(components, 2, "refused versions leave no files");
+    assert_eq!(
+        compiled, 1,
+        "identical versions share one compiled artifact"
+    );
     let (_, got) = s.get(&format!("/v1/plugins/{id}"), &key).await;
     assert_eq!(got["version"], 2);
 }
