@@ -118,8 +118,10 @@ impl PluginRuntime {
                         // Versions only move forward: an older one read before a newer
                         // was loaded here is not a change.
                         Some(loaded) if loaded.version >= version.version => {
+                            // Settings only move forward too: a listing read before this
+                            // node changed them must not put the old ones back.
                             if loaded.version == version.version
-                                && loaded.updated_at != plugin.updated_at
+                                && plugin.updated_at > loaded.updated_at
                             {
                                 self.registry.update_settings(&plugin);
                             }
