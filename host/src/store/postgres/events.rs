@@ -1,16 +1,19 @@
 //! Ingest on PostgreSQL: events with their deliveries and conversation facts, in groups.
 //!
-//! **Group commit.** Concurrent `ingest` calls queue up while a transaction is being written
-//! and go together in the next one, as multi-row inserts (`UNNEST` of one array per column):
-//! a burst of N requests costs one commit and a handful of statements, not N of each. Each
-//! request stays all-or-none: conflicts are found before anything is inserted, and a request
-//! that breaks a rule is answered alone while the rest of its group commits.
+//! **Group commit.** Concurrent `ingest` calls queue up while a group is being written and go
+//! together in the next one, as multi-row inserts (`UNNEST` of one array per column): a burst
+//! of N requests costs two round trips and one commit, not N of each. The reads (idempotency
+//! keys, matching subscriptions) are sent together; the write is one statement with the
+//! events, the conversation index and the deliveries, atomic on its own, so it needs no
+//! transaction around it unless an ordered conversation has to be locked first. Each request
+//! stays all-or-none: a request that breaks a rule is answered alone while the rest of its
+//! group commits.
 //!
 //! **Idempotency across nodes** rests on the unique indexes alone (`events_public_id`,
-//! `events_idempotency`): events are inserted with `ON CONFLICT DO NOTHING RETURNING`. When
-//! another node inserted the same key meanwhile (so a row was not inserted although it was
-//! not there a moment before), the group is rolled back and written again: the second pass
-//! sees the other node's event and answers with it (a replay) or with a conflict.
+//! `events_idempotency`). A group's first pass looks its idempotency keys up but not its event
+//! ids (almost always fresh ones the server made); an id or key that is stored already, by
+//! this node before or by another meanwhile, fails the write as a whole, and the second pass
+//! looks everything up and answers with the stored event (a replay) or with a conflict.
 //!
 //! **Ordered conversations.** Whether a new delivery is due or held behind an earlier one of
 //! its conversation is decided under a transaction-scoped advisory lock per (subscription,
@@ -21,13 +24,14 @@
 //! serialise commits), once per group.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 
 use super::{PgStore, db};
 use crate::clock::new_id;
@@ -81,11 +85,22 @@ pub(in crate::store) struct IngestRequest {
 /// Starts the group committer; ingest requests go to the returned sender.
 pub(super) fn start(pool: Pool) -> mpsc::Sender<IngestRequest> {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(group_commit(pool, rx));
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(wake_others(pool.clone(), wake.clone()));
+    tokio::spawn(group_commit(pool, rx, wake));
     tx
 }
 
-async fn group_commit(store: Pool, mut rx: mpsc::Receiver<IngestRequest>) {
+/// Sends the wake-ups the group committer asks for, so that the next group does not wait for
+/// one; requests made while one is being sent are answered by a single next one.
+async fn wake_others(pool: Pool, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        notify_due(&pool).await;
+    }
+}
+
+async fn group_commit(store: Pool, mut rx: mpsc::Receiver<IngestRequest>, wake: Arc<Notify>) {
     while let Some(first) = rx.recv().await {
         let mut size = first.events.len();
         let mut group = vec![first];
@@ -140,7 +155,7 @@ async fn group_commit(store: Pool, mut rx: mpsc::Receiver<IngestRequest>) {
             let _ = request.reply.send(answer);
         }
         if due {
-            notify_due(&store).await;
+            wake.notify_one();
         }
     }
 }
@@ -158,7 +173,10 @@ enum Replayed {
     InGroup(usize),
 }
 
-/// Writes one group in one transaction; one answer per request, in order.
+/// Writes one group; one answer per request, in order.
+///
+/// The first pass trusts the unique indexes to catch an event id used before: it does not look
+/// the group's ids up, and a clash rolls the write back and starts a second pass that does.
 async fn write_group(
     store: &Pool,
     group: &[IngestRequest],
@@ -166,13 +184,8 @@ async fn write_group(
     let mut client = store.get().await.map_err(super::pool_error)?;
     let requests: Vec<&[NewEvent]> = group.iter().map(|r| r.events.as_slice()).collect();
     for pass in 1.. {
-        let attempt = async {
-            let tx = client.transaction().await?;
-            let answers = write_in(&tx, &requests).await?;
-            tx.commit().await?;
-            Ok::<_, Retry>(answers)
-        };
-        match attempt.await {
+        let checks = if pass == 1 { Checks::Keys } else { Checks::All };
+        match write_once(&mut client, &requests, checks).await {
             Err(Retry::Again) | Err(Retry::Db(_)) if pass < MAX_PASSES => continue,
             Err(Retry::Again) => {
                 return Err(StoreError::Database(
@@ -184,6 +197,27 @@ async fn write_group(
         }
     }
     unreachable!("the loop returns")
+}
+
+/// One pass of [`write_group`]: the reads, then the write as one statement (atomic on its
+/// own), inside a transaction only when an ordered conversation has to be locked first.
+async fn write_once(
+    client: &mut deadpool_postgres::Client,
+    requests: &[&[NewEvent]],
+    checks: Checks,
+) -> Result<Vec<Result<Vec<Ingested>, StoreError>>, Retry> {
+    let reads = read(&*client, requests, checks).await?;
+    let planned = plan(requests, &reads);
+    let ordered = planned.ordered(&reads);
+    if ordered.is_empty() {
+        let seqs = write(&*client, &planned, &reads, HashSet::new()).await?;
+        return Ok(planned.answers(seqs));
+    }
+    let tx = client.transaction().await?;
+    let busy = lock_busy(&tx, &ordered).await?;
+    let seqs = write(&tx, &planned, &reads, busy).await?;
+    tx.commit().await?;
+    Ok(planned.answers(seqs))
 }
 
 pub(in crate::store) enum Retry {
@@ -203,6 +237,13 @@ impl From<tokio_postgres::Error> for Retry {
                     || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
             {
                 Retry::Db(db(e))
+            }
+            // An event id or idempotency key stored meanwhile (or, on a first pass, before:
+            // see `Checks`), or a subscription deleted since it was read: read again.
+            Some(c)
+                if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::FOREIGN_KEY_VIOLATION =>
+            {
+                Retry::Again
             }
             _ => Retry::Fail(db(e)),
         }
@@ -248,15 +289,60 @@ pub(in crate::store) async fn lock_conversations(
     Ok(())
 }
 
-/// Writes the requests' events inside `tx` (which the caller commits); one answer per
-/// request, in order. [`Retry::Again`] or [`Retry::Db`]: roll back and call again.
-pub(in crate::store) async fn write_in(
+/// Locks these ordered conversations, then reads which of them already have a delivery
+/// pending (a new one waits behind it). Both are sent at once: the read runs after the locks
+/// are granted, so it sees every delivery committed by their previous holders.
+async fn lock_busy(
     tx: &deadpool_postgres::Transaction<'_>,
+    ordered: &[(i64, String)],
+) -> Result<HashSet<(i64, String)>, Retry> {
+    let subs: Vec<i64> = ordered.iter().map(|o| o.0).collect();
+    let keys: Vec<&str> = ordered.iter().map(|o| o.1.as_str()).collect();
+    let busy = async {
+        let stmt = tx
+            .prepare_cached(
+                "SELECT DISTINCT d.subscription_seq, d.ordering_key
+                 FROM unnest($1::bigint[], $2::text[]) AS k(subscription_seq, ordering_key)
+                 JOIN deliveries d ON d.subscription_seq = k.subscription_seq
+                    AND d.ordering_key = k.ordering_key AND d.status = 'pending'",
+            )
+            .await?;
+        tx.query(&stmt, &[&subs, &keys]).await
+    };
+    let (locked, busy) = tokio::join!(lock_conversations(tx, ordered), busy);
+    locked?;
+    Ok(busy?.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// What a pass looks up before it writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(in crate::store) enum Checks {
+    /// Idempotency keys only: an event id stored before is left to the unique index.
+    Keys,
+    /// Idempotency keys and event ids.
+    All,
+}
+
+/// What the stored rows say about a group, read before anything is written.
+struct Reads {
+    /// Stored events by (account, idempotency key).
+    stored_by_key: HashMap<(String, String), StoredEvent>,
+    /// Stored (account, event id) pairs ([`Checks::All`] only).
+    stored_ids: HashSet<(String, String)>,
+    /// The active subscriptions wanting each (account, event type) of the group.
+    matches: HashMap<(String, String), Vec<Match>>,
+}
+
+/// Reads what the group's events clash with and which subscriptions they match, the
+/// statements sent together (one round trip).
+async fn read<C: GenericClient>(
+    c: &C,
     group: &[&[NewEvent]],
-) -> Result<Vec<Result<Vec<Ingested>, StoreError>>, Retry> {
-    // 1. What is stored already under the group's idempotency keys and ids.
+    checks: Checks,
+) -> Result<Reads, Retry> {
     let (mut key_accounts, mut keys, mut id_accounts, mut ids) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
     for e in group.iter().flat_map(|r| r.iter()) {
         if let Some(key) = &e.idempotency_key {
             key_accounts.push(e.account_id.as_str());
@@ -264,38 +350,98 @@ pub(in crate::store) async fn write_in(
         }
         id_accounts.push(e.account_id.as_str());
         ids.push(e.id.as_str());
+        pairs.push((e.account_id.as_str(), e.event_type.as_str()));
     }
-    let mut stored_by_key: HashMap<(String, String), StoredEvent> = HashMap::new();
-    if !keys.is_empty() {
-        let stmt = tx
+    pairs.sort_unstable();
+    pairs.dedup();
+    let by_key = async {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stmt = c
             .prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS}, body_hash, account_id, idempotency_key FROM events
                  WHERE (account_id, idempotency_key) IN
                     (SELECT * FROM unnest($1::text[], $2::text[]))"
             ))
             .await?;
-        for r in tx.query(&stmt, &[&key_accounts, &keys]).await? {
-            let event = event_row(&r)?;
-            let hash: Option<Vec<u8>> = r.try_get(9).map_err(db)?;
-            let account: String = r.try_get(10).map_err(db)?;
-            let key: String = r.try_get(11).map_err(db)?;
-            stored_by_key.insert((account, key), (event, hash));
+        c.query(&stmt, &[&key_accounts, &keys]).await
+    };
+    let by_id = async {
+        if checks == Checks::Keys {
+            return Ok(Vec::new());
         }
+        let stmt = c
+            .prepare_cached(
+                "SELECT account_id, id FROM events
+                 WHERE (account_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            )
+            .await?;
+        c.query(&stmt, &[&id_accounts, &ids]).await
+    };
+    let accounts: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+    let types: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+    let matching = async {
+        let stmt = c
+            .prepare_cached(
+                "SELECT DISTINCT k.account_id, k.event_type, s.seq, s.plugin_id,
+                    s.transform_plugin_id, s.ordering
+                 FROM unnest($1::text[], $2::text[]) AS k(account_id, event_type)
+                 JOIN subscription_event_types t
+                    ON t.account_id = k.account_id AND t.event_type IN (k.event_type, '*')
+                 JOIN subscriptions s ON s.seq = t.subscription_seq
+                 WHERE s.status = 'active'
+                 ORDER BY s.seq",
+            )
+            .await?;
+        c.query(&stmt, &[&accounts, &types]).await
+    };
+    let (by_key, by_id, matching) = tokio::join!(by_key, by_id, matching);
+    let mut stored_by_key = HashMap::new();
+    for r in by_key? {
+        let event = event_row(&r)?;
+        let hash: Option<Vec<u8>> = r.try_get(9).map_err(db)?;
+        let account: String = r.try_get(10).map_err(db)?;
+        let key: String = r.try_get(11).map_err(db)?;
+        stored_by_key.insert((account, key), (event, hash));
     }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT account_id, id FROM events
-             WHERE (account_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        )
-        .await?;
-    let stored_ids: HashSet<(String, String)> = tx
-        .query(&stmt, &[&id_accounts, &ids])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let stored_ids = by_id?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut matches: HashMap<(String, String), Vec<Match>> = HashMap::new();
+    for r in matching? {
+        let ordering: String = r.get(5);
+        matches
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .push(Match {
+                seq: r.get(2),
+                plugin_id: r.get(3),
+                transform_plugin_id: r.get(4),
+                ordering: DeliveryOrdering::parse(&ordering)
+                    .ok_or_else(|| StoreError::Corrupt("subscription ordering".into()))?,
+            });
+    }
+    Ok(Reads {
+        stored_by_key,
+        stored_ids,
+        matches,
+    })
+}
 
-    // 2. Each request in order: its events are new, replays, or a conflict that fails it.
+/// A group checked against what is stored: the events to insert, and what each request
+/// gets.
+struct Planned<'a> {
+    new: Vec<&'a NewEvent>,
+    plans: Vec<Result<Vec<Plan>, StoreError>>,
+}
+
+/// Decides, request by request in order, which events are new, which are replays and which
+/// request fails (a conflict fails its whole request, and nothing of it is written).
+fn plan<'a>(group: &[&'a [NewEvent]], reads: &Reads) -> Planned<'a> {
+    let Reads {
+        stored_by_key,
+        stored_ids,
+        ..
+    } = reads;
     let mut new: Vec<&NewEvent> = Vec::new();
     let mut group_keys: HashMap<(&str, &str), usize> = HashMap::new();
     let mut group_ids: HashSet<(&str, &str)> = HashSet::new();
@@ -367,77 +513,129 @@ pub(in crate::store) async fn write_in(
             }
         }
     }
+    Planned { new, plans }
+}
 
-    // 3. The new events, in one statement.
-    let mut seqs: Vec<i64> = Vec::with_capacity(new.len());
-    if !new.is_empty() {
-        let col = |f: fn(&NewEvent) -> Option<String>| new.iter().map(|e| f(e)).collect::<Vec<_>>();
-        let ids: Vec<&str> = new.iter().map(|e| e.id.as_str()).collect();
-        let accounts: Vec<&str> = new.iter().map(|e| e.account_id.as_str()).collect();
-        let types: Vec<&str> = new.iter().map(|e| e.event_type.as_str()).collect();
-        let payloads: Vec<&str> = new.iter().map(|e| e.payload.get()).collect();
-        let occurred: Vec<&str> = new.iter().map(|e| e.occurred_at.as_str()).collect();
-        let received: Vec<i64> = new.iter().map(|e| e.received_at).collect();
-        let keys = col(|e| e.idempotency_key.clone());
-        let hashes: Vec<&[u8]> = new.iter().map(|e| &e.body_hash[..]).collect();
-        let cause_plugins = col(|e| e.causation.as_ref().map(|c| c.plugin_id.clone()));
-        let cause_events = col(|e| e.causation.as_ref().map(|c| c.event_id.clone()));
-        let depths: Vec<i64> = new
-            .iter()
-            .map(|e| e.causation.as_ref().map_or(0, |c| i64::from(c.depth)))
-            .collect();
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO events (id, account_id, type, payload, occurred_at, received_at,
-                    idempotency_key, body_hash, cause_plugin_id, cause_event_id, cause_depth)
-                 SELECT id, account_id, type, payload, occurred_at, received_at, idempotency_key,
-                    body_hash, cause_plugin_id, cause_event_id, cause_depth
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                    $6::bigint[], $7::text[], $8::bytea[], $9::text[], $10::text[], $11::bigint[])
-                    WITH ORDINALITY AS n(id, account_id, type, payload, occurred_at, received_at,
-                        idempotency_key, body_hash, cause_plugin_id, cause_event_id, cause_depth, ord)
-                 ORDER BY ord
-                 ON CONFLICT DO NOTHING
-                 RETURNING seq, account_id, id",
-            )
-            .await?;
-        let rows = tx
-            .query(
-                &stmt,
-                &[
-                    &ids,
-                    &accounts,
-                    &types,
-                    &payloads,
-                    &occurred,
-                    &received,
-                    &keys,
-                    &hashes,
-                    &cause_plugins,
-                    &cause_events,
-                    &depths,
-                ],
-            )
-            .await?;
-        if rows.len() != new.len() {
-            // Another node stored one of these meanwhile: start over, and see it this time.
-            return Err(Retry::Again);
+impl Planned<'_> {
+    /// The (subscription, conversation) pairs of the new events' ordered deliveries, sorted.
+    fn ordered(&self, reads: &Reads) -> Vec<(i64, String)> {
+        let mut ordered: Vec<(i64, String)> = Vec::new();
+        for e in &self.new {
+            let Some((conversation_id, _)) = &e.conversation else {
+                continue;
+            };
+            for m in reads.matches_of(e) {
+                if m.ordering == DeliveryOrdering::Conversation {
+                    ordered.push((m.seq, conversation_id.clone()));
+                }
+            }
         }
-        let by_id: HashMap<(String, String), i64> = rows
-            .iter()
-            .map(|r| ((r.get(1), r.get(2)), r.get(0)))
-            .collect();
-        for e in &new {
-            seqs.push(by_id[&(e.account_id.clone(), e.id.clone())]);
-        }
+        ordered.sort_unstable();
+        ordered.dedup();
+        ordered
     }
 
-    // 4. The conversation index: one row per conversation, the group's latest facts winning
-    //    (in key order, so concurrent groups lock rows in the same order).
+    /// The answers, from the plans and the new events' sequence numbers.
+    fn answers(self, written: Written) -> Vec<Result<Vec<Ingested>, StoreError>> {
+        let Planned { new, plans } = self;
+        let stored_event = |n: usize| -> Event {
+            let e = new[n];
+            Event {
+                seq: written.seqs[n],
+                id: e.id.clone(),
+                event_type: e.event_type.clone(),
+                payload: e.payload.clone(),
+                occurred_at: e.occurred_at.clone(),
+                received_at: e.received_at,
+                causation: e.causation.clone(),
+            }
+        };
+        plans
+            .into_iter()
+            .map(|plan| {
+                Ok(plan?
+                    .into_iter()
+                    .map(|p| match p {
+                        Plan::New(n) => Ingested {
+                            event: stored_event(n),
+                            replayed: false,
+                            deliveries: written.deliveries[n],
+                        },
+                        Plan::Replay(Replayed::Stored(event)) => Ingested {
+                            event,
+                            replayed: true,
+                            deliveries: 0,
+                        },
+                        Plan::Replay(Replayed::InGroup(n)) => Ingested {
+                            event: stored_event(n),
+                            replayed: true,
+                            deliveries: 0,
+                        },
+                    })
+                    .collect())
+            })
+            .collect()
+    }
+}
+
+impl Reads {
+    fn matches_of(&self, e: &NewEvent) -> impl Iterator<Item = &Match> {
+        self.matches
+            .get(&(e.account_id.clone(), e.event_type.clone()))
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// What the write stored for each new event: its sequence number and its number of due or
+/// held deliveries.
+struct Written {
+    seqs: Vec<i64>,
+    deliveries: Vec<usize>,
+}
+
+/// The group's rows in one statement: the new events, the conversation index (one row per
+/// conversation, the group's latest facts winning, in key order so that concurrent groups
+/// lock rows in the same order) and one delivery per matching active subscription (the
+/// outbox). `busy` holds the ordered conversations that already have a pending delivery: a
+/// new one waits behind it (and behind an earlier one of the same group).
+///
+/// One statement is atomic on its own: outside a transaction it commits everything or
+/// nothing. An event id or key stored meanwhile fails it as a whole ([`Retry::Again`]).
+async fn write<C: GenericClient>(
+    c: &C,
+    planned: &Planned<'_>,
+    reads: &Reads,
+    mut busy: HashSet<(i64, String)>,
+) -> Result<Written, Retry> {
+    let new = &planned.new;
+    let mut deliveries = vec![0usize; new.len()];
+    if new.is_empty() {
+        return Ok(Written {
+            seqs: Vec::new(),
+            deliveries,
+        });
+    }
+    let col = |f: fn(&NewEvent) -> Option<String>| new.iter().map(|e| f(e)).collect::<Vec<_>>();
+    let ids: Vec<&str> = new.iter().map(|e| e.id.as_str()).collect();
+    let accounts: Vec<&str> = new.iter().map(|e| e.account_id.as_str()).collect();
+    let types: Vec<&str> = new.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads: Vec<&str> = new.iter().map(|e| e.payload.get()).collect();
+    let occurred: Vec<&str> = new.iter().map(|e| e.occurred_at.as_str()).collect();
+    let received: Vec<i64> = new.iter().map(|e| e.received_at).collect();
+    let keys = col(|e| e.idempotency_key.clone());
+    let hashes: Vec<&[u8]> = new.iter().map(|e| &e.body_hash[..]).collect();
+    let cause_plugins = col(|e| e.causation.as_ref().map(|c| c.plugin_id.clone()));
+    let cause_events = col(|e| e.causation.as_ref().map(|c| c.event_id.clone()));
+    let depths: Vec<i64> = new
+        .iter()
+        .map(|e| e.causation.as_ref().map_or(0, |c| i64::from(c.depth)))
+        .collect();
+
     // (account, conversation) -> (customer, source, updated_at)
     type Facts<'a> = (Option<&'a str>, Option<&'a str>, i64);
     let mut conversations: HashMap<(&str, &str), Facts<'_>> = HashMap::new();
-    for e in &new {
+    for e in new {
         if let Some((conversation_id, c)) = &e.conversation {
             let slot = conversations
                 .entry((e.account_id.as_str(), conversation_id.as_str()))
@@ -447,219 +645,160 @@ pub(in crate::store) async fn write_in(
             slot.2 = e.received_at;
         }
     }
-    if !conversations.is_empty() {
-        let mut rows: Vec<_> = conversations.into_iter().collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let accounts: Vec<&str> = rows.iter().map(|r| r.0.0).collect();
-        let ids: Vec<&str> = rows.iter().map(|r| r.0.1).collect();
-        let customers: Vec<Option<&str>> = rows.iter().map(|r| r.1.0).collect();
-        let sources: Vec<Option<&str>> = rows.iter().map(|r| r.1.1).collect();
-        let at: Vec<i64> = rows.iter().map(|r| r.1.2).collect();
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO conversations (account_id, conversation_id, customer_id, source, updated_at)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-                 ON CONFLICT (account_id, conversation_id) DO UPDATE SET
+    let mut conversations: Vec<_> = conversations.into_iter().collect();
+    conversations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let c_accounts: Vec<&str> = conversations.iter().map(|r| r.0.0).collect();
+    let c_ids: Vec<&str> = conversations.iter().map(|r| r.0.1).collect();
+    let c_customers: Vec<Option<&str>> = conversations.iter().map(|r| r.1.0).collect();
+    let c_sources: Vec<Option<&str>> = conversations.iter().map(|r| r.1.1).collect();
+    let c_at: Vec<i64> = conversations.iter().map(|r| r.1.2).collect();
+
+    let mut d_ids = Vec::new();
+    let mut d_accounts = Vec::new();
+    let mut d_events = Vec::new();
+    let mut d_subs = Vec::new();
+    let mut d_status = Vec::new();
+    let mut d_due: Vec<Option<i64>> = Vec::new();
+    let mut d_error: Vec<Option<String>> = Vec::new();
+    let mut d_created = Vec::new();
+    let mut d_keys: Vec<Option<&str>> = Vec::new();
+    for (n, e) in new.iter().enumerate() {
+        for m in reads.matches_of(e) {
+            let skip = crate::store::policy::loop_guard(
+                e.causation.as_ref(),
+                m.plugin_id.as_deref(),
+                m.transform_plugin_id.as_deref(),
+            );
+            let key = match (m.ordering, &e.conversation) {
+                (DeliveryOrdering::Conversation, Some((conversation_id, _))) => {
+                    Some(conversation_id.as_str())
+                }
+                _ => None,
+            };
+            let (status, due) = match &skip {
+                Some(_) => (DeliveryStatus::Filtered, None),
+                None => {
+                    deliveries[n] += 1;
+                    // Behind an earlier pending delivery of its conversation (stored, or
+                    // earlier in this group), it waits its turn.
+                    let held = match key {
+                        Some(key) => !busy.insert((m.seq, key.to_string())),
+                        None => false,
+                    };
+                    (DeliveryStatus::Pending, (!held).then_some(e.received_at))
+                }
+            };
+            d_ids.push(new_id("msg"));
+            d_accounts.push(e.account_id.as_str());
+            d_events.push(e.id.as_str());
+            d_subs.push(m.seq);
+            d_status.push(status.as_str());
+            d_due.push(due);
+            d_error.push(skip);
+            d_created.push(e.received_at);
+            d_keys.push(key);
+        }
+    }
+    let stmt = c
+        .prepare_cached(
+            "WITH ev AS (
+                INSERT INTO events (id, account_id, type, payload, occurred_at, received_at,
+                    idempotency_key, body_hash, cause_plugin_id, cause_event_id, cause_depth)
+                SELECT id, account_id, type, payload, occurred_at, received_at, idempotency_key,
+                    body_hash, cause_plugin_id, cause_event_id, cause_depth
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                    $6::bigint[], $7::text[], $8::bytea[], $9::text[], $10::text[], $11::bigint[])
+                    WITH ORDINALITY AS n(id, account_id, type, payload, occurred_at, received_at,
+                        idempotency_key, body_hash, cause_plugin_id, cause_event_id, cause_depth,
+                        ord)
+                ORDER BY ord
+                RETURNING seq, account_id, id
+             ), cv AS (
+                INSERT INTO conversations (account_id, conversation_id, customer_id, source,
+                    updated_at)
+                SELECT * FROM unnest($12::text[], $13::text[], $14::text[], $15::text[],
+                    $16::bigint[])
+                ON CONFLICT (account_id, conversation_id) DO UPDATE SET
                     customer_id = COALESCE(excluded.customer_id, conversations.customer_id),
                     source = COALESCE(excluded.source, conversations.source),
-                    updated_at = excluded.updated_at",
-            )
-            .await?;
-        tx.execute(&stmt, &[&accounts, &ids, &customers, &sources, &at])
-            .await?;
+                    updated_at = excluded.updated_at
+             ), dv AS (
+                INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status,
+                    next_attempt_at, last_error, created_at, updated_at, ordering_key)
+                SELECT d.id, d.account_id, ev.seq, d.subscription_seq, d.status,
+                    d.next_attempt_at, d.last_error, d.created_at, d.created_at, d.ordering_key
+                FROM unnest($17::text[], $18::text[], $19::text[], $20::bigint[], $21::text[],
+                    $22::bigint[], $23::text[], $24::bigint[], $25::text[])
+                    WITH ORDINALITY AS d(id, account_id, event_id, subscription_seq, status,
+                        next_attempt_at, last_error, created_at, ordering_key, ord)
+                JOIN ev ON ev.account_id = d.account_id AND ev.id = d.event_id
+                ORDER BY d.ord
+             )
+             SELECT seq, account_id, id FROM ev",
+        )
+        .await?;
+    let rows = c
+        .query(
+            &stmt,
+            &[
+                &ids,
+                &accounts,
+                &types,
+                &payloads,
+                &occurred,
+                &received,
+                &keys,
+                &hashes,
+                &cause_plugins,
+                &cause_events,
+                &depths,
+                &c_accounts,
+                &c_ids,
+                &c_customers,
+                &c_sources,
+                &c_at,
+                &d_ids,
+                &d_accounts,
+                &d_events,
+                &d_subs,
+                &d_status,
+                &d_due,
+                &d_error,
+                &d_created,
+                &d_keys,
+            ],
+        )
+        .await?;
+    let by_id: HashMap<(String, String), i64> = rows
+        .iter()
+        .map(|r| ((r.get(1), r.get(2)), r.get(0)))
+        .collect();
+    let mut seqs = Vec::with_capacity(new.len());
+    for e in new {
+        let seq = by_id
+            .get(&(e.account_id.clone(), e.id.clone()))
+            .ok_or_else(|| StoreError::Corrupt("an inserted event was not returned".into()))?;
+        seqs.push(*seq);
     }
+    Ok(Written { seqs, deliveries })
+}
 
-    // 5. The deliveries: one per matching active subscription (the outbox).
-    let mut delivery_counts = vec![0usize; new.len()];
-    if !new.is_empty() {
-        let mut pairs: Vec<(&str, &str)> = new
-            .iter()
-            .map(|e| (e.account_id.as_str(), e.event_type.as_str()))
-            .collect();
-        pairs.sort_unstable();
-        pairs.dedup();
-        let accounts: Vec<&str> = pairs.iter().map(|p| p.0).collect();
-        let types: Vec<&str> = pairs.iter().map(|p| p.1).collect();
-        let stmt = tx
-            .prepare_cached(
-                "SELECT DISTINCT k.account_id, k.event_type, s.seq, s.plugin_id,
-                    s.transform_plugin_id, s.ordering
-                 FROM unnest($1::text[], $2::text[]) AS k(account_id, event_type)
-                 JOIN subscription_event_types t
-                    ON t.account_id = k.account_id AND t.event_type IN (k.event_type, '*')
-                 JOIN subscriptions s ON s.seq = t.subscription_seq
-                 WHERE s.status = 'active'
-                 ORDER BY s.seq",
-            )
-            .await?;
-        let mut matches: HashMap<(String, String), Vec<Match>> = HashMap::new();
-        for r in tx.query(&stmt, &[&accounts, &types]).await? {
-            let ordering: String = r.get(5);
-            matches
-                .entry((r.get(0), r.get(1)))
-                .or_default()
-                .push(Match {
-                    seq: r.get(2),
-                    plugin_id: r.get(3),
-                    transform_plugin_id: r.get(4),
-                    ordering: DeliveryOrdering::parse(&ordering)
-                        .ok_or_else(|| StoreError::Corrupt("subscription ordering".into()))?,
-                });
-        }
-        // Ordered conversations first: lock them, then see which already have a delivery
-        // pending (a new one waits behind it).
-        let mut ordered: Vec<(i64, String)> = Vec::new();
-        for e in &new {
-            let Some((conversation_id, _)) = &e.conversation else {
-                continue;
-            };
-            for m in matches
-                .get(&(e.account_id.clone(), e.event_type.clone()))
-                .into_iter()
-                .flatten()
-            {
-                if m.ordering == DeliveryOrdering::Conversation {
-                    ordered.push((m.seq, conversation_id.clone()));
-                }
-            }
-        }
-        ordered.sort_unstable();
-        ordered.dedup();
-        let mut busy: HashSet<(i64, String)> = HashSet::new();
-        if !ordered.is_empty() {
-            lock_conversations(tx, &ordered).await?;
-            let subs: Vec<i64> = ordered.iter().map(|o| o.0).collect();
-            let keys: Vec<&str> = ordered.iter().map(|o| o.1.as_str()).collect();
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT DISTINCT d.subscription_seq, d.ordering_key
-                     FROM unnest($1::bigint[], $2::text[]) AS k(subscription_seq, ordering_key)
-                     JOIN deliveries d ON d.subscription_seq = k.subscription_seq
-                        AND d.ordering_key = k.ordering_key AND d.status = 'pending'",
-                )
-                .await?;
-            for r in tx.query(&stmt, &[&subs, &keys]).await? {
-                busy.insert((r.get(0), r.get(1)));
-            }
-        }
-        let mut d_ids = Vec::new();
-        let mut d_accounts = Vec::new();
-        let mut d_events = Vec::new();
-        let mut d_subs = Vec::new();
-        let mut d_status = Vec::new();
-        let mut d_due: Vec<Option<i64>> = Vec::new();
-        let mut d_error: Vec<Option<String>> = Vec::new();
-        let mut d_created = Vec::new();
-        let mut d_keys: Vec<Option<&str>> = Vec::new();
-        for (n, e) in new.iter().enumerate() {
-            for m in matches
-                .get(&(e.account_id.clone(), e.event_type.clone()))
-                .into_iter()
-                .flatten()
-            {
-                let skip = crate::store::policy::loop_guard(
-                    e.causation.as_ref(),
-                    m.plugin_id.as_deref(),
-                    m.transform_plugin_id.as_deref(),
-                );
-                let key = match (m.ordering, &e.conversation) {
-                    (DeliveryOrdering::Conversation, Some((conversation_id, _))) => {
-                        Some(conversation_id.as_str())
-                    }
-                    _ => None,
-                };
-                let (status, due) = match &skip {
-                    Some(_) => (DeliveryStatus::Filtered, None),
-                    None => {
-                        delivery_counts[n] += 1;
-                        // Behind an earlier pending delivery of its conversation (stored, or
-                        // earlier in this group), it waits its turn.
-                        let held = match key {
-                            Some(key) => !busy.insert((m.seq, key.to_string())),
-                            None => false,
-                        };
-                        (DeliveryStatus::Pending, (!held).then_some(e.received_at))
-                    }
-                };
-                d_ids.push(new_id("msg"));
-                d_accounts.push(e.account_id.as_str());
-                d_events.push(seqs[n]);
-                d_subs.push(m.seq);
-                d_status.push(status.as_str());
-                d_due.push(due);
-                d_error.push(skip);
-                d_created.push(e.received_at);
-                d_keys.push(key);
-            }
-        }
-        if !d_ids.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO deliveries (id, account_id, event_seq, subscription_seq, status,
-                        next_attempt_at, last_error, created_at, updated_at, ordering_key)
-                     SELECT id, account_id, event_seq, subscription_seq, status, next_attempt_at,
-                        last_error, created_at, created_at, ordering_key
-                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                        $6::bigint[], $7::text[], $8::bigint[], $9::text[])
-                        AS d(id, account_id, event_seq, subscription_seq, status, next_attempt_at,
-                            last_error, created_at, ordering_key)",
-                )
-                .await?;
-            tx.execute(
-                &stmt,
-                &[
-                    &d_ids,
-                    &d_accounts,
-                    &d_events,
-                    &d_subs,
-                    &d_status,
-                    &d_due,
-                    &d_error,
-                    &d_created,
-                    &d_keys,
-                ],
-            )
-            .await?;
-        }
-    }
-    // 6. The answers, from the plans.
-    let stored_event = |n: usize| -> Event {
-        let e = new[n];
-        Event {
-            seq: seqs[n],
-            id: e.id.clone(),
-            event_type: e.event_type.clone(),
-            payload: e.payload.clone(),
-            occurred_at: e.occurred_at.clone(),
-            received_at: e.received_at,
-            causation: e.causation.clone(),
-        }
+/// Writes the requests' events inside `tx` (which the caller commits); one answer per
+/// request, in order. [`Retry::Again`] or [`Retry::Db`]: roll back and call again.
+pub(in crate::store) async fn write_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    group: &[&[NewEvent]],
+) -> Result<Vec<Result<Vec<Ingested>, StoreError>>, Retry> {
+    let reads = read(tx, group, Checks::All).await?;
+    let planned = plan(group, &reads);
+    let ordered = planned.ordered(&reads);
+    let busy = if ordered.is_empty() {
+        HashSet::new()
+    } else {
+        lock_busy(tx, &ordered).await?
     };
-    Ok(plans
-        .into_iter()
-        .map(|plan| {
-            Ok(plan?
-                .into_iter()
-                .map(|p| match p {
-                    Plan::New(n) => Ingested {
-                        event: stored_event(n),
-                        replayed: false,
-                        deliveries: delivery_counts[n],
-                    },
-                    Plan::Replay(Replayed::Stored(event)) => Ingested {
-                        event,
-                        replayed: true,
-                        deliveries: 0,
-                    },
-                    Plan::Replay(Replayed::InGroup(n)) => Ingested {
-                        event: stored_event(n),
-                        replayed: true,
-                        deliveries: 0,
-                    },
-                })
-                .collect())
-        })
-        .collect())
+    let written = write(tx, &planned, &reads, busy).await?;
+    Ok(planned.answers(written))
 }
 
 async fn notify_due(pool: &Pool) {
@@ -880,6 +1019,42 @@ pub(in crate::store) mod tests {
             .unwrap_err();
         assert!(matches!(e, StoreError::Conflict(_)), "{e}");
         assert_eq!(pending(&store).await.len(), 21);
+    }
+
+    #[tokio::test]
+    async fn an_id_stored_before_fails_its_request_alone_and_the_group_commits() {
+        let Some(store) = testing::store().await else {
+            return;
+        };
+        seed(&store, "b", "none").await;
+        let taken = |payload: &str| NewEvent {
+            id: "evt_taken".into(),
+            ..event("b", payload, None)
+        };
+        store.ingest(vec![taken(r#"{"n":1}"#)]).await.unwrap();
+        // One group, written directly: the first pass does not look ids up, so the stored id
+        // is found by the unique index, and the second pass answers that request alone.
+        let request = |events| IngestRequest {
+            events,
+            reply: oneshot::channel().0,
+        };
+        let group = [
+            request(vec![event("b", r#"{"n":2}"#, None)]),
+            request(vec![taken(r#"{"n":3}"#), event("b", r#"{"n":4}"#, None)]),
+            request(vec![event("b", r#"{"n":5}"#, None)]),
+        ];
+        let answers = write_group(&store.pool, &group).await.unwrap();
+        assert!(
+            matches!(&answers[1], Err(StoreError::Conflict(_))),
+            "{:?}",
+            answers[1].as_ref().err()
+        );
+        for n in [0, 2] {
+            let ingested = answers[n].as_ref().unwrap();
+            assert_eq!((ingested[0].replayed, ingested[0].deliveries), (false, 1));
+        }
+        let payloads: Vec<String> = pending(&store).await.into_iter().map(|p| p.0).collect();
+        assert_eq!(payloads, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":5}"#]);
     }
 
     #[tokio::test]
