@@ -22,41 +22,120 @@
 //! The buffer is a zero-initialized static, so it costs nothing until it is touched; keep it
 //! small enough that the component's initial memory does not grow by a page (16 KiB suits a
 //! plugin that links a 64 KiB stack). Memory freed out of order inside the buffer is not
-//! reused before the instance ends, which is what makes it fast and why the buffer is bounded:
-//! in an instance reused for many events, the buffer fills up once, and later events allocate
-//! from [`System`].
+//! reused while other blocks in it are alive, which is what makes it fast and why the buffer
+//! is bounded; once every block in the buffer has been given back, it starts over from its
+//! beginning. An event gives back everything it allocated (the event itself, its results) by
+//! the time the host has read its decision, so in an instance reused for many events
+//! (`"instances": "reuse"`) every event starts with an empty buffer, as long as the plugin
+//! keeps nothing in it between events. Values a plugin keeps in a static across events (a
+//! cache, its parsed configuration) hold the buffer's blocks; make them inside [`kept`], which
+//! takes their memory from [`System`], and the buffer still starts over after each event.
 //!
-//! wasm32-wasip2 components are single-threaded; the offset is still atomic so the type is
-//! sound wherever it is compiled.
+//! wasm32-wasip2 components are single-threaded; the arena's state is still one atomic word
+//! so the type is sound wherever it is compiled.
 // The one unsafe module of the SDK: `GlobalAlloc` is an unsafe trait by nature.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+thread_local! {
+    /// Set while [`kept`] runs on this thread: allocations then come from [`System`]. A const
+    /// initializer and no destructor: reading it never allocates, as an allocator must not.
+    static KEPT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `make` with every [`EventArena`] passing allocations on to [`System`]: for values kept
+/// between events of a reused instance (in a static), which would otherwise hold blocks of the
+/// buffer and stop it from starting over after each event (see the [module documentation](self)).
+///
+/// Without an arena installed it just runs `make`.
+///
+/// ```
+/// use std::sync::OnceLock;
+/// static GREETING: OnceLock<String> = OnceLock::new();
+/// let greeting = GREETING.get_or_init(|| {
+///     wasmhook_plugin_sdk::arena::kept(|| "Hello!".to_string())
+/// });
+/// assert_eq!(greeting, "Hello!");
+/// ```
+pub fn kept<T>(make: impl FnOnce() -> T) -> T {
+    /// Puts the flag back, also when `make` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KEPT.set(self.0);
+        }
+    }
+    let _restore = Restore(KEPT.replace(true));
+    make()
+}
 
 /// A bump allocator over an `N`-byte buffer that falls back to [`System`] when it is full.
 ///
 /// See the [module documentation](self) for when to use it.
 pub struct EventArena<const N: usize> {
     buffer: UnsafeCell<Buffer<N>>,
-    /// Bytes of `buffer` handed out (including alignment padding).
-    used: AtomicUsize,
+    /// Bytes of `buffer` handed out, including alignment padding (the low 32 bits), and how
+    /// many blocks handed out are not given back yet (the high 32 bits): one word, so that
+    /// starting over when the last block comes back cannot race with a new block.
+    state: AtomicU64,
+}
+
+/// The parts of [`EventArena::state`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct State {
+    used: usize,
+    live: u64,
+}
+
+impl State {
+    fn unpack(word: u64) -> State {
+        State {
+            used: (word & u64::from(u32::MAX)) as usize,
+            live: word >> 32,
+        }
+    }
+
+    fn pack(self) -> u64 {
+        (self.live << 32) | self.used as u64
+    }
 }
 
 #[repr(C, align(16))]
 struct Buffer<const N: usize>([u8; N]);
 
 // SAFETY: every byte range of `buffer` is handed to at most one owner at a time: ranges are
-// claimed and given back only by compare-and-swap on `used`.
+// claimed and given back only by compare-and-swap on `state`.
 unsafe impl<const N: usize> Sync for EventArena<N> {}
 
 impl<const N: usize> EventArena<N> {
     /// An empty arena (usable in a `static`).
     pub const fn new() -> EventArena<N> {
+        assert!(
+            N <= u32::MAX as usize,
+            "the buffer's size must fit in 32 bits"
+        );
         EventArena {
             buffer: UnsafeCell::new(Buffer([0; N])),
-            used: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies `change` to the state atomically; `None` from it leaves the state alone.
+    fn update(&self, mut change: impl FnMut(State) -> Option<State>) -> Option<State> {
+        let mut word = self.state.load(Relaxed);
+        loop {
+            let before = State::unpack(word);
+            let after = change(before)?;
+            match self
+                .state
+                .compare_exchange_weak(word, after.pack(), Relaxed, Relaxed)
+            {
+                Ok(_) => return Some(before),
+                Err(now) => word = now,
+            }
         }
     }
 
@@ -70,22 +149,43 @@ impl<const N: usize> EventArena<N> {
         (offset < N).then_some(offset)
     }
 
-    /// Claims `layout` from the buffer, or `None` if it does not fit.
+    /// Claims `layout` from the buffer, or `None` if it does not fit (or [`kept`] runs).
     fn bump(&self, layout: Layout) -> Option<*mut u8> {
+        if KEPT.get() {
+            return None;
+        }
         let base = self.base() as usize;
-        let mut used = self.used.load(Relaxed);
-        loop {
+        let start_of = |used: usize| -> Option<(usize, usize)> {
             let start = (base + used).checked_next_multiple_of(layout.align())? - base;
             let end = start.checked_add(layout.size())?;
-            if end > N {
-                return None;
-            }
-            match self.used.compare_exchange_weak(used, end, Relaxed, Relaxed) {
-                // SAFETY: `start < end <= N`, inside the buffer.
-                Ok(_) => return Some(unsafe { self.base().add(start) }),
-                Err(now) => used = now,
-            }
-        }
+            (end <= N).then_some((start, end))
+        };
+        let before = self.update(|s| {
+            let (_, end) = start_of(s.used)?;
+            Some(State {
+                used: end,
+                live: s.live + 1,
+            })
+        })?;
+        let (start, _) = start_of(before.used).expect("it fitted");
+        // SAFETY: `start < end <= N`, inside the buffer.
+        Some(unsafe { self.base().add(start) })
+    }
+
+    /// Gives back the block at `offset` of `size` bytes: its bytes if it is the latest one
+    /// handed out, the whole buffer if it was the last one alive.
+    fn give_back(&self, offset: usize, size: usize) {
+        self.update(|s| {
+            let live = s.live - 1;
+            let used = if live == 0 {
+                0
+            } else if s.used == offset + size {
+                offset
+            } else {
+                s.used
+            };
+            Some(State { used, live })
+        });
     }
 
     /// Moves the end of a block from `old_end` to `new_end`, if it is the latest one handed
@@ -93,9 +193,19 @@ impl<const N: usize> EventArena<N> {
     fn resize_last(&self, old_end: usize, new_end: usize) -> bool {
         new_end <= N
             && self
-                .used
-                .compare_exchange(old_end, new_end, Relaxed, Relaxed)
-                .is_ok()
+                .update(|s| {
+                    (s.used == old_end).then_some(State {
+                        used: new_end,
+                        live: s.live,
+                    })
+                })
+                .is_some()
+    }
+
+    /// Bytes of the buffer handed out now (tests).
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        State::unpack(self.state.load(Relaxed)).used
     }
 }
 
@@ -118,10 +228,9 @@ unsafe impl<const N: usize> GlobalAlloc for EventArena<N> {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match self.offset_of(ptr) {
-            // Only the latest block can be given back; others wait for the event's end.
-            Some(offset) => {
-                self.resize_last(offset + layout.size(), offset);
-            }
+            // Only the latest block's bytes can be given back; others wait until no block of
+            // the buffer is alive (the event's end).
+            Some(offset) => self.give_back(offset, layout.size()),
             // SAFETY: not ours, so `System` allocated it with this layout.
             None => unsafe { System.dealloc(ptr, layout) },
         }
@@ -177,14 +286,33 @@ mod tests {
             assert_eq!(arena.offset_of(a), Some(0));
             assert_eq!(b as usize % 8, 0);
             assert_eq!(arena.offset_of(b), Some(8));
-            arena.dealloc(b, layout(8, 8));
-            assert_eq!(
-                arena.used.load(Relaxed),
-                8,
-                "the latest block is given back"
-            );
+            let c = arena.alloc(layout(4, 4));
+            assert_eq!(arena.offset_of(c), Some(16));
+            arena.dealloc(c, layout(4, 4));
+            assert_eq!(arena.used(), 16, "the latest block is given back");
             arena.dealloc(a, layout(3, 1));
-            assert_eq!(arena.used.load(Relaxed), 8, "an earlier block is not");
+            assert_eq!(
+                arena.used(),
+                16,
+                "an earlier block is not, while one is alive"
+            );
+            arena.dealloc(b, layout(8, 8));
+            assert_eq!(arena.used(), 0, "the last block alive empties the buffer");
+            let d = arena.alloc(layout(5, 1));
+            assert_eq!(arena.offset_of(d), Some(0), "and the next one starts over");
+        }
+    }
+
+    #[test]
+    fn blocks_made_inside_kept_come_from_the_system_allocator() {
+        let arena = EventArena::<256>::new();
+        unsafe {
+            let event = arena.alloc(layout(8, 1));
+            let cache = kept(|| arena.alloc(layout(8, 1)));
+            assert_eq!(arena.offset_of(cache), None);
+            arena.dealloc(event, layout(8, 1));
+            assert_eq!(arena.used(), 0, "the kept block does not hold the buffer");
+            arena.dealloc(cache, layout(8, 1));
         }
     }
 
@@ -196,10 +324,10 @@ mod tests {
             a.write_bytes(7, 16);
             let grown = arena.realloc(a, layout(16, 1), 100);
             assert_eq!(grown, a);
-            assert_eq!(arena.used.load(Relaxed), 100);
+            assert_eq!(arena.used(), 100);
             let shrunk = arena.realloc(grown, layout(100, 1), 10);
             assert_eq!(shrunk, a);
-            assert_eq!(arena.used.load(Relaxed), 10);
+            assert_eq!(arena.used(), 10);
             assert_eq!(*shrunk.add(9), 7);
         }
     }

@@ -38,8 +38,8 @@ impl<'a> Payload<'a> {
 
     /// The string value at `field`: a top-level key, or a JSON pointer such as
     /// `/message/content` (RFC 6901, array indexes included). `None` if it is missing or is
-    /// not a string.
-    pub fn find_string(&self, field: &str) -> Option<(Span, String)> {
+    /// not a string. The value is borrowed from the payload unless it has escapes to decode.
+    pub fn find_string(&self, field: &str) -> Option<(Span, Cow<'a, str>)> {
         let root = self.root.as_ref()?;
         let raw = match field.strip_prefix('/') {
             Some(pointer) => {
@@ -56,7 +56,12 @@ impl<'a> Payload<'a> {
         if !text.starts_with('"') {
             return None;
         }
-        let value: String = serde_json::from_str(text).ok()?;
+        // A string without escapes is its bytes between the quotes (the whole text was
+        // validated as JSON when its top level was read).
+        let value = match text[1..text.len() - 1].contains('\\') {
+            false => Cow::Borrowed(&text[1..text.len() - 1]),
+            true => Cow::Owned(serde_json::from_str(text).ok()?),
+        };
         let start = text.as_ptr() as usize - self.text.as_ptr() as usize;
         Some((
             Span {
@@ -83,11 +88,44 @@ pub fn splice(payload: &str, mut edits: Vec<(Span, String)>) -> String {
     let mut copied = 0;
     for (span, value) in edits {
         out.push_str(&payload[copied..span.start]);
-        out.push_str(&serde_json::to_string(&value).expect("a string always serializes"));
+        push_json_string(&mut out, &value);
         copied = span.end;
     }
     out.push_str(&payload[copied..]);
     out
+}
+
+/// Appends `value` as a JSON string, escaped exactly as `serde_json` escapes it: `"`, `\\`
+/// and control characters only (`\b`, `\t`, `\n`, `\f`, `\r`, else `\u00xx`).
+fn push_json_string(out: &mut String, value: &str) {
+    out.reserve(value.len() + 2);
+    out.push('"');
+    let mut copied = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            0x0c => "\\f",
+            b'\r' => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&value[copied..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        copied = i + 1;
+    }
+    out.push_str(&value[copied..]);
+    out.push('"');
 }
 
 fn child<'a>(value: &'a RawValue, token: &str) -> Option<&'a RawValue> {
@@ -169,7 +207,16 @@ mod tests {
             serde_json::from_str::<String>(&payload[span.start..span.end]).unwrap(),
             value
         );
-        Some(value)
+        Some(value.into_owned())
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é \u{2028} \u{1F600} \\\" end");
+        let mut out = String::new();
+        push_json_string(&mut out, &all);
+        assert_eq!(out, serde_json::to_string(&all).unwrap());
     }
 
     #[test]

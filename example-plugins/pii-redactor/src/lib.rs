@@ -34,21 +34,61 @@ pub struct PiiRedactor;
 
 impl Plugin for PiiRedactor {
     fn handle(event: Event) -> Result<Decision, HandlerError> {
-        let redactor = match config::get("kinds") {
-            None => Redactor::ALL,
-            Some(raw) => Redactor::from_kinds(&raw).ok_or_else(|| {
-                ConfigError::new("kinds", "expected a list of `email`, `phone`, `card`")
-            })?,
-        };
-        let fields = config::get("fields");
-        let fields = fields.as_deref().unwrap_or("text,body");
-        match redact_fields(&redactor, &event.payload, fields) {
+        let settings = Settings::current()?;
+        match redact_fields(&settings.redactor, &event.payload, settings.fields()) {
             None => Ok(Decision::Keep),
             Some((payload, masked)) => {
                 wasmhook_plugin_sdk::debug!("masked {masked} field(s) of event {}", event.id);
                 Ok(Decision::Replace(payload))
             }
         }
+    }
+}
+
+/// The plugin's configuration, read.
+struct Settings {
+    redactor: Redactor,
+    /// `fields` as configured, if it is.
+    fields: Option<String>,
+}
+
+impl Settings {
+    fn read() -> Result<Settings, ConfigError> {
+        let redactor = match config::get("kinds") {
+            None => Redactor::ALL,
+            Some(raw) => Redactor::from_kinds(&raw).ok_or_else(|| {
+                ConfigError::new("kinds", "expected a list of `email`, `phone`, `card`")
+            })?,
+        };
+        Ok(Settings {
+            redactor,
+            fields: config::get("fields"),
+        })
+    }
+
+    fn fields(&self) -> &str {
+        self.fields.as_deref().unwrap_or("text,body")
+    }
+
+    /// The settings of this instance: read by its first event. An instance's configuration
+    /// never changes (a change starts new instances), so an instance reused for many events
+    /// (`"instances": "reuse"`) reads it once; they are kept outside the event arena, which
+    /// then starts over after every event.
+    #[cfg(target_arch = "wasm32")]
+    fn current() -> Result<&'static Settings, ConfigError> {
+        static SETTINGS: std::sync::OnceLock<Result<Settings, ConfigError>> =
+            std::sync::OnceLock::new();
+        SETTINGS
+            .get_or_init(|| wasmhook_plugin_sdk::arena::kept(Settings::read))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Natively (unit tests, which change the configuration between calls) the settings are
+    /// read every time.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn current() -> Result<Settings, ConfigError> {
+        Settings::read()
     }
 }
 
