@@ -20,17 +20,26 @@ pub fn now_ms() -> i64 {
 /// case (years 1970 to 9999) is formatted by hand into a fixed buffer; anything else takes the
 /// general path.
 pub fn rfc3339(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339(ms, &mut out);
+    out
+}
+
+/// [`rfc3339`] appended to `out` (a plugin instance kept between events refills its event's
+/// strings without allocating).
+pub fn push_rfc3339(ms: i64, out: &mut String) {
     const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
     if !(0..=MAX_MS).contains(&ms) {
-        return rfc3339_general(ms);
+        out.push_str(&rfc3339_general(ms));
+        return;
     }
     let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
     let (year, month, day) = civil_from_days(days);
     let (secs, millis) = (ms_of_day / 1000, ms_of_day % 1000);
-    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut text = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut value: i64| {
         for i in (at..at + width).rev() {
-            out[i] = b'0' + (value % 10) as u8;
+            text[i] = b'0' + (value % 10) as u8;
             value /= 10;
         }
     };
@@ -41,7 +50,7 @@ pub fn rfc3339(ms: i64) -> String {
     put(14, 2, secs / 60 % 60);
     put(17, 2, secs % 60);
     put(20, 3, millis);
-    out.iter().map(|&b| b as char).collect()
+    out.push_str(std::str::from_utf8(&text).expect("ASCII digits and separators"));
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).

@@ -87,6 +87,18 @@ impl LogBuffer {
         }
     }
 
+    /// Empties the buffer for another invocation (of an instance kept between events),
+    /// keeping its allocations.
+    pub fn restart(&mut self, event_id: &str, budget: usize, min_level: ModelLevel) {
+        self.event_id.clear();
+        self.event_id.push_str(event_id);
+        self.min_level = min_level;
+        self.room = budget.saturating_sub(Stream::ALL.len() * MARKER_ROOM);
+        self.used = 0;
+        self.dropped = [0; 3];
+        self.lines.clear();
+    }
+
     /// The event being handled.
     pub fn event_id(&self) -> &str {
         &self.event_id
@@ -137,16 +149,17 @@ impl LogBuffer {
         });
     }
 
-    /// The lines, each stream that lost output ending with its marker, whole (its room was
-    /// set aside).
-    pub fn finish(mut self) -> Vec<PluginLogLine> {
+    /// Takes the lines, each stream that lost output ending with its marker, whole (its room
+    /// was set aside); the buffer is left empty, its budget used up.
+    pub fn finish(&mut self) -> Vec<PluginLogLine> {
         for stream in Stream::ALL {
-            let bytes = self.dropped[stream as usize];
+            let bytes = std::mem::take(&mut self.dropped[stream as usize]);
             if bytes > 0 {
                 self.push_always(stream.level(), marker(bytes));
             }
         }
-        self.lines
+        self.used = self.room;
+        std::mem::take(&mut self.lines)
     }
 }
 
@@ -159,6 +172,46 @@ pub struct CallContext {
     pub(crate) sends: u32,
     /// The invocation's log lines; it also knows the event.
     pub(crate) logs: LogBuffer,
+}
+
+impl CallContext {
+    /// The context of one event of `plugin` (`depth`: plugin hops before it).
+    pub(crate) fn new(
+        services: Arc<dyn PluginServices>,
+        plugin: Arc<LoadedPlugin>,
+        depth: u32,
+        event_id: &str,
+    ) -> CallContext {
+        let limits = plugin.limits;
+        CallContext {
+            logs: LogBuffer::new(event_id.to_string(), limits.log_bytes, plugin.log_level),
+            services,
+            plugin,
+            limits,
+            depth,
+            sends: 0,
+        }
+    }
+
+    /// Makes this (an instance's context from its previous event) the context of a new event,
+    /// as [`CallContext::new`] would, keeping the log buffer's allocations: nothing of the
+    /// previous event stays.
+    pub(crate) fn restart(
+        &mut self,
+        services: Arc<dyn PluginServices>,
+        plugin: Arc<LoadedPlugin>,
+        depth: u32,
+        event_id: &str,
+    ) {
+        let limits = plugin.limits;
+        self.logs
+            .restart(event_id, limits.log_bytes, plugin.log_level);
+        self.services = services;
+        self.plugin = plugin;
+        self.limits = limits;
+        self.depth = depth;
+        self.sends = 0;
+    }
 }
 
 /// The data of one plugin store.
@@ -420,6 +473,24 @@ mod tests {
             ]
         );
         assert!(marker(usize::MAX).len() <= MARKER_ROOM);
+    }
+
+    #[test]
+    fn a_restarted_buffer_keeps_nothing_of_the_previous_invocation() {
+        let mut logs = LogBuffer::new("evt_1".into(), 3 * MARKER_ROOM + 4, ModelLevel::Info);
+        logs.push(ModelLevel::Info, "first event".into());
+        logs.dropped(Stream::Stderr, 7);
+        assert_eq!(logs.finish().len(), 3);
+        logs.restart("evt_2", 3 * MARKER_ROOM + 8, ModelLevel::Warn);
+        logs.push(ModelLevel::Info, "below the new level".into());
+        logs.push(ModelLevel::Warn, "second".into());
+        let lines = logs.finish();
+        assert_eq!(
+            messages(&lines),
+            ["second"],
+            "a fresh budget, no old marker"
+        );
+        assert_eq!(lines[0].event_id.as_deref(), Some("evt_2"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::budget::Reservation;
 use super::capture::Capture;
 use super::context::Context;
 use super::host::{CallContext, HostState, outgoing_timeout};
+use super::invoke::empty_event;
 use super::limits::MemoryLimiter;
 use super::outgoing::HttpPolicy;
 use super::registry::LoadedPlugin;
@@ -36,6 +37,9 @@ pub struct Kept {
     pub born: Instant,
     /// Its linear memory after its first event, in bytes.
     pub baseline: Option<usize>,
+    /// The event being handled, as the WIT types carry it; refilled for each event (see
+    /// `super::invoke::fill_wit`), emptied between events.
+    pub event: types::Event,
 }
 
 /// The services of every instance kept idle (see [`BetweenEvents`]).
@@ -75,6 +79,7 @@ impl PluginRuntime {
             events: 0,
             born: Instant::now(),
             baseline: None,
+            event: empty_event(),
         }
     }
 
@@ -85,6 +90,7 @@ impl PluginRuntime {
             stdout,
             stderr,
             reservation,
+            event,
             ..
         } = kept;
         let mut state = store.into_data();
@@ -102,16 +108,16 @@ impl PluginRuntime {
             events: 0,
             born: Instant::now(),
             baseline: None,
+            event,
         }
     }
 }
 
 impl Kept {
-    /// Instantiates the instance if it is new, and calls its handler on `event`.
+    /// Instantiates the instance if it is new, and calls its handler on [`Kept::event`].
     pub async fn handle(
         &mut self,
         plugin: &LoadedPlugin,
-        event: &types::Event,
     ) -> wasmtime::Result<Result<types::Decision, types::HandlerError>> {
         if self.instance.is_none() {
             self.instance = Some(plugin.pre.instantiate_async(&mut self.store).await?);
@@ -119,7 +125,7 @@ impl Kept {
         let instance = self.instance.as_ref().expect("instantiated above");
         instance
             .wasmhook_plugin_handler()
-            .call_handle(&mut self.store, event)
+            .call_handle(&mut self.store, &self.event)
             .await
     }
 
@@ -127,6 +133,19 @@ impl Kept {
     /// ran with (the server's hold the runtime, which holds idle instances).
     pub fn between_events(&mut self) {
         self.store.data_mut().call.services = BETWEEN_EVENTS.clone();
+        let e = &mut self.event;
+        for text in [
+            &mut e.id,
+            &mut e.event_type,
+            &mut e.occurred_at,
+            &mut e.received_at,
+            &mut e.payload,
+            &mut e.account_id,
+            &mut e.subscription_id,
+        ] {
+            text.clear();
+        }
+        e.causation = None;
     }
 
     /// Drops the instance and gives its WASI context (which holds no guest state) back to the

@@ -10,12 +10,12 @@ use wasmtime::{PoolConcurrencyLimitError, Trap};
 use super::PluginRuntime;
 use super::bindings::types;
 use super::budget::Reservation;
-use super::host::{CallContext, LogBuffer, Stream};
+use super::host::{CallContext, Stream};
 use super::registry::LoadedPlugin;
 use super::reuse::{Discard, Key};
 use super::services::PluginServices;
 use super::stack::StackMap;
-use crate::clock::rfc3339;
+use crate::clock::push_rfc3339 as rfc3339_into;
 use crate::events::{MAX_DEPTH, json_depth};
 use crate::model::{Event, InstanceMode, LogLevel};
 
@@ -103,22 +103,48 @@ pub struct Input<'a> {
 
 /// The event as the WIT types carry it into the plugin.
 pub fn to_wit(input: Input<'_>, account_id: &str) -> types::Event {
-    let e = input.event;
+    let mut event = empty_event();
+    fill_wit(&mut event, input, account_id);
+    event
+}
+
+/// A WIT event with nothing in it, to be filled by [`fill_wit`].
+pub(crate) fn empty_event() -> types::Event {
     types::Event {
-        id: e.id.clone(),
-        event_type: e.event_type.clone(),
-        occurred_at: e.occurred_at.clone(),
-        received_at: rfc3339(e.received_at),
-        payload: e.payload.get().to_string(),
-        account_id: account_id.to_string(),
-        subscription_id: input.subscription_id.to_string(),
-        attempt: input.attempt,
-        causation: e.causation.as_ref().map(|c| types::Causation {
-            plugin_id: c.plugin_id.clone(),
-            event_id: c.event_id.clone(),
-            depth: c.depth,
-        }),
+        id: String::new(),
+        event_type: String::new(),
+        occurred_at: String::new(),
+        received_at: String::new(),
+        payload: String::new(),
+        account_id: String::new(),
+        subscription_id: String::new(),
+        attempt: 0,
+        causation: None,
     }
+}
+
+/// Makes `wit` (an earlier event's, or an empty one) the WIT form of `input`, reusing its
+/// strings' allocations: an instance kept between events refills the same one.
+pub(crate) fn fill_wit(wit: &mut types::Event, input: Input<'_>, account_id: &str) {
+    fn set(to: &mut String, from: &str) {
+        to.clear();
+        to.push_str(from);
+    }
+    let e = input.event;
+    set(&mut wit.id, &e.id);
+    set(&mut wit.event_type, &e.event_type);
+    set(&mut wit.occurred_at, &e.occurred_at);
+    wit.received_at.clear();
+    rfc3339_into(e.received_at, &mut wit.received_at);
+    set(&mut wit.payload, e.payload.get());
+    set(&mut wit.account_id, account_id);
+    set(&mut wit.subscription_id, input.subscription_id);
+    wit.attempt = input.attempt;
+    wit.causation = e.causation.as_ref().map(|c| types::Causation {
+        plugin_id: c.plugin_id.clone(),
+        event_id: c.event_id.clone(),
+        depth: c.depth,
+    });
 }
 
 impl PluginRuntime {
@@ -207,16 +233,8 @@ impl PluginRuntime {
         reuse: bool,
     ) -> (Result<Decision, InvokeError>, Usage) {
         let limits = plugin.limits;
-        let event = to_wit(input, &plugin.account_id);
         // Everything an event's host calls act on is the event's own, in a kept instance too.
-        let call = CallContext {
-            services,
-            plugin: plugin.clone(),
-            limits,
-            depth: input.event.causation.as_ref().map_or(0, |c| c.depth),
-            sends: 0,
-            logs: LogBuffer::new(event.id.clone(), limits.log_bytes, plugin.log_level),
-        };
+        let depth = input.event.causation.as_ref().map_or(0, |c| c.depth);
         let idle = &self.registry.idle;
         let key = reuse.then(|| Key::new(&plugin, input.subscription_id));
         let mut kept = match key.as_ref().and_then(|k| idle.take(k)) {
@@ -224,21 +242,25 @@ impl PluginRuntime {
                 drop(reservation);
                 self.metrics.plugin_instances.started(true);
                 let state = kept.store.data_mut();
-                state.call = call;
+                state
+                    .call
+                    .restart(services, plugin.clone(), depth, &input.event.id);
                 state.limiter.start_event();
                 state.http_policy.calls = None;
                 kept
             }
             None => {
+                let call = CallContext::new(services, plugin.clone(), depth, &input.event.id);
                 let reservation = self.memory.cover(reservation, limits.memory_bytes).await;
                 self.metrics.plugin_instances.started(false);
                 self.fresh(&plugin, call, reservation)
             }
         };
+        fill_wit(&mut kept.event, input, &plugin.account_id);
         kept.store.epoch_deadline_async_yield_and_update(1);
         let deadline = tokio::time::Instant::now() + limits.deadline;
         let outcome = loop {
-            let outcome = tokio::time::timeout_at(deadline, kept.handle(&plugin, &event)).await;
+            let outcome = tokio::time::timeout_at(deadline, kept.handle(&plugin)).await;
             match outcome {
                 // Idle instances hold pool slots: one gives its slot up, and the event starts
                 // over in a new store (a failed instantiation may have left parts in this one).
@@ -272,33 +294,33 @@ impl PluginRuntime {
             peak_memory_bytes: state.limiter.peak,
         };
         let memory = state.limiter.current();
-        let services = state.call.services.clone();
-        let mut logs = std::mem::replace(
-            &mut state.call.logs,
-            LogBuffer::new(String::new(), 0, LogLevel::Error),
-        );
+        let call = &mut state.call;
         if let Some(calls) = state.http_policy.calls.take() {
             let calls = std::mem::take(&mut *calls.lock().expect("http calls lock"));
             for denial in calls.denials {
-                logs.push(LogLevel::Warn, denial);
+                call.logs.push(LogLevel::Warn, denial);
             }
-            services.http_requests(calls.requests);
+            call.services.http_requests(calls.requests);
         }
         for (capture, stream) in [
             (&kept.stdout, Stream::Stdout),
             (&kept.stderr, Stream::Stderr),
         ] {
             let (bytes, dropped) = capture.take();
-            let text = String::from_utf8_lossy(&bytes);
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                logs.push_from(stream, stream.level(), line.to_string());
+            if !bytes.is_empty() {
+                let text = String::from_utf8_lossy(&bytes);
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    call.logs
+                        .push_from(stream, stream.level(), line.to_string());
+                }
             }
-            logs.dropped(stream, dropped);
+            call.logs.dropped(stream, dropped);
         }
         if let Err(e) = &result {
-            logs.push_always(LogLevel::Error, e.message.clone());
+            call.logs.push_always(LogLevel::Error, e.message.clone());
         }
-        services.plugin_logs(&plugin.account_id, &plugin.id, logs.finish());
+        call.services
+            .plugin_logs(&plugin.account_id, &plugin.id, call.logs.finish());
         let Some(key) = key else {
             kept.give_back(&plugin);
             return (result, usage);
@@ -473,6 +495,45 @@ mod tests {
             .get_typed_func::<(), ()>(&mut store, "load")
             .unwrap();
         load.call(&mut store, ()).unwrap_err()
+    }
+
+    fn event(id: &str, payload: &str, causation: Option<crate::model::Causation>) -> Event {
+        Event {
+            seq: 0,
+            id: id.into(),
+            event_type: "message:created".into(),
+            payload: RawValue::from_string(payload.into()).unwrap(),
+            occurred_at: "2026-11-28T00:00:00Z".into(),
+            received_at: 1_700_000_000_123,
+            causation,
+        }
+    }
+
+    #[test]
+    fn a_refilled_wit_event_is_the_new_event_alone() {
+        let first = event(
+            "evt_long_first_id",
+            r#"{"text":"a much longer first payload"}"#,
+            Some(crate::model::Causation {
+                plugin_id: "plg_1".into(),
+                event_id: "evt_0".into(),
+                depth: 1,
+            }),
+        );
+        let second = event("evt_2", "{}", None);
+        let input = |event| Input {
+            event,
+            subscription_id: "sub_1",
+            attempt: 2,
+        };
+        let mut wit = to_wit(input(&first), "acc_1");
+        assert_eq!(wit.causation.as_ref().map(|c| c.depth), Some(1));
+        fill_wit(&mut wit, input(&second), "acc_1");
+        let fresh = to_wit(input(&second), "acc_1");
+        assert_eq!(format!("{wit:?}"), format!("{fresh:?}"));
+        assert_eq!(wit.received_at, "2023-11-14T22:13:20.123Z");
+        assert_eq!(wit.payload, "{}");
+        assert!(wit.causation.is_none());
     }
 
     #[test]
