@@ -81,6 +81,10 @@ enum Command {
         /// Whether the suite started from a clean target dir ("clean") or not ("incremental").
         #[arg(long)]
         build: Option<String>,
+        /// The share of CPU time stolen by the hypervisor during the suite, in percent
+        /// (scripts/bench reads it from /proc/stat).
+        #[arg(long)]
+        steal_percent: Option<f64>,
         /// The previous report, whose fan-out figures this run is compared with (default: the
         /// file at --out, read before it is overwritten).
         #[arg(long)]
@@ -309,12 +313,14 @@ async fn main() -> anyhow::Result<()> {
             analysis,
             suite_seconds,
             build,
+            steal_percent,
             previous,
             backends,
         } => {
             let duration = suite_seconds.map(|s| report::SuiteTime {
                 seconds: s,
                 build: build.unwrap_or_else(|| "incremental".into()),
+                steal_percent,
             });
             let previous = previous.unwrap_or_else(|| out.clone());
             report::write(

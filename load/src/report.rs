@@ -99,6 +99,9 @@ pub struct SuiteTime {
     pub seconds: u64,
     /// "clean" or "incremental": the state of the target dir at the start.
     pub build: String,
+    /// The share of the machine's CPU time the hypervisor gave to other guests during the
+    /// suite (steal), in percent: on a shared host, the reason a whole run can be slower.
+    pub steal_percent: Option<f64>,
 }
 
 /// Writes the report.
@@ -140,7 +143,22 @@ pub fn write(
         )?,
         None => writeln!(md)?,
     }
-    writeln!(md, "Machine of this run: {}.\n", machine())?;
+    let steal = suite.and_then(|t| t.steal_percent).map(|p| {
+        format!(
+            " CPU time taken by the hypervisor for other guests during the run (steal): {p:.1}%{}.",
+            if p >= 5.0 {
+                ": figures that are not ratios to a baseline of the same run are lower than on a quiet host"
+            } else {
+                ""
+            }
+        )
+    });
+    writeln!(
+        md,
+        "Machine of this run: {}.{}\n",
+        machine(),
+        steal.unwrap_or_default()
+    )?;
     writeln!(
         md,
         "Every figure below was measured in the same run as its baseline; ratios compare the two.\n"
@@ -458,6 +476,7 @@ pub fn write(
         "machine": machine(),
         "suite_seconds": suite.map(|t| t.seconds),
         "build": suite.map(|t| t.build.clone()),
+        "steal_percent": suite.and_then(|t| t.steal_percent),
         "plugin_invocation_us": plugin_rows,
         "load": rows,
         "targets": targets.iter().map(|(target, value, met)| serde_json::json!({
