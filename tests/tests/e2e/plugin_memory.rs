@@ -140,7 +140,7 @@ async fn instances_wait_for_room_in_the_budget_while_other_webhooks_flow() {
     );
     // Its outcome is recorded after the receiver answered, so it may still be on its way.
     eventually("the other account's delivery is recorded", WAIT, || async {
-        (statuses(&s, &light, &[e.clone()]).await == ["succeeded"]).then_some(())
+        (statuses(&s, &light, std::slice::from_ref(&e)).await == ["succeeded"]).then_some(())
     })
     .await;
 
