@@ -148,8 +148,12 @@ impl PluginRuntime {
         for (plugin, version) in to_load {
             match self.load(store, &plugin.id, &version).await {
                 Ok((pre, stack)) => {
-                    self.registry.put(LoadedPlugin::new(&plugin, pre, stack));
-                    tracing::info!(plugin = %plugin.id, version = version.version, "plugin version loaded");
+                    if self
+                        .registry
+                        .put_forward(LoadedPlugin::new(&plugin, pre, stack))
+                    {
+                        tracing::info!(plugin = %plugin.id, version = version.version, "plugin version loaded");
+                    }
                 }
                 Err(e) => {
                     tracing::error!(plugin = %plugin.id, version = version.version, error = %e, "plugin could not be loaded");

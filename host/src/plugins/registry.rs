@@ -254,8 +254,29 @@ impl Registry {
 
     /// Installs (or replaces) a plugin; instances of the version it replaces are not reused.
     pub fn put(&self, loaded: LoadedPlugin) {
+        self.install(loaded, false);
+    }
+
+    /// [`Self::put`], unless a newer version is loaded, or the same version with settings at
+    /// least as new: a copy loaded from a listing read earlier must not undo what this node
+    /// installed meanwhile (a version it compiled, settings changed through it). True when
+    /// installed.
+    pub fn put_forward(&self, loaded: LoadedPlugin) -> bool {
+        self.install(loaded, true)
+    }
+
+    fn install(&self, loaded: LoadedPlugin, forward_only: bool) -> bool {
         let (id, generation) = (loaded.id.clone(), loaded.generation);
         let mut map = self.plugins.write().expect("registry lock");
+        let newer_here = map.get(&id).is_some_and(|old| {
+            old.version > loaded.version
+                || (old.version == loaded.version && old.updated_at >= loaded.updated_at)
+        });
+        if forward_only && newer_here {
+            drop(map);
+            self.loading.write().expect("registry lock").remove(&id);
+            return false;
+        }
         map.insert(id.clone(), Arc::new(loaded));
         // Under the registry's lock, so that the idle set learns generations in the order
         // they were installed.
@@ -264,6 +285,7 @@ impl Registry {
         self.unloaded.write().expect("registry lock").remove(&id);
         self.loading.write().expect("registry lock").remove(&id);
         self.changed();
+        true
     }
 
     /// Applies new settings (config, hosts, limits, log level, instance mode) to the loaded
