@@ -290,28 +290,26 @@ pub(in crate::store) async fn lock_conversations(
 }
 
 /// Locks these ordered conversations, then reads which of them already have a delivery
-/// pending (a new one waits behind it). Both are sent at once: the read runs after the locks
-/// are granted, so it sees every delivery committed by their previous holders.
+/// pending (a new one waits behind it). One after the other, never pipelined: the read must
+/// start after the locks are granted, to see every delivery their previous holders committed
+/// (a pipelined read whose statement is prepared already could run before the lock's).
 async fn lock_busy(
     tx: &deadpool_postgres::Transaction<'_>,
     ordered: &[(i64, String)],
 ) -> Result<HashSet<(i64, String)>, Retry> {
+    lock_conversations(tx, ordered).await?;
     let subs: Vec<i64> = ordered.iter().map(|o| o.0).collect();
     let keys: Vec<&str> = ordered.iter().map(|o| o.1.as_str()).collect();
-    let busy = async {
-        let stmt = tx
-            .prepare_cached(
-                "SELECT DISTINCT d.subscription_seq, d.ordering_key
-                 FROM unnest($1::bigint[], $2::text[]) AS k(subscription_seq, ordering_key)
-                 JOIN deliveries d ON d.subscription_seq = k.subscription_seq
-                    AND d.ordering_key = k.ordering_key AND d.status = 'pending'",
-            )
-            .await?;
-        tx.query(&stmt, &[&subs, &keys]).await
-    };
-    let (locked, busy) = tokio::join!(lock_conversations(tx, ordered), busy);
-    locked?;
-    Ok(busy?.iter().map(|r| (r.get(0), r.get(1))).collect())
+    let stmt = tx
+        .prepare_cached(
+            "SELECT DISTINCT d.subscription_seq, d.ordering_key
+             FROM unnest($1::bigint[], $2::text[]) AS k(subscription_seq, ordering_key)
+             JOIN deliveries d ON d.subscription_seq = k.subscription_seq
+                AND d.ordering_key = k.ordering_key AND d.status = 'pending'",
+        )
+        .await?;
+    let busy = tx.query(&stmt, &[&subs, &keys]).await?;
+    Ok(busy.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// What a pass looks up before it writes.
