@@ -135,8 +135,17 @@ impl PgStore {
         account_id: String,
         id: String,
     ) -> Result<(Delivery, Vec<Attempt>), StoreError> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        // One snapshot for both reads: an outcome settled between them would show an attempt
+        // next to the status it had before.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db)?;
+        let row = tx
             .query_opt(
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} {DELIVERY_FROM} WHERE d.id = $1 AND d.account_id = $2"
@@ -147,7 +156,8 @@ impl PgStore {
             .map_err(db)?
             .ok_or(StoreError::NotFound)?;
         let d = delivery_row(&row)?;
-        let attempts = attempts_of(&client, d.seq).await?;
+        let attempts = attempts_of(&tx, d.seq).await?;
+        tx.commit().await.map_err(db)?;
         Ok((d, attempts))
     }
 
