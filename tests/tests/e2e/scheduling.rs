@@ -335,17 +335,22 @@ async fn a_plugin_slower_than_the_lease_runs_once() {
         assert_eq!(d["attempts"], 1, "{d}");
     }
     assert_eq!(r.received().len(), 1, "one POST after the transform");
-    let logs = s
-        .logs_with(&key, &plugin, |l| l["message"] == "hostile: going to sleep")
-        .await;
-    let runs: BTreeMap<String, usize> = logs
-        .iter()
-        .filter(|l| l["message"] == "hostile: going to sleep")
-        .fold(BTreeMap::new(), |mut m, l| {
-            *m.entry(l["event_id"].as_str().unwrap().to_string())
-                .or_default() += 1;
-            m
-        });
+    // Log lines are stored after the run that wrote them: wait for both events' lines.
+    let runs = eventually("both events' runs logged", WAIT, || async {
+        let logs = s
+            .logs_with(&key, &plugin, |l| l["message"] == "hostile: going to sleep")
+            .await;
+        let runs: BTreeMap<String, usize> = logs
+            .iter()
+            .filter(|l| l["message"] == "hostile: going to sleep")
+            .fold(BTreeMap::new(), |mut m, l| {
+                *m.entry(l["event_id"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+                m
+            });
+        (runs.len() == 2).then_some(runs)
+    })
+    .await;
     assert_eq!(
         runs,
         BTreeMap::from([(id(&a), 1), (id(&b), 1)]),
