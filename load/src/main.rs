@@ -35,35 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the load scenarios against fresh servers.
-    Run {
-        /// The wasmhook binary (a release build).
-        #[arg(long, default_value = "target/release/wasmhook")]
-        server: PathBuf,
-        /// How long each scenario drives load.
-        #[arg(long, default_value = "8s", value_parser = parse_secs)]
-        duration: Duration,
-        /// Where to write the results (JSON).
-        #[arg(long, default_value = "target/bench/load.json")]
-        out: PathBuf,
-        /// Run only these scenarios (comma-separated); all of them by default.
-        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
-        only: Vec<String>,
-        /// How many deliveries the list-pages scenario ("lists") stores before timing the pages.
-        #[arg(long, default_value_t = 100_000)]
-        stored_deliveries: u64,
-        /// Where the Python and JavaScript example plugins were built (their build.sh's output
-        /// directory); the transform scenarios run them when they are there.
-        #[arg(
-            long,
-            env = "WASMHOOK_OTHER_LANGUAGES_DIR",
-            default_value = "target/other-languages"
-        )]
-        other_languages: PathBuf,
-        /// A PostgreSQL server the "postgres" scenarios create their databases on (a role
-        /// allowed to CREATE DATABASE); without it those rows say why they are missing.
-        #[arg(long, env = "WASMHOOK_BENCH_DATABASE_URL")]
-        database_url: Option<String>,
-    },
+    Run(RunArgs),
     /// Write BENCHMARKS.md from the load results and criterion's estimates.
     Report {
         #[arg(long, default_value = "target/bench/load.json")]
@@ -95,6 +67,51 @@ enum Command {
         #[arg(long)]
         backends: Option<PathBuf>,
     },
+}
+
+/// `wasmhook-load run`'s options.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The wasmhook binary (a release build).
+    #[arg(long, default_value = "target/release/wasmhook")]
+    server: PathBuf,
+    /// How long each scenario drives load.
+    #[arg(long, default_value = "8s", value_parser = parse_secs)]
+    duration: Duration,
+    /// Where to write the results (JSON).
+    #[arg(long, default_value = "target/bench/load.json")]
+    out: PathBuf,
+    /// Run only these scenarios (comma-separated); all of them by default.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+    only: Vec<String>,
+    /// How many deliveries the list-pages scenario ("lists") stores before timing the pages.
+    #[arg(long, default_value_t = 100_000)]
+    stored_deliveries: u64,
+    /// Where the Python and JavaScript example plugins were built (their build.sh's output
+    /// directory); the transform scenarios run them when they are there.
+    #[arg(
+        long,
+        env = "WASMHOOK_OTHER_LANGUAGES_DIR",
+        default_value = "target/other-languages"
+    )]
+    other_languages: PathBuf,
+    /// A PostgreSQL server the "postgres" scenarios create their databases on (a role
+    /// allowed to CREATE DATABASE); without it those rows say why they are missing.
+    #[arg(long, env = "WASMHOOK_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// An earlier build (a release binary) to compare fan-out with in this run: the fan-out
+    /// scenarios then run `--rounds` times on each build in turn, and each row (the
+    /// baseline's too, as "..., baseline build") keeps its median round. Runs on a shared
+    /// machine differ in speed by more than the 5% the comparison allows; builds run in
+    /// turn in one sitting do not.
+    #[arg(long)]
+    baseline_server: Option<PathBuf>,
+    /// How the report names the baseline build, e.g. "56209d6, before the scheduler".
+    #[arg(long, requires = "baseline_server")]
+    baseline_name: Option<String>,
+    /// Rounds of the fan-out scenarios on each build when a baseline is given.
+    #[arg(long, default_value_t = 3, requires = "baseline_server")]
+    rounds: usize,
 }
 
 /// The scenario groups `run --only` can name, in the order they run.
@@ -132,6 +149,66 @@ fn keep(rows: &mut Vec<Row>, name: &str, result: anyhow::Result<Row>) {
     rows.push(row);
 }
 
+/// An earlier build the fan-out scenarios are compared with in the same run.
+struct Baseline {
+    server: PathBuf,
+    name: String,
+    rounds: usize,
+}
+
+/// The fan-out scenarios on this build and on the baseline in turn, `rounds` times; each row
+/// is its median round, its note lists every round. A failed round fails the row.
+async fn fanout_against(ctx: &Ctx<'_>, baseline: &Baseline, rows: &mut Vec<Row>) {
+    let base_ctx = Ctx {
+        bin: &baseline.server,
+        duration: ctx.duration,
+        receiver: ctx.receiver.clone(),
+        other_languages: ctx.other_languages,
+    };
+    for subs in [1, 10] {
+        let name = scenarios::fanout_name(subs);
+        let mut now = Vec::new();
+        let mut base = Vec::new();
+        for round in 1..=baseline.rounds {
+            for (c, into, which) in [
+                (ctx, &mut now, "this build"),
+                (&base_ctx, &mut base, "baseline"),
+            ] {
+                let r = scenarios::fanout(c, subs, None, None).await;
+                match &r {
+                    Ok(row) => eprintln!("{name}, {which}, round {round}: {}", report::line(row)),
+                    Err(e) => eprintln!("{name}, {which}, round {round}: failed: {e:#}"),
+                }
+                into.push(r);
+            }
+        }
+        let base_name = format!("{name}, baseline build");
+        keep(rows, &name, median_round(now));
+        let base = median_round(base).map(|mut r| {
+            r.scenario = base_name.clone();
+            r.build = Some(baseline.name.clone());
+            r
+        });
+        keep(rows, &base_name, base);
+    }
+}
+
+/// The round with the median deliveries/s, its note saying so.
+fn median_round(rounds: Vec<anyhow::Result<Row>>) -> anyhow::Result<Row> {
+    let mut rows = rounds.into_iter().collect::<anyhow::Result<Vec<Row>>>()?;
+    let rate = |r: &Row| r.deliveries_per_s.unwrap_or(0.0);
+    rows.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let all: Vec<String> = rows.iter().map(|r| format!("{:.0}", rate(r))).collect();
+    let mut median = rows.swap_remove(rows.len() / 2);
+    median.note = format!(
+        "median of {} rounds run in turn with the other build (deliveries/s {}); {}",
+        all.len(),
+        all.join(", "),
+        median.note
+    );
+    Ok(median)
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let n: f64 = s
         .trim_end_matches('s')
@@ -140,15 +217,24 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(n))
 }
 
-async fn run(
-    server: PathBuf,
-    duration: Duration,
-    out: PathBuf,
-    only: Vec<String>,
-    stored_deliveries: u64,
-    other_languages: PathBuf,
-    database_url: Option<String>,
-) -> anyhow::Result<()> {
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        server,
+        duration,
+        out,
+        only,
+        stored_deliveries,
+        other_languages,
+        database_url,
+        baseline_server,
+        baseline_name,
+        rounds,
+    } = args;
+    let baseline = baseline_server.map(|server| Baseline {
+        name: baseline_name.unwrap_or_else(|| server.display().to_string()),
+        server,
+        rounds: rounds.max(1),
+    });
     anyhow::ensure!(
         server.exists(),
         "{} not found: build it with cargo build --release -p wasmhook",
@@ -184,10 +270,15 @@ async fn run(
         );
     }
     if wanted("fanout") {
-        let r = scenarios::fanout(&ctx, 1, None, None).await;
-        keep(rows, "fan-out to 1 subscription", r);
-        let r = scenarios::fanout(&ctx, 10, None, None).await;
-        keep(rows, "fan-out to 10 subscriptions", r);
+        match &baseline {
+            None => {
+                for subs in [1, 10] {
+                    let r = scenarios::fanout(&ctx, subs, None, None).await;
+                    keep(rows, &scenarios::fanout_name(subs), r);
+                }
+            }
+            Some(b) => fanout_against(&ctx, b, rows).await,
+        }
     }
     if wanted("saturation") {
         let r = scenarios::saturation(&ctx).await;
@@ -286,26 +377,7 @@ async fn run(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run {
-            server,
-            duration,
-            out,
-            only,
-            stored_deliveries,
-            other_languages,
-            database_url,
-        } => {
-            run(
-                server,
-                duration,
-                out,
-                only,
-                stored_deliveries,
-                other_languages,
-                database_url,
-            )
-            .await
-        }
+        Command::Run(args) => run(args).await,
         Command::Report {
             load,
             criterion,

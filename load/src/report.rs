@@ -93,6 +93,114 @@ fn previous_deliveries(md: &str) -> Vec<(String, f64)> {
 /// How much lower than the previous run a fan-out figure may be.
 const FANOUT_TOLERANCE: f64 = 0.05;
 
+/// The fan-out lines of the targets table.
+#[derive(Default)]
+struct FanoutTargets {
+    /// (target, this run, met).
+    targets: Vec<(String, String, bool)>,
+    /// Against the previous report, when the build before ran in this run too (then the
+    /// direct comparison is the target, this one only said).
+    against_report: Vec<String>,
+    /// Whether any fan-out row was compared with anything.
+    compared: bool,
+}
+
+fn fanout_targets(rows: &[Row], before: &[(String, f64)]) -> FanoutTargets {
+    // Fan-out against the build before: when this run ran that build too, in turn with this one
+    // (`run --baseline-server`), the two are compared directly; else against the previous
+    // report, each figure as a share of the receiver bound measured in its own run (runs on this
+    // shared machine differ in speed: the same wasmtime floor moved by half between two runs).
+    let mut out = FanoutTargets::default();
+    for r in rows
+        .iter()
+        .filter(|r| r.scenario.starts_with("fan-out") && r.build.is_none())
+    {
+        let v = r.deliveries_per_s;
+        let baseline = rows
+            .iter()
+            .find(|b| b.build.is_some() && b.scenario == format!("{}, baseline build", r.scenario));
+        if let Some(b) = baseline {
+            out.compared = true;
+            let base = b.deliveries_per_s;
+            let ratio = v.zip(base).map(|(v, b)| v / b);
+            out.targets.push((
+                format!(
+                    "{}: deliveries/s no more than {:.0}% below the build before ({}), the two run in turn in this run",
+                    r.scenario,
+                    FANOUT_TOLERANCE * 100.0,
+                    b.build.as_deref().unwrap_or_default()
+                ),
+                format!(
+                    "{}/s ÷ {}/s = {}×",
+                    f(v, 0),
+                    f(base, 0),
+                    f(ratio, 3)
+                ),
+                ratio.is_some_and(|r| r >= 1.0 - FANOUT_TOLERANCE),
+            ));
+        }
+        if let Some(line) = against_previous(r, before, rows) {
+            out.compared = true;
+            if baseline.is_some() {
+                out.against_report
+                    .push(format!("{} {}", r.scenario, line.1));
+            } else {
+                out.targets.push(line);
+            }
+        }
+    }
+    out
+}
+
+/// The target line comparing fan-out row `r` with the previous report's row of the same name
+/// (`before`), each as a share of the receiver bound of its own run when both runs measured it;
+/// `None` when the previous report has no such row.
+fn against_previous(
+    r: &Row,
+    before: &[(String, f64)],
+    rows: &[Row],
+) -> Option<(String, String, bool)> {
+    let (_, prev) = before.iter().find(|(s, _)| *s == r.scenario)?;
+    let bound_now = find(rows, "receiver bound").and_then(|r| r.deliveries_per_s);
+    let bound_before = before
+        .iter()
+        .find(|(s, _)| s.starts_with("receiver bound"))
+        .map(|(_, v)| *v);
+    let v = r.deliveries_per_s;
+    let normalized = matches!((bound_now, bound_before), (Some(n), Some(b)) if n > 0.0 && b > 0.0);
+    let (now_share, before_share) = match (bound_now, bound_before) {
+        (Some(n), Some(b)) if normalized => (v.map(|v| v / n), prev / b),
+        _ => (v, *prev),
+    };
+    let change = now_share.map(|n| format!("{:+.1}%", (n / before_share - 1.0) * 100.0));
+    Some((
+        format!(
+            "{}: deliveries/s no more than {:.0}% below the previous report ({prev:.0}/s){}",
+            r.scenario,
+            FANOUT_TOLERANCE * 100.0,
+            if normalized {
+                ", each as a share of its own run's receiver bound"
+            } else {
+                ""
+            }
+        ),
+        format!(
+            "{}/s ({}{})",
+            f(v, 0),
+            change.unwrap_or_else(|| "–".into()),
+            match now_share {
+                Some(n) if normalized => format!(
+                    ": {:.1}% of the receiver bound, {:.1}% before",
+                    n * 100.0,
+                    before_share * 100.0
+                ),
+                _ => String::new(),
+            }
+        ),
+        now_share.is_some_and(|n| n >= before_share * (1.0 - FANOUT_TOLERANCE)),
+    ))
+}
+
 /// How long the suite took.
 pub struct SuiteTime {
     /// Wall-clock seconds, build included.
@@ -371,58 +479,8 @@ pub fn write(
             ratio.is_some_and(|r| r >= 0.8),
         ));
     }
-    // Runs on this shared machine differ in speed (the same wasmtime floor moved by half between
-    // two runs), so a fan-out figure is compared as a share of the receiver's bound measured in
-    // the same run; the raw figures are shown too.
-    let bound_now = find(&rows, "receiver bound").and_then(|r| r.deliveries_per_s);
-    let bound_before = before
-        .iter()
-        .find(|(s, _)| s.starts_with("receiver bound"))
-        .map(|(_, v)| *v);
-    let mut fanout_compared = false;
-    for r in rows.iter().filter(|r| r.scenario.starts_with("fan-out")) {
-        let Some((_, prev)) = before.iter().find(|(s, _)| *s == r.scenario) else {
-            continue;
-        };
-        fanout_compared = true;
-        let v = r.deliveries_per_s;
-        let (now_share, before_share) = match (bound_now, bound_before) {
-            (Some(n), Some(b)) if n > 0.0 && b > 0.0 => (v.map(|v| v / n), Some(prev / b)),
-            _ => (v, Some(*prev)),
-        };
-        let normalized = bound_now.is_some() && bound_before.is_some();
-        targets.push((
-            format!(
-                "{}: deliveries/s no more than {:.0}% below the previous report ({prev:.0}/s){}",
-                r.scenario,
-                FANOUT_TOLERANCE * 100.0,
-                if normalized {
-                    ", each as a share of its own run's receiver bound"
-                } else {
-                    ""
-                }
-            ),
-            format!(
-                "{}/s ({}{})",
-                f(v, 0),
-                match (now_share, before_share) {
-                    (Some(n), Some(b)) => format!("{:+.1}%", (n / b - 1.0) * 100.0),
-                    _ => "–".into(),
-                },
-                match (now_share, before_share) {
-                    (Some(n), Some(b)) if normalized => format!(
-                        ": {:.1}% of the receiver bound, {:.1}% before",
-                        n * 100.0,
-                        b * 100.0
-                    ),
-                    _ => String::new(),
-                }
-            ),
-            now_share
-                .zip(before_share)
-                .is_some_and(|(n, b)| n >= b * (1.0 - FANOUT_TOLERANCE)),
-        ));
-    }
+    let fanout = fanout_targets(&rows, &before);
+    targets.extend(fanout.targets);
     if let Some(r) = find(&rows, "start-up, 50 plugins, stored") {
         let v = r.seconds.unwrap_or(f64::MAX);
         targets.push((
@@ -458,7 +516,14 @@ pub fn write(
         writeln!(md, "| {target} | {value} | {met} |")?;
     }
     writeln!(md)?;
-    if rows.iter().any(|r| r.scenario.starts_with("fan-out")) && !fanout_compared {
+    if !fanout.against_report.is_empty() {
+        writeln!(
+            md,
+            "Fan-out against the previous report as well (each as a share of its own run's receiver bound; the build before, run in turn in this run, is the comparison above): {}.\n",
+            fanout.against_report.join("; ")
+        )?;
+    }
+    if rows.iter().any(|r| r.scenario.starts_with("fan-out")) && !fanout.compared {
         writeln!(
             md,
             "No fan-out figures in a previous report ({}) to compare this run's with.\n",
@@ -694,6 +759,70 @@ mod tests {
             ]
         );
         assert!(previous_deliveries("").is_empty());
+    }
+
+    #[test]
+    fn fan_out_is_compared_with_the_build_run_in_turn_when_there_is_one() {
+        let row = |scenario: &str, rate: f64, build: Option<&str>| Row {
+            scenario: scenario.into(),
+            deliveries_per_s: Some(rate),
+            build: build.map(Into::into),
+            ..Default::default()
+        };
+        let before = vec![
+            ("receiver bound (direct POST)".to_string(), 40_000.0),
+            ("fan-out to 1 subscription".to_string(), 8_000.0),
+            ("fan-out to 10 subscriptions".to_string(), 14_000.0),
+        ];
+        let rows = vec![
+            row("receiver bound (direct POST)", 40_000.0, None),
+            row("fan-out to 1 subscription", 5_000.0, None),
+            row(
+                "fan-out to 1 subscription, baseline build",
+                5_100.0,
+                Some("abc1234"),
+            ),
+            row("fan-out to 10 subscriptions", 9_000.0, None),
+            row(
+                "fan-out to 10 subscriptions, baseline build",
+                10_000.0,
+                Some("abc1234"),
+            ),
+        ];
+        let out = fanout_targets(&rows, &before);
+        assert!(out.compared);
+        let lines: Vec<_> = out
+            .targets
+            .iter()
+            .map(|(t, v, met)| (t.as_str(), v.as_str(), *met))
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].0.starts_with("fan-out to 1 subscription: deliveries/s no more than 5% below the build before (abc1234)"));
+        assert_eq!((lines[0].1, lines[0].2), ("5000/s ÷ 5100/s = 0.980×", true));
+        assert_eq!(
+            (lines[1].1, lines[1].2),
+            ("9000/s ÷ 10000/s = 0.900×", false)
+        );
+        // The previous report's comparison is said, not a target, next to a run-in-turn one.
+        assert_eq!(out.against_report.len(), 2);
+        assert!(
+            out.against_report[0].contains("-37.5%"),
+            "{:?}",
+            out.against_report
+        );
+
+        // Without a baseline the previous report is the target, as a share of each run's bound.
+        let alone: Vec<Row> = rows.into_iter().filter(|r| r.build.is_none()).collect();
+        let out = fanout_targets(&alone, &before);
+        assert_eq!(out.targets.len(), 2);
+        assert!(out.targets[0].0.contains("previous report (8000/s)"));
+        assert_eq!(
+            out.targets[0].1,
+            "5000/s (-37.5%: 12.5% of the receiver bound, 20.0% before)"
+        );
+        assert!(!out.targets[0].2);
+        assert!(out.against_report.is_empty());
+        assert!(!fanout_targets(&alone, &[]).compared);
     }
 
     #[test]

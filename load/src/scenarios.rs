@@ -23,6 +23,10 @@ pub struct Row {
     pub cpu_cores: Option<f64>,
     pub seconds: Option<f64>,
     pub note: String,
+    /// The build that ran the scenario when it is not the one under test (`run
+    /// --baseline-server`), as `--baseline-name` names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
 }
 
 /// Shared settings.
@@ -206,6 +210,14 @@ pub struct Transform<'a> {
 
 /// Events posted for the duration, each delivered to `subs` URL subscriptions (optionally
 /// through a transform plugin); with `rate`, at that steady rate.
+/// The name of the fan-out scenario's row with `subs` subscriptions.
+pub fn fanout_name(subs: usize) -> String {
+    match subs {
+        1 => "fan-out to 1 subscription".into(),
+        n => format!("fan-out to {n} subscriptions"),
+    }
+}
+
 pub async fn fanout(
     ctx: &Ctx<'_>,
     subs: usize,
