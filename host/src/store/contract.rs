@@ -463,6 +463,46 @@ async fn settling_succeeds_retries_later_or_dead_letters() {
     }
 }
 
+/// The failure streak an outcome reports (what `--disable-after` counts from): it starts at the
+/// first failed attempt, keeps that start through later failures, and a success ends it; an
+/// outcome that changes nothing (a success after a success) reports no streak.
+#[tokio::test]
+async fn a_failure_streak_starts_at_the_first_failure_and_a_success_ends_it() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        subscribe_url(store, "order:paid").await;
+        let now = 50_000;
+        let evs: Vec<_> = (0..5)
+            .map(|i| event("order:paid", &format!(r#"{{"i":{i}}}"#), None, now))
+            .collect();
+        store.ingest(evs).await.unwrap();
+        let claims = store.claim_due(claim_at(now)).await.unwrap();
+        assert_eq!(claims.claimed.len(), 5, "{on}");
+        let streaks = [
+            (DeliveryStatus::Succeeded, 200, now, None),
+            (DeliveryStatus::Failed, 500, now + 10, Some(now + 10)),
+            (DeliveryStatus::Failed, 502, now + 20, Some(now + 10)),
+            (DeliveryStatus::Succeeded, 204, now + 30, None),
+            (DeliveryStatus::Failed, 503, now + 40, Some(now + 40)),
+        ];
+        for (c, (status, code, at, streak)) in claims.claimed.iter().zip(streaks) {
+            let settled = store
+                .record_outcome(outcome(c, status, code, at, None), at)
+                .await
+                .unwrap();
+            assert_eq!(
+                settled,
+                Settled::Recorded {
+                    failing_since: streak,
+                    paused_until: None
+                },
+                "{on}: HTTP {code} at {at}"
+            );
+        }
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn retry_and_recover_requeue_dead_letters() {
     for f in backends().await {

@@ -58,11 +58,13 @@ const INSERT_ATTEMPT: &str =
     "INSERT INTO attempts (delivery_seq, attempted_at, duration_ms, status_code, error_kind,
         error_message, response_body, request_url, request_headers, request_body, request_body_bytes)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-const FAILURE_STREAK: &str = "UPDATE subscriptions
-     SET failing_since = CASE WHEN ?2 THEN COALESCE(failing_since, ?3) ELSE NULL END
-     WHERE seq = ?1 RETURNING failing_since";
-const BREAKER_OF: &str =
-    "SELECT breaker_failures, breaker_trips, breaker_until FROM subscriptions WHERE seq = ?1";
+/// What an outcome may change on its subscription: the circuit breaker and the start of the
+/// failure streak. Read first so that the row is written only when one of them changes: most
+/// outcomes (a success after a success) change neither, and a written row costs the writer a
+/// rewritten page, in the op's savepoint journal and in the group's WAL frames.
+const HEALTH_OF: &str = "SELECT breaker_failures, breaker_trips, breaker_until, failing_since
+     FROM subscriptions WHERE seq = ?1";
+const SET_FAILING_SINCE: &str = "UPDATE subscriptions SET failing_since = ?2 WHERE seq = ?1";
 const SET_BREAKER: &str =
     "UPDATE subscriptions SET breaker_failures = ?2, breaker_trips = ?3, breaker_until = ?4
      WHERE seq = ?1";
@@ -376,16 +378,23 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
     if let (Some(key), true) = (&key, o.status != DeliveryStatus::Pending) {
         release_next(tx, sub_seq, key, now)?;
     }
+    if o.breaker.is_none() && o.attempt.is_none() {
+        return Ok(Settled::Recorded {
+            failing_since: None,
+            paused_until: None,
+        });
+    }
+    let (before, failing_since): (Breaker, Option<i64>) =
+        tx.prepare_cached(HEALTH_OF)?.query_row([sub_seq], |r| {
+            let breaker = Breaker {
+                failures: r.get(0)?,
+                trips: r.get(1)?,
+                until: r.get(2)?,
+            };
+            Ok((breaker, r.get(3)?))
+        })?;
     let mut paused_until = None;
     if let Some((policy, signal)) = o.breaker {
-        let (failures, trips, until) = tx
-            .prepare_cached(BREAKER_OF)?
-            .query_row([sub_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let before = Breaker {
-            failures,
-            trips,
-            until,
-        };
         let after = policy.after(before, signal, now);
         paused_until = after.until.filter(|&until| until > now);
         if after != before {
@@ -419,11 +428,17 @@ fn settle(tx: &Transaction<'_>, o: Outcome, now: i64) -> Result<Settled, StoreEr
     ])?;
     // A success clears the failure streak; a failure starts it if none is running.
     let failed = a.error_kind.is_some();
-    let failing_since = tx
-        .prepare_cached(FAILURE_STREAK)?
-        .query_row(params![sub_seq, failed, a.attempted_at], |r| r.get(0))?;
+    let streak = if failed {
+        failing_since.or(Some(a.attempted_at))
+    } else {
+        None
+    };
+    if streak != failing_since {
+        tx.prepare_cached(SET_FAILING_SINCE)?
+            .execute(params![sub_seq, streak])?;
+    }
     Ok(Settled::Recorded {
-        failing_since,
+        failing_since: streak,
         paused_until,
     })
 }
