@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Transaction, params};
 
+use super::writer::Rollback;
 use super::{Applied, OptionalRow, SqliteStore, StoreError};
 use crate::breaker::Breaker;
 use crate::model::{Delivery, DeliveryStatus, Event, Subscription};
@@ -219,7 +220,9 @@ impl SqliteStore {
     /// recorded, as with an expired lease, and the delivery is claimed again).
     pub async fn claim_due(&self, r: ClaimRequest) -> Result<Claims, StoreError> {
         let keys = self.keys.clone();
-        self.submit_applied(move |tx| {
+        // Reading an event or a subscription may fail after some claims are taken (a secret
+        // that no longer opens): rolled back alone.
+        self.submit_applied(Rollback::Alone, move |tx| {
             let (picked, mut out) = pick(tx, &r)?;
             let lease_until = r.now + r.lease_ms;
             let token: i64 = rand::random::<i64>() & i64::MAX;
@@ -311,7 +314,9 @@ impl SqliteStore {
         o: Outcome,
         now: i64,
     ) -> Result<Applied<Settled>, StoreError> {
-        self.submit_applied(move |tx| settle(tx, o, now)).await
+        // Statements only, none refused for its input: only the database can fail it.
+        self.submit_applied(Rollback::WithGroup, move |tx| settle(tx, o, now))
+            .await
     }
 
     /// Extends the leases of claims waiting in a dispatcher's memory to `until`; for each, in

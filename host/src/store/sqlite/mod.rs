@@ -36,7 +36,7 @@ use super::{Applied, KeyUse, Page, StoreError, SyncMode};
 use crate::quotas::Quotas;
 use crate::secrets::Keyring;
 use read_pool::ReadPool;
-use writer::Writer;
+use writer::{Rollback, Writer};
 
 pub use migrations::migrations;
 
@@ -118,12 +118,16 @@ impl SqliteStore {
 
     /// Queues `work` and hands back its result as soon as it is applied, before COMMIT (see
     /// [`writer::Writer::submit_applied`] for when that is allowed).
-    async fn submit_applied<F, R>(&self, work: F) -> Result<Applied<R>, StoreError>
+    async fn submit_applied<F, R>(
+        &self,
+        rollback: Rollback,
+        work: F,
+    ) -> Result<Applied<R>, StoreError>
     where
         F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        self.writer.submit_applied(work).await
+        self.writer.submit_applied(rollback, work).await
     }
 
     async fn read<F, R>(&self, work: F) -> Result<R, StoreError>

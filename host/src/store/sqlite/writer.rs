@@ -6,6 +6,12 @@
 //! request that fails is rolled back alone and the others in its group still commit, so no
 //! request ever sees half of another's work. Replies are sent only after COMMIT returns,
 //! which is what makes an HTTP 202 mean "durable".
+//!
+//! The exception is work that can only fail when the database does ([`Rollback::WithGroup`]):
+//! it runs without a savepoint, and if it fails, its whole group is rolled back and answered
+//! as a failed commit would be. A savepoint is not free: SQLite copies every page a request
+//! changes into the savepoint's journal first, and an attempt's outcome changes a dozen
+//! (the delivery's row and its indexes, the attempt log).
 
 use std::thread::JoinHandle;
 
@@ -17,7 +23,23 @@ use super::{Applied, StoreError};
 /// The largest number of requests folded into one transaction.
 const MAX_GROUP: usize = 1024;
 
+/// How a failed request is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rollback {
+    /// Alone, to a savepoint taken before it: any request that may fail after it wrote
+    /// something (bad input, a conflict, a quota), so that the rest of its group commits.
+    Alone,
+    /// With its whole group, as if the commit had failed: only for requests that cannot fail
+    /// but through the database itself (I/O, a full disk), which would most likely fail the
+    /// commit too. They skip the savepoint.
+    WithGroup,
+}
+
 trait Op: Send {
+    /// How the op is undone if it fails.
+    fn rollback(&self) -> Rollback {
+        Rollback::Alone
+    }
     /// Applies the operation; returns whether it succeeded (its savepoint is kept).
     fn apply(&mut self, tx: &Transaction<'_>) -> bool;
     /// Delivers the result once the group's commit is known.
@@ -59,6 +81,7 @@ where
 /// An op whose result is handed back as soon as it is applied, before its group commits, and
 /// whose commit is reported separately.
 struct AppliedOp<F, R> {
+    rollback: Rollback,
     work: Option<F>,
     applied: Option<oneshot::Sender<Result<R, StoreError>>>,
     committed: Option<oneshot::Sender<Result<(), StoreError>>>,
@@ -69,6 +92,10 @@ where
     F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send,
     R: Send,
 {
+    fn rollback(&self) -> Rollback {
+        self.rollback
+    }
+
     fn apply(&mut self, tx: &Transaction<'_>) -> bool {
         let work = self.work.take().expect("an op is applied once");
         let result = work(tx);
@@ -80,6 +107,10 @@ where
     }
 
     fn finish(mut self: Box<Self>, commit: Result<(), &StoreError>) {
+        // Not applied: its group was rolled back before its turn.
+        if let (Some(reply), Err(e)) = (self.applied.take(), commit) {
+            let _ = reply.send(Err(StoreError::Commit(e.to_string())));
+        }
         if let Some(reply) = self.committed.take() {
             let _ = reply.send(commit.map_err(|e| StoreError::Commit(e.to_string())));
         }
@@ -144,8 +175,13 @@ impl Writer {
     /// Queues `work`; the first future gives its result as soon as it is applied, before its
     /// group commits, the second the commit's outcome. Only for work whose effect may be lost
     /// and redone if the commit fails (a claim, the bookkeeping of a settled attempt): later
-    /// writes still see it, since they are applied after it on the same connection.
-    pub(crate) async fn submit_applied<F, R>(&self, work: F) -> Result<Applied<R>, StoreError>
+    /// writes still see it, since they are applied after it on the same connection. If it
+    /// fails, it is undone as `rollback` says.
+    pub(crate) async fn submit_applied<F, R>(
+        &self,
+        rollback: Rollback,
+        work: F,
+    ) -> Result<Applied<R>, StoreError>
     where
         F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
@@ -153,6 +189,7 @@ impl Writer {
         let (applied, applied_rx) = oneshot::channel();
         let (committed, committed_rx) = oneshot::channel();
         let op = Box::new(AppliedOp {
+            rollback,
             work: Some(work),
             applied: Some(applied),
             committed: Some(committed),
@@ -206,6 +243,15 @@ fn apply_group(conn: &mut Connection, group: &mut [Box<dyn Op>]) -> Result<(), S
     // Prepared once per connection: thousands of ops a second each open and close one.
     let savepoint = |sql: &str| tx.prepare_cached(sql)?.execute([]).map(drop);
     for op in group.iter_mut() {
+        if op.rollback() == Rollback::WithGroup {
+            if !op.apply(&tx) {
+                // Dropping `tx` rolls the group back.
+                return Err(StoreError::Commit(
+                    "a write in the same transaction failed in the database".into(),
+                ));
+            }
+            continue;
+        }
         savepoint("SAVEPOINT op")?;
         if !op.apply(&tx) {
             savepoint("ROLLBACK TO op")?;
@@ -293,6 +339,76 @@ mod tests {
             names(&Connection::open(&path).unwrap()),
             ["a", "b", "d"],
             "the rest of the group is committed"
+        );
+    }
+
+    /// Work that skips its savepoint commits with its group when it succeeds; when it fails,
+    /// the whole group is rolled back and every request in it is answered as if the commit
+    /// had failed (those applied before it, and those never applied).
+    #[tokio::test]
+    async fn work_without_a_savepoint_fails_its_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY)")
+            .unwrap();
+        let (writer, thread) = Writer::start(conn);
+
+        let mut fine = writer
+            .submit_applied(Rollback::WithGroup, |tx| insert(tx, "kept"))
+            .await
+            .unwrap();
+        fine.applied().await.unwrap();
+        fine.committed().await.unwrap();
+
+        // Held in a first request (a group of its own) until the next three are queued, so those
+        // three are one group: a guarded request, the failing unguarded one, one after it.
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let first = writer
+            .submit(move |tx| {
+                entered.send(()).unwrap();
+                wait_release.recv().unwrap();
+                insert(tx, "a")
+            })
+            .await
+            .unwrap();
+        tokio::task::spawn_blocking(move || wait_entered.recv().unwrap())
+            .await
+            .unwrap();
+        let before = writer.submit(|tx| insert(tx, "b0")).await.unwrap();
+        let mut failing = writer
+            .submit_applied(Rollback::WithGroup, |tx| {
+                insert(tx, "b")?;
+                insert(tx, "a")
+            })
+            .await
+            .unwrap();
+        let mut after = writer
+            .submit_applied(Rollback::WithGroup, |tx| insert(tx, "c"))
+            .await
+            .unwrap();
+        release.send(()).unwrap();
+
+        first.await.unwrap();
+        assert!(matches!(before.await, Err(StoreError::Commit(_))));
+        assert!(
+            matches!(failing.applied().await, Err(StoreError::Database(_))),
+            "the failing work gets its own error"
+        );
+        assert!(matches!(
+            failing.committed().await,
+            Err(StoreError::Commit(_))
+        ));
+        assert!(matches!(after.applied().await, Err(StoreError::Commit(_))));
+        writer.close().await;
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&Connection::open(&path).unwrap()),
+            ["a", "kept"],
+            "nothing of the failed group is committed"
         );
     }
 }
