@@ -463,6 +463,30 @@ async fn settling_succeeds_retries_later_or_dead_letters() {
     }
 }
 
+/// A subscription to every type (`*`) and to the event's own type gets one delivery of it.
+#[tokio::test]
+async fn a_subscription_matching_twice_gets_one_delivery() {
+    for f in backends().await {
+        let (store, on) = (&f.store, f.name);
+        subscribe(
+            store,
+            serde_json::json!({"url": "https://example.com/hook", "event_types": ["*", "order:paid"]}),
+        )
+        .await;
+        let stored = store
+            .ingest(vec![event("order:paid", r#"{"i":1}"#, None, 1_000)])
+            .await
+            .unwrap();
+        assert_eq!(stored[0].deliveries, 1, "{on}");
+        assert_eq!(
+            deliveries_of(store, &stored[0].event.id).await.len(),
+            1,
+            "{on}"
+        );
+        store.close().await;
+    }
+}
+
 /// The failure streak an outcome reports (what `--disable-after` counts from): it starts at the
 /// first failed attempt, keeps that start through later failures, and a success ends it; an
 /// outcome that changes nothing (a success after a success) reports no streak.

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::value::RawValue;
 
+use super::writer::Rollback;
 use super::{OptionalRow, Page, SqliteStore, StoreError, unique_violation};
 use crate::model::{Causation, Conversation, Event};
 use crate::store::{Ingested, NewEvent};
@@ -120,8 +121,16 @@ pub(crate) fn insert(tx: &Transaction<'_>, e: NewEvent) -> Result<Ingested, Stor
 impl SqliteStore {
     /// Stores events all-or-none in one transaction, with one delivery per matching subscription.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<Ingested>, StoreError> {
-        self.write(move |tx| events.into_iter().map(|e| insert(tx, e)).collect())
-            .await
+        // One event is refused (a reused id or idempotency key) only before its first write:
+        // it needs no savepoint. Of several, a later one may be refused after the first wrote.
+        let rollback = match events.len() {
+            1 => Rollback::WithGroup,
+            _ => Rollback::Alone,
+        };
+        self.write_with(rollback, move |tx| {
+            events.into_iter().map(|e| insert(tx, e)).collect()
+        })
+        .await
     }
 
     /// One event of the account.

@@ -116,6 +116,15 @@ impl SqliteStore {
         self.writer.write(work).await
     }
 
+    /// [`Self::write`], undone as `rollback` says if it fails.
+    async fn write_with<F, R>(&self, rollback: Rollback, work: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.writer.write_with(rollback, work).await
+    }
+
     /// Queues `work` and hands back its result as soon as it is applied, before COMMIT (see
     /// [`writer::Writer::submit_applied`] for when that is allowed).
     async fn submit_applied<F, R>(

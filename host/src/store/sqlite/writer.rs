@@ -7,11 +7,13 @@
 //! request ever sees half of another's work. Replies are sent only after COMMIT returns,
 //! which is what makes an HTTP 202 mean "durable".
 //!
-//! The exception is work that can only fail when the database does ([`Rollback::WithGroup`]):
-//! it runs without a savepoint, and if it fails, its whole group is rolled back and answered
-//! as a failed commit would be. A savepoint is not free: SQLite copies every page a request
-//! changes into the savepoint's journal first, and an attempt's outcome changes a dozen
-//! (the delivery's row and its indexes, the attempt log).
+//! The exception is work that can only be refused before it writes anything
+//! ([`Rollback::WithGroup`]): it runs without a savepoint. Refused before its first write, it
+//! fails alone with nothing to undo (SQLite undoes a failed statement itself); failing after
+//! a write (only the database itself can do that to it), its whole group is rolled back and
+//! answered as a failed commit would be. A savepoint is not free: SQLite copies every page a
+//! request changes into the savepoint's journal first, and an ingested event or an attempt's
+//! outcome changes a dozen or more (a row and its indexes in two tables).
 
 use std::thread::JoinHandle;
 
@@ -29,9 +31,10 @@ pub(crate) enum Rollback {
     /// Alone, to a savepoint taken before it: any request that may fail after it wrote
     /// something (bad input, a conflict, a quota), so that the rest of its group commits.
     Alone,
-    /// With its whole group, as if the commit had failed: only for requests that cannot fail
-    /// but through the database itself (I/O, a full disk), which would most likely fail the
-    /// commit too. They skip the savepoint.
+    /// No savepoint: for requests refused (bad input, a conflict) only before their first
+    /// write, which fail alone since there is nothing to undo. One that fails after writing
+    /// (only the database itself can make it: I/O, a full disk, which would most likely fail
+    /// the commit too) is undone with its whole group, as if the commit had failed.
     WithGroup,
 }
 
@@ -47,6 +50,7 @@ trait Op: Send {
 }
 
 struct TypedOp<F, R> {
+    rollback: Rollback,
     work: Option<F>,
     result: Option<Result<R, StoreError>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
@@ -57,6 +61,10 @@ where
     F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send,
     R: Send,
 {
+    fn rollback(&self) -> Rollback {
+        self.rollback
+    }
+
     fn apply(&mut self, tx: &Transaction<'_>) -> bool {
         let work = self.work.take().expect("an op is applied once");
         let result = work(tx);
@@ -148,6 +156,19 @@ impl Writer {
         self.submit(work).await?.await
     }
 
+    /// [`Self::write`], undone as `rollback` says if it fails.
+    pub(crate) async fn write_with<F, R>(
+        &self,
+        rollback: Rollback,
+        work: F,
+    ) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit_with(rollback, work).await?.await
+    }
+
     /// Queues `work` for the next group transaction and returns once it is queued: every write
     /// queued later is applied after it (in the same or a later transaction). The returned
     /// future gives its result after COMMIT.
@@ -159,8 +180,22 @@ impl Writer {
         F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
+        self.submit_with(Rollback::Alone, work).await
+    }
+
+    /// [`Self::submit`], undone as `rollback` says if it fails.
+    async fn submit_with<F, R>(
+        &self,
+        rollback: Rollback,
+        work: F,
+    ) -> Result<impl Future<Output = Result<R, StoreError>> + use<F, R>, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let op = Box::new(TypedOp {
+            rollback,
             work: Some(work),
             result: None,
             reply,
@@ -244,8 +279,10 @@ fn apply_group(conn: &mut Connection, group: &mut [Box<dyn Op>]) -> Result<(), S
     let savepoint = |sql: &str| tx.prepare_cached(sql)?.execute([]).map(drop);
     for op in group.iter_mut() {
         if op.rollback() == Rollback::WithGroup {
-            if !op.apply(&tx) {
-                // Dropping `tx` rolls the group back.
+            let before = tx.total_changes();
+            // Failed after a write (nothing can undo it alone), or failed so badly that
+            // SQLite ended the transaction: dropping `tx` rolls the group back.
+            if !op.apply(&tx) && (tx.total_changes() != before || tx.is_autocommit()) {
                 return Err(StoreError::Commit(
                     "a write in the same transaction failed in the database".into(),
                 ));
@@ -342,9 +379,10 @@ mod tests {
         );
     }
 
-    /// Work that skips its savepoint commits with its group when it succeeds; when it fails,
-    /// the whole group is rolled back and every request in it is answered as if the commit
-    /// had failed (those applied before it, and those never applied).
+    /// Work that skips its savepoint commits with its group when it succeeds, and fails alone
+    /// when refused before writing; when it fails after a write, the whole group is rolled
+    /// back and every request in it is answered as if the commit had failed (those applied
+    /// before it, and those never applied).
     #[tokio::test]
     async fn work_without_a_savepoint_fails_its_whole_group() {
         let dir = tempfile::tempdir().unwrap();
@@ -360,6 +398,16 @@ mod tests {
             .unwrap();
         fine.applied().await.unwrap();
         fine.committed().await.unwrap();
+        // Refused at its first write (SQLite undid the statement): it fails alone.
+        let refused = writer.write_with(Rollback::WithGroup, |tx| insert(tx, "kept"));
+        assert!(matches!(refused.await, Err(StoreError::Database(_))));
+        let refused = writer.write_with(Rollback::WithGroup, |_| {
+            Err::<(), _>(StoreError::Conflict("refused before writing".into()))
+        });
+        match refused.await {
+            Err(StoreError::Conflict(m)) => assert_eq!(m, "refused before writing"),
+            other => panic!("the refusal is its own: {other:?}"),
+        }
 
         // Held in a first request (a group of its own) until the next three are queued, so those
         // three are one group: a guarded request, the failing unguarded one, one after it.
