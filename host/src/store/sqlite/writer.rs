@@ -316,17 +316,25 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn a_failing_request_rolls_back_alone_and_its_group_commits() {
+    /// A writer over a new database with one table `t` of unique names.
+    fn start() -> (tempfile::TempDir, Writer, JoinHandle<()>) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let conn = Connection::open(&path).unwrap();
+        let conn = Connection::open(dir.path().join("db.sqlite")).unwrap();
         conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY)")
             .unwrap();
         let (writer, thread) = Writer::start(conn);
+        (dir, writer, thread)
+    }
 
-        // Hold the writer inside a first request until the next three are queued, so those
-        // three are applied together, in one transaction.
+    /// Holds the writer inside a first request (inserting "a", a group of its own) until the
+    /// sender is used, so that the requests queued meanwhile are applied together, in one
+    /// transaction. Returns the first request's result and the sender that lets it go on.
+    async fn held_in_a_first_request(
+        writer: &Writer,
+    ) -> (
+        impl Future<Output = Result<(), StoreError>> + use<>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (entered, wait_entered) = std::sync::mpsc::channel();
         let (release, wait_release) = std::sync::mpsc::channel::<()>();
         let first = writer
@@ -340,6 +348,24 @@ mod tests {
         tokio::task::spawn_blocking(move || wait_entered.recv().unwrap())
             .await
             .unwrap();
+        (first, release)
+    }
+
+    /// Stops the writer once its queue is committed; the names then in `t`.
+    async fn stop(writer: Writer, thread: JoinHandle<()>, dir: &tempfile::TempDir) -> Vec<String> {
+        writer.close().await;
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        names(&Connection::open(dir.path().join("db.sqlite")).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_rolls_back_alone_and_its_group_commits() {
+        let (dir, writer, thread) = start();
+
+        // The next three are applied together, in one transaction.
+        let (first, release) = held_in_a_first_request(&writer).await;
         let ok_before = writer.submit(|tx| insert(tx, "b")).await.unwrap();
         // Writes, then fails: its write must not survive.
         let failing = writer
@@ -368,12 +394,8 @@ mod tests {
             other => panic!("the failing request keeps its own error: {other:?}"),
         }
         ok_after.await.unwrap();
-        writer.close().await;
-        tokio::task::spawn_blocking(move || thread.join().unwrap())
-            .await
-            .unwrap();
         assert_eq!(
-            names(&Connection::open(&path).unwrap()),
+            stop(writer, thread, &dir).await,
             ["a", "b", "d"],
             "the rest of the group is committed"
         );
@@ -385,12 +407,7 @@ mod tests {
     /// before it, and those never applied).
     #[tokio::test]
     async fn work_without_a_savepoint_fails_its_whole_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("CREATE TABLE t (name TEXT PRIMARY KEY)")
-            .unwrap();
-        let (writer, thread) = Writer::start(conn);
+        let (dir, writer, thread) = start();
 
         let mut fine = writer
             .submit_applied(Rollback::WithGroup, |tx| insert(tx, "kept"))
@@ -409,21 +426,8 @@ mod tests {
             other => panic!("the refusal is its own: {other:?}"),
         }
 
-        // Held in a first request (a group of its own) until the next three are queued, so those
-        // three are one group: a guarded request, the failing unguarded one, one after it.
-        let (entered, wait_entered) = std::sync::mpsc::channel();
-        let (release, wait_release) = std::sync::mpsc::channel::<()>();
-        let first = writer
-            .submit(move |tx| {
-                entered.send(()).unwrap();
-                wait_release.recv().unwrap();
-                insert(tx, "a")
-            })
-            .await
-            .unwrap();
-        tokio::task::spawn_blocking(move || wait_entered.recv().unwrap())
-            .await
-            .unwrap();
+        // One group: a guarded request, the failing unguarded one, one after it.
+        let (first, release) = held_in_a_first_request(&writer).await;
         let before = writer.submit(|tx| insert(tx, "b0")).await.unwrap();
         let mut failing = writer
             .submit_applied(Rollback::WithGroup, |tx| {
@@ -449,12 +453,8 @@ mod tests {
             Err(StoreError::Commit(_))
         ));
         assert!(matches!(after.applied().await, Err(StoreError::Commit(_))));
-        writer.close().await;
-        tokio::task::spawn_blocking(move || thread.join().unwrap())
-            .await
-            .unwrap();
         assert_eq!(
-            names(&Connection::open(&path).unwrap()),
+            stop(writer, thread, &dir).await,
             ["a", "kept"],
             "nothing of the failed group is committed"
         );
