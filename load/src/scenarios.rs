@@ -277,6 +277,16 @@ pub async fn fanout(
         note: format!("{delivered}/{expected} delivered"),
         ..Default::default()
     };
+    if transform.is_some() {
+        // How many events paid for an instantiation: in reuse mode, what reuse saved.
+        let fresh = server
+            .metric(r#"wasmhook_plugin_instances_total{source="fresh""#)
+            .await?;
+        let reused = server
+            .metric(r#"wasmhook_plugin_instances_total{source="reused""#)
+            .await?;
+        row.note += &format!("; instances: {fresh:.0} fresh, {reused:.0} reused");
+    }
     latencies(&mut row, &ctx.receiver);
     resources(&mut row, &server, cpu0, started.elapsed());
     server.stop().await?;

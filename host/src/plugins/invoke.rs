@@ -253,7 +253,7 @@ impl PluginRuntime {
                 let call = CallContext::new(services, plugin.clone(), depth, &input.event.id);
                 let reservation = self.memory.cover(reservation, limits.memory_bytes).await;
                 self.metrics.plugin_instances.started(false);
-                self.fresh(&plugin, call, reservation)
+                Box::new(self.fresh(&plugin, call, reservation))
             }
         };
         fill_wit(&mut kept.event, input, &plugin.account_id);
@@ -269,7 +269,7 @@ impl PluginRuntime {
                         && e.downcast_ref::<PoolConcurrencyLimitError>().is_some()
                         && idle.evict_one(Discard::Pool) =>
                 {
-                    kept = self.restart(kept, limits.memory_bytes);
+                    kept = Box::new(self.restart(*kept, limits.memory_bytes));
                 }
                 outcome => break outcome,
             }
@@ -322,7 +322,7 @@ impl PluginRuntime {
         call.services
             .plugin_logs(&plugin.account_id, &plugin.id, call.logs.finish());
         let Some(key) = key else {
-            kept.give_back(&plugin);
+            (*kept).give_back(&plugin);
             return (result, usage);
         };
         let failure = result.as_ref().err().map(|e| e.kind);
@@ -335,7 +335,7 @@ impl PluginRuntime {
             }
             Some(reason) => {
                 idle.discarded(reason);
-                kept.give_back(&plugin);
+                (*kept).give_back(&plugin);
             }
         }
         (result, usage)

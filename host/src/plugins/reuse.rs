@@ -6,7 +6,10 @@
 //! (see `super::registry`), so an instance only ever serves events of one account and one
 //! subscription, under the version and configuration it started with. Whoever takes an instance has it alone, so it serves one
 //! event at a time; events of the same key that arrive together take other idle instances or
-//! start fresh ones, and at most [`PER_KEY`] of them are kept idle per key.
+//! start fresh ones. An event starts a fresh instance only when none of its key is idle, so a
+//! key never has more instances than it has had events running at once (a subscription's
+//! `max_in_flight` bounds that): every instance that served an event is kept for the next one,
+//! and only [`ReuseSettings::max_idle`] across all keys bounds how many wait.
 //!
 //! An idle instance still holds what it ran with: its instance slot in the pooling allocator
 //! and its memory reservation in `super::budget`. It gives both back when it is thrown away:
@@ -25,10 +28,6 @@ pub use super::instance::Kept;
 use super::invoke::FailureKind;
 use super::registry::LoadedPlugin;
 pub use crate::metrics::ReuseMetrics;
-
-/// Idle instances kept per key at most: a burst of concurrent events of one subscription
-/// starts that many instances, and keeping a few of them serves the next burst.
-pub const PER_KEY: usize = 4;
 
 /// When a reused instance is thrown away (server flags; see the README's "Instance reuse").
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,7 +88,7 @@ pub enum Discard {
     Budget,
     /// Another instance needed a slot in the instance pool.
     Pool,
-    /// Enough idle instances are kept already (per key or in all).
+    /// Enough idle instances are kept already (`max_idle`).
     Full,
 }
 
@@ -199,7 +198,9 @@ impl ReuseSettings {
 
 struct Parked {
     key: Key,
-    kept: Kept,
+    /// Boxed: an instance with its store and WIT event is large, and it moves into and out of
+    /// the map on every event.
+    kept: Box<Kept>,
     since: Instant,
 }
 
@@ -281,7 +282,7 @@ impl IdleInstances {
     }
 
     /// The most recently used idle instance of `key`, if one is still young enough.
-    pub fn take(&self, key: &Key) -> Option<Kept> {
+    pub fn take(&self, key: &Key) -> Option<Box<Kept>> {
         let (taken, old) = {
             let mut idle = self.lock();
             let n = *idle.by_key.get(key)?.last()?;
@@ -300,16 +301,16 @@ impl IdleInstances {
     }
 
     /// Keeps `kept` for the next event of `key`, unless its plugin moved on to another
-    /// generation meanwhile or [`PER_KEY`] instances of the key are idle already; makes room
-    /// by throwing away the least recently used instance when `max_idle` are kept.
-    pub fn park(&self, key: Key, kept: Kept) {
+    /// generation meanwhile; makes room by throwing away the least recently used instance
+    /// when `max_idle` are kept.
+    pub fn park(&self, key: Key, kept: Box<Kept>) {
         let max_idle = self.settings().max_idle;
         let mut evicted = Vec::new();
         let refused = {
             let mut idle = self.lock();
             let refused = if !idle.live.contains(&key.generation) {
                 Some(Discard::Settings)
-            } else if idle.by_key.get(&key).map_or(0, Vec::len) >= PER_KEY || max_idle == 0 {
+            } else if max_idle == 0 {
                 Some(Discard::Full)
             } else {
                 None
@@ -466,6 +467,7 @@ mod tests {
     use crate::metrics::{DiscardLabels, Metrics};
     use crate::model::{Event, InstanceMode, Plugin};
     use crate::plugins::dry_run::{DryRun, MemoryKv};
+    use crate::plugins::host::CallContext;
     use crate::plugins::invoke::Input;
     use crate::plugins::{Decision, PluginRuntime};
 
@@ -523,17 +525,14 @@ mod tests {
         }
     }
 
-    /// With every slot of the instance pool held by an idle instance, a new instance takes the
-    /// slot of the least recently used one instead of failing.
-    #[tokio::test]
-    async fn idle_instances_give_their_pool_slots_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::default());
+    /// A runtime with `slots` instance slots and the hostile fixture loaded as `plg_1` (in
+    /// `counter` mode, instances reused).
+    fn counter_runtime(dir: &std::path::Path, slots: u32, metrics: Arc<Metrics>) -> PluginRuntime {
         let runtime = PluginRuntime::new(
-            dir.path(),
-            2,
+            dir,
+            slots,
             crate::plugins::budget::default_budget(),
-            metrics.clone(),
+            metrics,
             Arc::new(NetPolicy::new(vec![])),
         )
         .unwrap();
@@ -558,16 +557,29 @@ mod tests {
         runtime
             .registry
             .put(runtime.load_local(&plugin, &wasm).unwrap());
-        let pool = || {
-            let labels = DiscardLabels {
-                reason: "pool".into(),
-            };
-            metrics
-                .plugin_instances
-                .discards
-                .get_or_create(&labels)
-                .get()
+        runtime
+    }
+
+    /// The count of discards for `reason`.
+    fn discards(metrics: &Metrics, reason: &str) -> u64 {
+        let labels = DiscardLabels {
+            reason: reason.into(),
         };
+        metrics
+            .plugin_instances
+            .discards
+            .get_or_create(&labels)
+            .get()
+    }
+
+    /// With every slot of the instance pool held by an idle instance, a new instance takes the
+    /// slot of the least recently used one instead of failing.
+    #[tokio::test]
+    async fn idle_instances_give_their_pool_slots_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let runtime = counter_runtime(dir.path(), 2, metrics.clone());
+        let pool = || discards(&metrics, "pool");
 
         assert_eq!(
             (count(&runtime, "s1").await, count(&runtime, "s2").await),
@@ -580,5 +592,34 @@ mod tests {
         assert_eq!(count(&runtime, "s2").await, 2, "s2's instance was kept");
         assert_eq!(count(&runtime, "s1").await, 1, "s1's was not");
         assert_eq!(pool(), 2);
+    }
+
+    /// Every instance a subscription's events ran on at once is kept for its next events:
+    /// none is thrown away for want of room while `max_idle` has some.
+    #[tokio::test]
+    async fn a_subscription_keeps_every_instance_its_events_ran_on_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let runtime = counter_runtime(dir.path(), 32, metrics.clone());
+        let plugin = runtime.registry.get("plg_1").unwrap();
+        let idle = &runtime.registry.idle;
+        let key = || Key::new(&plugin, "s1");
+        // Eight events of s1 at once: none finds an idle instance, each starts a fresh one.
+        let mut fresh = Vec::new();
+        for _ in 0..8 {
+            assert!(idle.take(&key()).is_none());
+            let services = Arc::new(DryRun::new(Arc::new(MemoryKv::new(BTreeMap::new()))));
+            let call = CallContext::new(services, plugin.clone(), 0, "evt_1");
+            let reservation = runtime.memory.cover(None, plugin.limits.memory_bytes).await;
+            fresh.push(Box::new(runtime.fresh(&plugin, call, reservation)));
+        }
+        for kept in fresh {
+            idle.park(key(), kept);
+        }
+        assert_eq!((idle.len(), discards(&metrics, "full")), (8, 0));
+        // The next eight at once all find one.
+        let taken: Vec<_> = (0..8).map(|_| idle.take(&key())).collect();
+        assert!(taken.iter().all(Option::is_some));
+        assert!(idle.is_empty());
     }
 }
