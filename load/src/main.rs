@@ -15,7 +15,7 @@ mod scenarios;
 mod server;
 mod uploads;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -112,6 +112,11 @@ struct RunArgs {
     /// Rounds of the fan-out scenarios on each build when a baseline is given.
     #[arg(long, default_value_t = 3, requires = "baseline_server")]
     rounds: usize,
+    /// Where the Python example was built against the baseline build's WIT (its build.sh
+    /// takes the WIT directory): the Python transform with one instance per event then also
+    /// runs on the baseline build, in turn with this one, `--rounds` times.
+    #[arg(long, requires = "baseline_server")]
+    baseline_other_languages: Option<PathBuf>,
 }
 
 /// The scenario groups `run --only` can name, in the order they run.
@@ -149,15 +154,16 @@ fn keep(rows: &mut Vec<Row>, name: &str, result: anyhow::Result<Row>) {
     rows.push(row);
 }
 
-/// An earlier build the fan-out scenarios are compared with in the same run.
+/// An earlier build some scenarios are compared with in the same run.
 struct Baseline {
     server: PathBuf,
     name: String,
     rounds: usize,
+    /// Its Python example (built against its WIT), if given.
+    other_languages: Option<PathBuf>,
 }
 
-/// The fan-out scenarios on this build and on the baseline in turn, `rounds` times; each row
-/// is its median round, its note lists every round. A failed round fails the row.
+/// The fan-out scenarios on this build and on the baseline in turn.
 async fn fanout_against(ctx: &Ctx<'_>, baseline: &Baseline, rows: &mut Vec<Row>) {
     let base_ctx = Ctx {
         bin: &baseline.server,
@@ -167,30 +173,81 @@ async fn fanout_against(ctx: &Ctx<'_>, baseline: &Baseline, rows: &mut Vec<Row>)
     };
     for subs in [1, 10] {
         let name = scenarios::fanout_name(subs);
-        let mut now = Vec::new();
-        let mut base = Vec::new();
-        for round in 1..=baseline.rounds {
-            for (c, into, which) in [
-                (ctx, &mut now, "this build"),
-                (&base_ctx, &mut base, "baseline"),
-            ] {
-                let r = scenarios::fanout(c, subs, None, None).await;
-                match &r {
-                    Ok(row) => eprintln!("{name}, {which}, round {round}: {}", report::line(row)),
-                    Err(e) => eprintln!("{name}, {which}, round {round}: failed: {e:#}"),
-                }
-                into.push(r);
-            }
-        }
-        let base_name = format!("{name}, baseline build");
-        keep(rows, &name, median_round(now));
-        let base = median_round(base).map(|mut r| {
-            r.scenario = base_name.clone();
-            r.build = Some(baseline.name.clone());
-            r
-        });
-        keep(rows, &base_name, base);
+        in_turn(ctx, &base_ctx, baseline, &name, rows, |c| {
+            scenarios::fanout(c, subs, None, None)
+        })
+        .await;
     }
+}
+
+/// `scenario` on this build and on the baseline (`base_ctx`) in turn, `rounds` times; each
+/// row (the baseline's named "..., baseline build") is its median round, its note lists every
+/// round. A failed round fails the row.
+async fn in_turn<'c, F, Fut>(
+    ctx: &'c Ctx<'c>,
+    base_ctx: &'c Ctx<'c>,
+    baseline: &Baseline,
+    name: &str,
+    rows: &mut Vec<Row>,
+    scenario: F,
+) where
+    F: Fn(&'c Ctx<'c>) -> Fut,
+    Fut: Future<Output = anyhow::Result<Row>>,
+{
+    let mut now = Vec::new();
+    let mut base = Vec::new();
+    for round in 1..=baseline.rounds {
+        for (c, into, which) in [
+            (ctx, &mut now, "this build"),
+            (base_ctx, &mut base, "baseline"),
+        ] {
+            let r = scenario(c).await;
+            match &r {
+                Ok(row) => eprintln!("{name}, {which}, round {round}: {}", report::line(row)),
+                Err(e) => eprintln!("{name}, {which}, round {round}: failed: {e:#}"),
+            }
+            into.push(r);
+        }
+    }
+    let base_name = format!("{name}, baseline build");
+    keep(rows, name, median_round(now));
+    let base = median_round(base).map(|mut r| {
+        r.scenario = base_name.clone();
+        r.build = Some(baseline.name.clone());
+        r
+    });
+    keep(rows, &base_name, base);
+}
+
+/// The Python example's transform with one instance per event, on this build and on the
+/// baseline (with its own build of the example) in turn.
+async fn python_per_event_against(
+    ctx: &Ctx<'_>,
+    baseline: &Baseline,
+    dir: &Path,
+    rows: &mut Vec<Row>,
+) {
+    let base_ctx = Ctx {
+        bin: &baseline.server,
+        duration: ctx.duration,
+        receiver: ctx.receiver.clone(),
+        other_languages: dir,
+    };
+    let name = "transform plugin (python-hello), 1 subscription";
+    in_turn(ctx, &base_ctx, baseline, name, rows, |c| async move {
+        let path = c.other_languages.join("python_hello.wasm");
+        let path = path
+            .to_str()
+            .filter(|_| path.exists())
+            .ok_or_else(|| anyhow::anyhow!("{} not built", path.display()))?;
+        let t = scenarios::Transform {
+            name: "python-hello",
+            path,
+            reuse: false,
+        };
+        scenarios::fanout(c, 1, Some(t), None).await
+    })
+    .await;
 }
 
 /// The round with the median deliveries/s, its note saying so.
@@ -229,11 +286,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         baseline_server,
         baseline_name,
         rounds,
+        baseline_other_languages,
     } = args;
     let baseline = baseline_server.map(|server| Baseline {
         name: baseline_name.unwrap_or_else(|| server.display().to_string()),
         server,
         rounds: rounds.max(1),
+        other_languages: baseline_other_languages,
     });
     anyhow::ensure!(
         server.exists(),
@@ -311,6 +370,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     "transform plugin ({name}{}), 1 subscription",
                     if reuse { ", reuse" } else { "" }
                 );
+                if let Some((b, dir)) = baseline
+                    .as_ref()
+                    .and_then(|b| Some((b, b.other_languages.as_deref()?)))
+                    .filter(|_| *name == "python-hello" && !reuse)
+                {
+                    python_per_event_against(&ctx, b, dir, rows).await;
+                    continue;
+                }
                 let r = match path.to_str() {
                     Some(path) if std::path::Path::new(path).exists() => {
                         let t = scenarios::Transform { name, path, reuse };

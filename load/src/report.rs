@@ -152,6 +152,36 @@ fn fanout_targets(rows: &[Row], before: &[(String, f64)]) -> FanoutTargets {
     out
 }
 
+/// The Python example with one instance per event against the build before, when this run ran
+/// that build too (`run --baseline-other-languages`): at least twice its deliveries/s (the
+/// issue's "2× today's rate", today being the build it was filed against).
+fn python_per_event_target(rows: &[Row]) -> Option<(String, String, bool)> {
+    let python = "transform plugin (python-hello), 1 subscription";
+    let r = rows
+        .iter()
+        .find(|r| r.build.is_none() && r.scenario == python)?;
+    let b = rows
+        .iter()
+        .find(|b| b.build.is_some() && b.scenario == format!("{python}, baseline build"))?;
+    let ratio = r
+        .deliveries_per_s
+        .zip(b.deliveries_per_s)
+        .map(|(v, b)| v / b);
+    Some((
+        format!(
+            "Python example transform (python-hello), one instance per event: ≥ 2× the build before ({}), the two run in turn in this run",
+            b.build.as_deref().unwrap_or_default()
+        ),
+        format!(
+            "{}/s ÷ {}/s = {}×",
+            f(r.deliveries_per_s, 0),
+            f(b.deliveries_per_s, 0),
+            f(ratio, 2)
+        ),
+        ratio.is_some_and(|r| r >= 2.0),
+    ))
+}
+
 /// The target line comparing fan-out row `r` with the previous report's row of the same name
 /// (`before`), each as a share of the receiver bound of its own run when both runs measured it;
 /// `None` when the previous report has no such row.
@@ -438,6 +468,7 @@ pub fn write(
             share >= 0.5,
         ));
     }
+    targets.extend(python_per_event_target(&rows));
     if let Some(r) = find(&rows, "transform plugin (python-hello, reuse)") {
         let v = r.deliveries_per_s.unwrap_or(0.0);
         targets.push((
@@ -759,6 +790,28 @@ mod tests {
             ]
         );
         assert!(previous_deliveries("").is_empty());
+    }
+
+    #[test]
+    fn python_per_event_is_compared_with_the_build_run_in_turn() {
+        let row = |scenario: &str, rate: f64, build: Option<&str>| Row {
+            scenario: scenario.into(),
+            deliveries_per_s: Some(rate),
+            build: build.map(Into::into),
+            ..Default::default()
+        };
+        let name = "transform plugin (python-hello), 1 subscription";
+        let base = format!("{name}, baseline build");
+        assert_eq!(python_per_event_target(&[row(name, 500.0, None)]), None);
+        let (line, value, met) =
+            python_per_event_target(&[row(name, 500.0, None), row(&base, 200.0, Some("abc1234"))])
+                .unwrap();
+        assert!(line.contains("≥ 2× the build before (abc1234)"), "{line}");
+        assert_eq!((value.as_str(), met), ("500/s ÷ 200/s = 2.50×", true));
+        let (_, value, met) =
+            python_per_event_target(&[row(&base, 300.0, Some("abc1234")), row(name, 500.0, None)])
+                .unwrap();
+        assert_eq!((value.as_str(), met), ("500/s ÷ 300/s = 1.67×", false));
     }
 
     #[test]

@@ -285,7 +285,10 @@ pub async fn fanout(
         let reused = server
             .metric(r#"wasmhook_plugin_instances_total{source="reused""#)
             .await?;
-        row.note += &format!("; instances: {fresh:.0} fresh, {reused:.0} reused");
+        // An older build (a baseline) has no such series.
+        if fresh + reused > 0.0 {
+            row.note += &format!("; instances: {fresh:.0} fresh, {reused:.0} reused");
+        }
     }
     latencies(&mut row, &ctx.receiver);
     resources(&mut row, &server, cpu0, started.elapsed());

@@ -219,7 +219,12 @@ impl Server {
             .body(bytes)
             .send()
             .await?;
-        anyhow::ensure!(resp.status() == 202, "upload: {}", resp.status());
+        // 202: compiling after the answer; 201: an older build (a baseline) compiled it first.
+        anyhow::ensure!(
+            resp.status() == 202 || resp.status() == 201,
+            "upload: {}",
+            resp.status()
+        );
         let id = resp.json::<Value>().await?["id"]
             .as_str()
             .unwrap_or_default()
@@ -235,7 +240,8 @@ impl Server {
                 .json()
                 .await?;
             match plugin["status"].as_str() {
-                Some("ready") => break,
+                // No status: an older build, which compiled it before answering.
+                Some("ready") | None => break,
                 Some("compiling") => tokio::time::sleep(Duration::from_millis(20)).await,
                 _ => anyhow::bail!("{path} did not compile: {plugin}"),
             }
