@@ -116,9 +116,7 @@ fn fanout_targets(rows: &[Row], before: &[(String, f64)]) -> FanoutTargets {
         .filter(|r| r.scenario.starts_with("fan-out") && r.build.is_none())
     {
         let v = r.deliveries_per_s;
-        let baseline = rows
-            .iter()
-            .find(|b| b.build.is_some() && b.scenario == format!("{}, baseline build", r.scenario));
+        let baseline = baseline_of(rows, &r.scenario);
         if let Some(b) = baseline {
             out.compared = true;
             let base = b.deliveries_per_s;
@@ -152,6 +150,13 @@ fn fanout_targets(rows: &[Row], before: &[(String, f64)]) -> FanoutTargets {
     out
 }
 
+/// The row of the baseline build run in turn with this one in `scenario`, if it ran.
+fn baseline_of<'a>(rows: &'a [Row], scenario: &str) -> Option<&'a Row> {
+    let name = format!("{scenario}, baseline build");
+    rows.iter()
+        .find(|b| b.build.is_some() && b.scenario == name)
+}
+
 /// The Python example with one instance per event against the build before, when this run ran
 /// that build too (`run --baseline-other-languages`): at least twice its deliveries/s (the
 /// issue's "2× today's rate", today being the build it was filed against).
@@ -160,9 +165,7 @@ fn python_per_event_target(rows: &[Row]) -> Option<(String, String, bool)> {
     let r = rows
         .iter()
         .find(|r| r.build.is_none() && r.scenario == python)?;
-    let b = rows
-        .iter()
-        .find(|b| b.build.is_some() && b.scenario == format!("{python}, baseline build"))?;
+    let b = baseline_of(rows, python)?;
     let ratio = r
         .deliveries_per_s
         .zip(b.deliveries_per_s)
@@ -792,14 +795,18 @@ mod tests {
         assert!(previous_deliveries("").is_empty());
     }
 
-    #[test]
-    fn python_per_event_is_compared_with_the_build_run_in_turn() {
-        let row = |scenario: &str, rate: f64, build: Option<&str>| Row {
+    /// A row of `scenario` at `rate` deliveries/s, of the baseline build `build` if given.
+    fn row(scenario: &str, rate: f64, build: Option<&str>) -> Row {
+        Row {
             scenario: scenario.into(),
             deliveries_per_s: Some(rate),
             build: build.map(Into::into),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn python_per_event_is_compared_with_the_build_run_in_turn() {
         let name = "transform plugin (python-hello), 1 subscription";
         let base = format!("{name}, baseline build");
         assert_eq!(python_per_event_target(&[row(name, 500.0, None)]), None);
@@ -816,12 +823,6 @@ mod tests {
 
     #[test]
     fn fan_out_is_compared_with_the_build_run_in_turn_when_there_is_one() {
-        let row = |scenario: &str, rate: f64, build: Option<&str>| Row {
-            scenario: scenario.into(),
-            deliveries_per_s: Some(rate),
-            build: build.map(Into::into),
-            ..Default::default()
-        };
         let before = vec![
             ("receiver bound (direct POST)".to_string(), 40_000.0),
             ("fan-out to 1 subscription".to_string(), 8_000.0),
